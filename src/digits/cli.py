@@ -7,7 +7,10 @@ and `digits data` answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from digits import __version__
@@ -24,13 +27,324 @@ def add_data_commands(subcommands) -> None:
         description="Load MNIST (vendored copy, --data-dir, cache or mirrors), verify its checksums, "
         "and print shapes, class counts and pixel statistics; write a grid of the first digits.",
     )
-    data.add_argument("--data-dir", type=Path, help="read IDX or mnist.npz files from this directory")
+    data.add_argument(
+        "--data-dir",
+        type=Path,
+        help="read IDX files (raw or .gz) or a Keras mnist.npz from this directory, e.g. Fashion-MNIST "
+        "(default: $DIGITS_DATA_DIR, else the vendored MNIST)",
+    )
     data.add_argument("--out", type=Path, default=Path("out"), help="where the sample grid PNG goes (default: out/)")
     data.set_defaults(handler=run_data)
 
 
 def run_data(args) -> int:
-    raise DigitsError("`digits data` is not built yet.")
+    from digits import data
+
+    mnist = data.load_mnist(args.data_dir)
+    print(data.describe(mnist))
+    from digits import plots  # matplotlib takes a moment to import; only needed once the data is good.
+
+    grid = plots.sample_grid(mnist.train_images, mnist.train_labels, args.out / "sample_grid.png")
+    print(f"\nSample grid of the first 12 training digits: {grid}")
+    return 0
+
+
+# --- serve (issue 8) ------------------------------------------------------------------------------
+
+
+def add_serve_commands(subcommands) -> None:
+    serve = subcommands.add_parser(
+        "serve",
+        help="a draw-a-digit web page and a REST API",
+        description="Load a model once and serve the draw-a-digit page at / and the JSON API "
+        "(POST /predict, GET /health, GET /model, schema at /openapi.json) with uvicorn.",
+    )
+    serve.add_argument("--model", help="a run folder or a .keras file (default: the pretrained model shipped with digits)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
+    serve.set_defaults(handler=run_serve)
+
+
+def run_serve(args) -> int:
+    from digits.serve import serve
+
+    serve(args.model, host=args.host, port=args.port)
+    return 0
+
+
+# --- evaluation, comparison and the study (issue 4) -----------------------------------------------
+
+
+def add_study_commands(subcommands) -> None:
+    data_dir_help = "read MNIST from this directory (default: $DIGITS_DATA_DIR, else the vendored copy)"
+    evaluate = subcommands.add_parser(
+        "evaluate",
+        help="metrics, figures and an HTML report for one finished run",
+        description="Predict the test set with a run's model and write evaluation.json (accuracy, loss, confusion "
+        "matrix, mistakes, per-digit scores, overfitting verdict), figures and report.html into RUN/evaluation/.",
+    )
+    evaluate.add_argument("run", type=Path, metavar="RUN", help="a run folder written by `digits train`")
+    evaluate.add_argument("--data-dir", type=Path, help=data_dir_help)
+    evaluate.add_argument("--out", type=Path, help="write here instead of RUN/evaluation/")
+    evaluate.set_defaults(handler=run_evaluate)
+
+    compare = subcommands.add_parser(
+        "compare",
+        help="compare finished runs side by side: table, chart, verdict and report",
+        description="Evaluate each run (refreshing its evaluation/ folder), then write a side-by-side table, a chart, "
+        "a verdict and one report holding every model into a new folder runs/<time>-comparison/.",
+    )
+    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="two or more run folders")
+    compare.add_argument("--data-dir", type=Path, help=data_dir_help)
+    compare.add_argument("--out", type=Path, help="a new (or empty) folder for the comparison")
+    compare.set_defaults(handler=run_compare)
+
+    run = subcommands.add_parser(
+        "run",
+        help="the whole study: train the shallow network and the CNN, evaluate, compare, report",
+        description="Train quick-shallow and quick-cnn (a few minutes on a 2-core CPU), or with --exact the study's "
+        "own recipes seed-shallow-mse and seed-cnn (500 and 15 epochs); evaluate both, compare them, and write one "
+        "report into a new folder runs/<time>-study/.",
+    )
+    run.add_argument("--exact", action="store_true", help="train the study's exact recipes (slow: 500 and 15 epochs)")
+    run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs/)")
+    run.add_argument("--data-dir", type=Path, help=data_dir_help)
+    run.add_argument("--train-limit", type=int, help="train on only the first N training images (quick tries)")
+    run.add_argument("--test-limit", type=int, help="validate and test on only the first N images (quick tries)")
+    run.add_argument("--epochs", type=int, help="override both recipes' epochs (quick tries)")
+    run.add_argument("--out", type=Path, help="a new (or empty) folder for the study report instead of runs/<time>-study/")
+    run.set_defaults(handler=run_study_command)
+
+
+def run_evaluate(args) -> int:
+    from digits.data import load_mnist
+    from digits.runs import load_run
+    from digits.study import evaluate_run, summary_table
+
+    run = load_run(args.run)  # A bad folder is reported before MNIST and Keras load.
+    evaluated = evaluate_run(run, load_mnist(args.data_dir), args.out)
+    print(summary_table([evaluated.summary()]))
+    if evaluated.overfitting:
+        print(f"\n{evaluated.overfitting.sentence}")
+    pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})" for pair in evaluated.evaluation.confused_pairs)
+    print(f"Most confused: {pairs or 'none'}.")
+    print(f"\nNumbers: {evaluated.out_dir / 'evaluation.json'}\nReport:  {evaluated.report}")
+    return 0
+
+
+def run_compare(args) -> int:
+    from digits.data import load_mnist
+    from digits.runs import load_run
+    from digits.study import compare_runs, summary_table
+
+    if len(args.runs) < 2:
+        raise DigitsError("Comparing needs at least two run folders; name two or more after `digits compare`.")
+    runs = [load_run(path) for path in args.runs]
+    folder, models, comparison = compare_runs(runs, load_mnist(args.data_dir), args.out, command=_command_line())
+    print(summary_table(comparison.models))
+    print(f"\n{comparison.sentence}\n\nReport: {folder / 'report.html'}")
+    return 0
+
+
+def run_study_command(args) -> int:
+    import time
+
+    from digits.data import load_mnist
+    from digits.study import check_new_folder, run_study, study_recipes, summary_table
+
+    # Bad limits or a used --out folder are refused at once, not after loading Keras, data and training.
+    study_recipes(exact=args.exact, train_limit=args.train_limit, test_limit=args.test_limit, epochs=args.epochs)
+    if args.out is not None:
+        check_new_folder(args.out)
+    from digits.train import RunInterrupted
+
+    started = time.perf_counter()
+    try:
+        result = run_study(
+            load_mnist(args.data_dir), args.runs_dir, exact=args.exact, train_limit=args.train_limit,
+            test_limit=args.test_limit, epochs=args.epochs, out_dir=args.out, command=_command_line(),
+            verbose=1 if sys.stdout.isatty() else 2, progress=lambda line: print(line, flush=True),
+        )
+    except RunInterrupted as stopped:
+        print(f"digits: the study was interrupted after {stopped.epochs} of {stopped.total_epochs} epochs of "
+              f"{stopped.run_dir.name}; that incomplete run is in {stopped.run_dir}, and no study report was written.",
+              file=sys.stderr)
+        return 130
+    print(f"\nThe study, in {time.perf_counter() - started:.0f} s:\n")
+    print(summary_table(result.comparison.models))
+    print(f"\n{result.comparison.sentence}\n")
+    for model in result.models:
+        if model.overfitting:
+            print(f"{model.name}: {model.overfitting.sentence}")
+    print("\nRuns:   " + "\n        ".join(model.source for model in result.models))
+    print(f"Report: {result.report}")
+    return 0
+
+
+def _command_line() -> str:
+    import shlex
+
+    return shlex.join(["digits", *sys.argv[1:]])
+
+
+# --- models and training (issue 3) ----------------------------------------------------------------
+
+
+def add_training_commands(subcommands) -> None:
+    models = subcommands.add_parser(
+        "models",
+        help="list the model architectures, or show one's Keras summary",
+        description="Without NAME, list the architectures with their parameter counts; with NAME, print its "
+        "Keras summary.",
+    )
+    models.add_argument("name", nargs="?", metavar="NAME", help="an architecture, e.g. shallow or cnn")
+    models.set_defaults(handler=run_models)
+
+    presets = subcommands.add_parser(
+        "presets",
+        help="list the training presets and the study's result for each",
+        description="List the named recipes `digits train` accepts: the study's own (seed-*) and fast ones "
+        "(quick-*).",
+    )
+    presets.set_defaults(handler=run_presets)
+
+    train = subcommands.add_parser(
+        "train",
+        help="train a preset and keep the run in its own folder",
+        description="Train PRESET (see `digits presets`), showing Keras's per-epoch progress, and write a new run "
+        "folder RUNS_DIR/<time>-<preset>/ with config.json, history.csv, metrics.json and model.keras. Ctrl-C "
+        "stops cleanly: the folder keeps the finished epochs and is marked interrupted.",
+    )
+    train.add_argument("preset", metavar="PRESET", help="a preset name, e.g. seed-cnn or quick-shallow")
+    add_recipe_options(train)
+    train.add_argument("--runs-dir", type=Path, metavar="DIR", default=Path("runs"),
+                       help="where run folders go (default: runs/)")
+    train.add_argument("--data-dir", type=Path, metavar="DIR",
+                       help="read MNIST from this directory (default: $DIGITS_DATA_DIR, else the vendored copy)")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch progress; print only the run folder and result")
+    train.set_defaults(handler=run_train)
+
+
+def add_recipe_options(parser) -> None:
+    """Options that override a preset's recipe; `recipe_overrides(args)` collects them."""
+    parser.add_argument("--epochs", type=int, metavar="N", help="passes over the training images")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="images per gradient step")
+    parser.add_argument("--learning-rate", type=float, metavar="X",
+                        help="optimizer step size (default: the preset's, or a new optimizer's Keras default)")
+    parser.add_argument("--loss", metavar="NAME", help="categorical_crossentropy, mse or poisson")
+    parser.add_argument("--optimizer", metavar="NAME",
+                        help="sgd, adam, adadelta or rmsprop (Keras defaults for its other settings)")
+    parser.add_argument("--momentum", type=float, metavar="X", help="SGD momentum (default: the preset's; the study used none)")
+    parser.add_argument("--seed", type=int, metavar="N", help="seed for initialisation, shuffling and dropout (default: 0)")
+    parser.add_argument("--validation", metavar="test|holdout",
+                        help="'test': the test set, as the study did; 'holdout': the last 10,000 training images")
+    parser.add_argument("--train-limit", type=int, metavar="N", help="train on only the first N training images (quick tries)")
+    parser.add_argument("--test-limit", type=int, metavar="N", help="validate on only the first N validation images (quick tries)")
+
+
+def recipe_overrides(args) -> dict:
+    """Every option named like a Recipe field (--batch-size → batch_size); None where not given."""
+    import dataclasses
+
+    from digits.recipes import Recipe
+
+    # PRESET names the starting recipe; it is not an override.
+    return {field.name: getattr(args, field.name, None) for field in dataclasses.fields(Recipe) if field.name != "preset"}
+
+
+def run_models(args) -> int:
+    from digits.models import DESCRIPTIONS, MODELS, build_model
+
+    if args.name:
+        build_model(args.name).summary()
+        return 0
+    for name in MODELS:
+        print(f"{name:<10} {build_model(name).count_params():>7,} parameters   {DESCRIPTIONS.get(name, '')}")
+    return 0
+
+
+def run_presets(args) -> int:
+    from digits.recipes import PRESETS
+
+    for preset in PRESETS.values():
+        result = f"study: {preset.study_result}" if preset.study_result else "not in the study"
+        print(f"{preset.name:<21} {preset.description} [{result}]")
+    return 0
+
+
+def run_train(args) -> int:
+    from digits.recipes import get_preset, with_overrides
+
+    # The recipe is checked before MNIST and Keras load, so a typo costs no waiting.
+    recipe = with_overrides(get_preset(args.preset), **recipe_overrides(args))
+    from digits.data import load_mnist
+
+    data = load_mnist(args.data_dir)
+    from digits.runs import load_run
+    from digits.train import RunInterrupted, train
+
+    verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2  # a progress bar only on a terminal
+    try:
+        run_dir = train(recipe, data, args.runs_dir, verbose=verbose)
+    except RunInterrupted as stopped:
+        model = (f"model.keras holds epoch {stopped.model_epoch}" if stopped.model_epoch
+                 else "no epoch finished, so there is no model.keras")
+        print(f"digits: training interrupted after {stopped.epochs} of {stopped.total_epochs} epochs; the incomplete "
+              f"run is in {stopped.run_dir} ({model}).", file=sys.stderr)
+        return 130
+    metrics = load_run(run_dir).metrics
+    print(f"Run complete: {run_dir}")
+    print(f"validation accuracy {metrics['validation_accuracy']:.2%} ({metrics['validation']}), validation loss "
+          f"{metrics['validation_loss']:.4f}, {metrics['epochs']} epochs in {metrics['training_seconds']:.1f} s")
+    return 0
+
+
+# --- predict (issue 7) ----------------------------------------------------------------------------
+
+
+def add_predict_commands(subcommands) -> None:
+    predict = subcommands.add_parser(
+        "predict",
+        help="read the digit in your own pictures (PNG, JPEG, BMP, GIF, TIFF, WebP)",
+        description="Prepare each picture the way MNIST was prepared (light ink on black, fitted in 20x20, "
+        "centred by mass in 28x28) and print the digit, its probability and the likeliest digits. Folders "
+        "are walked in sorted order, skipping hidden files. The exit status is 0 only if every file was read.",
+    )
+    predict.add_argument("inputs", nargs="+", metavar="IMAGE|DIR", help="picture files or folders of them")
+    predict.add_argument(
+        "--model", metavar="RUN|FILE.keras", help="a run folder or .keras file (default: the shipped model)"
+    )
+    predict.add_argument("--json", action="store_true", help="print one JSON document, not one line per file")
+    predict.add_argument(
+        "--show", type=Path, metavar="DIR", help="write each picture beside the 28x28 view the model saw"
+    )
+    predict.add_argument("--top", type=int, default=3, metavar="K", help="how many likeliest digits to list (3)")
+    predict.set_defaults(handler=run_predict)
+
+
+def run_predict(args) -> int:
+    import json
+
+    from digits import predict
+
+    if not 1 <= args.top <= 10:
+        raise DigitsError(f"--top must be between 1 and 10, not {args.top}.")
+    paths = predict.find_image_files(args.inputs)
+    if not paths:
+        raise DigitsError(f"No files found in {', '.join(args.inputs)}; give pictures or folders holding some.")
+    classifier = predict.load_classifier(args.model)
+    results = predict.predict_files(classifier, paths, keep_originals=args.show is not None)
+    if args.show is not None:
+        predict.save_views(results, args.show)
+    if args.json:
+        print(json.dumps(predict.results_document(classifier, results, args.top), indent=2))
+    else:
+        for result in results:
+            print(predict.result_line(result, args.top))
+    failed = sum(result.error is not None for result in results)
+    if failed:
+        print(f"digits: {failed} of {len(results)} files could not be read.", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -44,7 +358,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"digits {__version__}")
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_data_commands(subcommands)
+    add_training_commands(subcommands)
+    add_serve_commands(subcommands)
+    add_study_commands(subcommands)
+    add_predict_commands(subcommands)
     return parser
+
+
+@contextlib.contextmanager
+def native_stderr_to_log():
+    """Send native (C++) stderr to a log file while a command runs, keeping Python's stderr on screen.
+
+    TensorFlow writes start-up lines through absl before its logging is initialised, and those ignore
+    TF_CPP_MIN_LOG_LEVEL; a user should see our one-sentence errors, not that noise. Set
+    DIGITS_NATIVE_STDERR=1 to see it. Only done when stderr is the real terminal stream (not under
+    pytest's capture).
+    """
+    if os.environ.get("DIGITS_NATIVE_STDERR") or sys.stderr is not sys.__stderr__:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        terminal_fd = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    log_path = Path(tempfile.gettempdir()) / f"digits-native-stderr-{os.getuid()}.log"
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    python_stderr = sys.stderr
+    sys.stderr = open(os.dup(terminal_fd), "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace")
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(terminal_fd, 2)
+        os.close(terminal_fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,14 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
-    try:
-        return args.handler(args) or 0
-    except DigitsError as error:
-        print(f"digits: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("digits: interrupted.", file=sys.stderr)
-        return 130
+    with native_stderr_to_log():
+        try:
+            return args.handler(args) or 0
+        except DigitsError as error:
+            print(f"digits: error: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("digits: interrupted.", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,236 @@
+"""Figures: matplotlib only, drawing what data.py and evaluate.py computed; each function writes one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+# Figures are only ever written to files, also on machines with no display.
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from digits.errors import DigitsError  # noqa: E402
+
+
+# --- sample grid (issue 2) --------------------------------------------------------------------------
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, count: int = 12) -> Path:
+    """Draw the first `count` images in a grid, each titled with its label, and save the PNG at `path`."""
+    path = Path(path)
+    count = min(count, len(images))
+    columns = min(count, 6)
+    rows = -(-count // columns)  # Ceiling division: a last, partly filled row still gets drawn.
+    # A figure of its own (not pyplot's global state), so nothing leaks between calls.
+    figure = Figure(figsize=(1.3 * columns, 1.5 * rows), dpi=100, layout="constrained")
+    for index, axes in enumerate(figure.subplots(rows, columns, squeeze=False).flat):
+        axes.axis("off")
+        if index < count:
+            # Shown as stored: white ink on black, pixel values 0..255.
+            axes.imshow(images[index], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            axes.set_title(str(labels[index]), fontsize=14)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+    except OSError as error:
+        raise DigitsError(f"Cannot write {path} ({error.strerror or error}); choose a writable --out directory.") from None
+    return path
+
+
+# --- evaluation figures (issue 4) -----------------------------------------------------------------
+# Each function draws only what digits.evaluate computed, saves one PNG and returns its path. Figures are
+# built with matplotlib.figure.Figure rather than pyplot, so nothing stays registered (or open) afterwards.
+
+TRAIN_COLOR = "#2f6fdf"
+VALIDATION_COLOR = "#ef7d32"
+MODEL_COLORS = ["#2f6fdf", "#ef7d32", "#27a376", "#9b59b6", "#d64550", "#8c6d31"]
+INK_COLOR = "#1f2430"
+GRID_COLOR = "#e3e6ec"
+# 110 dpi keeps figures sharp on screen while the embedded report stays a few hundred kilobytes.
+FIGURE_DPI = 110
+FIGURE_STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9.5,
+    "axes.edgecolor": "#b8bdc7",
+    "axes.labelcolor": INK_COLOR,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.titlecolor": INK_COLOR,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "xtick.color": "#555b66",
+    "ytick.color": "#555b66",
+    "legend.frameon": False,
+}
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=FIGURE_DPI, layout="constrained")
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, format="png", facecolor="white")
+    except OSError as error:
+        raise DigitsError(f"Cannot write {path} ({error.strerror or error}); choose a writable --out directory.") from None
+    return path
+
+
+def learning_curves(history: dict, path: str | Path, *, title: str | None = None, loss_name: str = "loss") -> Path:
+    """Accuracy and loss per epoch, training against validation, side by side; marks the lowest validation loss."""
+    epochs = np.asarray(history["epoch"])
+    has_validation = "val_loss" in history and len(history["val_loss"]) == len(epochs) and len(epochs) > 0
+    marker = "o" if len(epochs) <= 30 else None
+    with matplotlib.rc_context(FIGURE_STYLE):
+        figure = _new_figure(10, 3.6)
+        accuracy_axes, loss_axes = figure.subplots(1, 2)
+        for axes, key, label in ((accuracy_axes, "accuracy", "accuracy (%)"), (loss_axes, "loss", loss_name)):
+            scale = 100 if key == "accuracy" else 1
+            axes.plot(epochs, scale * np.asarray(history[key]), color=TRAIN_COLOR, marker=marker, markersize=3.5,
+                      linewidth=1.8, label="training")
+            if has_validation:
+                axes.plot(epochs, scale * np.asarray(history[f"val_{key}"]), color=VALIDATION_COLOR, marker=marker,
+                          markersize=3.5, linewidth=1.8, label="validation")
+            axes.set_xlabel("epoch")
+            axes.set_ylabel(label)
+            axes.grid(True, color=GRID_COLOR, linewidth=0.8)
+            axes.xaxis.get_major_locator().set_params(integer=True)
+        accuracy_axes.set_title("Accuracy")
+        loss_axes.set_title("Loss (the training objective)")
+        if has_validation:
+            best = int(np.argmin(history["val_loss"]))
+            loss_axes.axvline(epochs[best], color="#9aa1ad", linestyle=":", linewidth=1.2)
+            loss_axes.plot([epochs[best]], [history["val_loss"][best]], "o", color=VALIDATION_COLOR, markersize=8,
+                           markerfacecolor="white", markeredgewidth=2,
+                           label=f"lowest validation loss (epoch {epochs[best]})")
+        accuracy_axes.legend(loc="lower right")
+        loss_axes.legend(loc="best")
+        if title:
+            figure.suptitle(title, fontsize=12, fontweight="bold", color=INK_COLOR)
+        return _save(figure, path)
+
+
+def confusion_figure(confusion, path: str | Path, *, title: str | None = None) -> Path:
+    """The 10×10 confusion matrix with every non-zero count written in its cell (log colour scale)."""
+    from matplotlib.colors import LogNorm
+
+    confusion = np.asarray(confusion)
+    classes = len(confusion)
+    with matplotlib.rc_context(FIGURE_STYLE):
+        figure = _new_figure(5.6, 5.2)
+        axes = figure.subplots()
+        # A log scale lets a handful of confusions show beside a thousand correct answers; empty cells stay white.
+        shown = np.ma.masked_equal(confusion, 0)
+        norm = LogNorm(vmin=1, vmax=max(int(confusion.max()), 2))
+        axes.imshow(shown, cmap="Blues", norm=norm)
+        for actual in range(classes):
+            for predicted in range(classes):
+                count = int(confusion[actual, predicted])
+                if count == 0:
+                    continue
+                dark = norm(count) > 0.6
+                wrong = actual != predicted
+                axes.text(predicted, actual, f"{count}", ha="center", va="center",
+                          fontsize=8 if count < 1000 else 7, fontweight="bold" if wrong else "normal",
+                          color="white" if dark else ("#b3261e" if wrong else INK_COLOR))
+        axes.set_xticks(range(classes))
+        axes.set_yticks(range(classes))
+        axes.set_xlabel("predicted digit")
+        axes.set_ylabel("actual digit")
+        axes.xaxis.set_label_position("top")
+        axes.xaxis.tick_top()
+        axes.tick_params(length=0)
+        for spine in axes.spines.values():
+            spine.set_visible(False)
+        axes.set_xticks(np.arange(-0.5, classes), minor=True)
+        axes.set_yticks(np.arange(-0.5, classes), minor=True)
+        axes.grid(which="minor", color="white", linewidth=1.5)
+        axes.tick_params(which="minor", length=0)
+        if title:
+            axes.set_title(title, pad=12)
+        return _save(figure, path)
+
+
+def mistakes_gallery(images, mistakes, path: str | Path, *, count: int = 24, columns: int = 8,
+                     title: str | None = None) -> Path:
+    """The first `count` mistakes (most confident first) as digits captioned "actual 4 → predicted 9 (97 %)"."""
+    shown = list(mistakes)[:count]
+    with matplotlib.rc_context(FIGURE_STYLE):
+        if not shown:
+            figure = _new_figure(6, 1.2)
+            figure.text(0.5, 0.5, "No mistakes: every image was read correctly.", ha="center", va="center",
+                        fontsize=12, color=INK_COLOR)
+            return _save(figure, path)
+        columns = min(columns, len(shown))
+        rows = -(-len(shown) // columns)
+        figure = _new_figure(1.38 * columns, 1.62 * rows + (0.35 if title else 0))
+        grid = figure.subplots(rows, columns, squeeze=False)
+        for cell, axes in enumerate(grid.flat):
+            if cell >= len(shown):
+                axes.set_axis_off()
+                continue
+            # A thin frame shows where each 28×28 image ends on the white page.
+            axes.set_xticks([])
+            axes.set_yticks([])
+            for spine in axes.spines.values():
+                spine.set_visible(True)
+                spine.set_color(GRID_COLOR)
+            mistake = shown[cell]
+            # Dark ink on white reads like paper; MNIST stores bright ink on black.
+            axes.imshow(images[mistake.index], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+            axes.set_title(f"actual {mistake.actual} → predicted {mistake.predicted}\n"
+                           f"({_confidence(mistake.confidence)})", fontsize=7.5, fontweight="normal",
+                           color=INK_COLOR, pad=3)
+        if title:
+            figure.suptitle(title, fontsize=11, fontweight="bold", color=INK_COLOR)
+        return _save(figure, path)
+
+
+def _confidence(probability: float) -> str:
+    """"97 %"; near-certain answers keep a decimal, so 99.6 % is not shown as a flat 100 %."""
+    percent = 100 * probability
+    if percent < 99:
+        return f"{percent:.0f} %"
+    return f"{percent:.1f} %" if percent < 99.95 else "> 99.9 %"
+
+
+def comparison_chart(models, path: str | Path, *, title: str | None = None) -> Path:
+    """Test accuracy, mistakes and training time of each model (digits.evaluate.ModelSummary rows), side by side."""
+    import math
+
+    names = [model.name for model in models]
+    colors = [MODEL_COLORS[index % len(MODEL_COLORS)] for index in range(len(models))]
+    panels = [
+        ("Test accuracy (%)", [100 * model.accuracy for model in models], "{:.2f}"),
+        ("Mistakes", [model.mistakes for model in models], "{:,}"),
+        ("Training time (s)", [model.training_seconds for model in models], "{:,.0f}"),
+    ]
+    with matplotlib.rc_context(FIGURE_STYLE):
+        figure = _new_figure(10, 0.9 + 0.55 * len(models))
+        for index, (axes, (panel_title, values, label)) in enumerate(zip(figure.subplots(1, 3), panels)):
+            known = [value if value is not None else 0 for value in values]
+            # Accuracy bars start just below the worst model, or a 90 % and a 99 % model look alike.
+            start = max(0, math.floor(min(known)) - 1) if index == 0 else 0
+            positions = range(len(models))
+            axes.barh(positions, [value - start for value in known], left=start, color=colors, height=0.6)
+            top = max(known) if max(known) > start else start + 1
+            right = 100 if index == 0 else top * 1.25
+            axes.set_xlim(start, right)
+            for position, value in zip(positions, values):
+                text = "n/a" if value is None else label.format(value)
+                axes.text((value if value is not None else start) + (right - start) * 0.015, position, text,
+                          va="center", fontsize=9, color=INK_COLOR)
+            axes.set_yticks(list(positions), names if index == 0 else [""] * len(names))
+            axes.invert_yaxis()
+            axes.set_title(panel_title)
+            axes.tick_params(axis="y", length=0)
+            axes.grid(True, axis="x", color=GRID_COLOR, linewidth=0.8)
+            axes.set_axisbelow(True)
+        if title:
+            figure.suptitle(title, fontsize=12, fontweight="bold", color=INK_COLOR)
+        return _save(figure, path)

@@ -1,0 +1,212 @@
+"""Training: the only place that calls `fit()`. One recipe in, one run folder out.
+
+The run folder is written as training goes: config.json before the first step, a history.csv row after
+every epoch, then model.keras and, last, metrics.json. Ctrl-C stops training cleanly: the folder keeps
+the finished epochs, the model of the last finished epoch, and metrics.json with status "interrupted".
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from digits import __version__
+from digits.data import Mnist, to_model_input
+from digits.errors import DigitsError
+from digits.models import NUM_CLASSES, build_model
+from digits.recipes import HOLDOUT_SIZE, Recipe
+from digits.runs import CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, MODEL_FILE, create_run_dir, write_json
+
+REPRODUCIBILITY_NOTE = (
+    "The seed fixes weight initialisation, shuffling and dropout, so the same seed, versions and machine "
+    "give the same run; oneDNN kernels and thread scheduling may still make the last digits of losses "
+    "and accuracies differ slightly between runs and machines."
+)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the run folder was closed consistently and marked "interrupted"."""
+
+    def __init__(self, run_dir: Path, epochs: int, total_epochs: int, model_epoch: int | None):
+        super().__init__(f"training interrupted after {epochs} of {total_epochs} epochs")
+        self.run_dir = run_dir
+        self.epochs = epochs
+        self.total_epochs = total_epochs
+        self.model_epoch = model_epoch
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Appends one history.csv row per finished epoch and keeps that epoch's weights in memory."""
+
+    def __init__(self, history_path: Path):
+        super().__init__()
+        self.history_path = history_path
+        self.epochs = 0  # epochs finished and written to history.csv
+        self.last_logs: dict = {}
+        self.weights: list[np.ndarray] | None = None  # weights after epoch `weights_epoch`
+        self.weights_epoch: int | None = None
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.epoch_started
+        logs = dict(logs or {})
+        row = [str(epoch + 1)] + [repr(float(logs[name])) for name in HISTORY_COLUMNS[1:-1]] + [f"{seconds:.3f}"]
+        # Opening, appending and closing flushes the row, so a reader (or Ctrl-C) sees every finished epoch.
+        with self.history_path.open("a") as file:
+            file.write(",".join(row) + "\n")
+        self.epochs, self.last_logs = epoch + 1, logs
+        # A copy of a few hundred kilobytes: cheaper than saving model.keras after every epoch.
+        self.weights, self.weights_epoch = self.model.get_weights(), epoch + 1
+
+
+def split_data(recipe: Recipe, data: Mnist) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Training and validation arrays (model input, one-hot labels) for the recipe, and a description."""
+    if recipe.validation == "test":
+        train_images, train_labels = data.train_images, data.train_labels
+        validation_images, validation_labels = data.test_images, data.test_labels
+        description = f"the test set ({len(validation_images):,} images)"
+    else:
+        split = len(data.train_images) - HOLDOUT_SIZE
+        if split < 1:
+            raise DigitsError(
+                f"--validation holdout needs more than {HOLDOUT_SIZE:,} training images, but the data has "
+                f"{len(data.train_images):,}; use --validation test."
+            )
+        train_images, train_labels = data.train_images[:split], data.train_labels[:split]
+        validation_images, validation_labels = data.train_images[split:], data.train_labels[split:]
+        description = (
+            f"holdout: the last {HOLDOUT_SIZE:,} training images (indices {split:,}–{len(data.train_images) - 1:,}); "
+            f"training uses the first {split:,}; the test set is not used"
+        )
+    train_images, train_labels = train_images[: recipe.train_limit], train_labels[: recipe.train_limit]
+    validation_images = validation_images[: recipe.test_limit]
+    validation_labels = validation_labels[: recipe.test_limit]
+    if recipe.train_limit or recipe.test_limit:
+        description += f", limited to {len(train_images):,} training and {len(validation_images):,} validation images"
+    one_hot = np.eye(NUM_CLASSES, dtype="float32")
+    return (
+        to_model_input(train_images),  # (N, 28, 28) uint8 -> (N, 28, 28, 1) float32 in [0, 1]
+        one_hot[train_labels],  # (N,) -> (N, 10)
+        to_model_input(validation_images),
+        one_hot[validation_labels],
+        description,
+    )
+
+
+def make_optimizer(recipe: Recipe) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer: Keras defaults for everything the recipe does not set."""
+    if recipe.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=recipe.learning_rate, momentum=recipe.momentum)
+    others = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta, "rmsprop": keras.optimizers.RMSprop}
+    return others[recipe.optimizer](learning_rate=recipe.learning_rate)
+
+
+def library_versions() -> dict[str, str]:
+    backend = keras.backend.backend()
+    versions = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
+    try:
+        versions[backend] = importlib.metadata.version(backend)
+    except importlib.metadata.PackageNotFoundError:
+        versions[backend] = "unknown"
+    return versions
+
+
+def train(
+    recipe: Recipe,
+    data: Mnist,
+    runs_dir: str | Path,
+    *,
+    verbose: int = 1,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> Path:
+    """Train `recipe` on `data`, writing a new run folder in `runs_dir`; returns that folder.
+
+    verbose is Keras's: 0 silent, 1 progress bar, 2 one line per epoch. `callbacks` run after the one that
+    records each epoch. Raises RunInterrupted (a KeyboardInterrupt) after closing the folder consistently
+    if the user presses Ctrl-C.
+    """
+    train_images, train_labels, validation_images, validation_labels, validation_description = split_data(recipe, data)
+    keras.utils.set_random_seed(recipe.seed)
+    model = build_model(recipe.model)
+    model.compile(optimizer=make_optimizer(recipe), loss=recipe.loss, metrics=["accuracy"])
+
+    run_dir = create_run_dir(runs_dir, recipe.preset)
+    write_json(
+        run_dir / CONFIG_FILE,
+        {
+            "preset": recipe.preset,
+            "recipe": asdict(recipe),
+            "digits_version": __version__,
+            "backend": keras.backend.backend(),
+            "seed": recipe.seed,
+            "versions": library_versions(),
+            "cpu_count": os.cpu_count(),
+            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "data": {
+                "source": data.source,
+                "verified": data.verified,
+                "train_images": len(train_images),
+                "validation_images": len(validation_images),
+            },
+            "validation": validation_description,
+            "reproducibility": REPRODUCIBILITY_NOTE,
+        },
+    )
+    history_path = run_dir / HISTORY_FILE
+    history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
+
+    recorder = RunRecorder(history_path)
+    started = time.perf_counter()
+    try:
+        model.fit(
+            train_images,
+            train_labels,
+            batch_size=recipe.batch_size,
+            epochs=recipe.epochs,
+            validation_data=(validation_images, validation_labels),
+            callbacks=[recorder, *callbacks],
+            verbose=verbose,
+        )
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+    except OSError as error:  # The folder was removed or the disk filled up while training.
+        raise DigitsError(
+            f"Writing the run folder {run_dir} failed ({error}); free disk space, keep the folder, and train again."
+        )
+    training_seconds = time.perf_counter() - started
+
+    if recorder.weights is not None:
+        # On Ctrl-C the weights are part-way through an epoch; keep those of the last finished one.
+        model.set_weights(recorder.weights)
+        model.save(run_dir / MODEL_FILE)
+    logs = recorder.last_logs
+    write_json(
+        run_dir / METRICS_FILE,
+        {
+            "status": status,
+            "epochs": recorder.epochs,
+            "validation": recipe.validation,
+            "validation_accuracy": float(logs["val_accuracy"]) if logs else None,
+            "validation_loss": float(logs["val_loss"]) if logs else None,
+            "training_seconds": round(training_seconds, 3),
+            "parameters": model.count_params(),
+            "samples_per_second": round(len(train_images) * recorder.epochs / training_seconds, 1),
+            "model_epoch": recorder.weights_epoch,  # the epoch model.keras holds; None: no model saved
+        },
+    )
+    if status == "interrupted":
+        raise RunInterrupted(run_dir, recorder.epochs, recipe.epochs, recorder.weights_epoch)
+    return run_dir

@@ -1,0 +1,85 @@
+"""Shared pytest fixtures. Each issue appends its own section; keep sections self-contained."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+# --- data (issue 2) ---------------------------------------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """Write a uint8 array as an IDX file, gzip-compressed when the name ends in .gz."""
+    magic = 0x0800 + array.ndim  # unsigned bytes, then the number of dimensions
+    header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in array.shape)
+    content = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(content) if path.name.endswith(".gz") else content)
+    return path
+
+
+@pytest.fixture
+def idx_writer():
+    """The `write_idx(path, array)` helper, for tests that build their own IDX files."""
+    return write_idx
+
+
+@pytest.fixture
+def tiny_mnist() -> dict[str, np.ndarray]:
+    """A small MNIST look-alike: 60 training and 20 test 28x28 uint8 images, labels cycling through 0..9.
+
+    Each image is black with a bright 6x6 square whose place depends on its label and index, so images differ.
+    """
+    arrays = {}
+    for split, count in (("train", 60), ("test", 20)):
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        images = np.zeros((count, 28, 28), dtype=np.uint8)
+        for index, label in enumerate(labels):
+            row, column = 2 + 2 * label, 2 + index % 20
+            images[index, row:row + 6, column:column + 6] = 255
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    return arrays
+
+
+@pytest.fixture
+def tiny_mnist_dir(tmp_path, tiny_mnist) -> Path:
+    """A directory holding `tiny_mnist` as the four raw IDX files under their official names."""
+    directory = tmp_path / "tiny-mnist"
+    directory.mkdir()
+    names = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+    for part, name in names.items():
+        write_idx(directory / name, tiny_mnist[part])
+    return directory
+
+
+# --- serve (issue 8) --------------------------------------------------------------------------------
+
+
+# One pen stroke per digit, as fractions of the square's side.
+DIGIT_STROKES = {1: [(0.5, 0.18), (0.5, 0.82)], 7: [(0.3, 0.22), (0.7, 0.22), (0.45, 0.8)]}
+
+
+def draw_digit_png(digit: int | None, *, side: int = 280, dark_on_light: bool = True) -> bytes:
+    """A PNG like the draw-a-digit page sends: a thick-stroked 1 or 7 (or nothing, for None) on plain paper."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    paper, ink = ("white", "black") if dark_on_light else ("black", "white")
+    picture = Image.new("RGB", (side, side), paper)
+    if digit is not None:
+        stroke = [(round(x * side), round(y * side)) for x, y in DIGIT_STROKES[digit]]
+        ImageDraw.Draw(picture).line(stroke, fill=ink, width=round(0.065 * side), joint="curve")
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def digit_png():
+    """The `draw_digit_png(digit, side=280, dark_on_light=True)` helper: PNG bytes of a drawn 1 or 7, or blank."""
+    return draw_digit_png

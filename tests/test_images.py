@@ -1,0 +1,249 @@
+"""digits.images: every preprocessing step on constructed pictures, and every kind of bad input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from digits.errors import DigitsError
+from digits.images import (
+    MAX_PIXELS,
+    ImageError,
+    NoDigitError,
+    is_dark_on_light,
+    load_image,
+    prepare_file,
+    prepare_image,
+)
+
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+
+
+def draw_seven(size=(300, 300), box=(100, 60, 200, 240), ink=BLACK, paper=WHITE, pen=14, mode="RGB"):
+    """A pen-drawn 7 inside `box` (left, top, right, bottom) on a canvas of `size`."""
+    picture = Image.new(mode, size, paper)
+    left, top, right, bottom = box
+    ImageDraw.Draw(picture).line(
+        [(left, top), (right, top), (left + (right - left) * 0.35, bottom)], fill=ink, width=pen, joint="curve"
+    )
+    return picture
+
+
+def ink_box(prepared: np.ndarray) -> tuple[int, int]:
+    """Height and width of the ink's bounding box in a prepared 28x28 image."""
+    rows, columns = np.nonzero(prepared > 0)
+    return rows.max() - rows.min() + 1, columns.max() - columns.min() + 1
+
+
+def similarity(first: np.ndarray, second: np.ndarray) -> float:
+    """Correlation of two prepared images: 1 means the same picture."""
+    return float(np.corrcoef(first.ravel().astype(float), second.ravel().astype(float))[0, 1])
+
+
+REFERENCE = prepare_image(draw_seven())
+
+
+def test_an_off_centre_digit_is_fitted_in_20_pixels_and_centred_by_mass():
+    corner = draw_seven(size=(800, 600), box=(20, 30, 140, 250), pen=16)
+    prepared = prepare_image(corner)
+    assert prepared.shape == (28, 28) and prepared.dtype == np.uint8
+    centre_row, centre_column = ndimage.center_of_mass(prepared.astype(float))
+    assert abs(centre_row - 14) <= 0.6 and abs(centre_column - 14) <= 0.6
+    height, width = ink_box(prepared)
+    assert max(height, width) in (20, 21, 22)  # 20 pixels plus the anti-aliased edge.
+    assert prepared.max() == 255 and prepared[:3].max() == 0 and prepared[-1].max() == 0
+    assert similarity(prepared, REFERENCE) > 0.9
+
+
+def test_the_aspect_ratio_is_kept():
+    one = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(one).line([(200, 50), (200, 350)], fill=0, width=20)
+    height, width = ink_box(prepare_image(one))
+    assert height >= 20 and width <= 6
+
+
+@pytest.mark.parametrize(
+    ("ink", "paper", "dark_on_light"),
+    [
+        (BLACK, WHITE, True),
+        (WHITE, BLACK, False),
+        ((30, 40, 160), (250, 240, 200), True),
+        ((255, 230, 0), (20, 60, 20), False),
+    ],
+)
+def test_polarity_is_detected_both_ways(ink, paper, dark_on_light):
+    picture = draw_seven(ink=ink, paper=paper)
+    assert is_dark_on_light(picture) is dark_on_light
+    prepared = prepare_image(picture)
+    # Either way the model sees light ink on black, the same 7.
+    assert prepared[0, 0] == 0 and prepared.max() == 255
+    assert similarity(prepared, REFERENCE) > 0.95
+
+
+def test_ink_of_the_same_luminance_as_the_paper_is_still_found():
+    red_on_green = draw_seven(ink=(200, 40, 40), paper=(60, 120, 60))
+    assert similarity(prepare_image(red_on_green), REFERENCE) > 0.9
+
+
+@pytest.mark.parametrize("ink", [(0, 0, 0, 255), (255, 255, 255, 255), (20, 80, 200, 255)])
+def test_strokes_on_a_transparent_canvas_are_read_whatever_their_colour(ink):
+    # A canvas drawing: ink on fully transparent pixels whose hidden colour is black.
+    drawing = draw_seven(ink=ink, paper=(0, 0, 0, 0), mode="RGBA")
+    assert similarity(prepare_image(drawing), REFERENCE) > 0.95
+
+
+def test_a_transparent_margin_takes_the_paper_colour():
+    picture = draw_seven(size=(300, 300)).convert("RGBA")
+    margin = np.asarray(picture).copy()
+    margin[:40, :, 3] = 0  # The hidden colour of the transparent strip is black.
+    margin[:40, :, :3] = 0
+    assert similarity(prepare_image(Image.fromarray(margin)), REFERENCE) > 0.95
+
+
+def test_uneven_lighting_is_removed():
+    picture = np.asarray(draw_seven().convert("L"), dtype=float)
+    shadow = np.linspace(1.0, 0.35, picture.shape[1])[np.newaxis, :]  # The right side is in shadow.
+    shaded = Image.fromarray((picture * shadow).astype(np.uint8))
+    assert similarity(prepare_image(shaded), REFERENCE) > 0.95
+
+
+def test_specks_and_noise_are_ignored():
+    picture = draw_seven(size=(600, 600), box=(200, 160, 300, 340))
+    draw = ImageDraw.Draw(picture)
+    for corner in [(20, 20), (560, 40), (40, 560)]:
+        draw.ellipse([corner, (corner[0] + 5, corner[1] + 5)], fill=BLACK)
+    noise = np.random.default_rng(0).normal(0, 12, (600, 600, 1))
+    noisy = Image.fromarray(np.clip(np.asarray(picture, dtype=float) + noise, 0, 255).astype(np.uint8))
+    assert similarity(prepare_image(noisy), REFERENCE) > 0.9
+
+
+def test_thin_strokes_survive_shrinking_from_a_large_picture():
+    hairline = draw_seven(size=(3000, 3000), box=(1000, 700, 1800, 2300), pen=3)
+    prepared = prepare_image(hairline)
+    assert prepared.max() == 255
+    assert (prepared > 128).sum() >= 40  # Strokes about 2 pixels wide, like MNIST, not a faint trace.
+    assert similarity(prepared, REFERENCE) > 0.85
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        Image.new("RGB", (200, 200), WHITE),
+        Image.new("L", (50, 80), 0),
+        Image.new("RGBA", (280, 280), (0, 0, 0, 0)),
+        Image.fromarray(np.random.default_rng(1).normal(128, 2, (300, 300)).clip(0, 255).astype(np.uint8)),
+    ],
+    ids=["white", "black", "transparent", "faint-noise"],
+)
+def test_a_blank_picture_has_no_digit(picture):
+    with pytest.raises(NoDigitError, match="no digit found in drawing.png"):
+        prepare_image(picture, name="drawing.png")
+
+
+def test_no_digit_names_the_file(tmp_path):
+    path = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(path)
+    with pytest.raises(NoDigitError, match=f"no digit found in {path}"):
+        prepare_file(path)
+
+
+@pytest.mark.parametrize("extension", ["png", "jpg", "bmp", "gif", "tiff", "webp"])
+def test_every_common_format_gives_the_same_digit(tmp_path, extension):
+    path = tmp_path / f"seven.{extension}"
+    draw_seven().save(path)
+    assert similarity(prepare_file(path), REFERENCE) > 0.95
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "LA", "I;16", "CMYK"])
+def test_every_pixel_mode_is_handled(mode):
+    picture = draw_seven()
+    converted = picture.convert("L").convert(mode) if mode in ("1", "I;16") else picture.convert(mode)
+    assert similarity(prepare_image(converted), REFERENCE) > 0.9
+
+
+def test_a_palette_png_with_a_transparent_colour(tmp_path):
+    path = tmp_path / "palette.png"
+    drawing = draw_seven(ink=(0, 0, 0, 255), paper=(0, 0, 0, 0), mode="RGBA")
+    drawing.convert("P").save(path, transparency=0)  # Black becomes transparent too: only ink from alpha.
+    reopened = Image.open(path)
+    assert reopened.mode == "P" and "transparency" in reopened.info
+    prepared = prepare_file(path)
+    assert prepared.shape == (28, 28)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    path = tmp_path / "phone.jpg"
+    # A phone stores the picture sideways and records "rotate 90° clockwise to view" (orientation 6).
+    sideways = draw_seven().transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways.save(path, exif=exif)
+    assert load_image(path).size == (300, 300)
+    assert similarity(prepare_file(path), REFERENCE) > 0.95
+
+
+def test_bytes_are_accepted():
+    buffer = io.BytesIO()
+    draw_seven().save(buffer, format="PNG")
+    assert similarity(prepare_file(buffer.getvalue()), REFERENCE) > 0.99
+
+
+# --- bad input: one clear sentence each, naming the file --------------------------------------------
+
+
+def test_a_missing_path(tmp_path):
+    with pytest.raises(ImageError, match=r"nothing\.png does not exist"):
+        load_image(tmp_path / "nothing.png")
+
+
+def test_an_empty_file(tmp_path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty\.png is an empty file"):
+        load_image(path)
+
+
+def test_empty_bytes():
+    with pytest.raises(ImageError, match="the uploaded image is empty"):
+        load_image(b"")
+
+
+def test_a_file_that_is_not_an_image(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a picture\n")
+    with pytest.raises(ImageError, match=r"notes\.txt is not an image"):
+        prepare_file(path)
+
+
+def test_a_directory(tmp_path):
+    with pytest.raises(ImageError, match="is a directory"):
+        load_image(tmp_path)
+
+
+@pytest.mark.parametrize("extension", ["png", "jpg"])
+def test_a_truncated_image(tmp_path, extension):
+    whole = tmp_path / f"whole.{extension}"
+    noise = np.random.default_rng(2).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(whole)
+    path = tmp_path / f"cut.{extension}"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ImageError, match=r"cut\.\w+ is truncated or corrupted"):
+        prepare_file(path)
+
+
+@pytest.mark.parametrize("side", [10000, 20000], ids=["over-our-limit", "over-pillows-bomb-limit"])
+def test_an_enormous_image_is_refused_before_decoding(tmp_path, side):
+    path = tmp_path / "huge.png"
+    Image.new("1", (side, side // 2)).save(path)  # Kilobytes that decode to 50 or 200 megapixels.
+    assert side * side // 2 > MAX_PIXELS
+    with pytest.raises(ImageError, match=r"huge\.png is .*larger than the 40 megapixels limit"):
+        load_image(path)
+
+
+def test_every_image_error_is_a_digits_error():
+    # The CLI and the web server turn DigitsError into one sentence; these must never escape as tracebacks.
+    assert issubclass(ImageError, DigitsError) and issubclass(NoDigitError, ImageError)

@@ -1,0 +1,75 @@
+"""The evaluation figures: each writes a real PNG of a sensible size and leaves no figure open."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digits import plots
+from digits.evaluate import Mistake, ModelSummary, evaluate
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png(path):
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as image:
+        image.load()
+        return image.size
+
+
+@pytest.fixture
+def history():
+    epochs = np.arange(1, 11)
+    return {"epoch": epochs, "loss": 1 / epochs, "accuracy": 1 - 0.1 / epochs,
+            "val_loss": 1 / epochs + 0.01 * epochs, "val_accuracy": 1 - 0.12 / epochs}
+
+
+def test_learning_curves_write_a_two_panel_png(tmp_path, history):
+    path = plots.learning_curves(history, tmp_path / "curves.png", title="shallow")
+
+    assert path == tmp_path / "curves.png"
+    width, height = read_png(path)
+    assert width > 1.8 * height  # two panels side by side
+
+
+def test_learning_curves_without_validation_still_draw(tmp_path, history):
+    training_only = {key: history[key] for key in ("epoch", "loss", "accuracy")}
+    read_png(plots.learning_curves(training_only, tmp_path / "curves.png"))
+
+
+def test_confusion_matrix_png(tmp_path):
+    labels = np.repeat(np.arange(10), 20)
+    probabilities = np.eye(10)[labels] * 0.9 + 0.01
+    probabilities[:5] = np.eye(10)[9] * 0.9 + 0.01  # five 0s read as 9
+    confusion = evaluate(labels, probabilities).confusion
+
+    width, height = read_png(plots.confusion_figure(confusion, tmp_path / "nested" / "confusion.png"))
+    assert 400 < width < 1200 and 400 < height < 1200
+
+
+def test_mistakes_gallery_grows_with_the_mistakes_shown(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    mistakes = [Mistake(index=i, actual=4, predicted=9, confidence=0.97 - i / 100) for i in range(30)]
+
+    five = read_png(plots.mistakes_gallery(images, mistakes[:5], tmp_path / "five.png"))
+    many = read_png(plots.mistakes_gallery(images, mistakes, tmp_path / "many.png", count=24, columns=8))
+    none = read_png(plots.mistakes_gallery(images, [], tmp_path / "none.png"))
+
+    assert many[1] > 2.5 * five[1]  # three rows of eight against one row of five
+    assert none[1] < five[1]  # a one-line "no mistakes" note
+
+
+def test_comparison_chart_handles_unknown_training_time(tmp_path):
+    models = [ModelSummary("cnn", 0.99, 0.03, 100, 10_000, 95.0, 4, 34_826),
+              ModelSummary("ensemble", 0.995, 0.02, 50, 10_000)]
+    width, height = read_png(plots.comparison_chart(models, tmp_path / "comparison.png"))
+    assert width > height
+
+
+def test_figures_leave_no_pyplot_figure_open(tmp_path, history):
+    import matplotlib.pyplot as pyplot
+
+    before = len(pyplot.get_fignums())
+    plots.learning_curves(history, tmp_path / "curves.png")
+    plots.confusion_figure(np.eye(10, dtype=int), tmp_path / "confusion.png")
+    assert len(pyplot.get_fignums()) == before

@@ -1,0 +1,112 @@
+"""Recipes and presets: the study's exact settings, overrides, and one-line errors for bad names."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from digits.errors import DigitsError
+from digits.recipes import PRESETS, Recipe, get_preset, with_overrides
+
+
+def digits_command(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("seed-shallow-mse", dict(model="shallow", loss="mse", optimizer="sgd", learning_rate=0.01, batch_size=128,
+                                  epochs=500)),
+        ("seed-shallow-poisson", dict(model="shallow", loss="poisson", optimizer="adadelta", learning_rate=0.001,
+                                      batch_size=128, epochs=500)),
+        ("seed-cnn", dict(model="cnn", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.001,
+                          batch_size=128, epochs=15)),
+    ],
+)
+def test_seed_presets_are_the_study_exactly(name, expected):
+    recipe = get_preset(name)
+    assert {field: getattr(recipe, field) for field in expected} == expected
+    assert (recipe.momentum, recipe.validation, recipe.train_limit, recipe.test_limit) == (0.0, "test", None, None)
+    assert recipe.preset == name
+    assert PRESETS[name].study_result
+
+
+def test_quick_presets_keep_the_study_architectures():
+    assert get_preset("quick-shallow").model == "shallow"
+    assert get_preset("quick-cnn").model == "cnn"
+    for name in ("quick-shallow", "quick-cnn"):
+        assert "study" in PRESETS[name].description  # says what differs from the study
+
+
+def test_recipes_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_preset("seed-cnn").epochs = 1
+
+
+def test_overrides_replace_only_what_is_given():
+    recipe = with_overrides(get_preset("seed-cnn"), epochs=2, batch_size=None, seed=7, validation="holdout")
+    assert (recipe.epochs, recipe.batch_size, recipe.seed, recipe.validation) == (2, 128, 7, "holdout")
+    assert get_preset("seed-cnn").epochs == 15  # the preset itself is untouched
+
+
+def test_switching_optimizer_takes_its_keras_default_learning_rate():
+    sgd = get_preset("seed-shallow-mse")
+    assert with_overrides(sgd, optimizer="adam").learning_rate == 0.001
+    assert with_overrides(sgd, optimizer="adam", learning_rate=0.005).learning_rate == 0.005
+    assert with_overrides(sgd, optimizer="sgd").learning_rate == 0.01
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(loss="hinge"), "Unknown loss 'hinge'; choose one of: categorical_crossentropy, mse, poisson."),
+        (dict(optimizer="lbfgs"), "Unknown optimizer 'lbfgs'; choose one of: sgd, adam, adadelta, rmsprop."),
+        (dict(validation="train"), "Unknown validation 'train'; choose one of: test, holdout."),
+        (dict(epochs=0), "The epochs must be at least 1, not 0."),
+        (dict(batch_size=-5), "The batch size must be at least 1, not -5."),
+        (dict(learning_rate=0.0), "The learning rate must be above 0, not 0.0."),
+        (dict(train_limit=0), "The train limit must be at least 1, not 0."),
+    ],
+)
+def test_bad_values_get_one_sentence(change, message):
+    with pytest.raises(DigitsError) as caught:
+        with_overrides(get_preset("seed-cnn"), **change)
+    assert str(caught.value) == message
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(DigitsError, match="seed-shallow-mse, seed-shallow-poisson, seed-cnn, quick-shallow, quick-cnn"):
+        get_preset("seed-resnet")
+
+
+def test_recipe_without_a_model_is_a_programming_error():
+    with pytest.raises(TypeError):
+        Recipe(loss="mse", optimizer="sgd", learning_rate=0.01, epochs=1)
+
+
+@pytest.mark.parametrize(
+    "arguments, names",
+    [
+        (["train", "seed-resnet"], "quick-cnn"),
+        (["train", "seed-cnn", "--loss", "hinge"], "categorical_crossentropy, mse, poisson"),
+        (["train", "seed-cnn", "--optimizer", "lbfgs"], "sgd, adam, adadelta, rmsprop"),
+    ],
+)
+def test_train_command_rejects_unknown_names_in_one_line(arguments, names):
+    result = digits_command(*arguments)
+    assert result.returncode == 1
+    assert result.stderr.startswith("digits: error: Unknown ")
+    assert names in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_presets_command_lists_each_preset_with_the_study_result():
+    result = digits_command("presets")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list(PRESETS)
+    assert "90.34 %" in lines[0] and "82 %" in lines[1] and "99.28 %" in lines[2]

@@ -1,0 +1,134 @@
+"""`digits run`, `digits evaluate` and `digits compare` as a user runs them: real subprocesses, tiny settings."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--train-limit", "2000", "--test-limit", "500", "--epochs", "1"]
+
+
+def digits(*arguments, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One tiny study, shared by the tests below: (the finished process, the runs folder)."""
+    workdir = tmp_path_factory.mktemp("study")
+    finished = digits("run", "--runs-dir", workdir / "runs", *TINY, cwd=workdir)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    return finished, workdir / "runs"
+
+
+def run_folders(runs_dir):
+    return sorted(path for path in runs_dir.iterdir() if (path / "config.json").is_file())
+
+
+def test_run_trains_evaluates_and_reports_both_models(study):
+    finished, runs_dir = study
+    runs = run_folders(runs_dir)
+    assert [path.name.split("-", 2)[2] for path in runs] == ["quick-shallow", "quick-cnn"]
+    for run in runs:
+        evaluation_dir = run / "evaluation"
+        for name in ("evaluation.json", "report.html", "learning_curves.png", "confusion.png", "mistakes.png"):
+            assert (evaluation_dir / name).stat().st_size > 0, name
+        numbers = json.loads((evaluation_dir / "evaluation.json").read_text())
+        assert numbers["evaluation"]["count"] == 500  # the run's --test-limit was respected
+        assert sum(map(sum, numbers["evaluation"]["confusion"])) == 500
+        assert numbers["architecture"] and numbers["parameters"] in (50_890, 34_826)
+        assert numbers["overfitting"]["epochs"] == 1
+
+    studies = [path for path in runs_dir.iterdir() if path.name.endswith("-study")]
+    assert len(studies) == 1
+    pointer = json.loads((studies[0] / "study.json").read_text())
+    assert sorted(Path(path).name for path in pointer["runs"]) == sorted(run.name for run in runs)
+    page = (studies[0] / "report.html").read_text(encoding="utf-8")
+    for section in ('id="data"', 'id="model-quick-shallow"', 'id="model-quick-cnn"', 'id="comparison"'):
+        assert section in page
+
+    output = finished.stdout
+    assert "test accuracy" in output and "quick-shallow" in output and "quick-cnn" in output
+    assert f"Report: {studies[0] / 'report.html'}" in output
+    accuracy = json.loads((runs[1] / "evaluation" / "evaluation.json").read_text())["evaluation"]["accuracy"]
+    assert f"{100 * accuracy:.2f} %" in output  # the printed table shows the computed figure
+
+
+def test_evaluate_writes_where_asked_and_prints_the_report_path(study, tmp_path):
+    _, runs_dir = study
+    run = run_folders(runs_dir)[0]
+    finished = digits("evaluate", run, "--out", tmp_path / "again", cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    assert (tmp_path / "again" / "report.html").is_file()
+    assert f"Report:  {tmp_path / 'again' / 'report.html'}" in finished.stdout
+    assert "Too early to tell" in finished.stdout  # one epoch: no overfitting verdict is claimed
+
+
+def test_compare_writes_a_new_comparison_folder(study, tmp_path):
+    _, runs_dir = study
+    shallow, cnn = run_folders(runs_dir)
+    finished = digits("compare", shallow, cnn, "--out", tmp_path / "comparison", cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    summary = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
+    assert {row["name"] for row in summary["comparison"]["models"]} == {"quick-shallow", "quick-cnn"}
+    assert summary["comparison"]["sentence"] in finished.stdout
+    assert (tmp_path / "comparison" / "report.html").is_file()
+
+
+@pytest.fixture
+def damaged_runs(study, tmp_path):
+    """Copies of a good run, each broken the way a user's folder might be."""
+    _, runs_dir = study
+    good = run_folders(runs_dir)[0]
+    broken = {}
+    for kind in ("incomplete", "corrupted-config", "corrupted-model"):
+        broken[kind] = shutil.copytree(good, tmp_path / kind, ignore=shutil.ignore_patterns("evaluation"))
+    (broken["incomplete"] / "metrics.json").unlink()
+    (broken["corrupted-config"] / "config.json").write_text("{not json")
+    (broken["corrupted-model"] / "model.keras").write_bytes(b"not a zip file")
+    (tmp_path / "not-a-run").mkdir()
+    broken["not-a-run"] = tmp_path / "not-a-run"
+    broken["missing"] = tmp_path / "nowhere"
+    return good, broken
+
+
+@pytest.mark.parametrize("kind, words", [("missing", "no run folder"), ("not-a-run", "not a run folder"),
+                                         ("incomplete", "incomplete"), ("corrupted-config", "damaged"),
+                                         ("corrupted-model", "damaged")])
+def test_evaluate_refuses_a_bad_run_folder_in_one_sentence(damaged_runs, tmp_path, kind, words):
+    _, broken = damaged_runs
+    finished = digits("evaluate", broken[kind], cwd=tmp_path)
+
+    assert finished.returncode == 1
+    # TensorFlow may log its own start-up lines first; the user's answer is the last line, and only one.
+    last_line = finished.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("digits: error: ") and words in last_line
+    assert "Traceback" not in finished.stderr and finished.stderr.count("digits: error:") == 1
+    assert not (broken[kind] / "evaluation").exists()
+
+
+def test_compare_refuses_a_bad_folder_or_a_single_run(damaged_runs, tmp_path):
+    good, broken = damaged_runs
+    bad = digits("compare", good, broken["incomplete"], cwd=tmp_path)
+    assert bad.returncode == 1 and "incomplete" in bad.stderr and "Traceback" not in bad.stderr
+
+    single = digits("compare", good, cwd=tmp_path)
+    assert single.returncode == 1 and "at least two run folders" in single.stderr
+
+
+def test_run_refuses_to_write_into_a_folder_that_holds_files(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "report.html").write_text("someone's report")
+    finished = digits("run", "--runs-dir", tmp_path / "runs", "--out", tmp_path / "taken", *TINY, cwd=tmp_path)
+
+    assert finished.returncode == 1 and "nothing is overwritten" in finished.stderr
+    assert (tmp_path / "taken" / "report.html").read_text() == "someone's report"
+    assert not (tmp_path / "runs").exists()  # refused before any training
