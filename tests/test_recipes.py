@@ -31,6 +31,10 @@ def test_seed_presets_are_the_study_exactly(name, expected):
     recipe = get_preset(name)
     assert {field: getattr(recipe, field) for field in expected} == expected
     assert (recipe.momentum, recipe.validation, recipe.train_limit, recipe.test_limit) == (0.0, "test", None, None)
+    # Faster, but the same math: no schedule, smoothing, augmentation, bfloat16 or early stop.
+    assert (recipe.schedule, recipe.label_smoothing, recipe.augment_shift, recipe.precision, recipe.nesterov,
+            recipe.target_accuracy) == ("constant", 0.0, 0, "float32", False, None)
+    assert recipe.jit_compile == (True if recipe.model == "shallow" else "auto")  # XLA is 13x slower for the CNN
     assert recipe.preset == name
     assert PRESETS[name].study_result
 
@@ -38,8 +42,11 @@ def test_seed_presets_are_the_study_exactly(name, expected):
 def test_quick_presets_keep_the_study_architectures():
     assert get_preset("quick-shallow").model == "shallow"
     assert get_preset("quick-cnn").model == "cnn"
-    for name in ("quick-shallow", "quick-cnn"):
+    assert get_preset("quick-shallow-best").model == "shallow"
+    for name in ("quick-shallow", "quick-cnn", "quick-shallow-best"):
         assert "study" in PRESETS[name].description  # says what differs from the study
+    # `digits run` stops its quick presets at the study's accuracies.
+    assert (get_preset("quick-shallow").target_accuracy, get_preset("quick-cnn").target_accuracy) == (0.9034, 0.9928)
 
 
 def test_recipes_are_frozen():

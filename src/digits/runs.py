@@ -99,6 +99,8 @@ def load_model(run: Run):
     """The run's trained Keras model."""
     import keras
 
+    import digits.schedules  # noqa: F401  Registers the learning-rate schedules a model.keras may name.
+
     if not run.model_path.is_file():
         raise DigitsError(f"The run in {run.path} has no {MODEL_FILE} (no epoch finished); train it again.")
     try:

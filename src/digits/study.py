@@ -218,19 +218,27 @@ def compare_runs(paths: list[Run | str | Path], data: Mnist, out_dir: str | Path
 
 
 def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_limit: int | None = None,
-              test_limit: int | None = None, epochs: int | None = None, out_dir: str | Path | None = None,
-              command: str | None = None, verbose: int = 2, progress=print) -> StudyResult:
-    """Train the shallow network and the CNN, evaluate both, compare them and write the study report."""
+              test_limit: int | None = None, epochs: int | None = None, stop_at_target: bool = True,
+              out_dir: str | Path | None = None, command: str | None = None, verbose: int = 2,
+              progress=print) -> StudyResult:
+    """Train the shallow network and the CNN, evaluate both, compare them and write the study report.
+
+    The quick presets stop at the study's accuracy unless stop_at_target is False; the exact ones never stop.
+    """
     from digits.train import train
 
     presets = EXACT_PRESETS if exact else QUICK_PRESETS
-    recipes = study_recipes(exact=exact, train_limit=train_limit, test_limit=test_limit, epochs=epochs)
+    recipes = study_recipes(exact=exact, train_limit=train_limit, test_limit=test_limit, epochs=epochs,
+                            stop_at_target=stop_at_target)
     if out_dir is not None:
         check_new_folder(Path(out_dir))  # Refuse before minutes of training, not after.
     models = []
     for number, recipe in enumerate(recipes, start=1):
+        schedule = "" if recipe.schedule == "constant" else f" {recipe.schedule}"
+        stop = (f"at most {recipe.epochs} epochs, stopping at {recipe.target_accuracy:.2%}"
+                if recipe.target_accuracy is not None else "")
         progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
-                 f"{recipe.optimizer} lr {recipe.learning_rate:g}, {recipe.epochs} epochs")
+                 f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, {stop or f'{recipe.epochs} epochs'}")
         run_dir = train(recipe, data, runs_dir, verbose=verbose)
         progress(f"[{number}/{len(recipes)}] evaluating {run_dir}")
         models.append(evaluate_run(run_dir, data))
@@ -247,12 +255,17 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
 
 
 def study_recipes(*, exact: bool = False, train_limit: int | None = None, test_limit: int | None = None,
-                  epochs: int | None = None) -> list:
+                  epochs: int | None = None, stop_at_target: bool = True) -> list:
     """The recipes `digits run` trains, with the quick-try limits applied (DigitsError for bad values)."""
+    import dataclasses
+
     from digits.recipes import get_preset, with_overrides
 
-    return [with_overrides(get_preset(name), train_limit=train_limit, test_limit=test_limit, epochs=epochs)
-            for name in (EXACT_PRESETS if exact else QUICK_PRESETS)]
+    recipes = [with_overrides(get_preset(name), train_limit=train_limit, test_limit=test_limit, epochs=epochs)
+               for name in (EXACT_PRESETS if exact else QUICK_PRESETS)]
+    if not stop_at_target:
+        recipes = [dataclasses.replace(recipe, target_accuracy=None) for recipe in recipes]
+    return recipes
 
 
 def summary_table(models: list[ModelSummary]) -> str:

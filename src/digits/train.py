@@ -8,6 +8,7 @@ the finished epochs, the model of the last finished epoch, and metrics.json with
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import platform
 import time
@@ -22,15 +23,23 @@ import numpy as np
 from digits import __version__
 from digits.data import Mnist, to_model_input
 from digits.errors import DigitsError
-from digits.models import NUM_CLASSES, build_model
+from digits.models import NUM_CLASSES, build_model, resolve_precision
 from digits.recipes import HOLDOUT_SIZE, Recipe
 from digits.runs import CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, MODEL_FILE, create_run_dir, write_json
+from digits.schedules import OneCycle
 
 REPRODUCIBILITY_NOTE = (
-    "The seed fixes weight initialisation, shuffling and dropout, so the same seed, versions and machine "
-    "give the same run; oneDNN kernels and thread scheduling may still make the last digits of losses "
+    "The seed fixes weight initialisation, shuffling, dropout and augmentation, so the same seed, versions and "
+    "machine give the same run; oneDNN kernels and thread scheduling may still make the last digits of losses "
     "and accuracies differ slightly between runs and machines."
 )
+BFLOAT16_NOTE = (
+    "This run computed in bfloat16 (mixed precision: float32 weights, float32 softmax and loss). bfloat16 keeps "
+    "about 3 significant digits, so results differ slightly from a float32 run of the same recipe, and more "
+    "between machines than float32 results do."
+)
+# Validation images per batch: large batches make validation cheap without changing its result.
+VALIDATION_BATCH_SIZE = 1000
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -105,12 +114,53 @@ def split_data(recipe: Recipe, data: Mnist) -> tuple[np.ndarray, np.ndarray, np.
     )
 
 
-def make_optimizer(recipe: Recipe) -> keras.optimizers.Optimizer:
-    """The recipe's optimizer: Keras defaults for everything the recipe does not set."""
+class StopAtAccuracy(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch whose validation accuracy reaches `target`.
+
+    It acts only at epoch ends: a callback on every batch would force a host sync per step.
+    """
+
+    def __init__(self, target: float):
+        super().__init__()
+        self.target = target
+        self.reached_epoch: int | None = None
+        self.reached_seconds: float | None = None
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Keras reports accuracy in float32, where 9,928 / 10,000 is 0.99279999...: allow for that rounding.
+        if self.reached_epoch is None and (logs or {}).get("val_accuracy", -1.0) >= self.target - 1e-6:
+            self.reached_epoch, self.reached_seconds = epoch + 1, time.perf_counter() - self.started
+            self.model.stop_training = True
+
+    def summary(self) -> dict:
+        seconds = None if self.reached_seconds is None else round(self.reached_seconds, 3)
+        return {"target": self.target, "reached": self.reached_epoch is not None, "epoch": self.reached_epoch,
+                "seconds": seconds}
+
+
+def steps_per_epoch(recipe: Recipe, train_count: int) -> int:
+    return math.ceil(train_count / recipe.batch_size)
+
+
+def make_optimizer(recipe: Recipe, total_steps: int) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer and schedule: Keras defaults for everything the recipe does not set."""
+    learning_rate = recipe.learning_rate
+    if recipe.schedule == "one-cycle":
+        learning_rate = OneCycle.for_run(recipe.learning_rate, total_steps)
     if recipe.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=recipe.learning_rate, momentum=recipe.momentum)
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov)
     others = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta, "rmsprop": keras.optimizers.RMSprop}
-    return others[recipe.optimizer](learning_rate=recipe.learning_rate)
+    return others[recipe.optimizer](learning_rate=learning_rate)
+
+
+def make_loss(recipe: Recipe):
+    if recipe.label_smoothing:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+    return recipe.loss
 
 
 def library_versions() -> dict[str, str]:
@@ -139,8 +189,13 @@ def train(
     """
     train_images, train_labels, validation_images, validation_labels, validation_description = split_data(recipe, data)
     keras.utils.set_random_seed(recipe.seed)
-    model = build_model(recipe.model)
-    model.compile(optimizer=make_optimizer(recipe), loss=recipe.loss, metrics=["accuracy"])
+    precision = resolve_precision(recipe.precision)
+    model = build_model(recipe.model, precision=precision, shift=recipe.augment_shift)
+    steps = steps_per_epoch(recipe, len(train_images))
+    # A whole epoch per graph call by default: the same math, without a Python round trip per batch.
+    steps_per_execution = min(recipe.steps_per_execution or steps, steps)
+    model.compile(optimizer=make_optimizer(recipe, steps * recipe.epochs), loss=make_loss(recipe),
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution, jit_compile=recipe.jit_compile)
 
     run_dir = create_run_dir(runs_dir, recipe.preset)
     write_json(
@@ -161,13 +216,17 @@ def train(
                 "validation_images": len(validation_images),
             },
             "validation": validation_description,
-            "reproducibility": REPRODUCIBILITY_NOTE,
+            "precision": precision,
+            "steps_per_execution": steps_per_execution,
+            "jit_compile": recipe.jit_compile,
+            "reproducibility": REPRODUCIBILITY_NOTE + (" " + BFLOAT16_NOTE if precision != "float32" else ""),
         },
     )
     history_path = run_dir / HISTORY_FILE
     history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
 
     recorder = RunRecorder(history_path)
+    stopper = [] if recipe.target_accuracy is None else [StopAtAccuracy(recipe.target_accuracy)]
     started = time.perf_counter()
     try:
         model.fit(
@@ -176,7 +235,8 @@ def train(
             batch_size=recipe.batch_size,
             epochs=recipe.epochs,
             validation_data=(validation_images, validation_labels),
-            callbacks=[recorder, *callbacks],
+            validation_batch_size=VALIDATION_BATCH_SIZE,
+            callbacks=[recorder, *stopper, *callbacks],
             verbose=verbose,
         )
         status = "complete"
@@ -205,6 +265,8 @@ def train(
             "parameters": model.count_params(),
             "samples_per_second": round(len(train_images) * recorder.epochs / training_seconds, 1),
             "model_epoch": recorder.weights_epoch,  # the epoch model.keras holds; None: no model saved
+            # Whether and when validation accuracy reached the recipe's target (training stopped there).
+            "target_accuracy": stopper[0].summary() if stopper else None,
         },
     )
     if status == "interrupted":

@@ -1,0 +1,114 @@
+"""The fast path: one-cycle schedule, bfloat16 detection, stopping at a target accuracy, and what runs record."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from digits.data import load_mnist
+from digits.errors import DigitsError
+from digits.models import build_model, resolve_precision
+from digits.recipes import get_preset, with_overrides
+from digits.runs import load_model, load_run
+from digits.schedules import OneCycle
+from digits.train import StopAtAccuracy, train
+
+CPUINFO_ZEN4 = "processor : 0\nflags : fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+CPUINFO_SAPPHIRE_RAPIDS = "flags : fpu avx512f amx_bf16 amx_tile amx_int8\n"
+CPUINFO_OLDER = "flags : fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"
+
+
+def test_one_cycle_rises_to_the_peak_then_falls_to_zero():
+    schedule = OneCycle.for_run(0.3, total_steps=1000)
+    assert schedule.warmup_steps == 200  # 20 % of the steps
+    rates = {step: float(schedule(step)) for step in (0, 100, 200, 600, 1000, 1200)}
+    assert rates[0] == 0.0
+    assert rates[100] == pytest.approx(0.15)
+    assert rates[200] == pytest.approx(0.3)  # the peak is the recipe's learning rate
+    assert rates[600] == pytest.approx(0.15)
+    assert rates[1000] == 0.0 and rates[1200] == 0.0  # never negative past the end
+
+
+def test_one_cycle_survives_a_run_of_one_step():
+    schedule = OneCycle.for_run(0.01, total_steps=1)
+    assert 0 < schedule.warmup_steps < schedule.total_steps
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, expected",
+    [(CPUINFO_ZEN4, "mixed_bfloat16"), (CPUINFO_SAPPHIRE_RAPIDS, "mixed_bfloat16"), (CPUINFO_OLDER, "float32")],
+)
+def test_auto_precision_picks_bfloat16_only_where_the_cpu_has_it(cpuinfo, expected):
+    assert resolve_precision("auto", cpuinfo) == expected
+    assert resolve_precision("float32", CPUINFO_ZEN4) == "float32"  # an explicit choice is kept
+
+
+def test_mixed_precision_keeps_the_softmax_in_float32_and_resets_the_policy():
+    model = build_model("cnn", precision="mixed_bfloat16", shift=2)
+    assert model.count_params() == 34_826  # the shift layer has no parameters...
+    assert [layer.name for layer in model.layers][0] == "random_shift"  # ...but is one more layer
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("output").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # later models are not affected
+    probabilities = np.asarray(model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0))
+    assert probabilities.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(schedule="cosine"), "Unknown schedule 'cosine'; choose one of: constant, one-cycle."),
+        (dict(precision="float16"), "Unknown precision 'float16'; choose one of: float32, mixed_bfloat16, auto."),
+        (dict(loss="mse", label_smoothing=0.1), "Label smoothing works with the categorical_crossentropy loss only"),
+        (dict(augment_shift=2), "Random-shift augmentation is built for the cnn model only"),
+        (dict(target_accuracy=99.0), "The target accuracy is a fraction in [0, 1]"),
+    ],
+)
+def test_bad_fast_path_values_get_one_sentence(change, message):
+    with pytest.raises(DigitsError) as caught:
+        with_overrides(get_preset("quick-shallow"), **change)
+    assert str(caught.value).startswith(message)
+
+
+def test_the_study_accuracy_counts_as_reached_despite_float32_rounding():
+    stopper = StopAtAccuracy(0.9928)
+    stopper.set_model(build_model("shallow"))
+    stopper.on_epoch_end(0, {"val_accuracy": float(np.float32(9927 / 10_000))})
+    assert not stopper.summary()["reached"]
+    stopper.on_epoch_end(1, {"val_accuracy": float(np.float32(9928 / 10_000))})  # 0.99279999...
+    assert stopper.summary()["reached"] and stopper.summary()["epoch"] == 2
+
+
+@pytest.fixture(scope="module")
+def target_run(tmp_path_factory):
+    """A one-cycle run that could train 3 epochs but has target accuracy 0, which the first epoch reaches."""
+    recipe = with_overrides(get_preset("quick-shallow"), epochs=3, target_accuracy=0.0, train_limit=1000,
+                            test_limit=200)
+    return train(recipe, load_mnist(), tmp_path_factory.mktemp("runs"), verbose=0)
+
+
+def test_a_reached_target_stops_training_after_that_epoch(target_run):
+    run = load_run(target_run)
+    assert run.metrics["status"] == "complete" and run.metrics["epochs"] == 1
+    assert run.history["epoch"].tolist() == [1]
+    target = run.metrics["target_accuracy"]
+    assert (target["target"], target["reached"], target["epoch"]) == (0.0, True, 1)
+    assert 0 < target["seconds"] <= run.metrics["training_seconds"]
+
+
+def test_config_records_precision_and_steps_per_execution(target_run):
+    config = json.loads((target_run / "config.json").read_text())
+    assert config["precision"] == "float32"
+    assert config["steps_per_execution"] == 2  # 1,000 images in batches of 512: the whole epoch in one call
+    assert config["jit_compile"] is True
+    assert config["recipe"]["schedule"] == "one-cycle" and config["recipe"]["target_accuracy"] == 0.0
+
+
+def test_a_model_trained_with_one_cycle_reloads_with_its_schedule(target_run):
+    model = load_model(load_run(target_run))
+    schedule = model.optimizer._learning_rate  # Keras keeps the schedule object here; `learning_rate` is its value
+    assert isinstance(schedule, OneCycle) and schedule.peak == pytest.approx(0.01)
+    assert model.count_params() == 50_890
