@@ -1,0 +1,157 @@
+"""Load test for `digits serve`: many clients post drawn digits on loopback; latency and throughput.
+
+It starts `digits serve` itself (the shipped model unless --model), on a free 127.0.0.1 port, then runs
+--clients concurrent clients for --seconds. Each client behaves like a person drawing on the page: it
+posts a 140×140 PNG of a digit (what the page sends), waits for the answer, and posts again --interval
+seconds after it last sent (the page's live-prediction rate, 150 ms); --interval 0 posts back to back to
+find the ceiling. The server is stopped at the end. The client runs on the same machine, so it takes some
+of the CPU.
+
+    .venv/bin/python benchmarks/serve_load.py                     # 50 clients, 30 s, one post per 150 ms each
+    .venv/bin/python benchmarks/serve_load.py --interval 0        # as fast as the server answers
+
+Target: 0 errors and p99 latency under 50 ms, on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import numpy as np
+from PIL import Image
+
+TARGET_P99_MS = 50.0
+# Distinct pictures to post, so no answer can be cached anywhere.
+PAYLOAD_COUNT = 200
+
+
+# The page sends its drawing square at this size (SEND_SIDE in src/digits/static/app.js).
+CANVAS_SIDE = 140
+
+
+def canvas_pngs(count: int) -> list[bytes]:
+    """MNIST test digits as the page sends a drawing: dark ink on a white square, PNG."""
+    from digits.data import load_mnist
+
+    mnist = load_mnist()
+    pngs = []
+    for image in mnist.test_images[:count]:
+        canvas = Image.fromarray(255 - image).resize((CANVAS_SIDE, CANVAS_SIDE), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        canvas.save(buffer, "PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+def start_server(model: str | None) -> tuple[subprocess.Popen, str, io.TextIOBase]:
+    command = [sys.executable, "-m", "digits", "serve", "--host", "127.0.0.1", "--port", "0"]
+    if model:
+        command += ["--model", model]
+    # The server's log (TensorFlow's start-up chatter included) is shown only if something goes wrong.
+    log = tempfile.TemporaryFile(mode="w+")
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    first_line = server.stdout.readline()
+    address = re.search(r"http://127\.0\.0\.1:\d+", first_line)
+    if not address:
+        server.kill()
+        log.seek(0)
+        sys.exit(f"serve_load: the server did not start: {first_line!r}\n{log.read()}")
+    return server, address.group(), log
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (Linux)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_client(client: httpx.AsyncClient, url: str, pngs: list[bytes], number: int, clients: int,
+                     interval: float, deadline: float, latencies: list[float], errors: list[str]) -> None:
+    # Clients start spread over one interval, as people do, not all in the same millisecond.
+    await asyncio.sleep(interval * number / clients)
+    index = number * 7
+    while (sent := time.perf_counter()) < deadline:
+        try:
+            response = await client.post(url, content=pngs[index % len(pngs)], headers={"Content-Type": "image/png"})
+            if response.status_code != 200:
+                errors.append(f"status {response.status_code}: {response.text[:100]}")
+        except httpx.HTTPError as error:
+            errors.append(f"{type(error).__name__}: {error}")
+        latencies.append(time.perf_counter() - sent)
+        index += 1
+        if interval:
+            await asyncio.sleep(max(0.0, sent + interval - time.perf_counter()))
+
+
+async def load(url: str, pngs: list[bytes], clients: int, seconds: float, interval: float):
+    latencies: list[float] = []
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        # Warm up: the first calls trace the model and open the connections.
+        await asyncio.gather(*(client.post(url, content=pngs[i]) for i in range(min(clients, len(pngs)))))
+        started = time.perf_counter()
+        deadline = started + seconds
+        await asyncio.gather(*(
+            one_client(client, url, pngs, number, clients, interval, deadline, latencies, errors)
+            for number in range(clients)
+        ))
+        elapsed = time.perf_counter() - started
+    return latencies, errors, elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default: 50)")
+    parser.add_argument("--seconds", type=float, default=30, help="how long to load the server (default: 30)")
+    parser.add_argument("--interval", type=float, default=0.15,
+                        help="seconds between one client's posts, as the page paces them; 0 = back to back (default: 0.15)")
+    parser.add_argument("--model", help="a run folder or .keras file (default: the shipped model)")
+    args = parser.parse_args()
+
+    pngs = canvas_pngs(PAYLOAD_COUNT)
+    server, base_url, log = start_server(args.model)
+    try:
+        server_cpu_before, client_cpu_before = cpu_seconds(server.pid), time.process_time()
+        latencies, errors, elapsed = asyncio.run(
+            load(base_url + "/predict", pngs, args.clients, args.seconds, args.interval)
+        )
+        server_cpu = cpu_seconds(server.pid) - server_cpu_before
+        client_cpu = time.process_time() - client_cpu_before
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    milliseconds = np.array(latencies) * 1000
+    p50, p95, p99 = np.percentile(milliseconds, [50, 95, 99])
+    pacing = f"one post per {args.interval * 1000:.0f} ms each" if args.interval else "back to back"
+    print(f"digits serve on {base_url}: {args.clients} clients ({pacing}) for {elapsed:.1f} s, {os.cpu_count()} CPUs")
+    print(f"requests     {len(latencies)}")
+    print(f"errors       {len(errors)}" + (f"  (first: {errors[0]})" if errors else ""))
+    print(f"throughput   {len(latencies) / elapsed:.0f} requests/s")
+    print(f"latency      p50 {p50:.1f} ms   p95 {p95:.1f} ms   p99 {p99:.1f} ms   max {milliseconds.max():.1f} ms")
+    print(f"CPU          server {server_cpu / len(latencies) * 1000:.2f} ms, this client {client_cpu / len(latencies) * 1000:.2f} ms "
+          f"per request; load average {os.getloadavg()[0]:.1f}")
+    if errors:
+        log.seek(0)
+        print("server log, last lines:\n" + "".join(log.readlines()[-15:]))
+    met = not errors and p99 < TARGET_P99_MS
+    print(f"target       0 errors, p99 < {TARGET_P99_MS:.0f} ms: {'met' if met else 'NOT met'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

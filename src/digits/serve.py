@@ -1,0 +1,393 @@
+"""The draw-a-digit page and a REST API over one classifier, served by FastAPI and uvicorn.
+
+Every picture, whether drawn on the page, uploaded, or posted by a program, goes through
+`digits.images.prepare_file`, the same preprocessing `digits predict` uses, so the three agree.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import ipaddress
+import socket
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from digits import __version__, images
+from digits.errors import DigitsError
+
+if TYPE_CHECKING:
+    from digits.predict import Classifier
+
+# A phone photo is a few MB; a canvas drawing is a few KB. Anything larger is refused unread.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# Pictures prepared and classified at the same time, each in a worker thread; more wait their turn.
+PREDICTION_THREADS = 2
+# How many of the most probable digits a prediction lists.
+TOP_COUNT = 3
+STATIC_DIR = Path(__file__).parent / "static"
+# The page loads nothing from elsewhere; the browser enforces it.
+PAGE_SECURITY_POLICY = "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'"
+
+
+class RankedDigit(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class Prediction(BaseModel):
+    """What the model read in one picture."""
+
+    digit: int = Field(ge=0, le=9, description="The most probable digit.")
+    probability: float = Field(ge=0.0, le=1.0, description="The model's probability for `digit`.")
+    probabilities: list[float] = Field(
+        min_length=10, max_length=10, description="One probability per digit 0..9; they sum to 1."
+    )
+    top: list[RankedDigit] = Field(description=f"The {TOP_COUNT} most probable digits, most probable first.")
+    model: str = Field(description="Name of the model that answered.")
+    view: list[list[int]] = Field(
+        min_length=28,
+        max_length=28,
+        description="The 28×28 image the model saw: 28 rows of 28 values in 0..255, light ink on black.",
+    )
+
+
+class ModelInfo(BaseModel):
+    """The model this server loaded at start-up."""
+
+    name: str
+    architecture: str | None = Field(description="Model architecture, e.g. `cnn` or `shallow`.")
+    parameters: int | None = Field(description="Number of trainable and non-trainable weights.")
+    test_accuracy: float | None = Field(description="Accuracy on the 10,000 MNIST test images, when known.")
+    source: str | None = Field(description="Where the model was loaded from.")
+
+
+class Health(BaseModel):
+    status: str = Field(description="`ok` when the server is up and the model is loaded.")
+    model: str
+
+
+class ErrorMessage(BaseModel):
+    detail: str = Field(description="One sentence naming the cause and the fix.")
+
+
+PREDICT_ERRORS = {
+    400: {"model": ErrorMessage, "description": "The upload is empty, not an image, or unreadable."},
+    413: {
+        "model": ErrorMessage,
+        "description": f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MB, or the image has more pixels "
+        "than the server accepts.",
+    },
+    422: {"model": ErrorMessage, "description": "The picture is readable but holds no digit (no ink)."},
+}
+
+BINARY = {"type": "string", "format": "binary"}
+PREDICT_REQUEST_BODY = {
+    "required": True,
+    "description": "An image file (PNG, JPEG, BMP, GIF, TIFF or WebP): either the multipart form field "
+    "`file`, or the raw request body.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": BINARY}, "required": ["file"]}
+        },
+        "image/*": {"schema": BINARY},
+        "application/octet-stream": {"schema": BINARY},
+    },
+}
+
+
+def create_app(classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    """The web application: the page at `/`, its assets under `/static/`, and the JSON API."""
+    # Swagger UI and ReDoc load their scripts from a CDN, so they are off; the schema itself is served.
+    app = FastAPI(
+        title="digits",
+        version=__version__,
+        description="Read handwritten digits with an MNIST classifier. Errors are JSON `{\"detail\": sentence}`.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    predict_probabilities = compiled_predict(classifier)
+    # Preparing a picture holds Python's GIL most of the time, so more threads only take turns and add
+    # switching (benchmarks/serve_load.py, 50 clients: 108–134 requests/s with 2 threads, 85–89 with 40).
+    prediction_threads = anyio.CapacityLimiter(PREDICTION_THREADS)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_SECURITY_POLICY})
+
+    @app.get("/health", response_model=Health, summary="Is the server up?")
+    def health() -> Health:
+        return Health(status="ok", model=classifier.name)
+
+    @app.get("/model", response_model=ModelInfo, summary="The model that answers")
+    def model_info() -> ModelInfo:
+        return describe_model(classifier)
+
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        summary="Read the digit in an image",
+        responses=PREDICT_ERRORS,
+        openapi_extra={"requestBody": PREDICT_REQUEST_BODY},
+    )
+    async def predict(request: Request) -> Prediction:
+        data, name = await read_image_bytes(request, max_upload_bytes)
+        # Decoding and inference are CPU work; worker threads keep the event loop answering.
+        return await anyio.to_thread.run_sync(
+            predict_bytes, classifier.name, predict_probabilities, data, name, limiter=prediction_threads
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        # A bug still answers in the API's shape; Starlette re-raises it so uvicorn logs the traceback.
+        return JSONResponse({"detail": "The server failed unexpectedly; see its log."}, status_code=500)
+
+    return app
+
+
+def describe_model(classifier: Classifier) -> ModelInfo:
+    info = classifier.info or {}
+    return ModelInfo(
+        name=classifier.name,
+        architecture=info.get("architecture"),
+        parameters=info.get("parameters"),
+        test_accuracy=info.get("test_accuracy"),
+        source=None if info.get("source") is None else str(info["source"]),
+    )
+
+
+async def read_image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
+    """The image's bytes and a name for messages, from a multipart field `file` or from the raw body.
+
+    Bodies over `limit` bytes are refused with 413.
+    """
+    too_large = HTTPException(
+        413, f"The upload is larger than {limit:,} bytes; send a smaller image (a photo scaled down is enough)."
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    # The declared length can lie or be missing (chunked uploads), so the limit is also kept while reading.
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    body, name = b"".join(chunks), "the request body"
+
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        body, filename = await file_field(request, body)
+        name = f"the uploaded file {filename}" if filename else name
+    if not body:
+        raise HTTPException(400, "The upload is empty; send the bytes of an image file (PNG, JPEG, ...).")
+    return body, name
+
+
+async def file_field(request: Request, body: bytes) -> tuple[bytes, str | None]:
+    """The bytes and file name of the form field `file` in a multipart body that has already been read."""
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
+    except StarletteHTTPException as error:
+        raise HTTPException(
+            400,
+            f"The multipart form cannot be read ({str(error.detail).rstrip('.')}); send the image as the form "
+            "field 'file' or as the raw request body.",
+        ) from error
+    try:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(
+                400, "The form has no file field named 'file'; send the image as multipart field 'file'."
+            )
+        return await upload.read(), upload.filename
+    finally:
+        await form.close()
+
+
+def compiled_predict(classifier: Classifier) -> Callable[[np.ndarray], np.ndarray]:
+    """`classifier.predict` as a traced TensorFlow graph: the same probabilities, a tenth of the overhead.
+
+    Calling a Keras model eagerly costs several milliseconds per call whatever the batch size; a server
+    answering one picture per request pays that every time. Other backends use `classifier.predict` as is.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or not isinstance(classifier.model, keras.Model):
+        return classifier.predict
+    import tensorflow as tf
+
+    from digits.data import to_model_input
+
+    model = classifier.model
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
+    def probabilities(model_input):
+        return model(model_input, training=False)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return probabilities(to_model_input(images)).numpy()  # (N, 10)
+
+    predict(np.zeros((1, 28, 28), np.uint8))  # Trace now, so the first visitor does not wait for it.
+    return predict
+
+
+def predict_bytes(
+    model_name: str, predict: Callable[[np.ndarray], np.ndarray], data: bytes, name: str = "the request body"
+) -> Prediction:
+    """Read the digit in an image file's bytes, exactly as `digits predict` reads a file."""
+    refuse_huge_image(data)
+    try:
+        view = images.prepare_file(data, name=name)  # (28, 28) uint8, light ink on black
+    except images.NoDigitError as error:
+        raise HTTPException(422, sentence(error)) from error
+    except images.ImageError as error:
+        raise HTTPException(400, sentence(error)) from error
+    probabilities = np.asarray(predict(view[np.newaxis]), dtype=np.float64)[0]  # (10,)
+    ranking = np.argsort(-probabilities, kind="stable")
+    return Prediction(
+        digit=int(ranking[0]),
+        probability=float(probabilities[ranking[0]]),
+        probabilities=probabilities.tolist(),
+        top=[RankedDigit(digit=int(digit), probability=float(probabilities[digit])) for digit in ranking[:TOP_COUNT]],
+        model=model_name,
+        view=view.tolist(),
+    )
+
+
+def sentence(error: Exception) -> str:
+    """The library's message as a sentence: it may start with a lower-case name such as "the request body"."""
+    text = str(error)
+    return text[:1].upper() + text[1:]
+
+
+def refuse_huge_image(data: bytes) -> None:
+    """Answer 413 for an image with more pixels than `images.MAX_PIXELS`, reading only its header."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+    except Image.DecompressionBombError:
+        width, height = images.MAX_PIXELS + 1, 1
+    except Exception:
+        return  # Not readable as an image: prepare_file says precisely why.
+    if width * height > images.MAX_PIXELS:
+        raise HTTPException(
+            413,
+            f"The image is {width:,}×{height:,} pixels, more than the {images.MAX_PIXELS:,} this server "
+            "accepts; scale it down and send it again.",
+        )
+
+
+# --- running the server ------------------------------------------------------------------------------
+
+
+def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Load the model once, then answer on http://host:port/ until Ctrl+C."""
+    import uvicorn
+
+    from digits.predict import load_classifier
+
+    # Bind first, so a busy port is reported before the model takes seconds to load.
+    listener = open_listener(host, port)
+    try:
+        if not is_loopback(host):
+            print(
+                f"digits: warning: listening on {host} makes the page and the API reachable from other "
+                "machines, with no authentication; use --host 127.0.0.1 to keep them local.",
+                file=sys.stderr,
+            )
+        use_one_thread_per_inference()
+        classifier = load_classifier(model)
+        app = create_app(classifier)
+        url_host = f"[{host}]" if ":" in host else host
+        print(f"Serving model {classifier.name} at http://{url_host}:{listener.getsockname()[1]}/ "
+              "(press Ctrl+C to stop).", flush=True)
+        # Browsers keep idle connections for minutes; closing them after uvicorn's default 5 s races with
+        # the page's next request on the same connection.
+        # The app has no start-up or shut-down hooks; uvicorn's lifespan task only logs a spurious
+        # CancelledError traceback when Ctrl+C stops it.
+        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75, lifespan="off")
+        server = uvicorn.Server(config)
+        try:
+            server.run(sockets=[listener])
+        except KeyboardInterrupt:
+            pass  # uvicorn has already shut down cleanly and re-raises the signal it caught.
+        print("Stopped.")
+    finally:
+        listener.close()
+
+
+def use_one_thread_per_inference() -> None:
+    """Run each request's inference on one core; concurrent requests, in their own threads, use the others.
+
+    Splitting one 28×28 picture over several threads costs more CPU than it saves: on 2 cores one thread
+    took about half the CPU time per call of TensorFlow's default pool. It must happen before TensorFlow
+    starts.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TensorFlow already started in this process (an embedding program); its settings stay.
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, or a DigitsError in one sentence when that is impossible."""
+    if not 0 <= port <= 65535:
+        raise DigitsError(f"Port {port} is not a valid port number; choose one between 1 and 65535.")
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise DigitsError(
+            f"Cannot listen on host {host!r} because the name does not resolve; use an address such as 127.0.0.1."
+        ) from error
+    # Naming the protocol (TCP) matters: only then does asyncio set TCP_NODELAY on each connection; without
+    # it, a response's headers and body meet Nagle's algorithm and every keep-alive request waits 40 ms.
+    listener = socket.socket(family, kind, protocol)
+    # Lets a restarted server reuse the port at once; a port another program listens on is still refused.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise DigitsError(
+                f"Port {port} on {host} is already in use; stop the program using it or choose another with --port."
+            ) from error
+        raise DigitsError(
+            f"Cannot listen on {host} port {port} ({error.strerror}); choose another --host or --port."
+        ) from error
+    return listener
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` names is on this machine only."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except socket.gaierror:
+        return False
+    return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)

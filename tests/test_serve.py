@@ -1,0 +1,276 @@
+"""The REST API of `digits serve`, through FastAPI's test client, and the `digits serve` command itself."""
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import warnings
+
+import httpx
+import numpy as np
+import pytest
+
+from digits import images
+from digits.predict import load_classifier
+from digits.serve import MAX_UPLOAD_BYTES, create_app, is_loopback
+
+with warnings.catch_warnings():
+    # Starlette's test client warns, on import, that it will move to another HTTP library; not our concern.
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+STATIC_DIR = Path(__file__).parents[1] / "src" / "digits" / "static"
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_classifier()  # The pretrained model shipped with digits, as `digits serve` uses by default.
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
+    with TestClient(create_app(classifier)) as test_client:
+        yield test_client
+
+
+def post_png(client, png: bytes):
+    return client.post("/predict", content=png, headers={"Content-Type": "image/png"})
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """The first bytes of a PNG claiming width × height pixels: enough for a reader to learn its size."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def assert_one_sentence_error(response, status: int, *words: str):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail[0].isupper() and detail.endswith("."), detail
+    for word in words:
+        assert word.lower() in detail.lower(), detail
+
+
+# --- predictions ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digit", [1, 7])
+@pytest.mark.parametrize("dark_on_light", [True, False], ids=["black-on-white", "white-on-black"])
+def test_a_drawn_digit_is_read_whatever_the_ink_colour(client, classifier, digit_png, digit, dark_on_light):
+    response = post_png(client, digit_png(digit, dark_on_light=dark_on_light))
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["digit"] == digit
+    assert len(answer["probabilities"]) == 10
+    assert sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+    assert answer["probability"] == max(answer["probabilities"])
+    assert [entry["digit"] for entry in answer["top"]][0] == digit and len(answer["top"]) == 3
+    assert answer["model"] == classifier.name
+    view = np.array(answer["view"])
+    assert view.shape == (28, 28) and view.min() == 0 and view.max() == 255
+
+
+def test_multipart_upload_and_raw_body_give_the_same_answer(client, digit_png):
+    png = digit_png(7)
+
+    raw = post_png(client, png).json()
+    form = client.post("/predict", files={"file": ("seven.png", png, "image/png")}).json()
+    octet = client.post("/predict", content=png, headers={"Content-Type": "application/octet-stream"}).json()
+
+    assert raw == form == octet
+
+
+def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, digit_png, tmp_path):
+    picture = tmp_path / "seven.png"
+    picture.write_bytes(digit_png(7, side=500))
+
+    answer = post_png(client, picture.read_bytes()).json()
+    command = subprocess.run(
+        [sys.executable, "-m", "digits", "predict", str(picture), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+
+    assert command.returncode == 0, command.stderr
+    cli_answer = json.loads(command.stdout)["results"][0]
+    assert cli_answer["digit"] == answer["digit"] == 7
+    np.testing.assert_allclose(cli_answer["probabilities"], answer["probabilities"], atol=1e-5)
+    # The library the CLI calls sees the same 28×28 image and gives the same ten probabilities.
+    view = images.prepare_file(picture)
+    assert view.tolist() == answer["view"]
+    np.testing.assert_allclose(classifier.predict(view[np.newaxis])[0], answer["probabilities"], atol=1e-5)
+
+
+# --- errors: JSON with one sentence and the right status ------------------------------------------
+
+
+def test_an_empty_body_is_refused(client):
+    assert_one_sentence_error(post_png(client, b""), 400, "empty")
+
+
+def test_an_empty_uploaded_file_is_refused(client):
+    response = client.post("/predict", files={"file": ("empty.png", b"", "image/png")})
+    assert_one_sentence_error(response, 400, "empty")
+
+
+def test_text_is_not_an_image(client):
+    response = client.post("/predict", content=b"hello, world", headers={"Content-Type": "text/plain"})
+    assert_one_sentence_error(response, 400, "not an image")
+
+
+def test_a_truncated_png_is_refused(client, digit_png):
+    assert_one_sentence_error(post_png(client, digit_png(7)[:300]), 400, "truncated")
+
+
+def test_a_form_without_a_file_field_is_refused(client, digit_png):
+    response = client.post("/predict", files={"picture": ("seven.png", digit_png(7), "image/png")})
+    assert_one_sentence_error(response, 400, "'file'")
+
+
+def test_a_broken_multipart_form_is_refused(client):
+    response = client.post("/predict", content=b"--x\r\nnot a form", headers={"Content-Type": "multipart/form-data"})
+    assert_one_sentence_error(response, 400, "multipart form cannot be read")
+
+
+def test_a_blank_picture_has_no_digit(client, digit_png):
+    assert_one_sentence_error(post_png(client, digit_png(None)), 422, "no digit found")
+
+
+def test_a_body_declared_too_large_is_refused_unread(classifier, digit_png):
+    png = digit_png(7)
+    with TestClient(create_app(classifier, max_upload_bytes=len(png) - 1)) as small_client:
+        assert_one_sentence_error(post_png(small_client, png), 413, "larger than")
+
+
+def test_a_streamed_body_is_cut_off_at_the_limit(classifier):
+    # No Content-Length: the limit must hold while reading.
+    chunks = (b"\0" * 1024 for _ in range(64))
+    with TestClient(create_app(classifier, max_upload_bytes=10_000)) as small_client:
+        response = small_client.post("/predict", content=chunks, headers={"Content-Type": "image/png"})
+    assert_one_sentence_error(response, 413, "larger than")
+
+
+def test_the_default_limit_is_ten_megabytes(client):
+    response = client.post("/predict", content=b"\0" * (MAX_UPLOAD_BYTES + 1), headers={"Content-Type": "image/png"})
+    assert MAX_UPLOAD_BYTES == 10 * 2**20
+    assert_one_sentence_error(response, 413, f"{MAX_UPLOAD_BYTES:,}")
+
+
+def test_an_image_with_too_many_pixels_is_refused_from_its_header(client):
+    side = int(images.MAX_PIXELS**0.5) + 1
+    assert_one_sentence_error(post_png(client, png_header_only(side, side)), 413, "pixels")
+
+
+def test_an_unexpected_failure_still_answers_json(digit_png):
+    class BrokenClassifier:
+        name, model, info = "broken", None, {}
+
+        def predict(self, images):
+            raise RuntimeError("a bug")
+
+    with TestClient(create_app(BrokenClassifier()), raise_server_exceptions=False) as broken_client:
+        assert_one_sentence_error(post_png(broken_client, digit_png(7)), 500, "failed unexpectedly")
+
+
+# --- the rest of the API and the page -------------------------------------------------------------
+
+
+def test_health_and_model_describe_the_loaded_model(client, classifier):
+    assert client.get("/health").json() == {"status": "ok", "model": classifier.name}
+
+    model = client.get("/model").json()
+    assert model["name"] == classifier.name
+    assert model["parameters"] == classifier.model.count_params()
+    assert model["architecture"] == classifier.info.get("architecture")
+    assert model["test_accuracy"] == classifier.info.get("test_accuracy")
+
+
+def test_the_openapi_schema_describes_every_endpoint_and_error(client):
+    schema = client.get("/openapi.json").json()
+
+    predict = schema["paths"]["/predict"]["post"]
+    assert {"multipart/form-data", "image/*", "application/octet-stream"} <= set(predict["requestBody"]["content"])
+    for status in ("400", "413", "422"):
+        reference = predict["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        assert reference.endswith("/ErrorMessage")
+    assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Prediction")
+    assert {"/health", "/model"} <= set(schema["paths"])
+    assert "view" in schema["components"]["schemas"]["Prediction"]["properties"]
+    # Swagger UI would load its scripts from a CDN, so it is switched off.
+    assert client.get("/docs").status_code == 404
+
+
+def test_the_page_and_its_assets_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="pad"' in page.text and 'id="file"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+
+
+def test_the_page_loads_nothing_from_elsewhere():
+    external = re.compile(r"""(?:src|href|url\(|@import|fetch\()\s*=?\s*["']?(?:https?:)?//""", re.IGNORECASE)
+    for asset in STATIC_DIR.iterdir():
+        assert not external.search(asset.read_text()), f"{asset.name} refers to another site"
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def run_digits(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True, timeout=timeout)
+
+
+def test_serve_refuses_a_port_in_use_in_one_sentence():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run_digits("serve", "--port", str(busy.getsockname()[1]))
+
+    assert result.returncode == 1
+    assert re.fullmatch(r"digits: error: Port \d+ on 127\.0\.0\.1 is already in use; [^\n]+\.\n", result.stderr)
+
+
+def test_serve_warns_when_reachable_from_other_machines_and_names_a_missing_model(tmp_path):
+    result = run_digits("serve", "--host", "0.0.0.0", "--port", "0", "--model", str(tmp_path / "missing.keras"))
+
+    assert result.returncode == 1
+    assert "warning: listening on 0.0.0.0" in result.stderr
+    assert "Traceback" not in result.stderr and "missing.keras" in result.stderr
+
+
+def test_only_this_machine_counts_as_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")
+
+
+def test_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_png):
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digits", "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first_line = server.stdout.readline()  # Printed once the model is loaded and the port is bound.
+        address = re.search(r"http://127\.0\.0\.1:\d+/", first_line)
+        assert address, first_line
+        answer = httpx.post(address.group() + "predict", content=digit_png(1), timeout=30).json()
+        server.send_signal(signal.SIGINT)
+        _, errors = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+    assert answer["digit"] == 1
+    assert server.returncode == 0 and "Traceback" not in errors, errors

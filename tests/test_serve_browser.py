@@ -1,0 +1,240 @@
+"""The draw-a-digit page end to end: the real server, a real headless Chromium, a mouse and a finger.
+
+Set DIGITS_SCREENSHOT=docs/serve.png to refresh the README's screenshot while the tests run.
+"""
+
+import base64
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"
+    ),
+]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# One stroke per digit as fractions of the square, with enough points for smooth pointer moves.
+SEVEN = [(0.28, 0.22), (0.72, 0.22), (0.45, 0.80)]
+ONE = [(0.5, 0.18), (0.5, 0.82)]
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    """The real application under uvicorn on a free loopback port, in a thread of this process."""
+    import uvicorn
+
+    from digits.predict import load_classifier
+    from digits.serve import create_app, open_listener
+
+    listener = open_listener("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(load_classifier()), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_page(browser, server_url):
+    """Open the page in a fresh context; every request that would leave the server fails the test."""
+    contexts, elsewhere = [], []
+
+    def opener(**context_options):
+        context = browser.new_context(**context_options)
+        contexts.append(context)
+
+        def only_this_server(route):
+            if route.request.url.startswith(server_url):
+                route.continue_()
+            else:
+                elsewhere.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", only_this_server)
+        page = context.new_page()
+        page.goto(server_url + "/")
+        expect(page.locator("#model-info")).to_contain_text("Model ")
+        return page
+
+    yield opener
+    for context in contexts:
+        context.close()
+    assert not elsewhere, f"the page tried to reach other sites: {elsewhere}"
+
+
+def stroke_points(stroke, steps_per_segment=12):
+    points = []
+    for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+        points += [(x0 + (x1 - x0) * step / steps_per_segment, y0 + (y1 - y0) * step / steps_per_segment)
+                   for step in range(steps_per_segment + 1)]
+    return points
+
+
+def draw_with_mouse(page, stroke):
+    box = page.locator("#pad").bounding_box()
+    points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke_points(stroke)]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*point)
+    page.mouse.up()
+
+
+def draw_with_finger(page, stroke):
+    """A touch stroke through the Chrome DevTools protocol: touchstart, moves, touchend, as a phone sends."""
+    box = page.locator("#pad").bounding_box()
+    points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke_points(stroke)]
+    devtools = page.context.new_cdp_session(page)
+    for index, (x, y) in enumerate(points):
+        kind = "touchStart" if index == 0 else "touchMove"
+        devtools.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+    devtools.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def shown_digit(page, digit: int):
+    # Locator expectations poll without eval, which the page's Content-Security-Policy forbids.
+    expect(page.locator("#digit")).to_have_text(str(digit), timeout=15_000)
+
+
+def bar_percentages(page) -> list[float]:
+    values = page.locator("#bars li .bar-value").all_inner_texts()
+    assert len(values) == 10
+    assert all(re.fullmatch(r"\d{1,3}\.\d %", value) for value in values), values
+    return [float(value.split()[0]) for value in values]
+
+
+def view_brightest_pixel(page) -> int:
+    return page.evaluate(
+        "Math.max(...document.getElementById('view').getContext('2d').getImageData(0, 0, 28, 28).data"
+        ".filter((value, index) => index % 4 === 0))"
+    )
+
+
+def test_drawing_a_seven_shows_seven_with_ten_bars_and_the_28x28_view(open_page, server_url, tmp_path):
+    page = open_page(viewport={"width": 1000, "height": 760})
+    draw_with_mouse(page, SEVEN)
+
+    shown_digit(page, 7)
+    percentages = bar_percentages(page)
+    assert sum(percentages) == pytest.approx(100, abs=1.0)
+    assert max(percentages) == percentages[7]
+    assert page.locator("#bars li.top").get_attribute("data-digit") == "7"
+    assert view_brightest_pixel(page) == 255
+    assert page.locator("#message").is_hidden()
+
+    # The page shows what the API says about the very picture it sends.
+    png_data_url = page.evaluate(
+        """() => padPng().then((blob) => new Promise((resolve) => {
+            const reader = new FileReader();
+            reader.onload = () => resolve(reader.result);
+            reader.readAsDataURL(blob);
+        }))"""
+    )
+    png = base64.b64decode(png_data_url.split(",", 1)[1])
+    answer = httpx.post(server_url + "/predict", content=png, headers={"Content-Type": "image/png"}).json()
+    assert answer["digit"] == 7
+    assert page.locator("#confidence").inner_text() == f"{answer['probability'] * 100:.1f} % sure"
+
+    page.screenshot(path=str(tmp_path / "seven.png"))
+    if os.environ.get("DIGITS_SCREENSHOT"):
+        page.screenshot(path=os.environ["DIGITS_SCREENSHOT"], full_page=True)
+
+
+def test_clear_empties_the_square_and_the_answer(open_page):
+    page = open_page()
+    draw_with_mouse(page, ONE)
+    shown_digit(page, 1)
+
+    page.get_by_role("button", name="Clear").click()
+
+    assert page.locator("#digit").inner_text() == "?"
+    assert page.locator("#bars li .bar-value").all_inner_texts() == ["–"] * 10
+    all_paper = page.evaluate(
+        "document.getElementById('pad').getContext('2d').getImageData(0, 0, 280, 280).data.every(value => value === 255)"
+    )
+    assert all_paper
+
+
+def test_a_chosen_file_is_read(open_page, digit_png, tmp_path):
+    picture = tmp_path / "one.png"
+    picture.write_bytes(digit_png(1, side=600, dark_on_light=False))
+    page = open_page()
+
+    page.set_input_files("#file", str(picture))
+
+    shown_digit(page, 1)
+    assert len(bar_percentages(page)) == 10
+
+
+def test_a_dropped_file_is_read(open_page, digit_png):
+    page = open_page()
+    png = base64.b64encode(digit_png(7, side=360)).decode()
+    dropped = page.evaluate_handle(
+        """(png) => {
+            const bytes = Uint8Array.from(atob(png), (character) => character.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "seven.png", { type: "image/png" }));
+            return transfer;
+        }""",
+        png,
+    )
+
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
+
+    shown_digit(page, 7)
+
+
+def test_a_blank_file_says_no_digit_was_found(open_page, digit_png, tmp_path):
+    picture = tmp_path / "blank.png"
+    picture.write_bytes(digit_png(None))
+    page = open_page()
+
+    page.set_input_files("#file", str(picture))
+
+    message = page.locator("#message")
+    message.wait_for(state="visible")
+    assert "No digit found" in message.inner_text()
+    assert page.locator("#digit").inner_text() == "?"
+
+
+def test_a_finger_draws_on_a_phone_sized_screen(open_page):
+    page = open_page(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True, device_scale_factor=2)
+
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # Nothing sticks out sideways.
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] >= 280 and pad["x"] >= 0 and pad["x"] + pad["width"] <= 390
+
+    draw_with_finger(page, ONE)
+
+    shown_digit(page, 1)
+    assert page.evaluate("window.scrollY") == 0  # The finger drew instead of scrolling.
