@@ -261,7 +261,13 @@ def add_recipe_options(parser) -> None:
                         "the steps to --learning-rate, then linear decay to 0)")
     parser.add_argument("--label-smoothing", type=float, metavar="X", help="cross-entropy label smoothing, e.g. 0.1")
     parser.add_argument("--augment-shift", type=int, metavar="PIXELS",
-                        help="random shifts of up to ±PIXELS during training (the cnn only; 0 = none)")
+                        help="random shifts of up to ±PIXELS during training (the cnn models only; 0 = none)")
+    parser.add_argument("--augment-rotation", type=float, metavar="DEGREES",
+                        help="random rotations of up to ±DEGREES during training (the cnn models only; 0 = none)")
+    parser.add_argument("--augment-zoom", type=float, metavar="X",
+                        help="random zoom by up to ±X, a fraction, during training (the cnn models only; 0 = none)")
+    parser.add_argument("--weight-averaging", action=argparse.BooleanOptionalAction, default=None,
+                        help="save a moving average of the weights (Keras use_ema) instead of the last ones")
     parser.add_argument("--precision", metavar="NAME",
                         help="float32, mixed_bfloat16, or auto (bfloat16 when the CPU has native support)")
     parser.add_argument("--steps-per-execution", type=int, metavar="N",
@@ -412,6 +418,44 @@ def run_predict(args) -> int:
     return 1 if failed else 0
 
 
+# --- ensembles (issue 6) --------------------------------------------------------------------------
+
+
+def add_ensemble_commands(subcommands) -> None:
+    ensemble = subcommands.add_parser(
+        "ensemble",
+        help="average several runs' predictions and evaluate the result like one model",
+        description="Predict the test set with each run's model, average the probabilities, and write "
+        "evaluation.json, figures and report.html for the ensemble (plus ensemble.json with each member's "
+        "accuracy) into a new folder runs/<time>-ensemble/.",
+    )
+    ensemble.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="two or more finished run folders")
+    ensemble.add_argument("--tta", action="store_true",
+                          help="test-time augmentation: also average each member over 1-pixel shifts of the images")
+    ensemble.add_argument("--data-dir", type=Path,
+                          help="read MNIST from this directory (default: $DIGITS_DATA_DIR, else the vendored copy)")
+    ensemble.add_argument("--out", type=Path, help="a new (or empty) folder for the ensemble's evaluation")
+    ensemble.set_defaults(handler=run_ensemble)
+
+
+def run_ensemble(args) -> int:
+    from digits.ensemble import load_members
+
+    load_members(args.runs)  # Bad folders are reported before MNIST and Keras load.
+    if args.out is not None:
+        from digits.study import check_new_folder
+
+        check_new_folder(args.out)
+    from digits.data import load_mnist
+    from digits.ensemble import evaluate_ensemble
+    from digits.study import summary_table
+
+    result = evaluate_ensemble(args.runs, load_mnist(args.data_dir), args.out, tta=args.tta, command=_command_line())
+    print(summary_table([result.ensemble.summary(), *result.members]))
+    print(f"\nNumbers: {result.folder / 'evaluation.json'}\nReport:  {result.ensemble.report}")
+    return 0
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 
@@ -422,11 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"digits {__version__}")
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    # In the order a newcomer meets them: the data, training, evaluation, then using a model.
     add_data_commands(subcommands)
     add_training_commands(subcommands)
-    add_serve_commands(subcommands)
     add_study_commands(subcommands)
+    add_ensemble_commands(subcommands)
     add_predict_commands(subcommands)
+    add_serve_commands(subcommands)
     return parser
 
 

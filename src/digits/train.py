@@ -72,12 +72,13 @@ class RunRecorder(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.epoch_started
         logs = dict(logs or {})
         row = [str(epoch + 1)] + [repr(float(logs[name])) for name in HISTORY_COLUMNS[1:-1]] + [f"{seconds:.3f}"]
+        # A copy of a few hundred kilobytes: cheaper than saving model.keras after every epoch. It is taken
+        # before the row is written, so a Ctrl-C that follows a visible row always finds this epoch's weights.
+        weights = self.model.get_weights()
         # Opening, appending and closing flushes the row, so a reader (or Ctrl-C) sees every finished epoch.
         with self.history_path.open("a") as file:
             file.write(",".join(row) + "\n")
-        self.epochs, self.last_logs = epoch + 1, logs
-        # A copy of a few hundred kilobytes: cheaper than saving model.keras after every epoch.
-        self.weights, self.weights_epoch = self.model.get_weights(), epoch + 1
+        self.epochs, self.last_logs, self.weights, self.weights_epoch = epoch + 1, logs, weights, epoch + 1
 
 
 def split_data(recipe: Recipe, data: Mnist) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
@@ -151,10 +152,13 @@ def make_optimizer(recipe: Recipe, total_steps: int) -> keras.optimizers.Optimiz
     learning_rate = recipe.learning_rate
     if recipe.schedule == "one-cycle":
         learning_rate = OneCycle.for_run(recipe.learning_rate, total_steps)
+    # use_ema keeps a moving average of the weights; Keras swaps it into the model when fit() ends.
+    averaging = {"use_ema": True} if recipe.weight_averaging else {}
     if recipe.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov)
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                                    **averaging)
     others = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta, "rmsprop": keras.optimizers.RMSprop}
-    return others[recipe.optimizer](learning_rate=learning_rate)
+    return others[recipe.optimizer](learning_rate=learning_rate, **averaging)
 
 
 def make_loss(recipe: Recipe):
@@ -190,7 +194,8 @@ def train(
     train_images, train_labels, validation_images, validation_labels, validation_description = split_data(recipe, data)
     keras.utils.set_random_seed(recipe.seed)
     precision = resolve_precision(recipe.precision)
-    model = build_model(recipe.model, precision=precision, shift=recipe.augment_shift)
+    model = build_model(recipe.model, precision=precision, shift=recipe.augment_shift, rotation=recipe.augment_rotation,
+                        zoom=recipe.augment_zoom)
     steps = steps_per_epoch(recipe, len(train_images))
     # A whole epoch per graph call by default: the same math, without a Python round trip per batch.
     steps_per_execution = min(recipe.steps_per_execution or steps, steps)
@@ -248,11 +253,21 @@ def train(
         )
     training_seconds = time.perf_counter() - started
 
-    if recorder.weights is not None:
+    if status == "interrupted" and recorder.weights is not None:
         # On Ctrl-C the weights are part-way through an epoch; keep those of the last finished one.
         model.set_weights(recorder.weights)
+    averaged = None
+    if status == "complete" and recipe.weight_averaging and recorder.epochs:
+        # fit() has swapped the averaged weights in; score them on the same validation images.
+        averaged = model.evaluate(validation_images, validation_labels, batch_size=VALIDATION_BATCH_SIZE,
+                                  verbose=0, return_dict=True)
+    if recorder.weights is not None:
         model.save(run_dir / MODEL_FILE)
-    logs = recorder.last_logs
+    logs = dict(recorder.last_logs)
+    if averaged:
+        # The saved model is the average, so its scores are the run's; the last epoch's raw ones are kept too.
+        logs["raw_val_accuracy"], logs["raw_val_loss"] = logs["val_accuracy"], logs["val_loss"]
+        logs["val_accuracy"], logs["val_loss"] = averaged["accuracy"], averaged["loss"]
     write_json(
         run_dir / METRICS_FILE,
         {
@@ -267,6 +282,9 @@ def train(
             "model_epoch": recorder.weights_epoch,  # the epoch model.keras holds; None: no model saved
             # Whether and when validation accuracy reached the recipe's target (training stopped there).
             "target_accuracy": stopper[0].summary() if stopper else None,
+            # With weight averaging, the last epoch's scores of the raw (not averaged) weights.
+            **({"raw_validation_accuracy": float(logs["raw_val_accuracy"]),
+                "raw_validation_loss": float(logs["raw_val_loss"])} if averaged else {}),
         },
     )
     if status == "interrupted":
