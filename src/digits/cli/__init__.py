@@ -1,0 +1,96 @@
+"""The `digits` command: parses arguments and calls the library. Nothing else lives here.
+
+Each group of commands has its own module (training, studying, using); this one builds the parser and runs
+a command, turning a user's mistake (a DigitsError) into one sentence and exit status 1. Heavy libraries
+(Keras, TensorFlow) are imported inside the command handlers, so `digits --help` and `digits data` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from digits import __version__
+from digits.cli.studying import add_ensemble_commands, add_study_commands
+from digits.cli.training import add_data_commands, add_training_commands
+from digits.cli.using import add_predict_commands, add_serve_commands
+from digits.errors import DigitsError
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digits",
+        description="Train, understand, compare and use MNIST handwritten-digit classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"digits {__version__}")
+    subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    # In the order a newcomer meets them: the data, training, evaluation, then using a model.
+    add_data_commands(subcommands)
+    add_training_commands(subcommands)
+    add_study_commands(subcommands)
+    add_ensemble_commands(subcommands)
+    add_predict_commands(subcommands)
+    add_serve_commands(subcommands)
+    return parser
+
+
+@contextlib.contextmanager
+def native_stderr_to_log():
+    """Send native (C++) stderr to a log file while a command runs, keeping Python's stderr on screen.
+
+    TensorFlow writes start-up lines through absl before its logging is initialised, and those ignore
+    TF_CPP_MIN_LOG_LEVEL; a user should see our one-sentence errors, not that noise. Set
+    DIGITS_NATIVE_STDERR=1 to see it. Only done when stderr is the real terminal stream (not under
+    pytest's capture).
+    """
+    if os.environ.get("DIGITS_NATIVE_STDERR") or sys.stderr is not sys.__stderr__:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        terminal_fd = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    log_path = Path(tempfile.gettempdir()) / f"digits-native-stderr-{os.getuid()}.log"
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    python_stderr = sys.stderr
+    sys.stderr = open(os.dup(terminal_fd), "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace")
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(terminal_fd, 2)
+        os.close(terminal_fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    with native_stderr_to_log():
+        try:
+            return args.handler(args) or 0
+        except DigitsError as error:
+            print(f"digits: error: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("digits: interrupted.", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Commands that use a trained model: `predict` on picture files and `serve` for the page and the API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from digits.errors import DigitsError
+
+
+# --- predict (issue 7) ----------------------------------------------------------------------------
+
+
+def add_predict_commands(subcommands) -> None:
+    predict = subcommands.add_parser(
+        "predict",
+        help="read the digit in your own pictures (PNG, JPEG, BMP, GIF, TIFF, WebP)",
+        description="Prepare each picture the way MNIST was prepared (light ink on black, fitted in 20x20, "
+        "centred by mass in 28x28) and print the digit, its probability and the likeliest digits. Folders "
+        "are walked in sorted order, skipping hidden files. The exit status is 0 only if every file was read.",
+    )
+    predict.add_argument("inputs", nargs="+", metavar="IMAGE|DIR", help="picture files or folders of them")
+    predict.add_argument(
+        "--model", metavar="RUN|FILE.keras", help="a run folder or .keras file (default: the shipped model)"
+    )
+    predict.add_argument("--json", action="store_true", help="print one JSON document, not one line per file")
+    predict.add_argument(
+        "--show", type=Path, metavar="DIR", help="write each picture beside the 28x28 view the model saw"
+    )
+    predict.add_argument("--top", type=int, default=3, metavar="K", help="how many likeliest digits to list (3)")
+    predict.set_defaults(handler=run_predict)
+
+
+def run_predict(args) -> int:
+    import json
+
+    from digits import predict
+
+    if not 1 <= args.top <= 10:
+        raise DigitsError(f"--top must be between 1 and 10, not {args.top}.")
+    paths = predict.find_image_files(args.inputs)
+    if not paths:
+        raise DigitsError(f"No files found in {', '.join(args.inputs)}; give pictures or folders holding some.")
+    classifier = predict.load_classifier(args.model)
+    results = predict.predict_files(classifier, paths, keep_originals=args.show is not None)
+    if args.show is not None:
+        predict.save_views(results, args.show)
+    if args.json:
+        print(json.dumps(predict.results_document(classifier, results, args.top), indent=2))
+    else:
+        for result in results:
+            print(predict.result_line(result, args.top))
+    failed = sum(result.error is not None for result in results)
+    if failed:
+        print(f"digits: {failed} of {len(results)} files could not be read.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --- serve (issue 8) ------------------------------------------------------------------------------
+
+
+def add_serve_commands(subcommands) -> None:
+    serve = subcommands.add_parser(
+        "serve",
+        help="a draw-a-digit web page and a REST API",
+        description="Load a model once and serve the draw-a-digit page at / and the JSON API "
+        "(POST /predict, GET /health, GET /model, schema at /openapi.json) with uvicorn.",
+    )
+    serve.add_argument("--model", help="a run folder or a .keras file (default: the pretrained model shipped with digits)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
+    serve.set_defaults(handler=run_serve)
+
+
+def run_serve(args) -> int:
+    from digits.serve import serve
+
+    serve(args.model, host=args.host, port=args.port)
+    return 0
