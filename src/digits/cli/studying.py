@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from digits.cli.options import add_data_dir_option, add_runs_dir_option
 from digits.errors import DigitsError
 
 
@@ -12,7 +13,6 @@ from digits.errors import DigitsError
 
 
 def add_study_commands(subcommands) -> None:
-    data_dir_help = "read MNIST from this directory (default: $DIGITS_DATA_DIR, else the vendored copy)"
     evaluate = subcommands.add_parser(
         "evaluate",
         help="metrics, figures and an HTML report for one finished run",
@@ -20,7 +20,7 @@ def add_study_commands(subcommands) -> None:
         "matrix, mistakes, per-digit scores, overfitting verdict), figures and report.html into RUN/evaluation/.",
     )
     evaluate.add_argument("run", type=Path, metavar="RUN", help="a run folder written by `digits train`")
-    evaluate.add_argument("--data-dir", type=Path, help=data_dir_help)
+    add_data_dir_option(evaluate)
     evaluate.add_argument("--out", type=Path, help="write here instead of RUN/evaluation/")
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -31,7 +31,7 @@ def add_study_commands(subcommands) -> None:
         "a verdict and one report holding every model into a new folder runs/<time>-comparison/.",
     )
     compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="two or more run folders")
-    compare.add_argument("--data-dir", type=Path, help=data_dir_help)
+    add_data_dir_option(compare)
     compare.add_argument("--out", type=Path, help="a new (or empty) folder for the comparison")
     compare.set_defaults(handler=run_compare)
 
@@ -44,8 +44,8 @@ def add_study_commands(subcommands) -> None:
         "report into a new folder runs/<time>-study/.",
     )
     run.add_argument("--exact", action="store_true", help="train the study's exact recipes (slow: 500 and 15 epochs)")
-    run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs/)")
-    run.add_argument("--data-dir", type=Path, help=data_dir_help)
+    add_runs_dir_option(run)
+    add_data_dir_option(run)
     run.add_argument("--train-limit", type=int, help="train on only the first N training images (quick tries)")
     run.add_argument("--test-limit", type=int, help="validate and test on only the first N images (quick tries)")
     run.add_argument("--epochs", type=int, help="override both recipes' epochs (quick tries)")
@@ -151,8 +151,7 @@ def add_ensemble_commands(subcommands) -> None:
     ensemble.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="two or more finished run folders")
     ensemble.add_argument("--tta", action="store_true",
                           help="test-time augmentation: also average each member over 1-pixel shifts of the images")
-    ensemble.add_argument("--data-dir", type=Path,
-                          help="read MNIST from this directory (default: $DIGITS_DATA_DIR, else the vendored copy)")
+    add_data_dir_option(ensemble)
     ensemble.add_argument("--out", type=Path, help="a new (or empty) folder for the ensemble's evaluation")
     ensemble.set_defaults(handler=run_ensemble)
 

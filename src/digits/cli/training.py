@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from digits.cli.options import add_data_dir_option, add_runs_dir_option
 
 
 # --- data (issue 2) -------------------------------------------------------------------------------
@@ -18,12 +19,7 @@ def add_data_commands(subcommands) -> None:
         description="Load MNIST (vendored copy, --data-dir, cache or mirrors), verify its checksums, "
         "and print shapes, class counts and pixel statistics; write a grid of the first digits.",
     )
-    data.add_argument(
-        "--data-dir",
-        type=Path,
-        help="read IDX files (raw or .gz) or a Keras mnist.npz from this directory, e.g. Fashion-MNIST "
-        "(default: $DIGITS_DATA_DIR, else the vendored MNIST)",
-    )
+    add_data_dir_option(data)
     data.add_argument("--out", type=Path, default=Path("out"), help="where the sample grid PNG goes (default: out/)")
     data.set_defaults(handler=run_data)
 
@@ -70,10 +66,8 @@ def add_training_commands(subcommands) -> None:
     )
     train.add_argument("preset", metavar="PRESET", help="a preset name, e.g. seed-cnn or quick-shallow")
     add_recipe_options(train)
-    train.add_argument("--runs-dir", type=Path, metavar="DIR", default=Path("runs"),
-                       help="where run folders go (default: runs/)")
-    train.add_argument("--data-dir", type=Path, metavar="DIR",
-                       help="read MNIST from this directory (default: $DIGITS_DATA_DIR, else the vendored copy)")
+    add_runs_dir_option(train)
+    add_data_dir_option(train)
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress; print only the run folder and result")
     train.set_defaults(handler=run_train)
 
