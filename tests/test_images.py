@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from digits import ink
 from digits.errors import DigitsError
 from digits.images import (
     MAX_PIXELS,
@@ -247,3 +248,86 @@ def test_an_enormous_image_is_refused_before_decoding(tmp_path, side):
 def test_every_image_error_is_a_digits_error():
     # The CLI and the web server turn DigitsError into one sentence; these must never escape as tracebacks.
     assert issubclass(ImageError, DigitsError) and issubclass(NoDigitError, ImageError)
+
+
+# --- shortcuts for drawings on plain paper (issue 8) ----------------------------------------------
+
+
+def canvas_greys(count: int = 30) -> list[np.ndarray]:
+    """MNIST digits as the page sends them, dark ink on exactly white paper at 140 pixels, in [0, 1]."""
+    from digits.data import load_mnist
+
+    greys = []
+    for image in load_mnist().test_images[:count]:
+        canvas = Image.fromarray(255 - image).resize((140, 140), Image.Resampling.BILINEAR)
+        greys.append(np.asarray(canvas, dtype=np.float32) / 255)
+    return greys
+
+
+def polarity_after_blurring(grey: np.ndarray) -> bool:
+    """The polarity rule of `ink.paper_is_light`, always computed on the blurred picture."""
+    frame = max(1, round(0.03 * min(grey.shape)))
+    border = np.concatenate([grey[:frame], grey[-frame:], grey[:, :frame].T, grey[:, -frame:].T], axis=None)
+    paper = float(np.median(border))
+    smooth = ndimage.gaussian_filter(grey, 1.0, truncate=2.0)
+    return (paper - float(smooth.min())) > (float(smooth.max()) - paper)
+
+
+def test_paper_at_the_picture_extreme_decides_the_polarity_as_the_blur_does():
+    white = np.ones((60, 60), np.float32)
+    pictures = [*canvas_greys(10), *(1 - grey for grey in canvas_greys(10))]
+    for depth in (0.005, 0.011, 0.02, 0.5):  # One dark or light pixel, just under and over the shortcut's 0.01.
+        dot = white.copy()
+        dot[30, 30] -= depth
+        pictures += [dot, 1 - dot]
+    # Grey paper with a darker dot and a lighter blob: only the blur says which ink stands out more.
+    grey_paper = np.full((60, 60), 0.5, np.float32)
+    grey_paper[20, 20] = 0.2
+    grey_paper[39:42, 39:42] = 0.7
+    pictures += [grey_paper, 1 - grey_paper]
+
+    for grey in pictures:
+        assert ink.paper_is_light(grey) == polarity_after_blurring(grey)
+
+
+def test_ink_on_exactly_black_paper_keeps_every_value_and_a_faint_shadow_is_still_removed():
+    for grey in canvas_greys(10):
+        light_ink = 1 - grey  # The paper is exactly 0.
+        np.testing.assert_array_equal(ink.remove_background(light_ink), light_ink)
+
+    shadow = np.linspace(0.0, 0.05, 140, dtype=np.float32)[np.newaxis, :]  # Too faint to see, not zero.
+    shaded = np.maximum(1 - canvas_greys(1)[0], shadow)
+    residual = ink.remove_background(shaded)
+    assert residual[:, -10:].max() < 0.5 * shadow.max()  # The right edge is paper again.
+    assert residual.max() > 0.9  # The strokes stay.
+
+
+def test_working_only_around_the_ink_finds_the_same_digit_as_working_on_the_whole_picture(monkeypatch):
+    residuals = [1 - grey for grey in canvas_greys(20)]
+    edge = np.zeros((140, 140), np.float32)
+    edge[0:60, 0:6] = 1.0  # A stroke along the picture's edge (dropped) and a digit in a corner.
+    edge[100:140, 110:118] = 1.0
+    residuals.append(edge)
+    hairline = np.zeros((140, 140), np.float32)
+    hairline[30:110, 70] = np.linspace(0.5, 1.0, 80)  # One pixel wide: the blur reaches past it.
+    residuals.append(hairline)
+    cropped = [ink.find_ink(residual) for residual in residuals]
+
+    def everywhere(values, margin):
+        return slice(0, values.shape[0]), slice(0, values.shape[1])
+
+    monkeypatch.setattr(ink, "_nonzero_box", everywhere)
+    whole = [ink.find_ink(residual) for residual in residuals]
+
+    for (cropped_ink, cropped_box), (whole_ink, whole_box) in zip(cropped, whole):
+        assert cropped_box == whole_box
+        np.testing.assert_array_equal(cropped_ink, whole_ink)
+
+
+def test_the_page_s_opaque_colour_canvas_reads_like_the_same_drawing_in_greyscale():
+    for grey in canvas_greys(20):
+        drawing = Image.fromarray(np.round(grey * 255).astype(np.uint8))  # Mode L.
+        greyscale = prepare_image(drawing)
+        # The page sends RGBA, opaque, ink and paper grey: the colour shortcuts must not change the view.
+        np.testing.assert_array_equal(prepare_image(drawing.convert("RGB")), greyscale)
+        np.testing.assert_array_equal(prepare_image(drawing.convert("RGBA")), greyscale)

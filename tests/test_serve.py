@@ -1,5 +1,6 @@
 """The REST API of `digits serve`, through FastAPI's test client, and the `digits serve` command itself."""
 
+import asyncio
 import json
 import re
 import signal
@@ -10,14 +11,16 @@ import zlib
 from pathlib import Path
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 
 from digits import images
+from digits.data import load_mnist
 from digits.predict import load_classifier
-from digits.serve import MAX_UPLOAD_BYTES, create_app, is_loopback
+from digits.serve import MAX_UPLOAD_BYTES, BatchClassifier, compiled_predict, create_app, is_loopback
 
 with warnings.catch_warnings():
     # Starlette's test client warns, on import, that it will move to another HTTP library; not our concern.
@@ -109,6 +112,67 @@ def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, dig
     view = images.prepare_file(picture)
     assert view.tolist() == answer["view"]
     np.testing.assert_allclose(classifier.predict(view[np.newaxis])[0], answer["probabilities"], atol=1e-5)
+
+
+# --- batching: concurrent pictures share one inference call ---------------------------------------
+
+
+def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_of_one_at_a_time(classifier):
+    views = load_mnist().test_images[:20]  # 20 different digits, so a mixed-up answer shows.
+    predict = compiled_predict(classifier)
+    batch_sizes = []
+
+    def recording_predict(batch):
+        batch_sizes.append(len(batch))
+        return predict(batch)
+
+    classify = BatchClassifier(recording_predict, max_batch=8)
+
+    async def all_at_once():
+        return await asyncio.gather(*(classify(view) for view in views))
+
+    together = asyncio.run(all_at_once())
+
+    assert batch_sizes == [8, 8, 4]
+    for view, probabilities in zip(views, together):
+        np.testing.assert_allclose(probabilities, classifier.predict(view[np.newaxis])[0], atol=1e-5)
+
+
+def test_a_failed_inference_answers_every_waiting_picture_and_the_next_one_is_classified(classifier):
+    predict = compiled_predict(classifier)
+    failures = [RuntimeError("the first call fails")]
+
+    def failing_once(batch):
+        if failures:
+            raise failures.pop()
+        return predict(batch)
+
+    classify = BatchClassifier(failing_once)
+    views = load_mnist().test_images[:3]
+
+    async def three_then_one():
+        first = await asyncio.gather(*(classify(view) for view in views), return_exceptions=True)
+        return first, await classify(views[0])
+
+    first, after = asyncio.run(three_then_one())
+
+    assert [str(answer) for answer in first] == ["the first call fails"] * 3
+    np.testing.assert_allclose(after, classifier.predict(views[:1])[0], atol=1e-5)
+
+
+def test_concurrent_requests_get_the_answers_they_get_one_at_a_time(client, digit_png):
+    # 140 pixels are prepared on the event loop, 420 in a worker thread; both meet in the batches.
+    pngs = [
+        digit_png(digit, side=side, dark_on_light=dark) for digit in (1, 7) for side in (140, 420) for dark in (True, False)
+    ]
+    one_at_a_time = [post_png(client, png).json() for png in pngs]
+
+    with ThreadPoolExecutor(len(pngs)) as pool:
+        concurrent = [response.json() for response in pool.map(lambda png: post_png(client, png), pngs)]
+
+    for alone, together in zip(one_at_a_time, concurrent):
+        assert together["digit"] == alone["digit"] and together["view"] == alone["view"]
+        np.testing.assert_allclose(together["probabilities"], alone["probabilities"], atol=1e-5)
 
 
 # --- errors: JSON with one sentence and the right status ------------------------------------------

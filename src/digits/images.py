@@ -218,6 +218,8 @@ def _composite(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     mostly transparent is ink on nothing (a canvas drawing): the background is white for dark ink and
     black for light ink, so a black pen on a transparent canvas never becomes black on black.
     """
+    if alpha.min() == 1.0:
+        return colour  # Opaque everywhere (the page's canvas): nothing shows through.
     opaque = alpha > 0.5
     if not opaque.any():
         return np.ones_like(colour)  # Fully transparent: nothing drawn, which later reads as blank.
@@ -239,6 +241,9 @@ def _colour_to_grey(colour: np.ndarray) -> np.ndarray:
     separates them. Whichever grey image splits into two classes most clearly (Otsu) wins.
     """
     luminance = colour @ np.array([0.299, 0.587, 0.114], np.float32)
+    red, green, blue = colour[..., 0], colour[..., 1], colour[..., 2]
+    if np.array_equal(red, green) and np.array_equal(green, blue):
+        return luminance  # Exactly grey (a canvas drawing in black and white), decided without the statistics below.
     samples = colour.reshape(-1, 3)[:: max(1, colour.shape[0] * colour.shape[1] // 20000)]
     if np.ptp(samples - samples.mean(axis=1, keepdims=True), axis=0).max() < 0.05:
         return luminance  # Grey pixels (R = G = B up to noise): the luminance is all there is.
