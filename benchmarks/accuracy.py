@@ -65,6 +65,10 @@ def main() -> None:
         for tta in (False, True) if args.tta else (False,):
             result = evaluate_ensemble(runs, data, tta=tta)
             evaluation = result.ensemble.evaluation
+            if tta:  # Each member alone, also read with test-time shifts: still one model per answer.
+                member_accuracies = [member.accuracy for member in result.members]
+                print(f"single model with TTA: mean {100 * statistics.mean(member_accuracies):.2f} % "
+                      f"({', '.join(f'{100 * accuracy:.2f}' for accuracy in member_accuracies)} %)")
             print(f"{result.ensemble.name}: {100 * evaluation.accuracy:.2f} %, {evaluation.mistake_count} mistakes "
                   f"(report: {result.ensemble.report})")
     print(f"reference, the study's CNN (seed-cnn): {100 * STUDY_ACCURACY:.2f} %, {STUDY_MISTAKES} mistakes")

@@ -60,9 +60,11 @@ def cnn(augmentation: Sequence[layers.Layer] = ()) -> keras.Model:
     )
 
 
-# Channels of the three convolution blocks of cnn-bn: wider than the study's 32-64 where the images are small
-# (14×14 and 7×7), where channels are cheap, so the cost stays about 3× the study CNN's per image.
-CNN_BN_CHANNELS = (32, 64, 128)
+# The convolutions of cnn-bn's three blocks, at 28×28, 14×14 and 7×7: wider where the images are small and
+# channels are cheap. A block may hold several; all but its last are followed by relu alone. Two convolutions in
+# blocks 2 and 3, ((32,), (64, 64), (128, 128)), cost 3× as much per image and scored no better on the holdout
+# in the same time (99.58 % after 20 epochs against 99.60 % after 36).
+CNN_BN_BLOCKS = ((32,), (64,), (128,))
 # Batch normalisation's moving averages forget at 0.9 per step, not Keras's 0.99: they then settle within about
 # 50 steps, so a short run (a smoke test, the first epochs) is scored with statistics that match its weights.
 CNN_BN_NORM_MOMENTUM = 0.9
@@ -71,16 +73,24 @@ CNN_BN_DROPOUT = 0.4
 
 
 def cnn_bn(augmentation: Sequence[layers.Layer] = ()) -> keras.Model:
-    """A stronger small CNN: three 3×3 convolution blocks with batch normalisation, 32-64-128 channels, each
-    followed by 2×2 max pooling, then dropout and a dense softmax; about 105,000 parameters."""
+    """A stronger small CNN: three blocks of 3×3 convolutions (CNN_BN_BLOCKS: 32, 64 and 128 channels), each
+    ending in 2×2 max pooling, batch normalisation and relu, then dropout and a dense softmax; 104,874
+    parameters."""
     blocks = []
-    for number, channels in enumerate(CNN_BN_CHANNELS, start=1):
+    for number, convolutions in enumerate(CNN_BN_BLOCKS, start=1):
+        for inner, channels in enumerate(convolutions[:-1], start=1):
+            blocks.append(layers.Conv2D(channels, kernel_size=(3, 3), padding="same", activation="relu",
+                                        name=f"conv{number}_{inner}"))
         blocks += [
             # No bias: batch normalisation's offset replaces it.
-            layers.Conv2D(channels, kernel_size=(3, 3), padding="same", use_bias=False, name=f"conv{number}"),
+            layers.Conv2D(convolutions[-1], kernel_size=(3, 3), padding="same", use_bias=False, name=f"conv{number}"),
+            layers.MaxPooling2D(pool_size=(2, 2), name=f"pool{number}"),  # 28 -> 14 -> 7 -> 3
+            # Normalising after pooling, on a quarter of the values, is what makes the model fast: on this CPU,
+            # batch normalisation of the full-size maps took half of each training step. A max commutes with
+            # normalisation's increasing scale, so relu(norm(pool(x))) sees what pool(relu(norm(x))) would,
+            # with statistics over the pooled values.
             layers.BatchNormalization(momentum=CNN_BN_NORM_MOMENTUM, name=f"norm{number}"),
             layers.Activation("relu", name=f"relu{number}"),
-            layers.MaxPooling2D(pool_size=(2, 2), name=f"pool{number}"),  # 28 -> 14 -> 7 -> 3
         ]
     return keras.Sequential(
         [
@@ -106,7 +116,7 @@ DESCRIPTIONS: dict[str, str] = {
     "shallow": "784 → Dense 64 sigmoid → Dense 10 softmax",
     "cnn": "Conv 32 3×3 relu → MaxPool 2 → Conv 64 3×3 relu → MaxPool 2 → Flatten → Dropout 0.5 "
     "→ Dense 10 softmax",
-    "cnn-bn": "3 × (Conv 3×3 → BatchNorm → relu → MaxPool 2), 32-64-128 channels → Flatten → Dropout 0.4 "
+    "cnn-bn": "3 × (Conv 3×3 → MaxPool 2 → BatchNorm → relu), 32-64-128 channels → Flatten → Dropout 0.4 "
     "→ Dense 10 softmax",
 }
 

@@ -194,17 +194,17 @@ PRESETS: dict[str, Preset] = {
             "quick-shallow",
             "the study's shallow network, fast: cross-entropy and Adam one-cycle to 0.01, batch 512, at most 3 "
             "epochs, stopping at the study's 90.34 % (instead of MSE and plain SGD for 500 epochs)",
+            # No XLA: compiling takes longer than the one or two epochs this recipe trains.
             model="shallow", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.01,
-            schedule="one-cycle", batch_size=512, epochs=3, jit_compile=True,
-            target_accuracy=STUDY_ACCURACY["shallow"],
+            schedule="one-cycle", batch_size=512, epochs=3, target_accuracy=STUDY_ACCURACY["shallow"],
         ),
         _preset(
             "quick-cnn",
-            "the study's CNN, fast: bfloat16 where the CPU has it, Adam one-cycle to 0.004, label smoothing 0.1, "
-            "±2 px random shifts, at most 6 epochs, stopping at the study's 99.28 % (instead of float32 Adam "
+            "the study's CNN, fast: bfloat16 where the CPU has it, Adam one-cycle to 0.006, label smoothing 0.1, "
+            "±2 px random shifts, at most 5 epochs, stopping at the study's 99.28 % (instead of float32 Adam "
             "0.001 for 15 epochs)",
-            model="cnn", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.004,
-            schedule="one-cycle", label_smoothing=0.1, augment_shift=2, precision="auto", epochs=6,
+            model="cnn", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.006,
+            schedule="one-cycle", label_smoothing=0.1, augment_shift=2, precision="auto", epochs=5,
             target_accuracy=STUDY_ACCURACY["cnn"],
         ),
         _preset(
@@ -217,12 +217,13 @@ PRESETS: dict[str, Preset] = {
         _preset(
             "best",
             "record accuracy: cnn-bn (batch norm, 32-64-128 channels), ±10° rotations, ±2 px shifts, ±10 % zoom, "
-            "label smoothing 0.1, Adam one-cycle to 0.005, bfloat16 where the CPU has it, 15 epochs; validated on "
+            "label smoothing 0.1, Adam one-cycle to 0.005, bfloat16 where the CPU has it, 40 epochs; validated on "
             "the holdout images, so the test set stays unseen until `digits evaluate`",
-            # Every value here is to be chosen on the holdout slice (benchmarks/accuracy.py), never the test set.
+            # Chosen on the holdout slice, never the test set: 36 epochs reached 99.60 % there against 99.44–99.51 %
+            # for 15, and a deeper variant (two convolutions in blocks 2 and 3, 20 epochs in the same time) 99.58 %.
             model="cnn-bn", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.005,
             schedule="one-cycle", label_smoothing=0.1, augment_shift=2, augment_rotation=10.0, augment_zoom=0.1,
-            precision="auto", epochs=15, validation="holdout",
+            precision="auto", epochs=40, validation="holdout",
         ),
     ]
 }
