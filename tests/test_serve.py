@@ -20,7 +20,8 @@ import pytest
 from digits import images
 from digits.data import load_mnist
 from digits.predict import load_classifier
-from digits.serve import MAX_UPLOAD_BYTES, BatchClassifier, compiled_predict, create_app, is_loopback
+from digits.serve import MAX_UPLOAD_BYTES, BatchClassifier, compiled_predict, create_app
+from digits.server import is_loopback
 
 with warnings.catch_warnings():
     # Starlette's test client warns, on import, that it will move to another HTTP library; not our concern.

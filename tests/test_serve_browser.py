@@ -40,7 +40,8 @@ def server_url():
     import uvicorn
 
     from digits.predict import load_classifier
-    from digits.serve import create_app, open_listener
+    from digits.serve import create_app
+    from digits.server import open_listener
 
     listener = open_listener("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(create_app(load_classifier()), log_level="warning"))

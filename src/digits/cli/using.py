@@ -73,7 +73,7 @@ def add_serve_commands(subcommands) -> None:
 
 
 def run_serve(args) -> int:
-    from digits.serve import serve
+    from digits.server import serve
 
     serve(args.model, host=args.host, port=args.port)
     return 0
