@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -72,10 +73,21 @@ def start_server(model: str | None) -> tuple[subprocess.Popen, str, io.TextIOBas
     return server, address.group(), log
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc (Linux)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU time so far of a process and of its live children (the server's picture-preparing
+    workers), from /proc (Linux)."""
+    own = children = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # fields[1] is the parent, [11] and [12] the times
+        except OSError:
+            continue  # The process ended meanwhile.
+        ticks = int(fields[11]) + int(fields[12])
+        if int(stat.parent.name) == pid:
+            own += ticks
+        elif int(fields[1]) == pid:
+            children += ticks
+    return own / os.sysconf("SC_CLK_TCK"), children / os.sysconf("SC_CLK_TCK")
 
 
 async def one_client(session: aiohttp.ClientSession, url: str, pngs: list[bytes], number: int, clients: int,
@@ -136,7 +148,7 @@ def main() -> int:
         latencies, errors, elapsed = asyncio.run(
             load(base_url + "/predict", pngs, args.clients, args.seconds, args.interval)
         )
-        server_cpu = cpu_seconds(server.pid) - server_cpu_before
+        server_cpu, workers_cpu = (after - before for after, before in zip(cpu_seconds(server.pid), server_cpu_before))
         client_cpu = time.process_time() - client_cpu_before
     finally:
         server.send_signal(signal.SIGINT)
@@ -153,8 +165,10 @@ def main() -> int:
     print(f"errors       {len(errors)}" + (f"  (first: {errors[0]})" if errors else ""))
     print(f"throughput   {len(latencies) / elapsed:.0f} requests/s")
     print(f"latency      p50 {p50:.1f} ms   p95 {p95:.1f} ms   p99 {p99:.1f} ms   max {milliseconds.max():.1f} ms")
-    print(f"CPU          server {server_cpu / len(latencies) * 1000:.2f} ms, this client {client_cpu / len(latencies) * 1000:.2f} ms "
-          f"per request; load average {os.getloadavg()[0]:.1f}")
+    per_request = 1000 / len(latencies)
+    print(f"CPU          server {(server_cpu + workers_cpu) * per_request:.2f} ms ({server_cpu * per_request:.2f} ms in its "
+          f"event loop and inference, {workers_cpu * per_request:.2f} ms preparing pictures in worker processes), "
+          f"this client {client_cpu * per_request:.2f} ms per request; load average {os.getloadavg()[0]:.1f}")
     if errors:
         log.seek(0)
         print("server log, last lines:\n" + "".join(log.readlines()[-15:]))

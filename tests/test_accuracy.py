@@ -68,10 +68,14 @@ def test_whole_pixel_shifts_fill_with_black():
 # --- the preset -----------------------------------------------------------------------------------
 
 
-def test_best_is_selected_on_the_holdout_never_the_test_set():
+def test_best_trains_on_every_training_image_and_never_sees_the_test_set():
+    from digits.recipes import PRESETS
+
     recipe = get_preset("best")
-    assert (recipe.model, recipe.validation, recipe.schedule) == ("cnn-bn", "holdout", "one-cycle")
-    assert recipe.augment_rotation and recipe.augment_shift and recipe.augment_zoom and recipe.label_smoothing
+    assert (recipe.model, recipe.validation, recipe.schedule) == ("cnn-bn", "none", "one-cycle")
+    assert recipe.augment_rotation and recipe.augment_shift and recipe.augment_zoom
+    assert recipe.label_smoothing and recipe.target_accuracy is None
+    assert "--validation holdout" in PRESETS["best"].description
 
 
 def test_augmenting_the_shallow_network_is_one_sentence():
@@ -104,9 +108,10 @@ def members(tmp_path_factory):
 
 def test_best_trains_from_the_command_line(members):
     runs, finished = members
-    assert "Run complete" in finished.stdout and "(holdout)" in finished.stdout
+    assert "Run complete" in finished.stdout and "no validation" in finished.stdout
     config = json.loads((runs[0] / "config.json").read_text())
     assert config["recipe"]["model"] == "cnn-bn" and config["recipe"]["augment_rotation"] == 10
+    assert config["data"]["validation_images"] == 0
     assert (runs[0] / "model.keras").is_file()
 
 
@@ -173,8 +178,87 @@ def test_weight_averaging_saves_the_average_and_scores_both(mnist, tmp_path):
     from digits.runs import load_model, load_run
     from digits.train import train
 
-    recipe = with_overrides(get_preset("best"), epochs=1, train_limit=1000, test_limit=200, weight_averaging=True)
+    recipe = with_overrides(get_preset("best"), epochs=1, train_limit=1000, test_limit=200, weight_averaging=True,
+                            validation="holdout")
     run = load_run(train(recipe, mnist, tmp_path, verbose=0))
     assert run.config["recipe"]["weight_averaging"] is True
     assert 0 <= run.metrics["validation_accuracy"] <= 1 and 0 <= run.metrics["raw_validation_accuracy"] <= 1
     assert load_model(run).count_params() > 0
+
+
+# --- final models: every training image, and test-time augmentation --------------------------------------
+
+
+def test_validation_none_trains_on_all_60000_images_and_leaves_the_test_set_alone(mnist):
+    from digits.train import split_data
+
+    recipe = with_overrides(get_preset("best"), validation="none")
+    train_images, train_labels, validation_images, _, description = split_data(recipe, mnist)
+    assert len(train_images) == len(train_labels) == 60_000 and len(validation_images) == 0
+    assert "all 60,000 training images" in description and "test set is not used" in description
+
+
+def test_a_run_without_validation_records_training_curves_only_and_still_evaluates(mnist, tmp_path):
+    from digits.runs import load_run
+    from digits.study import evaluate_run
+    from digits.train import train
+
+    recipe = with_overrides(get_preset("best"), epochs=2, train_limit=600, validation="none")
+    run = load_run(train(recipe, mnist, tmp_path / "runs", verbose=0))
+    assert run.metrics["validation_accuracy"] is None and run.config["data"]["validation_images"] == 0
+    assert np.isnan(run.history["val_loss"]).all() and np.isfinite(run.history["loss"]).all()
+    evaluated = evaluate_run(run, mnist, tmp_path / "evaluation", with_data_section=False)
+    assert evaluated.overfitting.level == "unknown"
+    assert (tmp_path / "evaluation" / "learning_curves.png").is_file()
+    assert "trained on every training image" in evaluated.report.read_text()
+
+
+def test_a_target_accuracy_without_validation_is_one_sentence():
+    with pytest.raises(DigitsError, match="needs a validation set"):
+        with_overrides(get_preset("quick-cnn"), validation="none")
+
+
+def test_evaluate_with_tta_writes_beside_the_plain_evaluation(members, tmp_path):
+    runs, _ = members
+    run = shutil.copytree(runs[0], tmp_path / runs[0].name)
+    plain = digits("evaluate", run, cwd=tmp_path)
+    shifted = digits("evaluate", run, "--tta", cwd=tmp_path)
+    assert plain.returncode == 0 and shifted.returncode == 0, shifted.stderr[-2000:]
+    assert "with TTA" in shifted.stdout and "with TTA" not in plain.stdout
+    plain_evaluation = json.loads((run / "evaluation" / "evaluation.json").read_text())
+    tta_evaluation = json.loads((run / "evaluation-tta" / "evaluation.json").read_text())
+    assert tta_evaluation["name"].endswith("with TTA") and not plain_evaluation["name"].endswith("with TTA")
+    assert tta_evaluation["test_images"] == plain_evaluation["test_images"] == 200
+    # Five reads of each image average to different probabilities, so a different test loss.
+    assert tta_evaluation["evaluation"]["loss"] != plain_evaluation["evaluation"]["loss"]
+
+
+def test_elastic_distortion_bends_strokes_but_keeps_the_digit(mnist):
+    images = to_model_input(mnist.train_images[:64])
+    bent = augment_images(images, elastic_pixels=1.5, seed=2)
+    assert bent.shape == images.shape
+    assert (np.abs(bent - images).reshape(len(images), -1).max(axis=1) > 0.1).mean() > 0.9
+    # Bending stretches some strokes and squeezes others, but the digit stays in the frame.
+    ink_ratio = bent.sum(axis=(1, 2, 3)) / images.sum(axis=(1, 2, 3))
+    assert np.all((ink_ratio > 0.6) & (ink_ratio < 1.7)) and 0.9 < np.median(ink_ratio) < 1.2
+    # With every amount at 0 there is no layer at all, so nothing moves.
+    np.testing.assert_array_equal(augment_images(images), images)
+
+
+def test_a_saved_model_with_its_augmentation_layer_reloads_in_a_fresh_process(tmp_path):
+    from digits.models import build_model
+
+    model = build_model("cnn-bn", shift=2, rotation=10, zoom=0.1, elastic=1.5)
+    model.save(tmp_path / "model.keras")
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype="float32")
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "expected.npy", model.predict(images, verbose=0))
+    script = ("import numpy as np, sys; from pathlib import Path; from digits.predict import _load_keras_file; "
+              "folder = Path(sys.argv[1]); model = _load_keras_file(folder / 'model.keras'); "
+              "np.testing.assert_allclose(model.predict(np.load(folder / 'images.npy'), verbose=0), "
+              "np.load(folder / 'expected.npy'), rtol=1e-5, atol=1e-6); "
+              "print(model.get_layer('random_warp').get_config()['elastic_pixels'])")
+    finished = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                              timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.stdout.strip().endswith("1.5")

@@ -20,7 +20,8 @@ import pytest
 from digits import images
 from digits.data import load_mnist
 from digits.predict import load_classifier
-from digits.serve import MAX_UPLOAD_BYTES, BatchClassifier, compiled_predict, create_app
+from digits.serve import MAX_UPLOAD_BYTES, create_app
+from digits.workers import BatchClassifier, compiled_predict
 from digits.server import is_loopback
 
 with warnings.catch_warnings():
@@ -339,3 +340,18 @@ def test_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_png):
 
     assert answer["digit"] == 1
     assert server.returncode == 0 and "Traceback" not in errors, errors
+
+
+def test_a_dead_preparation_worker_costs_one_clear_error_and_the_next_picture_is_read(classifier, digit_png):
+    import os
+
+    with TestClient(create_app(classifier)) as own_client:
+        assert post_png(own_client, digit_png(7)).status_code == 200
+        preparer = own_client.app.state.preparer
+        worker = next(iter(preparer.pool._processes.values()))  # noqa: SLF001  The test plays an OOM kill.
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(timeout=10)
+        assert_one_sentence_error(post_png(own_client, digit_png(7)), 500, "preparation failed")
+        answer = post_png(own_client, digit_png(7))
+        assert answer.status_code == 200 and answer.json()["digit"] == 7
+    assert preparer.pool is None  # The app's shutdown stopped its workers.

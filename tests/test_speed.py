@@ -50,6 +50,7 @@ def test_mixed_precision_keeps_the_softmax_in_float32_and_resets_the_policy():
     model = build_model("cnn", precision="mixed_bfloat16", shift=2)
     assert model.count_params() == 34_826  # the shift layer has no parameters...
     assert [layer.name for layer in model.layers][0] == "random_shift"  # ...but is one more layer
+    assert model.get_layer("random_shift").compute_dtype == "float32"  # it moves the float32 input images
     assert model.get_layer("conv1").compute_dtype == "bfloat16"
     assert model.get_layer("output").compute_dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # later models are not affected

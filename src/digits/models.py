@@ -40,9 +40,9 @@ def shallow() -> keras.Model:
 def cnn(augmentation: Sequence[layers.Layer] = ()) -> keras.Model:
     """The study's convolutional network (the keras-io MNIST convnet), 34,826 parameters.
 
-    `augmentation` (digits.augment.augmentation_layers) goes first: parameter-free layers that move each training
-    image and pass images through unchanged at inference, so the count stays 34,826 but the model then has more
-    layers than the study's.
+    `augmentation` (digits.augment.augmentation_layers) goes first: a parameter-free layer that moves each training
+    image and passes images through unchanged at inference, so the count stays 34,826 but the model then has one
+    more layer than the study's.
     """
     return keras.Sequential(
         [
@@ -122,25 +122,26 @@ DESCRIPTIONS: dict[str, str] = {
 
 
 def build_model(name: str, *, precision: str = "float32", shift: int = 0, rotation: float = 0.0,
-                zoom: float = 0.0) -> keras.Model:
+                zoom: float = 0.0, elastic: float = 0.0) -> keras.Model:
     """A fresh, untrained model by registry name; its weights depend on Keras's random seed.
 
     precision is "float32" or "mixed_bfloat16" (resolve "auto" with `resolve_precision` first); shift (pixels),
-    rotation (degrees) and zoom (a fraction) are the training-time augmentation (the CNNs only).
+    rotation (degrees), zoom (a fraction) and elastic (pixels) are the training-time augmentation (the CNNs only).
     """
     if name not in MODELS:
         raise DigitsError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
     if precision not in PRECISIONS[:2]:
         raise DigitsError(f"Unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}.")
-    if (shift or rotation or zoom) and name not in AUGMENTED_MODELS:
+    if (shift or rotation or zoom or elastic) and name not in AUGMENTED_MODELS:
         raise DigitsError(f"Augmentation is built into the {' and '.join(AUGMENTED_MODELS)} models only, not "
-                          f"{name!r}; drop --augment-shift, --augment-rotation and --augment-zoom.")
+                          f"{name!r}; drop the --augment-... options.")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
         if name not in AUGMENTED_MODELS:
             return MODELS[name]()
-        return MODELS[name](augmentation_layers(rotation_degrees=rotation, shift_pixels=shift, zoom=zoom))
+        return MODELS[name](augmentation_layers(rotation_degrees=rotation, shift_pixels=shift, zoom=zoom,
+                                                elastic_pixels=elastic))
     finally:
         # The policy is global: later models (an evaluation, the next run) must not inherit it.
         keras.config.set_dtype_policy(previous)

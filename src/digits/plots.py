@@ -120,7 +120,9 @@ def _save(figure: Figure, path: str | Path) -> Path:
 def learning_curves(history: dict, path: str | Path, *, title: str | None = None, loss_name: str = "loss") -> Path:
     """Accuracy and loss per epoch, training against validation, side by side; marks the lowest validation loss."""
     epochs = np.asarray(history["epoch"])
-    has_validation = "val_loss" in history and len(history["val_loss"]) == len(epochs) and len(epochs) > 0
+    # A run trained with --validation none has nan in its val_ columns: it draws the training curves alone.
+    has_validation = ("val_loss" in history and len(history["val_loss"]) == len(epochs) and len(epochs) > 0
+                      and bool(np.isfinite(history["val_loss"]).all()))
     marker = "o" if len(epochs) <= 30 else None
     with matplotlib.rc_context(FIGURE_STYLE):
         figure = _new_figure(10, 3.6)

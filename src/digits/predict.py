@@ -120,6 +120,8 @@ def _read_optional_json(path: Path) -> dict:
 def _load_keras_file(path: Path):
     import keras
 
+    import digits.augment  # noqa: F401  Registers the augmentation layer a model trained by digits holds.
+
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged or foreign file; all mean the same.

@@ -171,8 +171,9 @@ def _model_section(model: ModelSection) -> str:
         for pair in evaluation.confused_pairs
     ) or "<li>None.</li>"
     validation = recipe.get("validation", model.metrics.get("validation", "test"))
-    validation_words = ("the test set, as the study did" if validation == "test"
-                        else "a held-out slice of the training set")
+    validation_words = {"test": "the test set, as the study did",
+                        "none": "not measured: the model trained on every training image, so only the training "
+                                "curves are drawn"}.get(validation, "a held-out slice of the training set")
     shown = min(evaluation.mistake_count, GALLERY_SIZE)
     gallery_caption = (f"The {shown} most confident of {evaluation.mistake_count:,} mistakes"
                        if evaluation.mistake_count else "No mistakes")

@@ -99,6 +99,7 @@ def load_model(run: Run):
     """The run's trained Keras model."""
     import keras
 
+    import digits.augment  # noqa: F401  Registers the augmentation layer a model.keras may hold.
     import digits.schedules  # noqa: F401  Registers the learning-rate schedules a model.keras may name.
 
     if not run.model_path.is_file():

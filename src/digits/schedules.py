@@ -1,6 +1,7 @@
 """Learning-rate schedules, registered with Keras so that a saved model.keras names them and reloads.
 
-Importing this module registers them; `digits.runs.load_model` and `digits.train` do so.
+Importing this module registers them; `digits.runs.load_model` and `digits.train` do so (and import
+`digits.augment`, which registers the augmentation layer the same way).
 """
 
 from __future__ import annotations

@@ -6,14 +6,12 @@ Every picture, whether drawn on the page, uploaded, or posted by a program, goes
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import io
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -23,18 +21,13 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digits import __version__, images
+from digits.workers import BatchClassifier, PicturePreparer, PreparationFailed, compiled_predict
 
 if TYPE_CHECKING:
     from digits.predict import Classifier
 
 # A phone photo is a few MB; a canvas drawing is a few KB. Anything larger is refused unread.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-# Pictures up to this size (the page sends 140×140) are prepared on the event loop's thread, in 2–3 ms.
-INLINE_PIXELS = 256 * 256
-# Bigger pictures prepared at the same time, each in a worker thread; more wait their turn.
-PREPARATION_THREADS = 2
-# The most pictures one inference call classifies; more wait for the next call.
-MAX_BATCH = 64
 # How many of the most probable digits a prediction lists.
 TOP_COUNT = 3
 STATIC_DIR = Path(__file__).parent / "static"
@@ -110,8 +103,14 @@ PREDICT_REQUEST_BODY = {
 
 def create_app(classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
     """The web application: the page at `/`, its assets under `/static/`, and the JSON API."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        app.state.preparer.close()  # An ASGI server that runs the lifespan stops the workers with the app.
+
     # Swagger UI and ReDoc load their scripts from a CDN, so they are off; the schema itself is served.
     app = FastAPI(
+        lifespan=lifespan,
         title="digits",
         version=__version__,
         description="Read handwritten digits with an MNIST classifier. Errors are JSON `{\"detail\": sentence}`.",
@@ -120,9 +119,7 @@ def create_app(classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     classify = BatchClassifier(compiled_predict(classifier))
-    # Preparing a picture holds Python's GIL most of the time, so more threads only take turns and add
-    # switching (benchmarks/serve_load.py, 50 clients: 108–134 requests/s with 2 threads, 85–89 with 40).
-    preparation_threads = anyio.CapacityLimiter(PREPARATION_THREADS)
+    prepare = app.state.preparer = PicturePreparer()
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -145,16 +142,15 @@ def create_app(classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     )
     async def predict(request: Request) -> Prediction:
         data, name = await read_image_bytes(request, max_upload_bytes)
-        width, height = header_size(data)
-        refuse_huge_image(width, height)
-        if width * height <= INLINE_PIXELS:
-            # A worker thread would share Python's GIL with the event loop, and each hand-over waits: at
-            # 50 clients drawing on the page, preparing here gave 327 requests/s (p99 54 ms) instead of
-            # 234 (p99 282 ms) (benchmarks/serve_load.py).
-            view = prepare_bytes(data, name)
-        else:
-            # A big picture takes longer; a worker thread keeps the event loop answering meanwhile.
-            view = await anyio.to_thread.run_sync(prepare_bytes, data, name, limiter=preparation_threads)
+        refuse_huge_image(*header_size(data))
+        try:
+            view = await prepare(data, name)  # (28, 28) uint8, exactly as `digits predict` reads a file
+        except images.NoDigitError as error:
+            raise HTTPException(422, sentence(error)) from error
+        except images.ImageError as error:
+            raise HTTPException(400, sentence(error)) from error
+        except PreparationFailed as error:
+            raise HTTPException(500, str(error)) from error
         return describe_prediction(classifier.name, view, await classify(view))
 
     @app.exception_handler(Exception)
@@ -227,87 +223,6 @@ async def file_field(request: Request, body: bytes) -> tuple[bytes, str | None]:
         return await upload.read(), upload.filename
     finally:
         await form.close()
-
-
-def compiled_predict(classifier: Classifier) -> Callable[[np.ndarray], np.ndarray]:
-    """`classifier.predict` as a traced TensorFlow graph: the same probabilities, a tenth of the overhead.
-
-    Calling a Keras model eagerly costs several milliseconds per call whatever the batch size; a server
-    answering one picture per request pays that every time. Other backends use `classifier.predict` as is.
-    """
-    import keras
-
-    if keras.backend.backend() != "tensorflow" or not isinstance(classifier.model, keras.Model):
-        return classifier.predict
-    import tensorflow as tf
-
-    from digits.data import to_model_input
-
-    model = classifier.model
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
-    def probabilities(model_input):
-        return model(model_input, training=False)
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return probabilities(to_model_input(images)).numpy()  # (N, 10)
-
-    predict(np.zeros((1, 28, 28), np.uint8))  # Trace now, so the first visitor does not wait for it.
-    return predict
-
-
-class BatchClassifier:
-    """Classifies the pictures of concurrent requests together: one inference call answers all who wait.
-
-    A call costs about 0.7 ms of CPU for one picture but 0.18 ms per picture for 16 or more: most of it is
-    Python and TensorFlow overhead, which batching shares. With 16 requests at once, each cost the whole
-    server 2.4 ms of CPU instead of 3.0 ms. A picture alone is classified at once, and each picture gets
-    the probabilities a call for it alone gives, up to float rounding.
-    """
-
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int = MAX_BATCH):
-        self.predict = predict
-        self.max_batch = max_batch
-        self.waiting: list[tuple[np.ndarray, asyncio.Future]] = []
-        self.worker: asyncio.Task | None = None
-
-    async def __call__(self, view: np.ndarray) -> np.ndarray:
-        """The ten probabilities for one (28, 28) view."""
-        answer = asyncio.get_running_loop().create_future()
-        self.waiting.append((view, answer))
-        if self.worker is None or self.worker.done():
-            self.worker = asyncio.create_task(self.answer_waiting())
-        return await answer
-
-    async def answer_waiting(self) -> None:
-        # The worker ends as soon as nobody waits, so nothing is left running when the server stops.
-        while self.waiting:
-            batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
-            answers = [answer for _, answer in batch]
-            try:
-                views = np.stack([view for view, _ in batch])  # (N, 28, 28)
-                probabilities = await anyio.to_thread.run_sync(self.predict, views)  # (N, 10)
-                for answer, row in zip(answers, np.asarray(probabilities, dtype=np.float64)):
-                    if not answer.done():  # A request whose client left is cancelled.
-                        answer.set_result(row)
-            except Exception as error:  # noqa: BLE001  Whatever failed, every waiting request hears of it.
-                for answer in answers:
-                    if not answer.done():
-                        answer.set_exception(error)
-            finally:
-                # Answers still open here mean the worker itself was cancelled (the server is stopping).
-                for answer in answers:
-                    answer.cancel()
-
-
-def prepare_bytes(data: bytes, name: str = "the request body") -> np.ndarray:
-    """The (28, 28) uint8 view of an image file's bytes, exactly as `digits predict` reads a file."""
-    try:
-        return images.prepare_file(data, name=name)  # (28, 28) uint8, light ink on black
-    except images.NoDigitError as error:
-        raise HTTPException(422, sentence(error)) from error
-    except images.ImageError as error:
-        raise HTTPException(400, sentence(error)) from error
 
 
 def describe_prediction(model_name: str, view: np.ndarray, probabilities: np.ndarray) -> Prediction:

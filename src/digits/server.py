@@ -24,6 +24,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
 
     # Bind first, so a busy port is reported before the model takes seconds to load.
     listener = open_listener(host, port)
+    app = None
     try:
         if not is_loopback(host):
             print(
@@ -34,6 +35,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         use_one_thread_per_inference()
         classifier = load_classifier(model)
         app = create_app(classifier)
+        app.state.preparer.start()
         url_host = f"[{host}]" if ":" in host else host
         print(f"Serving model {classifier.name} at http://{url_host}:{listener.getsockname()[1]}/ "
               "(press Ctrl+C to stop).", flush=True)
@@ -50,6 +52,8 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         print("Stopped.")
     finally:
         listener.close()
+        if app is not None:
+            app.state.preparer.close()
 
 
 def use_one_thread_per_inference() -> None:

@@ -94,12 +94,14 @@ def architecture(model) -> list[dict]:
 
 
 def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None = None, *,
-                 with_data_section: bool = True) -> EvaluatedModel:
+                 with_data_section: bool = True, tta: bool = False) -> EvaluatedModel:
     """Predict a finished run's test set and write evaluation.json, figures and report.html.
 
-    The output goes to `<run>/evaluation/` unless out_dir says otherwise; evaluating again replaces it.
+    With tta, each test image is read 5 times (itself and 1-pixel shifts) and the probabilities averaged:
+    still one model, 5 times the inference. The output goes to `<run>/evaluation/` (`evaluation-tta/`) unless
+    out_dir says otherwise; evaluating again replaces it.
     """
-    from digits.data import to_model_input
+    from digits.ensemble import TTA_WORDS, predict_member
     from digits.runs import load_model
 
     run = run if isinstance(run, Run) else load_run(run)
@@ -107,13 +109,16 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
         raise DigitsError(f"{run.path / 'config.json'} holds no recipe; the run is damaged, so train it again.")
     model = load_model(run)
     images, labels = test_set(run, data)
-    # (N, 28, 28) uint8 -> (N, 28, 28, 1) float32 -> (N, 10) probabilities.
-    probabilities = model.predict(to_model_input(images), batch_size=1000, verbose=0)
+    probabilities = predict_member(model, images, tta=tta)  # (N, 28, 28) uint8 -> (N, 10)
     # The preset names the model in tables ("quick-cnn"); the run folder stays in `source`.
-    name = str(run.config.get("preset") or run.name)
+    name = str(run.config.get("preset") or run.name) + (" with TTA" if tta else "")
+    config = run.config
+    if tta:
+        config = {**config, "recipe": {**config["recipe"], "test_time_augmentation": TTA_WORDS}}
+    default_dir = run.path / (EVALUATION_DIR + ("-tta" if tta else ""))
     return evaluate_predictions(
-        name, labels, probabilities, images, Path(out_dir) if out_dir else run.path / EVALUATION_DIR,
-        source=str(run.path), config=run.config, metrics=run.metrics, history=run.history,
+        name, labels, probabilities, images, Path(out_dir) if out_dir else default_dir,
+        source=str(run.path), config=config, metrics=run.metrics, history=run.history,
         layers=architecture(model), data=data if with_data_section else None,
     )
 

@@ -71,7 +71,9 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_started
         logs = dict(logs or {})
-        row = [str(epoch + 1)] + [repr(float(logs[name])) for name in HISTORY_COLUMNS[1:-1]] + [f"{seconds:.3f}"]
+        # Without validation (--validation none) the val_ columns hold nan: there was nothing to score.
+        row = ([str(epoch + 1)] + [repr(float(logs.get(name, math.nan))) for name in HISTORY_COLUMNS[1:-1]]
+               + [f"{seconds:.3f}"])
         # A copy of a few hundred kilobytes: cheaper than saving model.keras after every epoch. It is taken
         # before the row is written, so a Ctrl-C that follows a visible row always finds this epoch's weights.
         weights = self.model.get_weights()
@@ -87,6 +89,12 @@ def split_data(recipe: Recipe, data: Mnist) -> tuple[np.ndarray, np.ndarray, np.
         train_images, train_labels = data.train_images, data.train_labels
         validation_images, validation_labels = data.test_images, data.test_labels
         description = f"the test set ({len(validation_images):,} images)"
+    elif recipe.validation == "none":
+        # The final model of a recipe chosen on the holdout: every training image, nothing scored per epoch.
+        train_images, train_labels = data.train_images, data.train_labels
+        validation_images, validation_labels = data.train_images[:0], data.train_labels[:0]
+        description = (f"none: training uses all {len(train_images):,} training images and nothing is scored per "
+                       "epoch; the test set is not used")
     else:
         split = len(data.train_images) - HOLDOUT_SIZE
         if split < 1:
@@ -103,7 +111,9 @@ def split_data(recipe: Recipe, data: Mnist) -> tuple[np.ndarray, np.ndarray, np.
     train_images, train_labels = train_images[: recipe.train_limit], train_labels[: recipe.train_limit]
     validation_images = validation_images[: recipe.test_limit]
     validation_labels = validation_labels[: recipe.test_limit]
-    if recipe.train_limit or recipe.test_limit:
+    if recipe.validation == "none" and recipe.train_limit:
+        description += f", limited to {len(train_images):,} training images"
+    elif recipe.validation != "none" and (recipe.train_limit or recipe.test_limit):
         description += f", limited to {len(train_images):,} training and {len(validation_images):,} validation images"
     one_hot = np.eye(NUM_CLASSES, dtype="float32")
     return (
@@ -195,7 +205,7 @@ def train(
     keras.utils.set_random_seed(recipe.seed)
     precision = resolve_precision(recipe.precision)
     model = build_model(recipe.model, precision=precision, shift=recipe.augment_shift, rotation=recipe.augment_rotation,
-                        zoom=recipe.augment_zoom)
+                        zoom=recipe.augment_zoom, elastic=recipe.augment_elastic)
     steps = steps_per_epoch(recipe, len(train_images))
     # A whole epoch per graph call by default: the same math, without a Python round trip per batch.
     steps_per_execution = min(recipe.steps_per_execution or steps, steps)
@@ -239,7 +249,7 @@ def train(
             train_labels,
             batch_size=recipe.batch_size,
             epochs=recipe.epochs,
-            validation_data=(validation_images, validation_labels),
+            validation_data=(validation_images, validation_labels) if len(validation_images) else None,
             validation_batch_size=VALIDATION_BATCH_SIZE,
             callbacks=[recorder, *stopper, *callbacks],
             verbose=verbose,
@@ -257,7 +267,7 @@ def train(
         # On Ctrl-C the weights are part-way through an epoch; keep those of the last finished one.
         model.set_weights(recorder.weights)
     averaged = None
-    if status == "complete" and recipe.weight_averaging and recorder.epochs:
+    if status == "complete" and recipe.weight_averaging and recorder.epochs and len(validation_images):
         # fit() has swapped the averaged weights in; score them on the same validation images.
         averaged = model.evaluate(validation_images, validation_labels, batch_size=VALIDATION_BATCH_SIZE,
                                   verbose=0, return_dict=True)
@@ -274,8 +284,9 @@ def train(
             "status": status,
             "epochs": recorder.epochs,
             "validation": recipe.validation,
-            "validation_accuracy": float(logs["val_accuracy"]) if logs else None,
-            "validation_loss": float(logs["val_loss"]) if logs else None,
+            # None when no epoch finished or nothing was validated (--validation none).
+            "validation_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
+            "validation_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
             "training_seconds": round(training_seconds, 3),
             "parameters": model.count_params(),
             "samples_per_second": round(len(train_images) * recorder.epochs / training_seconds, 1),

@@ -22,6 +22,9 @@ def add_study_commands(subcommands) -> None:
     evaluate.add_argument("run", type=Path, metavar="RUN", help="a run folder written by `digits train`")
     add_data_dir_option(evaluate)
     evaluate.add_argument("--out", type=Path, help="write here instead of RUN/evaluation/")
+    evaluate.add_argument("--tta", action="store_true",
+                          help="test-time augmentation: average each test image's probabilities with those of its "
+                          "1-pixel shifts (5 reads per image; written to RUN/evaluation-tta/)")
     evaluate.set_defaults(handler=run_evaluate)
 
     compare = subcommands.add_parser(
@@ -61,7 +64,7 @@ def run_evaluate(args) -> int:
     from digits.study import evaluate_run, summary_table
 
     run = load_run(args.run)  # A bad folder is reported before MNIST and Keras load.
-    evaluated = evaluate_run(run, load_mnist(args.data_dir), args.out)
+    evaluated = evaluate_run(run, load_mnist(args.data_dir), args.out, tta=args.tta)
     print(summary_table([evaluated.summary()]))
     if evaluated.overfitting:
         print(f"\n{evaluated.overfitting.sentence}")

@@ -83,8 +83,9 @@ def add_recipe_options(parser) -> None:
                         help="sgd, adam, adadelta or rmsprop (Keras defaults for its other settings)")
     parser.add_argument("--momentum", type=float, metavar="X", help="SGD momentum (default: the preset's; the study used none)")
     parser.add_argument("--seed", type=int, metavar="N", help="seed for initialisation, shuffling and dropout (default: 0)")
-    parser.add_argument("--validation", metavar="test|holdout",
-                        help="'test': the test set, as the study did; 'holdout': the last 10,000 training images")
+    parser.add_argument("--validation", metavar="test|holdout|none",
+                        help="'test': the test set, as the study did; 'holdout': the last 10,000 training images; "
+                        "'none': train on all 60,000 and score nothing per epoch")
     parser.add_argument("--train-limit", type=int, metavar="N", help="train on only the first N training images (quick tries)")
     parser.add_argument("--test-limit", type=int, metavar="N", help="validate on only the first N validation images (quick tries)")
     parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
@@ -99,6 +100,9 @@ def add_recipe_options(parser) -> None:
                         help="random rotations of up to ±DEGREES during training (the cnn models only; 0 = none)")
     parser.add_argument("--augment-zoom", type=float, metavar="X",
                         help="random zoom by up to ±X, a fraction, during training (the cnn models only; 0 = none)")
+    parser.add_argument("--augment-elastic", type=float, metavar="PIXELS",
+                        help="smooth random elastic distortion of about PIXELS during training (the cnn models only; "
+                        "0 = none)")
     parser.add_argument("--weight-averaging", action=argparse.BooleanOptionalAction, default=None,
                         help="save a moving average of the weights (Keras use_ema) instead of the last ones")
     parser.add_argument("--precision", metavar="NAME",
@@ -192,8 +196,13 @@ def run_train(args) -> int:
         return 130
     metrics = load_run(run_dir).metrics
     print(f"Run complete: {run_dir}")
-    print(f"validation accuracy {metrics['validation_accuracy']:.2%} ({metrics['validation']}), validation loss "
-          f"{metrics['validation_loss']:.4f}, {metrics['epochs']} epochs in {metrics['training_seconds']:.1f} s")
+    if metrics["validation_accuracy"] is None:
+        epochs = f"{metrics['epochs']} epoch{'s' * (metrics['epochs'] != 1)}"
+        print(f"no validation (--validation none): {epochs} in {metrics['training_seconds']:.1f} s; "
+              f"`digits evaluate {run_dir}` scores the model on the test set")
+    else:
+        print(f"validation accuracy {metrics['validation_accuracy']:.2%} ({metrics['validation']}), validation loss "
+              f"{metrics['validation_loss']:.4f}, {metrics['epochs']} epochs in {metrics['training_seconds']:.1f} s")
     target = metrics.get("target_accuracy")
     if target and target["reached"]:
         print(f"reached the target {target['target']:.2%} at epoch {target['epoch']}, after {target['seconds']:.1f} s, "
