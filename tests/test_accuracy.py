@@ -262,3 +262,12 @@ def test_a_saved_model_with_its_augmentation_layer_reloads_in_a_fresh_process(tm
                               timeout=120)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert finished.stdout.strip().endswith("1.5")
+
+
+def test_a_preset_with_a_target_trains_without_validation_once_the_target_is_dropped():
+    from digits.cli import build_parser
+    from digits.cli.training import recipe_from_args
+
+    args = build_parser().parse_args(["train", "quick-cnn", "--validation", "none", "--target-accuracy", "none"])
+    recipe = recipe_from_args(args)
+    assert (recipe.validation, recipe.target_accuracy, recipe.model) == ("none", None, "cnn")

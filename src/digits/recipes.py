@@ -150,7 +150,7 @@ class Recipe:
             raise DigitsError(f"jit_compile must be true, false or auto, not {self.jit_compile!r}.")
         if self.target_accuracy is not None and self.validation == "none":
             raise DigitsError("Stopping at a target accuracy needs a validation set, but the validation is 'none'; "
-                              "use --validation holdout or test, or drop the target.")
+                              "use --validation holdout or test, or add --target-accuracy none.")
         if self.target_accuracy is not None and not 0 <= self.target_accuracy <= 1:
             raise DigitsError(f"The target accuracy is a fraction in [0, 1] (0.99 for 99 %), "
                               f"not {self.target_accuracy}.")

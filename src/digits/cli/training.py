@@ -149,11 +149,12 @@ def recipe_from_args(args):
     from digits.recipes import get_preset, with_overrides
 
     overrides = recipe_overrides(args)
-    no_target = overrides.get("target_accuracy") == "none"
-    if no_target:
+    preset = get_preset(args.preset)
+    if overrides.get("target_accuracy") == "none":
+        # Removed before the other overrides apply, which may need it gone (--validation none).
         overrides["target_accuracy"] = None
-    recipe = with_overrides(get_preset(args.preset), **overrides)
-    return dataclasses.replace(recipe, target_accuracy=None) if no_target else recipe
+        preset = dataclasses.replace(preset, target_accuracy=None)
+    return with_overrides(preset, **overrides)
 
 
 def run_models(args) -> int:
