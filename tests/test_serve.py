@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -331,6 +332,7 @@ def test_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_png):
         address = re.search(r"http://127\.0\.0\.1:\d+/", first_line)
         assert address, first_line
         answer = httpx.post(address.group() + "predict", content=digit_png(1), timeout=30).json()
+        workers = child_processes(server.pid)  # The processes that prepare its pictures.
         server.send_signal(signal.SIGINT)
         _, errors = server.communicate(timeout=30)
     finally:
@@ -340,6 +342,23 @@ def test_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_png):
 
     assert answer["digit"] == 1
     assert server.returncode == 0 and "Traceback" not in errors, errors
+    assert len(workers) >= 2
+    deadline = time.monotonic() + 10  # The workers finish their exit just after the server's.
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # none outlives the server
+
+
+def child_processes(parent: int) -> list[int]:
+    """The ids of the live processes whose parent is `parent`, from /proc (Linux)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                children.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return children
 
 
 def test_a_dead_preparation_worker_costs_one_clear_error_and_the_next_picture_is_read(classifier, digit_png):
