@@ -271,3 +271,28 @@ def test_a_preset_with_a_target_trains_without_validation_once_the_target_is_dro
     args = build_parser().parse_args(["train", "quick-cnn", "--validation", "none", "--target-accuracy", "none"])
     recipe = recipe_from_args(args)
     assert (recipe.validation, recipe.target_accuracy, recipe.model) == ("none", None, "cnn")
+
+
+def test_bilinear_sampling_reads_whole_pixels_exactly_and_blends_between_them():
+    from digits.augment import sample_bilinear
+
+    images = np.random.default_rng(3).random((3, 28, 28), dtype="float32")
+    rows, columns = np.meshgrid(np.arange(28, dtype="float32"), np.arange(28, dtype="float32"), indexing="ij")
+    rows, columns = np.broadcast_to(rows, images.shape), np.broadcast_to(columns, images.shape)
+    np.testing.assert_allclose(sample_bilinear(images, rows, columns), images, atol=1e-6)
+    # Reading one pixel up and two to the left moves the image down 1 and right 2, black entering the frame.
+    moved = np.asarray(sample_bilinear(images, rows - 1, columns - 2))
+    np.testing.assert_allclose(moved, shift_images(images, 1, 2), atol=1e-6)
+    # Half-way between two columns is their mean, and each image is read from itself, not its neighbour.
+    halfway = np.asarray(sample_bilinear(images, rows, columns + 0.5))
+    np.testing.assert_allclose(halfway[:, :, :-1], (images[:, :, :-1] + images[:, :, 1:]) / 2, atol=1e-6)
+
+
+def test_a_warp_with_nothing_to_do_leaves_training_images_unchanged(mnist):
+    import keras
+
+    from digits.augment import RandomWarp
+
+    images = to_model_input(mnist.train_images[:16])
+    unchanged = keras.ops.convert_to_numpy(RandomWarp()(images, training=True))
+    np.testing.assert_allclose(unchanged, images, atol=1e-5)

@@ -112,8 +112,8 @@ class PicturePreparer:
     Preparing a picture is 2–3 ms of NumPy, SciPy and Pillow that mostly holds Python's GIL: done on the event
     loop it delays every other request, and threads only take turns with the loop. Separate processes run on
     the other cores. They are spawned, not forked: the server has TensorFlow's threads running, and a fork
-    copies none of them safely. They import digits.images alone, not TensorFlow, and ignore Ctrl+C, which
-    the server handles by closing them.
+    copies none of them safely. They import digits.images, not TensorFlow (about 60 MB each), and ignore
+    Ctrl+C, which the server handles by closing them.
     """
 
     def __init__(self, processes: int = PREPARATION_PROCESSES):
