@@ -1,5 +1,6 @@
 """`digits run`, `digits evaluate` and `digits compare` as a user runs them: real subprocesses, tiny settings."""
 
+import html
 import json
 import shutil
 import subprocess
@@ -11,6 +12,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TINY = ["--train-limit", "2000", "--test-limit", "500", "--epochs", "1"]
+# Two epochs: the smallest study whose learning curves have more than one point.
+SMALL_STUDY = ["--train-limit", "2000", "--test-limit", "500", "--epochs", "2"]
+QUICK_PRESETS = ["quick-shallow-mse", "quick-shallow-poisson", "quick-shallow", "quick-cnn"]
 
 
 def digits(*arguments, cwd, timeout=300):
@@ -22,7 +26,7 @@ def digits(*arguments, cwd, timeout=300):
 def study(tmp_path_factory):
     """One tiny study, shared by the tests below: (the finished process, the runs folder)."""
     workdir = tmp_path_factory.mktemp("study")
-    finished = digits("run", "--runs-dir", workdir / "runs", *TINY, cwd=workdir)
+    finished = digits("run", "--runs-dir", workdir / "runs", *SMALL_STUDY, cwd=workdir)
     assert finished.returncode == 0, finished.stderr[-2000:]
     return finished, workdir / "runs"
 
@@ -31,10 +35,14 @@ def run_folders(runs_dir):
     return sorted(path for path in runs_dir.iterdir() if (path / "config.json").is_file())
 
 
-def test_run_trains_evaluates_and_reports_both_models(study):
+def run_of(runs_dir, preset):
+    return next(path for path in run_folders(runs_dir) if path.name.split("-", 2)[2] == preset)
+
+
+def test_run_trains_evaluates_and_reports_every_model_of_the_study(study):
     finished, runs_dir = study
     runs = run_folders(runs_dir)
-    assert [path.name.split("-", 2)[2] for path in runs] == ["quick-shallow", "quick-cnn"]
+    assert [path.name.split("-", 2)[2] for path in runs] == QUICK_PRESETS
     for run in runs:
         evaluation_dir = run / "evaluation"
         for name in ("evaluation.json", "report.html", "learning_curves.png", "confusion.png", "mistakes.png"):
@@ -43,21 +51,45 @@ def test_run_trains_evaluates_and_reports_both_models(study):
         assert numbers["evaluation"]["count"] == 500  # the run's --test-limit was respected
         assert sum(map(sum, numbers["evaluation"]["confusion"])) == 500
         assert numbers["architecture"] and numbers["parameters"] in (50_890, 34_826)
-        assert numbers["overfitting"]["epochs"] == 1
+        assert numbers["overfitting"]["epochs"] == 2  # a curve of two points, not one dot
 
     studies = [path for path in runs_dir.iterdir() if path.name.endswith("-study")]
     assert len(studies) == 1
     pointer = json.loads((studies[0] / "study.json").read_text())
     assert sorted(Path(path).name for path in pointer["runs"]) == sorted(run.name for run in runs)
     page = (studies[0] / "report.html").read_text(encoding="utf-8")
-    for section in ('id="data"', 'id="model-quick-shallow"', 'id="model-quick-cnn"', 'id="comparison"'):
+    for section in ('id="data"', 'id="comparison"', 'id="conclusions"', *(f'id="model-{name}"' for name in QUICK_PRESETS)):
         assert section in page
 
     output = finished.stdout
-    assert "test accuracy" in output and "quick-shallow" in output and "quick-cnn" in output
+    assert "test accuracy" in output and all(name in output for name in QUICK_PRESETS)
     assert f"Report: {studies[0] / 'report.html'}" in output
     accuracy = json.loads((runs[1] / "evaluation" / "evaluation.json").read_text())["evaluation"]["accuracy"]
     assert f"{100 * accuracy:.2f} %" in output  # the printed table shows the computed figure
+
+
+def test_the_study_compares_its_two_shallow_configurations_against_the_studys_own_figures(study):
+    finished, runs_dir = study
+    studies = [path for path in runs_dir.iterdir() if path.name.endswith("-study")]
+    conclusions = json.loads((studies[0] / "study.json").read_text())["conclusions"]
+    configurations = conclusions[0]
+    mse, poisson = (json.loads((run_of(runs_dir, name) / "evaluation" / "evaluation.json").read_text())["evaluation"]
+                    for name in ("quick-shallow-mse", "quick-shallow-poisson"))
+    better = "MSE + SGD" if mse["accuracy"] >= poisson["accuracy"] else "Poisson + Adadelta"
+    assert configurations.startswith(f"Of the study's two configurations of the shallow network, {better}")
+    assert f"{100 * mse['accuracy']:.2f} %" in configurations and f"{100 * poisson['accuracy']:.2f} %" in configurations
+    assert "90.34 % after 500 epochs" in configurations and "about 82 % after 500 epochs" in configurations
+    # Each model is set beside the study's figure for it, and says why its training ended.
+    for name in QUICK_PRESETS:
+        line = next(line for line in conclusions if line.startswith(f"{name}:"))
+        assert "its 2 planned epochs" in line and "the study:" in line
+    page = (studies[0] / "report.html").read_text(encoding="utf-8")
+    assert html.escape(configurations) in page and configurations in finished.stdout
+    # Both configurations' learning curves have a point per epoch.
+    for name in ("quick-shallow-mse", "quick-shallow-poisson"):
+        history = (run_of(runs_dir, name) / "history.csv").read_text().splitlines()
+        assert len(history) == 1 + 2
+        assert (run_of(runs_dir, name) / "evaluation" / "learning_curves.png").stat().st_size > 0
 
 
 def test_evaluate_writes_where_asked_and_prints_the_report_path(study, tmp_path):
@@ -68,12 +100,13 @@ def test_evaluate_writes_where_asked_and_prints_the_report_path(study, tmp_path)
     assert finished.returncode == 0, finished.stderr
     assert (tmp_path / "again" / "report.html").is_file()
     assert f"Report:  {tmp_path / 'again' / 'report.html'}" in finished.stdout
-    assert "Too early to tell" in finished.stdout  # one epoch: no overfitting verdict is claimed
+    verdict = json.loads((tmp_path / "again" / "evaluation.json").read_text())["overfitting"]["sentence"]
+    assert verdict in finished.stdout
 
 
 def test_compare_writes_a_new_comparison_folder(study, tmp_path):
     _, runs_dir = study
-    shallow, cnn = run_folders(runs_dir)
+    shallow, cnn = run_of(runs_dir, "quick-shallow"), run_of(runs_dir, "quick-cnn")
     finished = digits("compare", shallow, cnn, "--out", tmp_path / "comparison", cwd=tmp_path)
 
     assert finished.returncode == 0, finished.stderr
@@ -81,6 +114,27 @@ def test_compare_writes_a_new_comparison_folder(study, tmp_path):
     assert {row["name"] for row in summary["comparison"]["models"]} == {"quick-shallow", "quick-cnn"}
     assert summary["comparison"]["sentence"] in finished.stdout
     assert (tmp_path / "comparison" / "report.html").is_file()
+
+
+def test_compare_scores_runs_tested_on_different_images_on_the_images_they_share(study, tmp_path):
+    _, runs_dir = study
+    fewer = digits("train", "quick-shallow", "--train-limit", "500", "--test-limit", "300", "--epochs", "1",
+                   "--runs-dir", tmp_path / "runs", "--quiet", cwd=tmp_path)
+    assert fewer.returncode == 0, fewer.stderr
+    (small_run,) = run_folders(tmp_path / "runs")
+    finished = digits("compare", run_of(runs_dir, "quick-cnn"), small_run, "--out", tmp_path / "comparison",
+                      cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    summary = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
+    assert {row["count"] for row in summary["comparison"]["models"]} == {300}  # 500 and 300: both on the first 300
+    assert "out of 300" in summary["comparison"]["sentence"]
+    assert "scored on the first 300" in summary["conclusions"][0]
+    page = (tmp_path / "comparison" / "report.html").read_text(encoding="utf-8")
+    assert "<strong>300</strong> test images" in page
+    # The study run's own evaluation (on its 500 images) is left as it was.
+    own = json.loads((run_of(runs_dir, "quick-cnn") / "evaluation" / "evaluation.json").read_text())
+    assert own["evaluation"]["count"] == 500
 
 
 @pytest.fixture

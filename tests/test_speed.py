@@ -10,7 +10,8 @@ import pytest
 
 from digits.data import load_mnist
 from digits.errors import DigitsError
-from digits.models import build_model, resolve_precision
+from digits.models import build_model
+from digits.precision import choose_precision, measure_step_seconds
 from digits.recipes import get_preset, with_overrides
 from digits.runs import load_model, load_run
 from digits.schedules import OneCycle
@@ -37,13 +38,53 @@ def test_one_cycle_survives_a_run_of_one_step():
     assert 0 < schedule.warmup_steps < schedule.total_steps
 
 
-@pytest.mark.parametrize(
-    "cpuinfo, expected",
-    [(CPUINFO_ZEN4, "mixed_bfloat16"), (CPUINFO_SAPPHIRE_RAPIDS, "mixed_bfloat16"), (CPUINFO_OLDER, "float32")],
-)
-def test_auto_precision_picks_bfloat16_only_where_the_cpu_has_it(cpuinfo, expected):
-    assert resolve_precision("auto", cpuinfo) == expected
-    assert resolve_precision("float32", CPUINFO_ZEN4) == "float32"  # an explicit choice is kept
+def never_measure(model_name):
+    raise AssertionError("a CPU without native bfloat16 must not be measured")
+
+
+def test_auto_precision_is_float32_without_measuring_where_the_cpu_has_no_bfloat16(tmp_path):
+    choice = choose_precision("auto", "cnn", cpuinfo=CPUINFO_OLDER, cache=tmp_path / "p.json", measure=never_measure)
+    assert choice.precision == "float32" and "no native bfloat16" in choice.reason
+    assert not (tmp_path / "p.json").exists()
+    # An explicit choice is kept as it is, on any CPU.
+    assert choose_precision("float32", "cnn", cpuinfo=CPUINFO_ZEN4, measure=never_measure).precision == "float32"
+
+
+@pytest.mark.parametrize("cpuinfo", [CPUINFO_ZEN4, CPUINFO_SAPPHIRE_RAPIDS])
+@pytest.mark.parametrize("step_seconds, expected", [((0.030, 0.016), "mixed_bfloat16"),  # bfloat16 pays
+                                                    ((0.030, 0.029), "float32"),  # a 3 % gain is noise
+                                                    ((0.013, 0.018), "float32")])  # slower, as on some Xeons
+def test_auto_precision_follows_the_measurement_once_per_cpu(tmp_path, cpuinfo, step_seconds, expected):
+    measured = []
+
+    def measure(model_name):
+        measured.append(model_name)
+        return step_seconds
+
+    cache = tmp_path / "precision.json"
+    first = choose_precision("auto", "cnn", cpuinfo=cpuinfo, cache=cache, measure=measure)
+    again = choose_precision("auto", "cnn", cpuinfo=cpuinfo, cache=cache, measure=measure)
+    assert (first.precision, again.precision) == (expected, expected)
+    assert measured == ["cnn"] and (first.cached, again.cached) == (False, True)  # measured once, then remembered
+    assert first.float32_step_ms == pytest.approx(1000 * step_seconds[0])
+    assert f"{1000 * step_seconds[1]:.1f} ms in bfloat16" in first.reason
+    # Another model is measured on its own.
+    choose_precision("auto", "cnn-bn", cpuinfo=cpuinfo, cache=cache, measure=measure)
+    assert measured == ["cnn", "cnn-bn"]
+
+
+def test_a_damaged_precision_cache_is_measured_again(tmp_path):
+    cache = tmp_path / "precision.json"
+    cache.write_text("{not json")
+    choice = choose_precision("auto", "cnn", cpuinfo=CPUINFO_ZEN4, cache=cache, measure=lambda name: (0.03, 0.01))
+    assert choice.precision == "mixed_bfloat16" and not choice.cached
+    assert json.loads(cache.read_text())  # rewritten whole
+
+
+@pytest.mark.slow
+def test_the_step_measurement_times_both_precisions():
+    float32_seconds, bfloat16_seconds = measure_step_seconds("cnn")
+    assert 0 < float32_seconds < 5 and 0 < bfloat16_seconds < 5
 
 
 def test_mixed_precision_keeps_the_softmax_in_float32_and_resets_the_policy():
@@ -102,14 +143,14 @@ def test_a_reached_target_stops_training_after_that_epoch(target_run):
 
 def test_config_records_precision_and_steps_per_execution(target_run):
     config = json.loads((target_run / "config.json").read_text())
-    assert config["precision"] == "float32"
-    assert config["steps_per_execution"] == 2  # 1,000 images in batches of 512: the whole epoch in one call
-    assert config["jit_compile"] == "auto"  # one or two epochs: compiling with XLA would cost more than it saves
+    assert config["precision"] == "float32" and config["precision_choice"]["precision"] == "float32"
+    assert config["steps_per_execution"] == 4  # 1,000 images in batches of 256: the whole epoch in one call
+    assert config["jit_compile"] is True  # XLA pays for the shallow network's tiny layers
     assert config["recipe"]["schedule"] == "one-cycle" and config["recipe"]["target_accuracy"] == 0.0
 
 
 def test_a_model_trained_with_one_cycle_reloads_with_its_schedule(target_run):
     model = load_model(load_run(target_run))
     schedule = model.optimizer._learning_rate  # Keras keeps the schedule object here; `learning_rate` is its value
-    assert isinstance(schedule, OneCycle) and schedule.peak == pytest.approx(0.01)
+    assert isinstance(schedule, OneCycle) and schedule.peak == pytest.approx(0.5)
     assert model.count_params() == 50_890

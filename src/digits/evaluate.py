@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from digits.errors import DigitsError
+
 CLASSES = 10
 # Keras clips probabilities to this before taking logs; we do the same so our loss matches model.evaluate.
 PROBABILITY_FLOOR = 1e-7
@@ -294,6 +296,10 @@ def compare(models: Sequence[ModelSummary]) -> Comparison:
     """Rank models by test accuracy (then loss) and say in one paragraph which is better and why."""
     if len(models) < 1:
         raise ValueError("compare needs at least one model.")
+    if len({model.count for model in models}) > 1:
+        counts = ", ".join(f"{model.name} on {model.count:,}" for model in models)
+        raise DigitsError(f"These models were tested on different numbers of test images ({counts}); score them on "
+                          "the same images before comparing (digits.study.compare_runs does).")
     ranked = sorted(models, key=lambda model: (-model.accuracy, model.loss))
     top = ranked[0]
     winners = [model for model in ranked if _same_accuracy(model, top)]
@@ -307,10 +313,10 @@ def compare(models: Sequence[ModelSummary]) -> Comparison:
                     f"({top.mistakes:,} mistakes each out of {top.count:,}); "
                     f"{_tie_breakers(winners)}.")
         runner_up = others[0] if others else None
-        noise = _noise_points(top, winners[1])
+        noise = noise_points(top, winners[1])
     else:
         runner_up = ranked[1]
-        noise = _noise_points(top, runner_up)
+        noise = noise_points(top, runner_up)
         difference = 100 * (top.accuracy - runner_up.accuracy)
         sentence = (f"{top.name} is better: {_percent(top.accuracy)} test accuracy against "
                     f"{_percent(runner_up.accuracy)} for {runner_up.name} "
@@ -331,7 +337,7 @@ def _same_accuracy(model: ModelSummary, other: ModelSummary) -> bool:
     return math.isclose(model.accuracy, other.accuracy, abs_tol=1e-12)
 
 
-def _noise_points(first: ModelSummary, second: ModelSummary) -> float:
+def noise_points(first: ModelSummary, second: ModelSummary) -> float:
     """Two standard errors of the difference of two accuracies (in points), treating test sets as independent.
 
     It overstates the noise of models scored on the same images, so it errs towards calling a draw.
@@ -364,7 +370,8 @@ def _loss_clause(best: ModelSummary, other: ModelSummary) -> str:
 def _cost_clause(best: ModelSummary, other: ModelSummary) -> str:
     parts = []
     if best.parameters is not None and other.parameters is not None:
-        parts.append(f"has {best.parameters:,} parameters against {other.parameters:,}")
+        parts.append(f"has {best.parameters:,} parameters, as {other.name} has" if best.parameters == other.parameters
+                     else f"has {best.parameters:,} parameters against {other.parameters:,}")
     if best.training_seconds is not None and other.training_seconds is not None:
         if best.epochs is not None and other.epochs is not None:
             parts.append(f"trained {_epochs(best.epochs)} in {_seconds(best.training_seconds)} against "

@@ -10,7 +10,6 @@ with float32 weights, and the output layer (the softmax, hence the loss) always 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import keras
 from keras import layers
@@ -125,7 +124,7 @@ def build_model(name: str, *, precision: str = "float32", shift: int = 0, rotati
                 zoom: float = 0.0, elastic: float = 0.0) -> keras.Model:
     """A fresh, untrained model by registry name; its weights depend on Keras's random seed.
 
-    precision is "float32" or "mixed_bfloat16" (resolve "auto" with `resolve_precision` first); shift (pixels),
+    precision is "float32" or "mixed_bfloat16" (resolve "auto" with `digits.precision.choose_precision` first); shift (pixels),
     rotation (degrees), zoom (a fraction) and elastic (pixels) are the training-time augmentation (the CNNs only).
     """
     if name not in MODELS:
@@ -145,21 +144,3 @@ def build_model(name: str, *, precision: str = "float32", shift: int = 0, rotati
     finally:
         # The policy is global: later models (an evaluation, the next run) must not inherit it.
         keras.config.set_dtype_policy(previous)
-
-
-def native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX); reads /proc/cpuinfo when not given."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # Not Linux: no cheap way to tell, so stay with float32.
-            return False
-    flags = set(cpuinfo.split())
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, cpuinfo: str | None = None) -> str:
-    """"auto" becomes "mixed_bfloat16" on a CPU with native bfloat16, else "float32"; others stay."""
-    if precision == "auto":
-        return "mixed_bfloat16" if native_bf16(cpuinfo) else "float32"
-    return precision

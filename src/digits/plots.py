@@ -224,25 +224,27 @@ def _confidence(probability: float) -> str:
 
 
 def comparison_chart(models, path: str | Path, *, title: str | None = None) -> Path:
-    """Test accuracy, mistakes and training time of each model (digits.evaluate.ModelSummary rows), side by side."""
+    """Test error, test loss and training time of each model (digits.evaluate.ModelSummary rows), side by side.
+
+    Every panel starts at zero, so bar lengths compare honestly: the error (100 % minus the accuracy) rather than
+    the accuracy, whose bars would all look full or, cut off near the worst model, make a small gap fill the chart.
+    """
 
     names = [model.name for model in models]
     colors = [MODEL_COLORS[index % len(MODEL_COLORS)] for index in range(len(models))]
     panels = [
-        ("Test accuracy (%)", [100 * model.accuracy for model in models], "{:.2f}"),
-        ("Mistakes", [model.mistakes for model in models], "{:,}"),
-        ("Training time (s)", [model.training_seconds for model in models], "{:,.0f}"),
+        ("Test error (%, lower is better)", [100 * (1 - model.accuracy) for model in models], "{:.2f} %"),
+        ("Test cross-entropy", [model.loss for model in models], "{:.3f}"),
+        ("Training time (s)", [model.training_seconds for model in models], "{:,.1f}"),
     ]
     with matplotlib.rc_context(FIGURE_STYLE):
         figure = _new_figure(10, 0.9 + 0.55 * len(models))
         for index, (axes, (panel_title, values, label)) in enumerate(zip(figure.subplots(1, 3), panels)):
             known = [value if value is not None else 0 for value in values]
-            # Accuracy bars start just below the worst model, or a 90 % and a 99 % model look alike.
-            start = max(0, math.floor(min(known)) - 1) if index == 0 else 0
+            start = 0
             positions = range(len(models))
-            axes.barh(positions, [value - start for value in known], left=start, color=colors, height=0.6)
-            top = max(known) if max(known) > start else start + 1
-            right = 100 if index == 0 else top * 1.25
+            axes.barh(positions, known, color=colors, height=0.6)
+            right = (max(known) or 1) * 1.3
             axes.set_xlim(start, right)
             for position, value in zip(positions, values):
                 text = "n/a" if value is None else label.format(value)

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from digits import __version__
+from digits.conclusions import stopping_words
 from digits.evaluate import Comparison, Evaluation, OverfittingVerdict
 
 # Mistakes shown per model: three rows of eight, enough to see what kind of mistakes a model makes.
@@ -53,6 +54,7 @@ class ModelSection:
 class ComparisonSection:
     comparison: Comparison
     chart: Path | None = None
+    conclusions: list[str] = field(default_factory=list)  # the study's findings, one sentence each
 
 
 def write_report(path: str | Path, *, title: str, models: list[ModelSection], data: DataSection | None = None,
@@ -113,7 +115,7 @@ def _summary(models: list[ModelSection], comparison: ComparisonSection | None) -
             f'<div class="card-title">{_e(model.name)} {badge}</div>'
             f'<div class="big">{100 * evaluation.accuracy:.2f}<small> %</small></div>'
             f'<div class="muted">test accuracy · {evaluation.mistake_count:,} mistakes in {evaluation.count:,}</div>'
-            f'<div class="muted">{_e(_duration(seconds))} of training · {_e(model.metrics.get("epochs", "—"))} epochs'
+            f'<div class="muted">{_e(_duration(seconds))} of training · {_e(_epoch_count(model.metrics.get("epochs")))}'
             f'{" · " + _level_badge(model.overfitting) if model.overfitting else ""}</div></a>'
         )
     if comparison is not None and len(models) > 1:
@@ -202,21 +204,48 @@ def _curves_card(model: ModelSection, validation_words: str) -> str:
     if verdict is None:
         return ('<div class="card"><h3>Learning curves</h3><p class="muted">None: this model was not trained '
                 "as one run (an ensemble averages trained models), so there are no curves to judge.</p></div>")
-    return (f'<div class="card"><h3>Learning curves</h3><p class="muted">Validation is {_e(validation_words)}.</p>'
+    return (f'<div class="card"><h3>Learning curves</h3><p class="muted">Validation is {_e(validation_words)}. '
+            f'{_e(_curves_loss_words(model))}</p>'
             f'{_figure(model.figures.get("curves"), "Accuracy and loss per epoch, training against validation")}'
             f'<p class="verdict {_e(verdict.level)}">{_level_badge(verdict)} {_e(verdict.sentence)}</p></div>')
 
 
-def _recipe_rows(model: ModelSection) -> list[list[str]]:
+def _curves_loss_words(model: ModelSection) -> str:
+    """What the curves' loss is, since it is not always the cross-entropy the test section reports."""
     recipe = model.config.get("recipe", {})
+    loss, smoothing = recipe.get("loss"), recipe.get("label_smoothing") or 0
+    if loss == "categorical_crossentropy" and smoothing:
+        return (f"The curves' loss is the training loss: cross-entropy against labels smoothed by {smoothing:g}, which "
+                f"stays well above the plain cross-entropy of the test section below (a smoothed label keeps "
+                f"{smoothing / 10:g} on every wrong digit, so even a perfect model pays for it).")
+    if loss and loss != "categorical_crossentropy":
+        return (f"The curves' loss is the training loss, {loss.replace('_', ' ')}, on its own scale; the test section "
+                "below reports cross-entropy, the same measure for every model.")
+    return "The curves' loss is cross-entropy, as in the test section below."
+
+
+def _recipe_rows(model: ModelSection) -> list[list[str]]:
+    """The recipe as it ran: where the run resolved a setting ("auto" precision, a whole epoch per graph call),
+    the resolved value from config.json, with the request beside it."""
+    recipe = model.config.get("recipe", {})
+    ran = {name: model.config[name] for name in ("precision", "steps_per_execution") if name in model.config}
     rows = [["preset", _value(model.config.get("preset", recipe.get("preset", "—")))]]
-    return rows + [[name.replace("_", " "), _value(recipe[name])] for name in recipe if name != "preset"]
+    for name in recipe:
+        if name == "preset":
+            continue
+        value = _value(ran.get(name, recipe[name]))
+        if name in ran and ran[name] != recipe[name]:
+            value += f" (asked: {_value(recipe[name]) if recipe[name] is not None else 'a whole epoch'})"
+        rows.append([name.replace("_", " "), value])
+    return rows
 
 
 def _training_rows(model: ModelSection) -> list[list[str]]:
     metrics = model.metrics
     rows = [["status", _value(metrics.get("status"))], ["epochs finished", _value(metrics.get("epochs"))],
             ["training time", _duration(metrics.get("training_seconds"))]]
+    if metrics.get("epochs") is not None and model.config.get("recipe"):
+        rows.append(["why it ended", stopping_words(metrics, model.config["recipe"])])
     if metrics.get("samples_per_second"):
         rows.append(["speed", f'{metrics["samples_per_second"]:,.0f} images/s'])
     if model.config.get("started"):
@@ -234,9 +263,13 @@ def _comparison_section(section: ComparisonSection) -> str:
          for model in comparison.models],
         numeric_from=1,
     )
-    chart = _figure(section.chart, "Accuracy, mistakes and training time of each model") if section.chart else ""
+    chart = _figure(section.chart, "Test error, test loss and training time of each model") if section.chart else ""
+    conclusions = ""
+    if section.conclusions:
+        conclusions = ('<h3 id="conclusions">Conclusions</h3><ul class="conclusions">'
+                       + "".join(f"<li>{_e(line)}</li>" for line in section.conclusions) + "</ul>")
     return (f'<section id="comparison"><h2>Comparison</h2><div class="card">{table}{chart}'
-            f'<p class="verdict">{_e(comparison.sentence)}</p></div></section>')
+            f'<p class="verdict">{_e(comparison.sentence)}</p>{conclusions}</div></section>')
 
 
 # --- small pieces ---------------------------------------------------------------------------------
@@ -258,6 +291,10 @@ def _value(value) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
+
+
+def _epoch_count(epochs) -> str:
+    return "— epochs" if epochs is None else f"{epochs:,} epoch{'s' * (epochs != 1)}"
 
 
 def _duration(seconds) -> str:

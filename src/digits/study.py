@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from digits import plots
+from digits.conclusions import configurations_sentence, model_conclusion
 from digits.data import Mnist, class_counts
 from digits.errors import DigitsError
 from digits.evaluate import (Comparison, Evaluation, ModelSummary, OverfittingVerdict, compare, evaluate,
@@ -25,9 +26,10 @@ from digits.runs import Run, create_run_dir, load_run, write_json
 
 EVALUATION_DIR = "evaluation"
 REPORT_FILE = "report.html"
-# The presets `digits run` trains: fast by default, the study's own recipes with --exact.
-QUICK_PRESETS = ("quick-shallow", "quick-cnn")
-EXACT_PRESETS = ("seed-shallow-mse", "seed-cnn")
+# The presets `digits run` trains: the study's two shallow configurations, the shallow network at its best and
+# the CNN, fast by default; the study's own three recipes with --exact.
+QUICK_PRESETS = ("quick-shallow-mse", "quick-shallow-poisson", "quick-shallow", "quick-cnn")
+EXACT_PRESETS = ("seed-shallow-mse", "seed-shallow-poisson", "seed-cnn")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class EvaluatedModel:
     overfitting: OverfittingVerdict | None  # None when there are no learning curves (an ensemble)
     figures: dict[str, Path]
     out_dir: Path
+    history: dict | None = None  # the run's per-epoch history; None for an ensemble
 
     @property
     def report(self) -> Path:
@@ -65,6 +68,7 @@ class StudyResult:
     folder: Path
     models: list[EvaluatedModel]
     comparison: Comparison
+    conclusions: list[str]
 
     @property
     def report(self) -> Path:
@@ -74,10 +78,13 @@ class StudyResult:
 # --- one model ------------------------------------------------------------------------------------
 
 
-def test_set(run: Run, data: Mnist) -> tuple[np.ndarray, np.ndarray]:
-    """The test images and labels a run is scored on: all, or the first test_limit of its recipe."""
-    limit = run.config.get("recipe", {}).get("test_limit")
-    return data.test_images[:limit], data.test_labels[:limit]
+def test_set(run: Run, data: Mnist, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The test images and labels a run is scored on: all, or the first test_limit of its recipe (or fewer, when
+    `limit` asks for fewer)."""
+    own_limit = run.config.get("recipe", {}).get("test_limit")
+    limits = [value for value in (own_limit, limit) if value is not None]
+    count = min(limits) if limits else None
+    return data.test_images[:count], data.test_labels[:count]
 
 
 def architecture(model) -> list[dict]:
@@ -94,12 +101,12 @@ def architecture(model) -> list[dict]:
 
 
 def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None = None, *,
-                 with_data_section: bool = True, tta: bool = False) -> EvaluatedModel:
+                 with_data_section: bool = True, tta: bool = False, test_limit: int | None = None) -> EvaluatedModel:
     """Predict a finished run's test set and write evaluation.json, figures and report.html.
 
     With tta, each test image is read 5 times (itself and 1-pixel shifts) and the probabilities averaged:
     still one model, 5 times the inference. The output goes to `<run>/evaluation/` (`evaluation-tta/`) unless
-    out_dir says otherwise; evaluating again replaces it.
+    out_dir says otherwise; evaluating again replaces it. test_limit scores only the first N test images.
     """
     from digits.ensemble import TTA_WORDS, predict_member
     from digits.runs import load_model
@@ -108,7 +115,7 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
     if not isinstance(run.config.get("recipe"), dict):
         raise DigitsError(f"{run.path / 'config.json'} holds no recipe; the run is damaged, so train it again.")
     model = load_model(run)
-    images, labels = test_set(run, data)
+    images, labels = test_set(run, data, test_limit)
     probabilities = predict_member(model, images, tta=tta)  # (N, 28, 28) uint8 -> (N, 10)
     # The preset names the model in tables ("quick-cnn"); the run folder stays in `source`.
     name = str(run.config.get("preset") or run.name) + (" with TTA" if tta else "")
@@ -143,7 +150,7 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
                                                  count=GALLERY_SIZE)
     evaluated = EvaluatedModel(name=name, source=source, config=config or {}, metrics=metrics or {},
                                architecture=layers or [], evaluation=evaluation, overfitting=verdict,
-                               figures=figures, out_dir=out_dir)
+                               figures=figures, out_dir=out_dir, history=history)
     data_section = describe_data(data, [evaluated], out_dir) if data is not None else None
     write_report(evaluated.report, title=f"digits · {name}", models=[evaluated.section()], data=data_section)
     write_json(out_dir / "evaluation.json", _finite({
@@ -191,21 +198,36 @@ def describe_data(data: Mnist, models: list[EvaluatedModel], out_dir: Path) -> D
 
 def compare_models(models: list[EvaluatedModel], out_dir: Path, *, data: Mnist | None = None,
                    title: str = "digits · comparison", command: str | None = None,
-                   extra: dict | None = None, json_name: str = "comparison.json") -> Comparison:
-    """Write the comparison chart, a JSON summary and one report holding every model, into out_dir."""
+                   extra: dict | None = None, json_name: str = "comparison.json",
+                   notes: list[str] | None = None) -> tuple[Comparison, list[str]]:
+    """Write the comparison chart, a JSON summary and one report holding every model, into out_dir.
+
+    Returns the comparison and its conclusions: `notes` first, then how the study's two shallow configurations
+    compare (when both are there), then each model against the study's own figure.
+    """
     comparison = compare([model.summary() for model in models])
+    conclusions = list(notes or []) + study_conclusions(models)
     chart = plots.comparison_chart(comparison.models, out_dir / "comparison.png")
     data_section = describe_data(data, models, out_dir) if data is not None else None
     write_report(out_dir / REPORT_FILE, title=title, models=[model.section() for model in models],
-                 data=data_section, comparison=ComparisonSection(comparison, chart), command=command)
+                 data=data_section, comparison=ComparisonSection(comparison, chart, conclusions), command=command)
     write_json(out_dir / json_name, _finite({
         **(extra or {}),
         "models": {model.name: {"source": model.source, "evaluation": str(model.out_dir / "evaluation.json")}
                    for model in models},
         "comparison": comparison.to_dict(),
+        "conclusions": conclusions,
         "report": REPORT_FILE,
     }))
-    return comparison
+    return comparison, conclusions
+
+
+def study_conclusions(models: list[EvaluatedModel]) -> list[str]:
+    """The study's two shallow configurations against each other, then each trained model against the study."""
+    configurations = configurations_sentence([(model.summary(), model.config) for model in models])
+    per_model = [model_conclusion(model.name, model.summary(), model.config, model.metrics, model.history or {})
+                 for model in models if model.config.get("recipe")]
+    return ([configurations] if configurations else []) + per_model
 
 
 def compare_runs(paths: list[Run | str | Path], data: Mnist, out_dir: str | Path | None = None, *,
@@ -216,61 +238,67 @@ def compare_runs(paths: list[Run | str | Path], data: Mnist, out_dir: str | Path
     if len({run.path.resolve() for run in runs}) < len(runs):
         raise DigitsError("The same run folder was given twice; name each run to compare once.")
     folder = new_output_folder(out_dir, runs[0].path.parent, "comparison")
-    models = [evaluate_run(run, data) for run in runs]
+    # Runs tested on different numbers of images (--test-limit) are compared on the images they all saw.
+    counts = {run.name: len(test_set(run, data)[1]) for run in runs}
+    common = min(counts.values())
+    notes = []
+    if len(set(counts.values())) > 1:
+        tested = ", ".join(f"{name} on {count:,}" for name, count in counts.items())
+        notes.append(f"The runs were tested on different numbers of test images ({tested}), so every model here is "
+                     f"scored on the first {common:,}, the images they were all tested on.")
+        # Scored on fewer images than their own, runs keep their own evaluation folders untouched.
+        models = [evaluate_run(run, data, folder / f"{run.name}-first-{common}", test_limit=common) for run in runs]
+    else:
+        models = [evaluate_run(run, data) for run in runs]
     _disambiguate(models)
-    comparison = compare_models(models, folder, data=data, command=command)
+    comparison, _ = compare_models(models, folder, data=data, command=command, notes=notes)
     return folder, models, comparison
 
 
 def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_limit: int | None = None,
-              test_limit: int | None = None, epochs: int | None = None, stop_at_target: bool = True,
+              test_limit: int | None = None, epochs: int | None = None,
               out_dir: str | Path | None = None, command: str | None = None, verbose: int = 2,
               progress=print) -> StudyResult:
-    """Train the shallow network and the CNN, evaluate both, compare them and write the study report.
+    """Train the study's models, evaluate them, compare them and write the study report.
 
-    The quick presets stop at the study's accuracy unless stop_at_target is False; the exact ones never stop.
+    By default the quick presets: the shallow network under the study's two configurations (MSE + SGD, Poisson +
+    Adadelta) with fast settings, the shallow network at its best (cross-entropy) and the CNN, each for a fixed
+    number of epochs. With exact, the study's own three recipes, unchanged.
     """
     from digits.train import train
 
     presets = EXACT_PRESETS if exact else QUICK_PRESETS
-    recipes = study_recipes(exact=exact, train_limit=train_limit, test_limit=test_limit, epochs=epochs,
-                            stop_at_target=stop_at_target)
+    recipes = study_recipes(exact=exact, train_limit=train_limit, test_limit=test_limit, epochs=epochs)
     if out_dir is not None:
         check_new_folder(Path(out_dir))  # Refuse before minutes of training, not after.
     models = []
     for number, recipe in enumerate(recipes, start=1):
         schedule = "" if recipe.schedule == "constant" else f" {recipe.schedule}"
-        stop = (f"at most {recipe.epochs} epochs, stopping at {recipe.target_accuracy:.2%}"
-                if recipe.target_accuracy is not None else "")
         progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
-                 f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, {stop or f'{recipe.epochs} epochs'}")
+                 f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, batch {recipe.batch_size}, "
+                 f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}")
         run_dir = train(recipe, data, runs_dir, verbose=verbose)
         progress(f"[{number}/{len(recipes)}] evaluating {run_dir}")
         models.append(evaluate_run(run_dir, data))
     _disambiguate(models)
     # Created last, so an interrupted study leaves no empty study folder behind.
     folder = new_output_folder(out_dir, Path(runs_dir), "study")
-    comparison = compare_models(
+    comparison, conclusions = compare_models(
         models, folder, data=data, title="digits · the study", command=command,
         extra={"exact": exact, "presets": list(presets),
                "runs": [str(Path(model.source).resolve()) for model in models]},
         json_name="study.json",
     )
-    return StudyResult(folder=folder, models=models, comparison=comparison)
+    return StudyResult(folder=folder, models=models, comparison=comparison, conclusions=conclusions)
 
 
 def study_recipes(*, exact: bool = False, train_limit: int | None = None, test_limit: int | None = None,
-                  epochs: int | None = None, stop_at_target: bool = True) -> list:
+                  epochs: int | None = None) -> list:
     """The recipes `digits run` trains, with the quick-try limits applied (DigitsError for bad values)."""
-    import dataclasses
-
     from digits.recipes import get_preset, with_overrides
 
-    recipes = [with_overrides(get_preset(name), train_limit=train_limit, test_limit=test_limit, epochs=epochs)
-               for name in (EXACT_PRESETS if exact else QUICK_PRESETS)]
-    if not stop_at_target:
-        recipes = [dataclasses.replace(recipe, target_accuracy=None) for recipe in recipes]
-    return recipes
+    return [with_overrides(get_preset(name), train_limit=train_limit, test_limit=test_limit, epochs=epochs)
+            for name in (EXACT_PRESETS if exact else QUICK_PRESETS)]
 
 
 def summary_table(models: list[ModelSummary]) -> str:

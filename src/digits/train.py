@@ -23,7 +23,8 @@ import numpy as np
 from digits import __version__
 from digits.data import Mnist, to_model_input
 from digits.errors import DigitsError
-from digits.models import NUM_CLASSES, build_model, resolve_precision
+from digits.models import NUM_CLASSES, build_model
+from digits.precision import choose_precision
 from digits.recipes import HOLDOUT_SIZE, Recipe
 from digits.runs import CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, MODEL_FILE, create_run_dir, write_json
 from digits.schedules import OneCycle
@@ -202,8 +203,10 @@ def train(
     if the user presses Ctrl-C.
     """
     train_images, train_labels, validation_images, validation_labels, validation_description = split_data(recipe, data)
+    # Measured before seeding: building the models it times must not move the run's random state.
+    precision_choice = choose_precision(recipe.precision, recipe.model)
+    precision = precision_choice.precision
     keras.utils.set_random_seed(recipe.seed)
-    precision = resolve_precision(recipe.precision)
     model = build_model(recipe.model, precision=precision, shift=recipe.augment_shift, rotation=recipe.augment_rotation,
                         zoom=recipe.augment_zoom, elastic=recipe.augment_elastic)
     steps = steps_per_epoch(recipe, len(train_images))
@@ -232,6 +235,7 @@ def train(
             },
             "validation": validation_description,
             "precision": precision,
+            "precision_choice": precision_choice.to_dict(),
             "steps_per_execution": steps_per_execution,
             "jit_compile": recipe.jit_compile,
             "reproducibility": REPRODUCIBILITY_NOTE + (" " + BFLOAT16_NOTE if precision != "float32" else ""),
