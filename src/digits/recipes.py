@@ -32,8 +32,8 @@ VALIDATIONS = ("test", "holdout", "none")
 # rate over the first 20 % of the steps, then linear decay to 0 at the last step (digits.schedules.OneCycle).
 SCHEDULES = ("constant", "one-cycle")
 
-# "mixed_bfloat16" computes in bfloat16 (float32 weights, float32 softmax and loss); "auto" picks it when the
-# CPU has native bfloat16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo), else float32.
+# "mixed_bfloat16" computes in bfloat16 (float32 weights, float32 softmax and loss); "auto" picks it where it was
+# measured to be faster on this CPU model (digits.precision), else float32.
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
 
 # The study's own results (validation on the test set), which the report and `digits run` set ours beside.
@@ -105,8 +105,8 @@ class Recipe:
     """Keep an exponential moving average of the weights (Keras's use_ema, momentum 0.99) and save that
     average as the model; the per-epoch validation scores the raw weights, metrics.json both."""
     precision: str = "float32"
-    """Arithmetic, a name in `PRECISIONS`: "float32" (the study), "mixed_bfloat16", or "auto" (bfloat16 when
-    the CPU computes it natively). bfloat16 changes the last digits of results, not the recipe."""
+    """Arithmetic, a name in `PRECISIONS`: "float32" (the study), "mixed_bfloat16", or "auto" (bfloat16 where
+    a short measurement on this CPU model found it faster; digits.precision). bfloat16 changes the last digits of results, not the recipe."""
     steps_per_execution: int | None = None
     """Batches Keras runs per call into the compiled graph (None = one whole epoch). It amortises the
     per-step overhead that dominates the small shallow network; it does not change the math."""
@@ -273,7 +273,7 @@ PRESETS: dict[str, Preset] = {
             "best",
             "record accuracy: cnn-bn (batch norm, 32-64-128 channels); each training image warped once by a random "
             "±10° rotation, ±10 % zoom and ±2 px shift; label smoothing 0.1, Adam one-cycle to 0.005, bfloat16 where "
-            "the CPU has it, 30 epochs on all 60,000 training images. Chosen with --validation holdout, so the test "
+            "it pays, 30 epochs on all 60,000 training images. Chosen with --validation holdout, so the test "
             "set stays unseen until `digits evaluate`",
             # Chosen on the holdout slice (the last 10,000 training images), never the test set; seed 0, 30 epochs:
             # three Keras layers resampling in turn 99.56 %, one RandomWarp resampling once 99.65 %; adding a 1.5 px

@@ -76,6 +76,8 @@ def render_report(*, title: str, models: list[ModelSection], data: DataSection |
     contents += [(_anchor(model.name), model.name) for model in models]
     if comparison is not None:
         contents.append(("comparison", "Comparison"))
+        if comparison.conclusions:
+            contents.append(("conclusions", "Conclusions"))
     made = datetime.now().strftime("%Y-%m-%d %H:%M")
     byline = _e(f"Written by digits {__version__} on {made}")
     if command:
@@ -356,6 +358,7 @@ main { padding-top: 24px; padding-bottom: 24px; }
 section { margin-bottom: 36px; }
 h2 { font-size: 22px; margin: 0 0 10px; padding-bottom: 6px; border-bottom: 2px solid var(--line); }
 h3 { font-size: 16px; margin: 0 0 10px; }
+h3#conclusions { margin-top: 18px; }
 h4 { font-size: 13px; margin: 14px 0 6px; text-transform: uppercase; letter-spacing: 0.05em; color: var(--muted); }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 12px; padding: 18px 20px;
         box-shadow: 0 1px 3px rgba(16,24,40,0.06); margin-bottom: 16px; overflow-x: auto; }

@@ -179,7 +179,7 @@ def describe_data(data: Mnist, models: list[EvaluatedModel], out_dir: Path) -> D
         if trained_on is not None:
             setup = f"trained on {trained_on:,} images; validation: {model.config.get('validation', 'unknown')}."
             setups.setdefault(setup, []).append(model.name)
-    notes = [f"{' and '.join(names)} {setup}" for setup, names in setups.items()]
+    notes = [f"{_join(names)} {setup}" for setup, names in setups.items()]
     for model in models:
         trained_source = model.config.get("data", {}).get("source")
         if trained_source and trained_source != data.source:
@@ -354,6 +354,10 @@ def _disambiguate(models: list[EvaluatedModel]) -> None:
     for number, model in enumerate(models, start=1):
         if names.count(model.name) > 1:  # Same folder name under different parents.
             model.name = f"{model.name} ({number})"
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _finite(value):
