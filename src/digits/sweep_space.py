@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from digits.errors import DigitsError
 from digits.recipes import PRESETS, Recipe, get_preset, with_overrides

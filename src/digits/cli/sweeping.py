@@ -91,7 +91,8 @@ def run_sweep(args) -> int:
     space = load_space(args.space)  # A bad space file is one sentence before Optuna and Keras load.
     if args.trials < 1 or args.workers < 1:
         raise DigitsError("--trials and --workers must be at least 1.")
-    from digits.sweep import SweepJob, default_storage, run_sweep as sweep, trial_counts, load_study
+    from digits.sweep import SweepJob, default_storage, load_study, trial_counts
+    from digits.sweep import run_sweep as sweep
 
     storage = args.storage or default_storage(args.runs_dir)
     study_name = args.study or space.name
