@@ -13,6 +13,7 @@ import pytest
 from digits.cli import main
 from digits.errors import DigitsError
 from digits.runs import load_run
+from digits.sweep import final_recipe
 from digits.sweep_space import load_space, shipped_spaces
 
 # Tiny trials: the shallow network on 1,000 images, scored on 200 holdout images.
@@ -161,11 +162,25 @@ def test_a_sqlite_sweep_prunes_records_and_reports(tmp_path):
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert study.best_trial.user_attrs["run_dir"] in listed.stdout
 
+    # The final model of the best recipe trains on all 60,000 images and scores nothing per epoch.
+    final = final_recipe(study.best_trial, seed=3)
+    assert (final.validation, final.train_limit, final.test_limit, final.seed) == ("none", None, None, 3)
+    assert final.learning_rate == study.best_trial.params["learning_rate"]
+
+    # Both complete trials have the same recipe, so an ensemble of two different ones is refused in a sentence.
+    same = digits("ensemble", "--from-sweep", "tiny", "--top", 2, "--storage", storage, cwd=tmp_path)
+    assert same.returncode == 1 and "fewer than --top 2" in same.stderr
+
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_rerun_ends_with_exactly_the_asked_trials(tmp_path):
+    from digits.sweep import create_study, open_storage
+
     space = write_space(tmp_path, epochs=4, pruner="none")
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    study = create_study(load_space(space), open_storage(storage), "tiny")
+    for learning_rate, batch_size in ((0.02, 128), (0.01, 128), (0.02, 256)):  # three different recipes
+        study.enqueue_trial({"learning_rate": learning_rate, "batch_size": batch_size})
     arguments = ["sweep", space, "--trials", 3, "--storage", storage, "--runs-dir", tmp_path / "runs"]
     sweep = start_digits(*arguments, cwd=tmp_path)
     second_trial = tmp_path / "runs" / "sweeps" / "tiny" / "trial-0001"
@@ -181,7 +196,7 @@ def test_an_interrupted_sweep_rerun_ends_with_exactly_the_asked_trials(tmp_path)
     assert "run the same command again" in output
 
     study = load(storage, "tiny")
-    assert states(study) == {"COMPLETE": 1, "FAIL": 1, "WAITING": 1}
+    assert states(study) == {"COMPLETE": 1, "FAIL": 1, "WAITING": 2}  # the third, and the interrupted one again
     interrupted = study.trials[1]
     assert json.loads((Path(interrupted.user_attrs["run_dir"]) / "metrics.json").read_text())["status"] == "interrupted"
     assert_trial_folders_honest(study)
@@ -190,8 +205,16 @@ def test_an_interrupted_sweep_rerun_ends_with_exactly_the_asked_trials(tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     study = load(storage, "tiny")
     assert states(study) == {"COMPLETE": 3, "FAIL": 1}
-    assert study.trials[2].params == interrupted.params  # the interrupted trial ran again first
+    assert study.trials[3].params == interrupted.params  # the interrupted trial ran again
     assert_trial_folders_honest(study)
+
+    # An ensemble of the sweep's three different recipes: their own run folders, scored on the test set.
+    ensemble = digits("ensemble", "--from-sweep", "tiny", "--top", 3, "--storage", storage, "--out",
+                      tmp_path / "ensemble", cwd=tmp_path)
+    assert ensemble.returncode == 0, ensemble.stderr[-3000:]
+    members = json.loads((tmp_path / "ensemble" / "ensemble.json").read_text())["members"]
+    complete = [trial for trial in study.trials if trial.value is not None]
+    assert sorted(member["run"] for member in members) == sorted(trial.user_attrs["run_dir"] for trial in complete)
 
 
 # --- PostgreSQL: two workers as if on two machines, one killed mid-trial ---------------------------------
