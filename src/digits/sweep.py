@@ -171,6 +171,7 @@ class SweepJob:
     data_dir: Path | None = None
     worker: str = "1"
     heartbeat_seconds: int = HEARTBEAT_SECONDS
+    quiet: bool = False  # no line per trial (a spawned worker cannot be handed a print function)
 
 
 def work(job: SweepJob, data: Mnist | None = None, progress=print) -> dict[str, int]:
@@ -221,7 +222,7 @@ def _worker_process(job: SweepJob) -> None:
     """The body of a spawned worker: its own process group, so only the parent forwards a Ctrl-C to it once."""
     os.setpgrp()
     try:
-        work(job)
+        work(job, progress=(lambda line: None) if job.quiet else print)
     except KeyboardInterrupt:
         raise SystemExit(130)
     except DigitsError as error:
