@@ -20,8 +20,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,14 +99,20 @@ def has_heartbeat(storage) -> bool:
     return is_heartbeat_enabled(storage)
 
 
-def create_study(space: SearchSpace, storage, study_name: str):
+def create_study(space: SearchSpace, storage, study_name: str, worker: str = "1"):
     """Create the study, or join it when it exists (another worker or machine started it) with the same space."""
     import optuna
 
-    sampler = (optuna.samplers.RandomSampler(seed=space.seed) if space.sampler == "random"
-               else optuna.samplers.TPESampler(seed=space.seed))
-    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", sampler=sampler,
-                                pruner=make_pruner(space), load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True)
+    # The space's seed makes a fresh sweep's first worker reproducible. Every other worker, and a rerun, mixes in
+    # its host, process and the trials already there: the same seed would make them repeat the same draws.
+    seed = space.seed
+    done = len(study.get_trials(deepcopy=False))
+    if seed is not None and (done or worker != "1"):
+        seed = zlib.crc32(f"{seed} {socket.gethostname()} {os.getpid()} {worker} {done}".encode())
+    sampler = (optuna.samplers.RandomSampler(seed=seed) if space.sampler == "random"
+               else optuna.samplers.TPESampler(seed=seed))
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=make_pruner(space))
     described = space_record(space)
     recorded = study.user_attrs.get("space")
     if recorded is None:
@@ -185,7 +193,7 @@ def work(job: SweepJob, data: Mnist | None = None, progress=print) -> dict[str, 
     # SIGTERM (a scheduler stopping the job) closes the trial like Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     storage = open_storage(job.storage_url, job.heartbeat_seconds)
-    study = create_study(job.space, storage, job.study_name)
+    study = create_study(job.space, storage, job.study_name, job.worker)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes: one per trial, nothing to act on
     if data is None:
         from digits.data import load_mnist
