@@ -264,3 +264,10 @@ def test_two_workers_on_postgres_survive_a_killed_worker(tmp_path):
     assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state == TrialState.COMPLETE
     assert not (Path(killed.user_attrs["run_dir"]) / "metrics.json").exists()
     assert_trial_folders_honest(study)
+
+
+def test_the_command_line_loads_no_optuna_until_a_sweep_runs():
+    # `digits --help` and every other command answer without importing Optuna, SQLAlchemy or Keras.
+    probe = "import sys, digits.cli; digits.cli.build_parser(); print(sorted({'optuna', 'sqlalchemy', 'keras'} & set(sys.modules)))"
+    finished = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert finished.stdout.strip() == "[]", finished.stderr[-2000:]

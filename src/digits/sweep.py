@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import warnings
 import zlib
@@ -187,11 +188,20 @@ def work(job: SweepJob, data: Mnist | None = None, progress=print) -> dict[str, 
 
     Raises KeyboardInterrupt (after closing the current trial) on Ctrl-C or SIGTERM.
     """
+    # SIGTERM (a scheduler stopping the job) closes the trial like Ctrl-C does; handlers belong to the main thread.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
+    try:
+        return _work(job, data, progress)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _work(job: SweepJob, data: Mnist | None, progress) -> dict[str, int]:
     import optuna
     from optuna.trial import TrialState
 
-    # SIGTERM (a scheduler stopping the job) closes the trial like Ctrl-C does.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     storage = open_storage(job.storage_url, job.heartbeat_seconds)
     study = create_study(job.space, storage, job.study_name, job.worker)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes: one per trial, nothing to act on
@@ -229,8 +239,10 @@ def work(job: SweepJob, data: Mnist | None = None, progress=print) -> dict[str, 
 def _worker_process(job: SweepJob) -> None:
     """The body of a spawned worker: its own process group, so only the parent forwards a Ctrl-C to it once."""
     os.setpgrp()
+    # Take the forwarded SIGINT as Ctrl-C even when the parent's shell started it with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        work(job, progress=(lambda line: None) if job.quiet else print)
+        work(job, progress=(lambda line: None) if job.quiet else (lambda line: print(line, flush=True)))
     except KeyboardInterrupt:
         raise SystemExit(130)
     except DigitsError as error:
@@ -261,6 +273,8 @@ def run_sweep(job: SweepJob, workers: int = 1, progress=print) -> dict[str, int]
     for process in processes:
         process.start()
     interrupted = False
+    # SIGTERM to this process (a scheduler stopping the job) is forwarded like Ctrl-C, so no worker is orphaned.
+    previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         for process in processes:
             process.join()
@@ -271,6 +285,8 @@ def run_sweep(job: SweepJob, workers: int = 1, progress=print) -> dict[str, int]
                 os.kill(process.pid, signal.SIGINT)
         for process in processes:
             process.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     if interrupted or any(process.exitcode == 130 for process in processes):
         raise KeyboardInterrupt
     if any(process.exitcode for process in processes):
