@@ -144,7 +144,12 @@ def add_ensemble_commands(subcommands) -> None:
         "evaluation.json, figures and report.html for the ensemble (plus ensemble.json with each member's "
         "accuracy) into a new folder runs/<time>-ensemble/.",
     )
-    ensemble.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="two or more finished run folders")
+    ensemble.add_argument("runs", type=Path, nargs="*", metavar="RUN", help="two or more finished run folders")
+    ensemble.add_argument("--from-sweep", metavar="STUDY",
+                          help="instead of RUNs: the run folders of a sweep's best --top different recipes")
+    ensemble.add_argument("--top", type=int, default=3, metavar="K", help="with --from-sweep: how many (default 3)")
+    ensemble.add_argument("--storage", metavar="URL",
+                          help="with --from-sweep: the sweep's storage (default: sqlite:///runs/sweeps/sweeps.db)")
     ensemble.add_argument("--tta", action="store_true",
                           help="test-time augmentation: also average each member over 1-pixel shifts of the images")
     add_data_dir_option(ensemble)
@@ -155,6 +160,13 @@ def add_ensemble_commands(subcommands) -> None:
 def run_ensemble(args) -> int:
     from digits.ensemble import load_members
 
+    if args.from_sweep:
+        if args.runs:
+            raise DigitsError("Give either run folders or --from-sweep STUDY, not both.")
+        from digits.sweep import default_storage, load_study, member_runs
+
+        storage = args.storage or default_storage(Path("runs"), create=False)
+        args.runs = member_runs(load_study(storage, args.from_sweep), args.top)
     load_members(args.runs)  # Bad folders are reported before MNIST and Keras load.
     if args.out is not None:
         from digits.study import check_new_folder

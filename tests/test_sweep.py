@@ -1,0 +1,273 @@
+"""`digits sweep` as a user runs it: real subprocesses, a real SQLite file and a real PostgreSQL server, tiny trials."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from digits.cli import main
+from digits.errors import DigitsError
+from digits.runs import load_run
+from digits.sweep import final_recipe
+from digits.sweep_space import load_space, shipped_spaces
+
+# Tiny trials: the shallow network on 1,000 images, scored on 200 holdout images.
+TINY_SPACE = """
+base = "quick-shallow"
+seed = 0
+[fixed]
+epochs = {epochs}
+train_limit = 1000
+test_limit = 200
+[search.learning_rate]
+choices = [0.01, 0.02, 1e-7]
+[search.batch_size]
+choices = [128, 256]
+[pruner]
+kind = "{pruner}"
+startup_trials = 1
+"""
+
+
+def write_space(folder: Path, name: str = "tiny", *, epochs: int = 2, pruner: str = "median") -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(TINY_SPACE.format(epochs=epochs, pruner=pruner))
+    return path
+
+
+def digits(*arguments, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def start_digits(*arguments, cwd):
+    return subprocess.Popen([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def load(storage: str, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def states(study) -> dict[str, int]:
+    from digits.sweep import trial_counts
+
+    return trial_counts(study)
+
+
+def assert_trial_folders_honest(study):
+    """Every trial trained on the holdout, and a folder says "complete" only for a COMPLETE trial."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials():
+        run_dir = trial.user_attrs.get("run_dir")
+        if run_dir is None:
+            continue
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        assert config["recipe"]["validation"] == "holdout", trial.number
+        assert "test set is not used" in config["validation"]
+        if trial.state == TrialState.COMPLETE:
+            run = load_run(run_dir)
+            assert run.metrics["validation_accuracy"] == pytest.approx(trial.value)
+        else:
+            with pytest.raises(DigitsError):
+                load_run(run_dir)  # pruned, interrupted or killed: never presented as a finished run
+
+
+# --- space files: one sentence each ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, words", [
+    ('base = "quick-cnn"\n[fixed]\nvalidation = "test"\n[search.learning_rate]\nlow = 0.001\nhigh = 0.01\n',
+     "never on the test set"),
+    ('base = "quick-cnn"\n[search.validation]\nchoices = ["test", "holdout"]\n', "never on the test set"),
+    ('base = "quick-cnn"\n[search.learning_rat]\nlow = 0.001\nhigh = 0.01\n', "'learning_rat' is not a Recipe field"),
+    ('base = "quick-cnn"\n[search.learning_rate]\nlow = 0.01\nhigh = 0.001\n', "low below high"),
+    ('base = "quick-cnn"\n[search.learning_rate]\nlow = 0.0\nhigh = 0.01\nlog = true\n', "low must be above 0"),
+    ('base = "quick-cnn"\n[search.augment_shift]\nlow = 0\nhigh = 12\n', "between 0 and 8 pixels"),
+    ('base = "quick-cnn"\n[search.batch_size]\nlow = 16.5\nhigh = 64\n', "whole-number low and high"),
+    ('base = "no-such-preset"\n[search.epochs]\nlow = 1\nhigh = 3\n', "base must name a preset"),
+    ('base = "quick-cnn"\n', "at least one [search.FIELD]"),
+    ('base = "quick-cnn"\n[search.learning_rate\n', "not valid TOML"),
+])
+def test_a_bad_space_file_is_one_sentence_and_exit_1(tmp_path, capsys, content, words):
+    space = tmp_path / "bad.toml"
+    space.write_text(content)
+    assert main(["sweep", str(space), "--trials", "2", "--runs-dir", str(tmp_path / "runs")]) == 1
+    error = capsys.readouterr().err
+    assert words in error
+    assert error.startswith("digits: error: ") and error.count("\n") == 1 and "Traceback" not in error
+    assert not (tmp_path / "runs").exists()  # refused before any database or folder was made
+
+
+def test_the_shipped_spaces_load_and_validate_on_the_holdout():
+    assert {"quick-cnn", "shallow"} <= set(shipped_spaces())
+    for name in shipped_spaces():
+        space = load_space(name)
+        assert space.base_recipe().validation == "holdout"
+        assert space.dimensions
+
+
+def test_a_missing_space_names_the_shipped_ones(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "nowhere.toml"), "--trials", "1"]) == 1
+    assert "quick-cnn" in capsys.readouterr().err
+
+
+# --- SQLite: a sweep end to end, pruned trials, report, best ------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_sqlite_sweep_prunes_records_and_reports(tmp_path):
+    import optuna
+
+    from digits.sweep import create_study, open_storage
+
+    space = write_space(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    # Queue a good trial, a hopeless one (learning rate 1e-7), and the good one again (the same seed: it equals the
+    # median, so it is not pruned), so the pruner's decisions are known.
+    study = create_study(load_space(space), open_storage(storage), "tiny")
+    for learning_rate in (0.02, 1e-7, 0.02):
+        study.enqueue_trial({"learning_rate": learning_rate, "batch_size": 128})
+
+    finished = digits("sweep", space, "--trials", 2, "--storage", storage, "--runs-dir", tmp_path / "runs",
+                      cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    study = load(storage, "tiny")
+    assert states(study) == {"COMPLETE": 2, "PRUNED": 1}
+    pruned = study.trials[1]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.params["learning_rate"] == 1e-7
+    assert json.loads((Path(pruned.user_attrs["run_dir"]) / "metrics.json").read_text())["status"] == "pruned"
+    assert_trial_folders_honest(study)
+    for trial in study.trials:  # the trial's folder lies in the sweep's own tree
+        assert Path(trial.user_attrs["run_dir"]).parent == tmp_path / "runs" / "sweeps" / "tiny" / f"trial-{trial.number:04d}"
+    best = max(study.trials[0].value, study.trials[2].value)
+    assert f"{best:.2%}" in finished.stdout and "1 pruned" in finished.stdout
+
+    report = digits("sweep", "report", "tiny", "--storage", storage, "--out", tmp_path / "report.html", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") >= 3  # history, intermediate values, and more
+    assert study.best_trial.user_attrs["run_dir"] in page and f"{100 * best:.2f} %" in page
+    assert "pruned" in page and "http://" not in page and "https://" not in page
+
+    listed = digits("sweep", "best", "tiny", "--storage", storage, "--top", 2, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert study.best_trial.user_attrs["run_dir"] in listed.stdout
+
+    # The final model of the best recipe trains on all 60,000 images and scores nothing per epoch.
+    final = final_recipe(study.best_trial, seed=3)
+    assert (final.validation, final.train_limit, final.test_limit, final.seed) == ("none", None, None, 3)
+    assert final.learning_rate == study.best_trial.params["learning_rate"]
+
+    # Both complete trials have the same recipe, so an ensemble of two different ones is refused in a sentence.
+    same = digits("ensemble", "--from-sweep", "tiny", "--top", 2, "--storage", storage, cwd=tmp_path)
+    assert same.returncode == 1 and "fewer than --top 2" in same.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_rerun_ends_with_exactly_the_asked_trials(tmp_path):
+    from digits.sweep import create_study, open_storage
+
+    space = write_space(tmp_path, epochs=4, pruner="none")
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    study = create_study(load_space(space), open_storage(storage), "tiny")
+    for learning_rate, batch_size in ((0.02, 128), (0.01, 128), (0.02, 256)):  # three different recipes
+        study.enqueue_trial({"learning_rate": learning_rate, "batch_size": batch_size})
+    arguments = ["sweep", space, "--trials", 3, "--storage", storage, "--runs-dir", tmp_path / "runs"]
+    sweep = start_digits(*arguments, cwd=tmp_path)
+    second_trial = tmp_path / "runs" / "sweeps" / "tiny" / "trial-0001"
+    deadline = time.monotonic() + 240
+    # Interrupt once the second trial has a finished epoch in its run folder.
+    while time.monotonic() < deadline and not any(
+            len(path.read_text().splitlines()) > 1 for path in second_trial.glob("*/history.csv")):
+        assert sweep.poll() is None, sweep.stdout.read()[-3000:]
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGINT)
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, output[-3000:]
+    assert "run the same command again" in output
+
+    study = load(storage, "tiny")
+    assert states(study) == {"COMPLETE": 1, "FAIL": 1, "WAITING": 2}  # the third, and the interrupted one again
+    interrupted = study.trials[1]
+    assert json.loads((Path(interrupted.user_attrs["run_dir"]) / "metrics.json").read_text())["status"] == "interrupted"
+    assert_trial_folders_honest(study)
+
+    rerun = digits(*arguments, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    study = load(storage, "tiny")
+    assert states(study) == {"COMPLETE": 3, "FAIL": 1}
+    assert study.trials[3].params == interrupted.params  # the interrupted trial ran again
+    assert_trial_folders_honest(study)
+
+    # An ensemble of the sweep's three different recipes: their own run folders, scored on the test set.
+    ensemble = digits("ensemble", "--from-sweep", "tiny", "--top", 3, "--storage", storage, "--out",
+                      tmp_path / "ensemble", cwd=tmp_path)
+    assert ensemble.returncode == 0, ensemble.stderr[-3000:]
+    members = json.loads((tmp_path / "ensemble" / "ensemble.json").read_text())["members"]
+    complete = [trial for trial in study.trials if trial.value is not None]
+    assert sorted(member["run"] for member in members) == sorted(trial.user_attrs["run_dir"] for trial in complete)
+
+
+# --- PostgreSQL: two workers as if on two machines, one killed mid-trial ---------------------------------
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgres_survive_a_killed_worker(tmp_path):
+    url = os.environ.get("DIGITS_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("DIGITS_TEST_POSTGRES_URL is not set; .ci/run starts a PostgreSQL server and sets it")
+    from optuna.trial import TrialState
+
+    study_name = f"two-machines-{os.getpid()}-{time.time_ns()}"  # a fresh study in a database that outlives tests
+    space = write_space(tmp_path, epochs=6, pruner="none")
+    arguments = ["sweep", space, "--trials", 3, "--storage", url, "--study", study_name, "--heartbeat-seconds", 1]
+    # Two machines: each its own runs folder, both pointing at the same database.
+    first = start_digits(*arguments, "--runs-dir", tmp_path / "machine-1", cwd=tmp_path)
+    second = start_digits(*arguments, "--runs-dir", tmp_path / "machine-2", cwd=tmp_path)
+    try:
+        deadline, victim = time.monotonic() + 240, None
+        while victim is None and time.monotonic() < deadline:
+            assert first.poll() is None, first.stdout.read()[-3000:]
+            time.sleep(0.2)
+            try:
+                running = load(url, study_name).get_trials(states=(TrialState.RUNNING,))
+            except KeyError:  # the study is not created yet
+                continue
+            victim = next((trial for trial in running if trial.user_attrs.get("pid") == first.pid
+                           and trial.intermediate_values), None)  # mid-trial: an epoch done, more to go
+        assert victim is not None, "the first worker never got a trial under way"
+        first.kill()  # SIGKILL: no cleanup, no last words, as when a machine dies
+        first.wait(timeout=30)
+        output, _ = second.communicate(timeout=300)
+    finally:
+        for worker in (first, second):
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert second.returncode == 0, output[-3000:]
+
+    study = load(url, study_name)
+    counts = states(study)
+    assert counts["COMPLETE"] == 3 and counts.get("RUNNING", 0) == 0, counts
+    killed = study.trials[victim.number]
+    assert killed.state == TrialState.FAIL  # found stale by the surviving worker's heartbeat check
+    retries = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state == TrialState.COMPLETE
+    assert not (Path(killed.user_attrs["run_dir"]) / "metrics.json").exists()
+    assert_trial_folders_honest(study)
+
+
+def test_the_command_line_loads_no_optuna_until_a_sweep_runs():
+    # `digits --help` and every other command answer without importing Optuna, SQLAlchemy or Keras.
+    probe = "import sys, digits.cli; digits.cli.build_parser(); print(sorted({'optuna', 'sqlalchemy', 'keras'} & set(sys.modules)))"
+    finished = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert finished.stdout.strip() == "[]", finished.stderr[-2000:]
