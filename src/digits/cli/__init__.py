@@ -17,7 +17,7 @@ from pathlib import Path
 from digits import __version__
 from digits.cli.studying import add_ensemble_commands, add_study_commands
 from digits.cli.training import add_data_commands, add_training_commands
-from digits.cli.using import add_predict_commands, add_serve_commands
+from digits.cli.using import add_export_commands, add_predict_commands, add_serve_commands
 from digits.errors import DigitsError
 
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ensemble_commands(subcommands)
     add_predict_commands(subcommands)
     add_serve_commands(subcommands)
+    add_export_commands(subcommands)
     return parser
 
 
