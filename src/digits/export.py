@@ -102,13 +102,24 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
         from digits.data import load_mnist
 
         test_images = load_mnist().test_images[:CHECK_IMAGES]
-    reference = probabilities(classifier.model, test_images)
+    # The reference is Keras running what is exported: for a mixed-precision run, its weights in float32.
+    model = inference_form(classifier.model)
+    reference = probabilities(model, test_images)
 
-    partial = out.with_name(out.name + ".partial")
+    if format == "litert" and out.suffix != ".tflite":
+        raise DigitsError(f"A LiteRT model's file name ends in .tflite; choose an --out such as {out.stem}.tflite.")
+    partial = out.with_name(f"{out.stem}.partial{out.suffix}")  # Keras checks the ending of the name.
     _remove(partial)
     try:
-        _write(classifier.model, partial, format)
-        check = compare_probabilities(reference, run_export(partial, format, test_images))
+        _write(model, partial, format)
+        try:
+            exported = run_export(partial, format, test_images)
+        except DigitsError:
+            raise
+        except Exception as error:  # noqa: BLE001  Each runtime has its own errors; all mean the file is unusable.
+            raise DigitsError(f"The {format} export cannot be run in its own runtime ({type(error).__name__}), "
+                              "so nothing was written.") from None
+        check = compare_probabilities(reference, exported)
         if not check.passed(max_difference):
             raise DigitsError(f"The {format} export does not match Keras ({check.line()}; allowed: "
                               f"{max_difference:.0e} and 100 %), so nothing was written.")
@@ -127,13 +138,33 @@ def _load_source(spec: str | Path) -> Classifier:
         raise DigitsError(f"{path} is already an exported model; export from a run folder or a .keras file.")
     # The shipped model's facts (test accuracy, how it was trained) live beside it, not in the .keras file.
     if path.is_file() and path.resolve() == PRETRAINED_MODEL.resolve():
-        return load_classifier(None)
+        return load_classifier(None, prefer_onnx=False)
     return load_classifier(path)
 
 
 def _keras_file(spec: str | Path) -> Path:
     path = Path(spec)
     return path / "model.keras" if path.is_dir() else path
+
+
+def inference_form(model):
+    """The model as it runs at inference: without its training-only augmentation layers, in float32.
+
+    Augmentation layers pass images through unchanged at inference, but RandomWarp's graph makes tf2onnx write
+    a file ONNX Runtime rejects. A model trained in mixed bfloat16 becomes float32 (the same weights), since
+    the exporters and runtimes read float32 graphs. Only a Sequential model is rebuilt; others go as they are.
+    """
+    import keras
+
+    layers = [layer for layer in model.layers if not type(layer).__name__.startswith("Random")]
+    in_float32 = all(layer.dtype_policy.name == "float32" for layer in layers)
+    if not isinstance(model, keras.Sequential) or (len(layers) == len(model.layers) and in_float32):
+        return model
+    copies = [type(layer).from_config({**layer.get_config(), "dtype": "float32"}) for layer in layers]
+    rebuilt = keras.Sequential([keras.Input(shape=(28, 28, 1)), *copies], name=model.name)
+    for copy, layer in zip(copies, layers, strict=True):
+        copy.set_weights(layer.get_weights())
+    return rebuilt
 
 
 def _write(model, path: Path, format: str) -> None:
@@ -147,7 +178,7 @@ def _write(model, path: Path, format: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tf2onnx's and the converter's deprecation notices.
             model.export(str(path), format=keras_format, verbose=False, input_signature=signature)
-    except Exception as error:  # noqa: BLE001  The converters raise many types; the user needs to know which format failed.
+    except Exception as error:  # noqa: BLE001  The converters raise many types; the format is what matters.
         raise DigitsError(f"Keras could not export this model to {format} ({type(error).__name__}: "
                           f"{str(error).splitlines()[0] if str(error) else ''}).") from None
 
@@ -160,7 +191,8 @@ def run_export(path: str | Path, format: str, images: np.ndarray) -> np.ndarray:
     if format == "saved_model":
         import tensorflow as tf
 
-        return np.asarray(tf.saved_model.load(str(path)).serve(model_input))
+        saved_model = tf.saved_model.load(str(path))  # Kept in a name: its variables live as long as it does.
+        return np.asarray(saved_model.serve(model_input))
     interpreter = _litert_interpreter(path)
     index = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(index, model_input.shape)

@@ -49,14 +49,15 @@ class Classifier:
         return with_temperature(probabilities(self.model, images), self.temperature)
 
 
-def load_classifier(spec: str | Path | None = None, *, threads: int | None = None) -> Classifier:
+def load_classifier(spec: str | Path | None = None, *, threads: int | None = None,
+                    prefer_onnx: bool = True) -> Classifier:
     """The shipped model (None), a run folder written by `digits train`, a .keras or an exported .onnx file.
 
-    The shipped model runs on ONNX Runtime when it is installed (no TensorFlow), else on Keras. threads:
-    ONNX Runtime's threads per call (None: one per core).
+    The shipped model runs on ONNX Runtime when it is installed (no TensorFlow) and prefer_onnx, else on Keras.
+    threads: ONNX Runtime's threads per call (None: one per core).
     """
     if spec is None:
-        return _load_pretrained(threads)
+        return _load_pretrained(threads, prefer_onnx)
     path = Path(spec)
     if not path.exists():
         raise DigitsError(
@@ -78,8 +79,8 @@ def runs_on_onnx(spec: str | Path | None) -> bool:
     return _shipped_onnx_usable() if spec is None else Path(spec).suffix == ".onnx"
 
 
-def _load_pretrained(threads: int | None) -> Classifier:
-    if _shipped_onnx_usable():
+def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
+    if prefer_onnx and _shipped_onnx_usable():
         classifier = _load_onnx(PRETRAINED_ONNX, threads)
         classifier.name = "pretrained"
         classifier.info["source"] = "shipped with digits (src/digits/pretrained/model.onnx)"
