@@ -88,7 +88,7 @@ def server_figures(model: Path) -> dict:
 
 def model_figures(model: Path) -> dict:
     result = subprocess.run([sys.executable, "-c", MODEL_TIMING, str(model)], capture_output=True, text=True,
-                            timeout=600)
+                            check=False, timeout=600)
     if result.returncode != 0:
         sys.exit(f"inference: timing {model} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -104,7 +104,7 @@ def main() -> int:
         goal = GOALS.get(key)
         print(f"{label:28}" + "".join(f"{form.format(row[key]):>20}" for row in rows.values())
               + (f"{'< ' + str(goal):>10}" if goal else ""))
-    print(f"{'TensorFlow imported':28}" + "".join(f"{str(row['tensorflow_imported']):>20}" for row in rows.values()))
+    print(f"{'TensorFlow imported':28}" + "".join(f"{row['tensorflow_imported']!s:>20}" for row in rows.values()))
     onnx = rows["ONNX Runtime"]
     met = all(onnx[key] < goal for key, goal in GOALS.items())
     print(f"goals for ONNX Runtime: {'met' if met else 'NOT met'}")

@@ -25,6 +25,11 @@ PRETRAINED_INFO = PRETRAINED_DIR / "model.json"
 # The shipped model exported by `digits export src/digits/pretrained/model.keras --format onnx`, and its sidecar.
 PRETRAINED_ONNX = PRETRAINED_DIR / "model.onnx"
 PRETRAINED_ONNX_INFO = PRETRAINED_DIR / "model.onnx.json"
+PRETRAINED_CALIBRATION = PRETRAINED_DIR / CALIBRATION_FILE
+
+
+# The verdicts `Classifier.verdict` gives, in the JSON of `digits predict` and of the API.
+DIGIT, NOT_A_DIGIT = "digit", "not a digit"
 
 
 @dataclass
@@ -47,6 +52,13 @@ class Classifier:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, 28, 28) MNIST-style images → float32 (N, 10) class probabilities (calibrated)."""
         return with_temperature(probabilities(self.model, images), self.temperature)
+
+    def verdict(self, probabilities: np.ndarray) -> str:
+        """DIGIT, or NOT_A_DIGIT when the best digit's probability is under the model's measured threshold
+        (benchmarks/not_a_digit.py); always DIGIT for a model without one."""
+        if self.not_a_digit is None or float(np.max(probabilities)) >= self.not_a_digit["threshold"]:
+            return DIGIT
+        return NOT_A_DIGIT
 
 
 def load_classifier(spec: str | Path | None = None, *, threads: int | None = None,
@@ -85,6 +97,10 @@ def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
         classifier.name = "pretrained"
         classifier.info["source"] = "shipped with digits (src/digits/pretrained/model.onnx)"
         classifier.info["command"] = _read_optional_json(PRETRAINED_INFO).get("command")
+        # calibration.json beside the model is the source of truth; the sidecar copies it at export time.
+        if PRETRAINED_CALIBRATION.is_file():
+            settings = _inference_settings(_read_optional_json(PRETRAINED_CALIBRATION))
+            classifier.temperature, classifier.not_a_digit = settings["temperature"], settings["not_a_digit"]
         return classifier
     if not PRETRAINED_MODEL.is_file():
         raise DigitsError(
@@ -99,8 +115,8 @@ def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
         "source": "shipped with digits (src/digits/pretrained/model.keras)",
         "command": info.get("command"),
     }
-    sidecar = _read_optional_json(PRETRAINED_ONNX_INFO)
-    return Classifier(name="pretrained", model=model, info=info, **_inference_settings(sidecar))
+    calibration = _read_optional_json(PRETRAINED_CALIBRATION)
+    return Classifier(name="pretrained", model=model, info=info, **_inference_settings(calibration))
 
 
 def _shipped_onnx_usable() -> bool:
@@ -213,6 +229,7 @@ class FileResult:
     view: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     error: str | None = None
+    verdict: str | None = None  # DIGIT or NOT_A_DIGIT
     original: object = None  # A small RGB copy of the picture (PIL), kept for --show.
 
     @property
@@ -229,6 +246,7 @@ class FileResult:
         return {
             "path": self.path,
             "digit": self.digit,
+            "verdict": self.verdict,
             "probability": round(float(self.probabilities[self.digit]), 6),
             "top": [{"digit": digit, "probability": round(probability, 6)} for digit, probability in self.top(top)],
             "probabilities": [round(float(value), 6) for value in self.probabilities],
@@ -267,8 +285,9 @@ def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: 
     readable = [result for result in results if result.error is None]
     if readable:
         probabilities = classifier.predict(np.stack([result.view for result in readable]))
-        for result, row in zip(readable, probabilities):
+        for result, row in zip(readable, probabilities, strict=True):
             result.probabilities = row
+            result.verdict = classifier.verdict(row)
     return results
 
 
@@ -277,7 +296,10 @@ def result_line(result: FileResult, top: int = 3) -> str:
     if result.error is not None:
         return f"{result.path}: error: {result.error}"
     likeliest = ", ".join(f"{digit} {probability:.1%}" for digit, probability in result.top(top))
-    return f"{result.path}: {result.digit} ({result.probabilities[result.digit]:.1%})  top {top}: {likeliest}"
+    answer = f"{result.digit} ({result.probabilities[result.digit]:.1%})"
+    if result.verdict == NOT_A_DIGIT:
+        answer = f"does not look like a digit; best guess {answer}"
+    return f"{result.path}: {answer}  top {top}: {likeliest}"
 
 
 def results_document(classifier: Classifier, results: list[FileResult], top: int = 3) -> dict:
