@@ -43,7 +43,7 @@ def test_the_shipped_model_is_small_and_described(classifier):
     assert PRETRAINED_MODEL.stat().st_size < 1_000_000
     assert classifier.name == "pretrained"
     assert classifier.info["test_accuracy"] >= 0.98
-    assert classifier.info["parameters"] == classifier.model.count_params()
+    assert classifier.info["parameters"] == load_classifier(PRETRAINED_MODEL).model.count_params()
     assert "scripts/train_pretrained.py" in classifier.info["command"]
 
 
@@ -83,8 +83,12 @@ def test_bad_model_paths_are_one_sentence(tmp_path):
         load_classifier(tmp_path / "missing.keras")
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
-    with pytest.raises(DigitsError, match="not a .keras model file"):
+    with pytest.raises(DigitsError, match="not a .keras or .onnx model file"):
         load_classifier(notes)
+    broken_onnx = tmp_path / "broken.onnx"
+    broken_onnx.write_bytes(b"not an onnx graph")
+    with pytest.raises(DigitsError, match="Cannot load an ONNX model"):
+        load_classifier(broken_onnx)
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DigitsError, match="Cannot load a Keras model"):

@@ -257,7 +257,7 @@ def test_health_and_model_describe_the_loaded_model(client, classifier):
 
     model = client.get("/model").json()
     assert model["name"] == classifier.name
-    assert model["parameters"] == classifier.model.count_params()
+    assert model["parameters"] == classifier.info["parameters"] > 0
     assert model["architecture"] == classifier.info.get("architecture")
     assert model["test_accuracy"] == classifier.info.get("test_accuracy")
 

@@ -1,7 +1,7 @@
 """Ensembles: several trained runs vote by averaging their predicted probabilities on the test set.
 
-`average_probabilities` is the whole method, pure NumPy. `evaluate_ensemble` loads the members, predicts the test
-images once per member (and per test-time shift with tta=True), averages, and hands the result to
+`digits.inference.average_probabilities` is the whole method, pure NumPy. `evaluate_ensemble` loads the members,
+predicts the test images once per member (and per test-time shift with tta=True), averages, and hands the result to
 `digits.study.evaluate_predictions`, so an ensemble gets the same evaluation.json, figures and report as one
 model (without learning curves: it was never trained as one run).
 """
@@ -12,24 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from digits.errors import DigitsError
+from digits.inference import TTA_WORDS, average_probabilities
+from digits.inference import probabilities as model_probabilities
 
 ENSEMBLE_FILE = "ensemble.json"
-# How the test-time copies (digits.augment.TTA_SHIFTS) are described in the report.
-TTA_WORDS = "mean over 5 copies: the image and 1-pixel shifts up, down, left and right"
-
-
-def average_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:
-    """The mean of several (N, 10) probability arrays for the same N images: each row still sums to 1."""
-    if not probabilities:
-        raise ValueError("average_probabilities needs at least one array")
-    shapes = {np.shape(member) for member in probabilities}
-    if len(shapes) != 1:
-        raise ValueError(f"members predicted arrays of different shapes: {sorted(shapes)}")
-    # (members, N, 10) -> (N, 10)
-    return np.mean(np.stack([np.asarray(member, dtype="float64") for member in probabilities]), axis=0)
 
 
 @dataclass
@@ -59,15 +46,6 @@ def load_members(paths: Sequence[str | Path]) -> list:
     return runs
 
 
-def predict_member(model, images: np.ndarray, *, tta: bool = False) -> np.ndarray:
-    """One member's (N, 10) probabilities for uint8 (N, 28, 28) images; with tta, averaged over small shifts."""
-    from digits.augment import shifted_copies
-    from digits.data import to_model_input
-
-    copies = shifted_copies(images) if tta else [images]
-    return average_probabilities([model.predict(to_model_input(copy), batch_size=1000, verbose=0) for copy in copies])
-
-
 def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | None = None, *, tta: bool = False,
                       command: str | None = None) -> EnsembleResult:
     """Average the members' test probabilities and write the ensemble's evaluation folder and report.
@@ -83,7 +61,7 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
     images, labels = test_set(runs[0], data)
     member_probabilities, members = [], []
     for run in runs:
-        probabilities = predict_member(load_model(run), images, tta=tta)
+        probabilities = model_probabilities(load_model(run), images, tta=tta)
         member_probabilities.append(probabilities)
         members.append(ModelSummary.from_evaluation(run.name, evaluate(labels, probabilities),
                                                     training_seconds=run.metrics.get("training_seconds"),

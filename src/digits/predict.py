@@ -7,6 +7,8 @@ file gets a result, and a file that cannot be read gets its error instead of sto
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,64 +17,96 @@ import numpy as np
 
 from digits.errors import DigitsError
 from digits.images import ImageError, load_image, prepare_image
+from digits.inference import CALIBRATION_FILE, OnnxModel, probabilities, with_temperature
 
 PRETRAINED_DIR = Path(__file__).with_name("pretrained")
 PRETRAINED_MODEL = PRETRAINED_DIR / "model.keras"
 PRETRAINED_INFO = PRETRAINED_DIR / "model.json"
+# The shipped model exported by `digits export src/digits/pretrained/model.keras --format onnx`, and its sidecar.
+PRETRAINED_ONNX = PRETRAINED_DIR / "model.onnx"
+PRETRAINED_ONNX_INFO = PRETRAINED_DIR / "model.onnx.json"
+PRETRAINED_CALIBRATION = PRETRAINED_DIR / CALIBRATION_FILE
 
-# Above this many images, Keras's batched `predict` beats calling the model directly.
-DIRECT_CALL_LIMIT = 256
+
+# The verdicts `Classifier.verdict` gives, in the JSON of `digits predict` and of the API.
+DIGIT, NOT_A_DIGIT = "digit", "not a digit"
 
 
 @dataclass
 class Classifier:
-    """A loaded model and what is known about it (architecture, parameters, test_accuracy, source)."""
+    """A loaded model and what is known about it (architecture, parameters, test_accuracy, source).
+
+    `model` is a keras.Model or a `digits.inference.OnnxModel`; `predict` answers the same for both.
+    """
 
     name: str
-    model: object  # keras.Model; typed loosely so that importing this module does not import Keras.
+    model: object  # Typed loosely so that importing this module imports neither Keras nor ONNX Runtime.
     info: dict = field(default_factory=dict)
+    temperature: float = 1.0  # Divides the logits; fitted on the holdout by `digits evaluate --calibrate`.
+    not_a_digit: dict | None = None  # {"score": ..., "threshold": ...}: when a picture is called no digit.
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if isinstance(self.model, OnnxModel) else "keras"
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, 28, 28) MNIST-style images → float (N, 10) class probabilities."""
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise ValueError(f"Expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}.")
-        if len(images) == 0:
-            return np.zeros((0, 10), np.float32)
-        # Scale to [0, 1] and add the channel axis: the input every digits model takes.
-        model_input = (images.astype(np.float32) / 255.0)[..., np.newaxis]
-        if len(images) <= DIRECT_CALL_LIMIT:
-            probabilities = self.model(model_input, training=False)
-        else:
-            probabilities = self.model.predict(model_input, batch_size=DIRECT_CALL_LIMIT, verbose=0)
-        return np.asarray(probabilities, dtype=np.float32)
+        """uint8 (N, 28, 28) MNIST-style images → float32 (N, 10) class probabilities (calibrated)."""
+        return with_temperature(probabilities(self.model, images), self.temperature)
+
+    def verdict(self, probabilities: np.ndarray) -> str:
+        """DIGIT, or NOT_A_DIGIT when the best digit's probability is under the model's measured threshold
+        (benchmarks/not_a_digit.py); always DIGIT for a model without one."""
+        if self.not_a_digit is None or float(np.max(probabilities)) >= self.not_a_digit["threshold"]:
+            return DIGIT
+        return NOT_A_DIGIT
 
 
-def load_classifier(spec: str | Path | None = None) -> Classifier:
-    """The shipped model (None), a run folder written by `digits train`, or a .keras file."""
+def load_classifier(spec: str | Path | None = None, *, threads: int | None = None,
+                    prefer_onnx: bool = True) -> Classifier:
+    """The shipped model (None), a run folder written by `digits train`, a .keras or an exported .onnx file.
+
+    The shipped model runs on ONNX Runtime when it is installed (no TensorFlow) and prefer_onnx, else on Keras.
+    threads: ONNX Runtime's threads per call (None: one per core).
+    """
     if spec is None:
-        return _load_pretrained()
+        return _load_pretrained(threads, prefer_onnx)
     path = Path(spec)
     if not path.exists():
-        raise DigitsError(f"There is no model at {path}; give a run folder or a .keras file, or leave --model out.")
+        raise DigitsError(
+            f"There is no model at {path}; give a run folder, a .keras or .onnx file, or leave --model out."
+        )
     if path.is_dir():
         return _load_run(path)
+    if path.suffix == ".onnx":
+        return _load_onnx(path, threads)
     if path.suffix != ".keras":
-        raise DigitsError(f"{path} is not a .keras model file; give a run folder or a .keras file.")
+        raise DigitsError(f"{path} is not a .keras or .onnx model file; give a run folder or such a file.")
     model = _load_keras_file(path)
     info = {"architecture": model.name, "parameters": model.count_params(), "test_accuracy": None, "source": str(path)}
     return Classifier(name=path.stem if path.stem != "model" else path.parent.name or "model", model=model, info=info)
 
 
-def _load_pretrained() -> Classifier:
+def runs_on_onnx(spec: str | Path | None) -> bool:
+    """Whether `load_classifier(spec)` will run the model on ONNX Runtime (and never import TensorFlow)."""
+    return _shipped_onnx_usable() if spec is None else Path(spec).suffix == ".onnx"
+
+
+def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
+    if prefer_onnx and _shipped_onnx_usable():
+        classifier = _load_onnx(PRETRAINED_ONNX, threads)
+        classifier.name = "pretrained"
+        classifier.info["source"] = "shipped with digits (src/digits/pretrained/model.onnx)"
+        classifier.info["command"] = _read_optional_json(PRETRAINED_INFO).get("command")
+        # calibration.json beside the model is the source of truth; the sidecar copies it at export time.
+        if PRETRAINED_CALIBRATION.is_file():
+            settings = _inference_settings(_read_optional_json(PRETRAINED_CALIBRATION))
+            classifier.temperature, classifier.not_a_digit = settings["temperature"], settings["not_a_digit"]
+        return classifier
     if not PRETRAINED_MODEL.is_file():
         raise DigitsError(
             f"The shipped model {PRETRAINED_MODEL} is missing; reinstall digits or pass --model RUN|FILE.keras."
         )
-    try:
-        info = json.loads(PRETRAINED_INFO.read_text())
-    except (OSError, ValueError):
-        info = {}
+    info = _read_optional_json(PRETRAINED_INFO)
     model = _load_keras_file(PRETRAINED_MODEL)
     info = {
         "architecture": info.get("architecture", model.name),
@@ -81,7 +115,44 @@ def _load_pretrained() -> Classifier:
         "source": "shipped with digits (src/digits/pretrained/model.keras)",
         "command": info.get("command"),
     }
-    return Classifier(name="pretrained", model=model, info=info)
+    calibration = _read_optional_json(PRETRAINED_CALIBRATION)
+    return Classifier(name="pretrained", model=model, info=info, **_inference_settings(calibration))
+
+
+def _shipped_onnx_usable() -> bool:
+    """ONNX Runtime is installed and model.onnx was exported from the model.keras shipped beside it."""
+    if importlib.util.find_spec("onnxruntime") is None or not PRETRAINED_ONNX.is_file():
+        return False
+    recorded = _read_optional_json(PRETRAINED_ONNX_INFO).get("source_sha256")
+    # A model.keras retrained without exporting again must not be shadowed by the old model.onnx.
+    return not PRETRAINED_MODEL.is_file() or recorded == file_sha256(PRETRAINED_MODEL)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_onnx(path: Path, threads: int | None) -> Classifier:
+    sidecar = _read_optional_json(path.with_name(path.name + ".json"))
+    info = {
+        "architecture": sidecar.get("architecture"),
+        "parameters": sidecar.get("parameters"),
+        "test_accuracy": sidecar.get("test_accuracy"),
+        "source": str(path),
+    }
+    name = sidecar.get("name") or (path.stem if path.stem != "model" else path.parent.name or "model")
+    return Classifier(name=name, model=OnnxModel(path, threads=threads), info=info, **_inference_settings(sidecar))
+
+
+def _inference_settings(settings: dict) -> dict:
+    """The temperature and not-a-digit threshold recorded in a sidecar or calibration.json, checked."""
+    temperature = settings.get("temperature") or 1.0
+    not_a_digit = settings.get("not_a_digit")
+    if not isinstance(temperature, (int, float)) or temperature <= 0:
+        temperature = 1.0
+    if not (isinstance(not_a_digit, dict) and isinstance(not_a_digit.get("threshold"), (int, float))):
+        not_a_digit = None
+    return {"temperature": float(temperature), "not_a_digit": not_a_digit}
 
 
 def _load_run(path: Path) -> Classifier:
@@ -107,7 +178,8 @@ def _load_run(path: Path) -> Classifier:
         "test_accuracy": metrics.get("validation_accuracy") if on_test else None,
         "source": str(path),
     }
-    return Classifier(name=path.name, model=model, info=info)
+    calibration = _read_optional_json(path / CALIBRATION_FILE)
+    return Classifier(name=path.name, model=model, info=info, **_inference_settings(calibration))
 
 
 def _read_optional_json(path: Path) -> dict:
@@ -157,6 +229,7 @@ class FileResult:
     view: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     error: str | None = None
+    verdict: str | None = None  # DIGIT or NOT_A_DIGIT
     original: object = None  # A small RGB copy of the picture (PIL), kept for --show.
 
     @property
@@ -173,6 +246,7 @@ class FileResult:
         return {
             "path": self.path,
             "digit": self.digit,
+            "verdict": self.verdict,
             "probability": round(float(self.probabilities[self.digit]), 6),
             "top": [{"digit": digit, "probability": round(probability, 6)} for digit, probability in self.top(top)],
             "probabilities": [round(float(value), 6) for value in self.probabilities],
@@ -211,8 +285,9 @@ def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: 
     readable = [result for result in results if result.error is None]
     if readable:
         probabilities = classifier.predict(np.stack([result.view for result in readable]))
-        for result, row in zip(readable, probabilities):
+        for result, row in zip(readable, probabilities, strict=True):
             result.probabilities = row
+            result.verdict = classifier.verdict(row)
     return results
 
 
@@ -221,7 +296,10 @@ def result_line(result: FileResult, top: int = 3) -> str:
     if result.error is not None:
         return f"{result.path}: error: {result.error}"
     likeliest = ", ".join(f"{digit} {probability:.1%}" for digit, probability in result.top(top))
-    return f"{result.path}: {result.digit} ({result.probabilities[result.digit]:.1%})  top {top}: {likeliest}"
+    answer = f"{result.digit} ({result.probabilities[result.digit]:.1%})"
+    if result.verdict == NOT_A_DIGIT:
+        answer = f"does not look like a digit; best guess {answer}"
+    return f"{result.path}: {answer}  top {top}: {likeliest}"
 
 
 def results_document(classifier: Classifier, results: list[FileResult], top: int = 3) -> dict:

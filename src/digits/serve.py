@@ -10,7 +10,7 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -44,6 +44,10 @@ class Prediction(BaseModel):
     """What the model read in one picture."""
 
     digit: int = Field(ge=0, le=9, description="The most probable digit.")
+    verdict: Literal["digit", "not a digit"] = Field(
+        description="`not a digit` when the picture does not look like any digit (the best digit's probability "
+        "is under the model's measured threshold); `digit` and the other fields still give the best guess."
+    )
     probability: float = Field(ge=0.0, le=1.0, description="The model's probability for `digit`.")
     probabilities: list[float] = Field(
         min_length=10, max_length=10, description="One probability per digit 0..9; they sum to 1."
@@ -151,7 +155,8 @@ def create_app(classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYT
             raise HTTPException(400, sentence(error)) from error
         except PreparationFailed as error:
             raise HTTPException(500, str(error)) from error
-        return describe_prediction(classifier.name, view, await classify(view))
+        probabilities = await classify(view)
+        return describe_prediction(classifier.name, view, probabilities, classifier.verdict(probabilities))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
@@ -225,11 +230,13 @@ async def file_field(request: Request, body: bytes) -> tuple[bytes, str | None]:
         await form.close()
 
 
-def describe_prediction(model_name: str, view: np.ndarray, probabilities: np.ndarray) -> Prediction:
-    """The API's answer for one view and its ten probabilities."""
+def describe_prediction(model_name: str, view: np.ndarray, probabilities: np.ndarray,
+                        verdict: str = "digit") -> Prediction:
+    """The API's answer for one view, its ten probabilities and the classifier's verdict."""
     ranking = np.argsort(-probabilities, kind="stable")
     return Prediction(
         digit=int(ranking[0]),
+        verdict=verdict,
         probability=float(probabilities[ranking[0]]),
         probabilities=probabilities.tolist(),
         top=[RankedDigit(digit=int(digit), probability=float(probabilities[digit])) for digit in ranking[:TOP_COUNT]],

@@ -20,7 +20,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     """Load the model once, then answer on http://host:port/ until Ctrl+C."""
     import uvicorn
 
-    from digits.predict import load_classifier
+    from digits.predict import load_classifier, runs_on_onnx
 
     # Bind first, so a busy port is reported before the model takes seconds to load.
     listener = open_listener(host, port)
@@ -32,12 +32,13 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
                 "machines, with no authentication; use --host 127.0.0.1 to keep them local.",
                 file=sys.stderr,
             )
-        use_one_thread_per_inference()
-        classifier = load_classifier(model)
+        if not runs_on_onnx(model):  # ONNX Runtime's threads are set on its session; TensorFlow's globally.
+            use_one_thread_per_inference()
+        classifier = load_classifier(model, threads=1)
         app = create_app(classifier)
         app.state.preparer.start()
         url_host = f"[{host}]" if ":" in host else host
-        print(f"Serving model {classifier.name} at http://{url_host}:{listener.getsockname()[1]}/ "
+        print(f"Serving model {classifier.name} ({classifier.runtime}) at http://{url_host}:{listener.getsockname()[1]}/ "
               "(press Ctrl+C to stop).", flush=True)
         # Browsers keep idle connections for minutes; closing them after uvicorn's default 5 s races with
         # the page's next request on the same connection.

@@ -21,6 +21,8 @@ from digits.data import Mnist, class_counts
 from digits.errors import DigitsError
 from digits.evaluate import (Comparison, Evaluation, ModelSummary, OverfittingVerdict, compare, evaluate,
                              overfitting_verdict)
+from digits.inference import TTA_WORDS
+from digits.inference import probabilities as model_probabilities
 from digits.report import GALLERY_SIZE, ComparisonSection, DataSection, ModelSection, write_report
 from digits.runs import Run, create_run_dir, load_run, write_json
 
@@ -108,7 +110,6 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
     still one model, 5 times the inference. The output goes to `<run>/evaluation/` (`evaluation-tta/`) unless
     out_dir says otherwise; evaluating again replaces it. test_limit scores only the first N test images.
     """
-    from digits.ensemble import TTA_WORDS, predict_member
     from digits.runs import load_model
 
     run = run if isinstance(run, Run) else load_run(run)
@@ -116,7 +117,7 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
         raise DigitsError(f"{run.path / 'config.json'} holds no recipe; the run is damaged, so train it again.")
     model = load_model(run)
     images, labels = test_set(run, data, test_limit)
-    probabilities = predict_member(model, images, tta=tta)  # (N, 28, 28) uint8 -> (N, 10)
+    probabilities = model_probabilities(model, images, tta=tta)  # (N, 28, 28) uint8 -> (N, 10)
     # The preset names the model in tables ("quick-cnn"); the run folder stays in `source`.
     name = str(run.config.get("preset") or run.name) + (" with TTA" if tta else "")
     config = run.config

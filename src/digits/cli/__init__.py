@@ -18,7 +18,7 @@ from digits import __version__
 from digits.cli.studying import add_ensemble_commands, add_study_commands
 from digits.cli.sweeping import add_sweep_commands
 from digits.cli.training import add_data_commands, add_training_commands
-from digits.cli.using import add_predict_commands, add_serve_commands
+from digits.cli.using import add_export_commands, add_predict_commands, add_serve_commands
 from digits.errors import DigitsError
 
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_commands(subcommands)
     add_predict_commands(subcommands)
     add_serve_commands(subcommands)
+    add_export_commands(subcommands)
     return parser
 
 

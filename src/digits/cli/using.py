@@ -1,4 +1,5 @@
-"""Commands that use a trained model: `predict` on picture files and `serve` for the page and the API."""
+"""Commands that use a trained model: `predict` on picture files, `serve` for the page and the API, and
+`export` to ONNX, LiteRT or a SavedModel."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def add_predict_commands(subcommands) -> None:
     )
     predict.add_argument("inputs", nargs="+", metavar="IMAGE|DIR", help="picture files or folders of them")
     predict.add_argument(
-        "--model", metavar="RUN|FILE.keras", help="a run folder or .keras file (default: the shipped model)"
+        "--model", metavar="RUN|FILE.keras|FILE.onnx",
+        help="a run folder, .keras file or exported .onnx file (default: the shipped model)"
     )
     predict.add_argument("--json", action="store_true", help="print one JSON document, not one line per file")
     predict.add_argument(
@@ -66,7 +68,9 @@ def add_serve_commands(subcommands) -> None:
         description="Load a model once and serve the draw-a-digit page at / and the JSON API "
         "(POST /predict, GET /health, GET /model, schema at /openapi.json) with uvicorn.",
     )
-    serve.add_argument("--model", help="a run folder or a .keras file (default: the pretrained model shipped with digits)")
+    serve.add_argument("--model", metavar="RUN|FILE.keras|FILE.onnx",
+                       help="a run folder, .keras file or exported .onnx file (default: the shipped model, "
+                       "on ONNX Runtime when it is installed)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
     serve.set_defaults(handler=run_serve)
@@ -76,4 +80,31 @@ def run_serve(args) -> int:
     from digits.server import serve
 
     serve(args.model, host=args.host, port=args.port)
+    return 0
+
+
+# --- export (issue 17) ----------------------------------------------------------------------------
+
+
+def add_export_commands(subcommands) -> None:
+    export = subcommands.add_parser(
+        "export",
+        help="write a model as ONNX, LiteRT (.tflite) or a TensorFlow SavedModel, checked against Keras",
+        description="Export the model of a run folder or .keras file with Keras's exporter, then classify 1,000 "
+        "MNIST test images with the export in its own runtime and with Keras: any differing digit, or a "
+        "probability more than 1e-4 apart, is an error and leaves no file. A JSON sidecar (<file>.json) "
+        "describes the input, the preprocessing, the classes and the check. Existing files are never replaced.",
+    )
+    export.add_argument("source", metavar="RUN|FILE.keras", help="a run folder or a .keras file")
+    export.add_argument("--format", choices=["onnx", "litert", "saved_model"], default="onnx", help="the format to write (onnx)")
+    export.add_argument("--out", type=Path, metavar="PATH",
+                        help="where to write (default: beside the source: model.onnx, model.tflite, ...)")
+    export.set_defaults(handler=run_export)
+
+
+def run_export(args) -> int:
+    from digits.export import export_model
+
+    result = export_model(args.source, args.format, args.out, command=" ".join(["digits", *sys.argv[1:]]))
+    print(f"Wrote {result.path} and {result.sidecar.name}; {result.check.line()}.")
     return 0

@@ -202,8 +202,12 @@ function percent(probability) {
 function showPrediction(prediction) {
   message.hidden = true;
   digitOutput.textContent = String(prediction.digit);
-  digitOutput.classList.remove("muted");
-  confidence.textContent = `${percent(prediction.probability)} sure`;
+  // A picture unlike any digit still shows the best guess, greyed, with a gentle word instead of "sure".
+  const doubtful = prediction.verdict === "not a digit";
+  digitOutput.classList.toggle("muted", doubtful);
+  confidence.textContent = doubtful
+    ? `This doesn't look like a digit. Best guess: ${prediction.digit} (${percent(prediction.probability)}).`
+    : `${percent(prediction.probability)} sure`;
   barRows.forEach((row, digit) => {
     const probability = prediction.probabilities[digit];
     row.querySelector(".bar-fill").style.width = `${(probability * 100).toFixed(2)}%`;

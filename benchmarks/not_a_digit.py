@@ -1,0 +1,244 @@
+"""Can the model tell a digit from something that is not one? The score, its ROC AUC, and a threshold.
+
+    .venv/bin/python benchmarks/not_a_digit.py [--model RUN|FILE] [--write]
+
+The score is the model's largest probability (maximum softmax): a picture whose best digit gets less than the
+threshold is called "not a digit". Both sets are generated offline and read through `digits.images.prepare_image`,
+exactly as `digits predict` reads a file:
+  digits      MNIST images; font digits and pen-stroke digits from benchmarks/font_digits.py's generators
+  non-digits  letters and symbols in every font on the machine (those that look like digits, such as O, l, S,
+              Z, B, g, left out), random scribbles, shapes (boxes, triangles, stars, a smiley), noise blobs
+Everything comes in two halves drawn separately: the threshold is chosen on the first (MNIST: the last 10,000
+training images; fonts with an even index; generator seed 0) and the figures are measured on the second
+(the 10,000 MNIST test images; the other fonts; seed 1). The rule: the highest threshold that rejects at most
+0.5 % of the first half's MNIST digits and at most 2 % of its font and stroke digits (margins under the goals).
+--write saves the threshold in the model's calibration.json (the shipped model: src/digits/pretrained/).
+
+Goals (issue 17): at most 1 % of MNIST test digits and 3 % of font/stroke digits rejected, at least 90 % of
+non-digits caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).parent))
+import font_digits  # The digit generators of the robustness benchmark, shared, not copied.
+
+from digits.images import ImageError, prepare_image
+from digits.predict import PRETRAINED_DIR, load_classifier
+
+# Letters and symbols that do not look like a digit in common fonts (O/0, l/1, Z/2, S/5, G/6, B/8, g/9 left out).
+NON_DIGIT_CHARACTERS = "ACDEFHJKLMNPRTUVWXYacdefhkmnprtuvwxy#@%&?$+=*"
+GOALS = {"mnist_rejected": 0.01, "font_rejected": 0.03, "caught": 0.90}
+CHOICE_LIMITS = {"mnist": 0.005, "font": 0.02}
+
+
+def prepared(pictures: list[Image.Image]) -> tuple[np.ndarray, int]:
+    """The 28×28 views of the pictures that hold ink, and how many held none."""
+    views, refused = [], 0
+    for picture in pictures:
+        try:
+            views.append(prepare_image(picture))
+        except ImageError:
+            refused += 1
+    return np.stack(views), refused
+
+
+def font_digit_pictures(fonts: list[Path], seed: int) -> list[Image.Image]:
+    rng = random.Random(seed)
+    pictures = [font_digits.clean_picture(font, digit) for font in fonts for digit in font_digits.DIGITS]
+    pictures += [font_digits.varied_picture(font, digit, rng)[0] for font in fonts for digit in font_digits.DIGITS]
+    pictures += [font_digits.stroke_picture(font_digits.DIGITS[index % 10], rng)[0] for index in range(200)]
+    return pictures
+
+
+def letter_pictures(fonts: list[Path], seed: int) -> list[Image.Image]:
+    rng = random.Random(seed)
+    pictures = []
+    for font in fonts:
+        for character in NON_DIGIT_CHARACTERS:
+            mask = font_digits.render_glyph(font, character, rng.randint(40, 120))
+            side = max(mask.width, mask.height) + rng.randint(20, 80)
+            position = ((side - mask.width) // 2, (side - mask.height) // 2)
+            pictures.append(font_digits.compose(mask, (side, side), position, (0, 0, 0), (255, 255, 255)))
+    return pictures
+
+
+def scribble_pictures(count: int, seed: int) -> list[Image.Image]:
+    """Random pen paths: 3–9 points joined by straight or curved strokes, like a child's doodle."""
+    rng = np.random.default_rng(seed)
+    pictures = []
+    for _ in range(count):
+        picture = Image.new("L", (200, 200), 255)
+        points = [tuple(point) for point in rng.uniform(20, 180, (rng.integers(3, 10), 2))]
+        ImageDraw.Draw(picture).line(points, fill=0, width=int(rng.integers(4, 16)), joint="curve")
+        pictures.append(picture)
+    return pictures
+
+
+def shape_pictures(count: int, seed: int) -> list[Image.Image]:
+    """Filled and outlined boxes, triangles, stars, and smiley faces."""
+    rng = np.random.default_rng(seed)
+    pictures = []
+    for index in range(count):
+        picture = Image.new("L", (200, 200), 255)
+        draw = ImageDraw.Draw(picture)
+        width = int(rng.integers(4, 14))
+        kind = index % 4
+        if kind == 0:
+            corners = sorted(rng.uniform(20, 180, 2)), sorted(rng.uniform(20, 180, 2))
+            box = (corners[0][0], corners[1][0], corners[0][1] + 10, corners[1][1] + 10)
+            draw.rectangle(box, fill=0 if rng.random() < 0.5 else None, outline=0, width=width)
+        elif kind == 1:
+            draw.polygon([tuple(point) for point in rng.uniform(20, 180, (3, 2))], outline=0, width=width,
+                         fill=0 if rng.random() < 0.5 else None)
+        elif kind == 2:
+            tips = int(rng.integers(5, 8))
+            radii = [80 if step % 2 == 0 else 35 for step in range(2 * tips)]
+            turn = rng.uniform(0, math.pi)
+            draw.polygon([(100 + radius * math.cos(turn + step * math.pi / tips),
+                           100 + radius * math.sin(turn + step * math.pi / tips)) for step, radius in enumerate(radii)],
+                         outline=0, width=width)
+        else:
+            draw.ellipse((20, 20, 180, 180), outline=0, width=width)
+            for eye_x in (70, 130):
+                draw.ellipse((eye_x - 8, 65, eye_x + 8, 85), fill=0)
+            draw.arc((55, 70, 145, 150), 20, 160, fill=0, width=width)
+        pictures.append(picture)
+    return pictures
+
+
+def noise_pictures(count: int, seed: int) -> list[Image.Image]:
+    """Blotchy noise: random dark blobs, smoothed, as a smudged or empty-ish photo gives."""
+    rng = np.random.default_rng(seed)
+    pictures = []
+    for _ in range(count):
+        field = rng.random((25, 25))
+        blobs = np.asarray(Image.fromarray((field * 255).astype(np.uint8)).resize((200, 200), Image.Resampling.BICUBIC))
+        pictures.append(Image.fromarray(np.where(blobs > rng.uniform(170, 230), 0, 255).astype(np.uint8)))
+    return pictures
+
+
+def non_digit_sets(fonts: list[Path], seed: int) -> dict[str, list[Image.Image]]:
+    return {"letters and symbols": letter_pictures(fonts, seed), "scribbles": scribble_pictures(300, seed),
+            "shapes": shape_pictures(200, seed), "noise": noise_pictures(200, seed)}
+
+
+def roc_auc(digit_scores: np.ndarray, other_scores: np.ndarray) -> float:
+    """The chance that a random digit scores above a random non-digit (ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.r_[np.ones(len(digit_scores)), np.zeros(len(other_scores))]
+    return float(roc_auc_score(labels, np.r_[digit_scores, other_scores]))
+
+
+def feature_distance(spec: str | None, train_images: np.ndarray, train_labels: np.ndarray):
+    """A second score, Keras only: minus the smallest Mahalanobis distance from the features the last layer reads
+    (128 numbers for the shipped model) to a class mean, with one covariance shared by the classes (Lee et al.
+    2018), fitted on the given training images."""
+    import keras
+
+    from digits.data import to_model_input
+
+    model = load_classifier(spec, prefer_onnx=False).model
+    extractor = keras.Model(model.inputs, model.layers[-1].input)
+
+    def features(images: np.ndarray) -> np.ndarray:
+        return np.asarray(extractor.predict(to_model_input(images), batch_size=1000, verbose=0), np.float64)
+
+    train_features = features(train_images)
+    means = np.stack([train_features[train_labels == digit].mean(axis=0) for digit in range(10)])  # (10, F)
+    centred = train_features - means[train_labels]
+    precision = np.linalg.inv(centred.T @ centred / len(centred) + 1e-6 * np.eye(centred.shape[1]))
+
+    def score(images: np.ndarray) -> np.ndarray:
+        offsets = features(images)[:, np.newaxis, :] - means[np.newaxis]  # (N, 10, F)
+        return -np.einsum("ncf,fg,ncg->nc", offsets, precision, offsets).min(axis=1)
+
+    return score
+
+
+def measure(score, halves: dict) -> dict:
+    """The threshold chosen on the first half and the figures on the second, for one score."""
+    choice, result = ({name: score(views) for name, views in halves[half].items()} for half in ("choice", "evaluation"))
+    threshold = float(min(np.quantile(choice["mnist"], CHOICE_LIMITS["mnist"]),
+                          np.quantile(choice["font"], CHOICE_LIMITS["font"])))
+    others = np.concatenate([result[kind] for kind in result if kind not in ("mnist", "font")])
+    return {
+        "threshold": threshold,
+        "auc": roc_auc(np.r_[result["mnist"], result["font"]], others),
+        "mnist_rejected": float(np.mean(result["mnist"] < threshold)),
+        "font_rejected": float(np.mean(result["font"] < threshold)),
+        "caught": {kind: float(np.mean(result[kind] < threshold)) for kind in result if kind not in ("mnist", "font")},
+        "caught_all": float(np.mean(others < threshold)),
+        "counts": {kind: len(views) for kind, views in halves["evaluation"].items()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a run folder, .keras or .onnx file (default: the shipped model)")
+    parser.add_argument("--write", action="store_true", help="save the threshold in the model's calibration.json")
+    parser.add_argument("--feature-distance", action="store_true",
+                        help="also measure the Mahalanobis feature distance (needs the Keras model; not shipped)")
+    args = parser.parse_args()
+    from digits.data import load_mnist
+
+    classifier = load_classifier(args.model)
+    mnist = load_mnist()
+    fonts = font_digits.find_fonts()
+    if len(fonts) < 2:
+        sys.exit("not_a_digit: needs two TrueType fonts or more; `apt-get install fonts-dejavu-core fonts-liberation`.")
+    # Pictures that hold no ink are refused before the model ("no digit"); only the rest are scored here.
+    halves = {}
+    for half, (half_fonts, seed, mnist_images) in {"choice": (fonts[0::2], 0, mnist.train_images[-10_000:]),
+                                                   "evaluation": (fonts[1::2], 1, mnist.test_images)}.items():
+        halves[half] = {"mnist": mnist_images, "font": prepared(font_digit_pictures(half_fonts, seed))[0]}
+        halves[half].update({kind: prepared(pictures)[0] for kind, pictures in non_digit_sets(half_fonts, seed).items()})
+
+    scores = {"maximum probability": lambda images: classifier.predict(images).max(axis=1)}
+    if args.feature_distance:
+        scores["feature distance (Keras)"] = feature_distance(args.model, mnist.train_images[:50_000],
+                                                              mnist.train_labels[:50_000])
+    print(f"model {classifier.name} ({classifier.runtime}); {len(fonts)} fonts; thresholds chosen on the first half "
+          f"(MNIST training holdout, {len(fonts[0::2])} fonts, seed 0), every figure on the second half")
+    measured = {}
+    for name, score in scores.items():
+        figures = measured[name] = measure(score, halves)
+        counts = figures["counts"]
+        print(f"\nscore: {name}, threshold {figures['threshold']:.4f}")
+        print(f"ROC AUC (digits vs non-digits)     {figures['auc']:.4f}")
+        print(f"MNIST test digits rejected         {figures['mnist_rejected']:6.2%}   goal ≤ {GOALS['mnist_rejected']:.0%}")
+        print(f"font and stroke digits rejected    {figures['font_rejected']:6.2%}   goal ≤ {GOALS['font_rejected']:.0%}"
+              f"   ({counts['font']} pictures)")
+        print(f"non-digits caught                  {figures['caught_all']:6.2%}   goal ≥ {GOALS['caught']:.0%}")
+        for kind, caught in figures["caught"].items():
+            print(f"  {kind:30} {caught:6.2%} of {counts[kind]}")
+    shipped = measured["maximum probability"]
+    met = (shipped["mnist_rejected"] <= GOALS["mnist_rejected"] and shipped["font_rejected"] <= GOALS["font_rejected"]
+           and shipped["caught_all"] >= GOALS["caught"])
+    print(f"\ngoals with the shipped score (maximum probability): {'met' if met else 'NOT met'}")
+    if args.write:
+        folder = PRETRAINED_DIR if args.model is None else Path(args.model)
+        if not folder.is_dir():
+            sys.exit("not_a_digit: --write needs a run folder (or the shipped model).")
+        path = folder / "calibration.json"
+        settings = json.loads(path.read_text()) if path.is_file() else {}
+        settings["not_a_digit"] = {"score": "max_probability", "threshold": round(shipped["threshold"], 6),
+                                   "command": "python benchmarks/not_a_digit.py --write"}
+        path.write_text(json.dumps(settings, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
