@@ -103,7 +103,7 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
 
     # Pillow's own bomb guard only warns below twice its limit; ours refuses from the header alone. Pillow
     # also checks the pictures a container holds (an ICO's PNG) against its limit, so that is ours too.
-    with warnings.catch_warnings(), _pillow_pixel_limit(MAX_PIXELS):
+    with warnings.catch_warnings(), _pillow_pixel_limit(2 * MAX_PIXELS):
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(stream)
@@ -121,7 +121,8 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
         try:
             # Large JPEGs decode at a reduced scale straight away: the digit needs far fewer pixels.
             image.draft(image.mode, (2 * WORK_SIDE, 2 * WORK_SIDE))
-            image.load()
+            with _pillow_pixel_limit(MAX_PIXELS):  # A picture inside this one (an ICO's PNG) is held to ours.
+                image.load()
             image = ImageOps.exif_transpose(image)
         except Image.DecompressionBombError:
             raise _too_large(label, (width, height)) from None
@@ -145,7 +146,10 @@ def _too_large(label: str, size: tuple[int, int] | None) -> ImageTooLarge:
 
 @contextlib.contextmanager
 def _pillow_pixel_limit(pixels: int):
-    """Make Pillow refuse, with DecompressionBombError, any picture above `pixels` while reading one."""
+    """Make Pillow refuse, with DecompressionBombError, any picture above `pixels` while reading one.
+
+    Opening allows twice our limit, so that a picture just over it is refused by our check with its size.
+    """
     # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice it.
     saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, pixels // 2
     try:

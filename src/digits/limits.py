@@ -55,12 +55,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     head_bytes = 0
     reading_head = True
     head_deadline: asyncio.TimerHandle | None = None
+    refused = False
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.start_head_clock()  # A client that connects and sends nothing is closed too.
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # Read and dropped until the connection closes; see refuse_head.
         if self.reading_head and self.head_deadline is None:
             self.start_head_clock()
         super().data_received(data)
@@ -110,14 +113,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 b"content-length: %d" % len(body), b"connection: close"]
         head += [name.encode() + b": " + value.encode() for name, value in SECURITY_HEADERS.items()]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-        self.transport.close()
+        # Closing with unread data would reset the connection and lose the answer on the way: the rest of the
+        # request is read and dropped for a second, after the answer and the end of it are sent.
+        self.refused = True
+        self.transport.write_eof()
+        self.loop.call_later(1.0, self.transport.close)
 
 
 class UploadBudget:
     """Bytes held by the uploads being received now; `take` refuses what would go over the budget."""
 
-    def __init__(self, limit: int = UPLOAD_BUDGET_BYTES):
-        self.limit = limit
+    def __init__(self, limit: int | None = None):
+        self.limit = UPLOAD_BUDGET_BYTES if limit is None else limit
         self.used = 0
 
     def take(self, size: int) -> None:
@@ -140,11 +147,11 @@ class RequestGuard:
     """
 
     def __init__(self, app, allowed_hosts: Collection[str] | None = None, budget: UploadBudget | None = None,
-                 body_seconds: float = BODY_SECONDS):
+                 body_seconds: float | None = None):
         self.app = app
         self.allowed_hosts = None if allowed_hosts is None else {name.lower() for name in allowed_hosts}
         self.budget = budget or UploadBudget()
-        self.body_seconds = body_seconds
+        self.body_seconds = BODY_SECONDS if body_seconds is None else body_seconds
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
