@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -97,19 +99,60 @@ def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
 
 def load_model(run: Run):
     """The run's trained Keras model."""
+    if not run.model_path.is_file():
+        raise DigitsError(f"The run in {run.path} has no {MODEL_FILE} (no epoch finished); train it again.")
+    return load_keras_file(run.model_path, damaged=f"the file is damaged, so train {run.path.name} again")
+
+
+# A model file bigger than this is not a digits model (the largest preset's is about 20 MB).
+MAX_MODEL_BYTES = 2 * 2**30
+
+
+def load_keras_file(path: Path, *, compile: bool = True, damaged: str = "give a .keras file saved by Keras 3"):
+    """A Keras model from a .keras file, loaded in Keras's safe mode; DigitsError in one sentence otherwise.
+
+    The path must name a regular file of sane size: a link to /dev/zero or a named pipe would otherwise grow
+    without end or wait for ever. `damaged` ends the sentence for a file Keras cannot read.
+    """
     import keras
 
     import digits.augment  # noqa: F401  Registers the augmentation layer a model.keras may hold.
     import digits.schedules  # noqa: F401  Registers the learning-rate schedules a model.keras may name.
 
-    if not run.model_path.is_file():
-        raise DigitsError(f"The run in {run.path} has no {MODEL_FILE} (no epoch finished); train it again.")
     try:
-        return keras.saving.load_model(run.model_path)
-    except Exception as error:  # Keras raises many types for a damaged zip; all mean the same to a user.
+        status = path.stat()
+    except OSError as error:
+        raise DigitsError(f"Cannot read the model {path} ({error.strerror}); check the path.") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise DigitsError(f"The model {path} is not a regular file (a device, a pipe or a socket); give a .keras file.")
+    if status.st_size > MAX_MODEL_BYTES:
         raise DigitsError(
-            f"Cannot read {run.model_path} ({type(error).__name__}); the file is damaged, so train again."
+            f"The model {path} is {status.st_size / 2**30:.1f} GB, more than the {MAX_MODEL_BYTES / 2**30:.0f} GB "
+            "a digits model can be; give the right .keras file."
         )
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a damaged zip; all mean the same to a user.
+        refused = refused_by_safe_mode(error)
+        if refused:
+            raise DigitsError(
+                f"The model {path} was refused: it holds {refused}, which Keras's safe loading does not allow "
+                "because it could run code; use a model saved by digits or built from standard Keras layers."
+            ) from None
+        raise DigitsError(f"Cannot read {path} ({type(error).__name__}); {damaged}.") from None
+
+
+def refused_by_safe_mode(error: Exception) -> str | None:
+    """What in a .keras file Keras's safe mode refused (code, or a name it does not know), or None."""
+    message = str(error)
+    if "safe_mode" in message or "arbitrary code" in message:
+        return "Python code (a Lambda layer or a function)"
+    unknown = re.search(r"Could not locate (class|function) '([^']{1,80})'", message)
+    if unknown:
+        module = re.search(r"'module': '([^']{1,80})'", message)
+        name = f"{module.group(1)}.{unknown.group(2)}" if module else unknown.group(2)
+        return f"a {unknown.group(1)} named {name!r} that Keras does not know"
+    return None
 
 
 def _read_json(path: Path) -> dict:
