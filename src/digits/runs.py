@@ -12,6 +12,7 @@ import json
 import os
 import re
 import stat
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,11 +59,43 @@ def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = 
     raise DigitsError(f"Too many runs named {stem} in {runs_dir}; wait a second or use another --runs-dir.")
 
 
+def check_writable(runs_dir: str | Path) -> None:
+    """Raise DigitsError at once if runs cannot be written in `runs_dir`: not a folder, read-only, or full.
+
+    Called before data loading and compiling, so a bad --runs-dir costs no waiting.
+    """
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir) as probe:  # Gone when closed, whatever happens.
+            probe.write(bytes(64 * 1024))  # Room for at least a run's small files.
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise DigitsError(f"Cannot write runs in {runs_dir} ({error.strerror or error}); free disk space there or "
+                          "pass a writable --runs-dir.") from None
+
+
 def write_json(path: Path, content: dict) -> None:
-    """Write JSON through a temporary file, so a reader never sees half a file."""
+    """Write JSON through a temporary file, so a reader never sees half a file (nor an empty one left over)."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(partial, path)
+    try:
+        partial.write_text(json.dumps(content, indent=2) + "\n")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def save_model(model, path: Path) -> None:
+    """`model.save(path)` through a temporary file: on a full disk no truncated model.keras is left."""
+    partial = path.with_name(path.stem + ".partial" + path.suffix)  # Keras insists on the .keras suffix.
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
@@ -79,8 +112,8 @@ def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
         metrics = _read_json(path / METRICS_FILE)
     elif require_complete:
         raise DigitsError(
-            f"The run in {path} is incomplete (it has no {METRICS_FILE}: still training, or killed); "
-            "wait for it to finish or train it again."
+            f"The run in {path} is incomplete (it has no {METRICS_FILE}: still training, killed, or its disk was "
+            "full); wait for it to finish or train it again."
         )
     else:
         metrics = {"status": "unfinished"}
@@ -155,28 +188,70 @@ def refused_by_safe_mode(error: Exception) -> str | None:
     return None
 
 
+# A run's JSON and CSV files are a few kilobytes; a bigger one was not written by digits.
+MAX_RUN_FILE_BYTES = 10 * 2**20
+NUMBER, TEXT, OPTIONAL_NUMBER, OPTIONAL_TEXT, OPTIONAL_COUNT = "number", "text", "number or null", "text or null", "count or null"
+# The types of the fields that digits reads back from a run ("recipe.model": the key `model` in `recipe`).
+FIELD_TYPES = {
+    CONFIG_FILE: {"preset": OPTIONAL_TEXT, "recipe": dict, "data": dict, "versions": dict, "backend": OPTIONAL_TEXT,
+                  "started": OPTIONAL_TEXT, "validation": OPTIONAL_TEXT, "recipe.model": TEXT, "recipe.preset": OPTIONAL_TEXT,
+                  "recipe.validation": OPTIONAL_TEXT, "recipe.test_limit": OPTIONAL_COUNT, "recipe.train_limit": OPTIONAL_COUNT,
+                  "recipe.epochs": OPTIONAL_COUNT, "data.train_images": OPTIONAL_COUNT, "data.source": OPTIONAL_TEXT},
+    METRICS_FILE: {"status": TEXT, "epochs": OPTIONAL_COUNT, "validation": OPTIONAL_TEXT,
+                   "validation_accuracy": OPTIONAL_NUMBER, "validation_loss": OPTIONAL_NUMBER,
+                   "training_seconds": OPTIONAL_NUMBER, "parameters": OPTIONAL_COUNT, "samples_per_second": OPTIONAL_NUMBER,
+                   "model_epoch": OPTIONAL_COUNT, "target_accuracy": (dict, type(None))},
+}
+
+
 def _read_json(path: Path) -> dict:
     try:
+        if path.stat().st_size > MAX_RUN_FILE_BYTES:
+            raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
         content = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.")
+    except RecursionError:
+        raise DigitsError(f"Cannot read {path} (it is nested too deeply); the run is damaged, so train it again.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.") from None
     if not isinstance(content, dict):
         raise DigitsError(f"{path} does not hold a JSON object; the run is damaged, so train it again.")
+    for field, expected in FIELD_TYPES.get(path.name, {}).items():
+        *parents, key = field.split(".")
+        holder = content.get(parents[0], {}) if parents else content
+        if isinstance(holder, dict) and key in holder and not _has_type(holder[key], expected):
+            shown = json.dumps(holder[key])[:40]
+            wanted = expected if isinstance(expected, str) else "an object"
+            raise DigitsError(f"{path} gives {field} as {shown} where {wanted} belongs; the run is damaged, so train "
+                              "it again.")
     return content
+
+
+def _has_type(value: object, expected) -> bool:
+    if not isinstance(expected, str):
+        return isinstance(value, expected)
+    if value is None:
+        return "null" in expected
+    if expected.startswith("count"):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if expected.startswith("number"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
 
 
 def _read_history(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DigitsError(f"The run in {path.parent} has no {HISTORY_FILE}; it was damaged, so train it again.")
     try:
+        if path.stat().st_size > MAX_RUN_FILE_BYTES:
+            raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
         with path.open(newline="") as file:
             rows = list(csv.reader(file))
         header, body = rows[0], rows[1:]
         if tuple(header) != HISTORY_COLUMNS:
             raise ValueError(f"header {','.join(header)}")
         columns = np.array(body, dtype=float).reshape(len(body), len(header)).T
-    except (OSError, UnicodeDecodeError, IndexError, ValueError) as error:
-        raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.")
+    except (OSError, UnicodeDecodeError, IndexError, ValueError, csv.Error) as error:
+        raise DigitsError(f"Cannot read {path} ({str(error)[:80]}); the run is damaged, so train it again.") from None
     history = dict(zip(HISTORY_COLUMNS, columns))
     history["epoch"] = history["epoch"].astype(int)
     return history
