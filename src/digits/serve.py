@@ -73,12 +73,18 @@ class ErrorMessage(BaseModel):
 
 PREDICT_ERRORS = {
     400: {"model": ErrorMessage, "description": "The upload is empty, not an image, or unreadable."},
+    403: {"model": ErrorMessage, "description": "The request comes from a page of another site (its `Origin`)."},
+    408: {"model": ErrorMessage, "description": f"The body took longer than {limits.BODY_SECONDS:g} s to arrive."},
     413: {
         "model": ErrorMessage,
         "description": f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MB, or the image has more pixels "
-        "than the server accepts.",
+        "than the server accepts, or needs more memory to prepare.",
     },
-    422: {"model": ErrorMessage, "description": "The picture is readable but holds no digit (no ink)."},
+    415: {"model": ErrorMessage, "description": "A `text/plain` body, or a form-encoded one from a browser."},
+    422: {"model": ErrorMessage, "description": "The picture is readable but holds no digit (no ink), or took "
+          "longer to prepare than the server allows."},
+    503: {"model": ErrorMessage, "description": "The server is busy (too many uploads or pictures at once); "
+          "send it again in a moment."},
 }
 
 BINARY = {"type": "string", "format": "binary"}
