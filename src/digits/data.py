@@ -107,6 +107,8 @@ IMAGE_MAGIC = 0x00000803  # IDX: unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # IDX: unsigned bytes, 1 dimension
 IMAGE_SIDE = 28  # every model takes 28x28 inputs
 CLASSES = 10
+# No IDX file digits reads is larger: MNIST's training images are 47 MB, EMNIST's largest split 550 MB.
+MAX_IDX_BYTES = 1024 * 2**20
 
 
 def load_mnist(data_dir: str | Path | None = None) -> Mnist:
@@ -115,7 +117,12 @@ def load_mnist(data_dir: str | Path | None = None) -> Mnist:
     if data_dir is None and os.environ.get("DIGITS_DATA_DIR"):
         data_dir, origin = os.environ["DIGITS_DATA_DIR"], "DIGITS_DATA_DIR"
     if data_dir is not None:
-        return _load_explicit(Path(data_dir).expanduser(), origin)
+        path = Path(data_dir).expanduser()
+        try:
+            return _load_explicit(path, origin)
+        except OSError as error:  # A folder we may not read or enter (its permissions, a broken mount).
+            raise DataError(f"Cannot read the data directory {path} ({error.strerror or error}); check its "
+                            "permissions, or give another --data-dir.") from None
 
     vendored = _find_files(VENDORED_DIR)
     if vendored:
@@ -220,27 +227,49 @@ def _read_idx_set(key: tuple, trust: str, fix: str) -> tuple[dict[str, np.ndarra
     arrays, digests, sizes, names = {}, {}, {}, {}
     for part, path_text, _, _ in key:
         path = Path(path_text)
-        raw = _read_bytes(path, fix)
+        raw = _read_bytes(path, part, fix)
         arrays[part] = _parse_idx(raw, part, path, fix)
         digests[part], sizes[part], names[part] = hashlib.sha256(raw).hexdigest(), len(raw), str(path)
     _check_set(arrays, names, fix)
     return arrays, _verify(digests, sizes, names, trust, fix)
 
 
-def _read_bytes(path: Path, fix: str) -> bytes:
-    """The file's bytes, decompressed when it is gzip (recognised by its content, not its name)."""
+def _read_bytes(path: Path, part: str, fix: str) -> bytes:
+    """The file's bytes, decompressed when it is gzip (recognised by its content, not its name).
+
+    Never more than its IDX header announces (plus one byte, to notice a file longer than that) nor more
+    than MAX_IDX_BYTES: a small .gz that inflates to gigabytes, or a huge sparse file, is refused unread.
+    """
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"Cannot read {path} ({error.strerror or error}); check its permissions, or {fix}.") from None
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
+        with open(path, "rb") as file:
+            compressed = file.read(2) == b"\x1f\x8b"
+            file.seek(0)
+            stream = gzip.GzipFile(fileobj=file, mode="rb") if compressed else file
+            header = stream.read(_header_bytes(part))
+            limit = _announced_bytes(header, part)
+            if limit is not None and limit > MAX_IDX_BYTES:
+                raise DataError(f"{path} announces {limit:,} bytes of data, more than the {MAX_IDX_BYTES:,} digits "
+                                f"reads; it is not an MNIST-style file, so {fix}.")
+            rest = stream.read((MAX_IDX_BYTES if limit is None else limit) + 1 - len(header))
     except EOFError:
         raise DataError(f"{path} is truncated: its gzip stream ends early; {fix}.") from None
-    except (OSError, zlib.error) as error:
+    except (gzip.BadGzipFile, zlib.error) as error:
         raise DataError(f"{path} is damaged: its gzip data is corrupt ({error}); {fix}.") from None
+    except OSError as error:
+        raise DataError(f"Cannot read {path} ({error.strerror or error}); check its permissions, or {fix}.") from None
+    return header + rest  # _parse_idx says what is wrong when the length differs from the header's.
+
+
+def _header_bytes(part: str) -> int:
+    return 4 + 4 * (3 if part.endswith("images") else 1)
+
+
+def _announced_bytes(header: bytes, part: str) -> int | None:
+    """The file length an IDX header announces, or None when the header is too short to say."""
+    if len(header) < _header_bytes(part):
+        return None
+    shape = [int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range((len(header) - 4) // 4)]
+    return len(header) + int(np.prod(shape, dtype=np.int64))
 
 
 def _parse_idx(raw: bytes, part: str, path: Path, fix: str) -> np.ndarray:

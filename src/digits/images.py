@@ -20,6 +20,7 @@ reads the file and does step 1; `digits.ink` does the rest):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -42,6 +43,10 @@ WORK_SIDE = 512
 
 class ImageError(DigitsError):
     """A picture that cannot be read: missing, empty, not an image, truncated, or too large."""
+
+
+class ImageTooLarge(ImageError):
+    """A picture with more pixels, bytes or memory than `digits` reads (the server answers 413)."""
 
 
 class NoDigitError(ImageError):
@@ -69,7 +74,7 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
         if not data:
             raise ImageError(f"{label} is empty (0 bytes); send a PNG, JPEG, BMP, GIF, TIFF or WebP picture.")
         if len(data) > MAX_FILE_BYTES:
-            raise ImageError(f"{label} is more than {MAX_FILE_BYTES / 1e6:.0f} MB; send a smaller picture.")
+            raise ImageTooLarge(f"{label} is more than {MAX_FILE_BYTES / 1e6:.0f} MB; send a smaller picture.")
         stream = io.BytesIO(data)
     else:
         path = Path(source)
@@ -84,7 +89,7 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
         if not path.is_file():
             raise ImageError(f"{label} is not a regular file (a device or a pipe); give an image file.")
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageError(
+            raise ImageTooLarge(
                 f"{label} is {path.stat().st_size / 1e6:.0f} MB, more than the {MAX_FILE_BYTES / 1e6:.0f} MB "
                 "limit for a picture; shrink it before reading a digit from it."
             )
@@ -96,8 +101,9 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
             raise ImageError(f"{label} is an empty file (0 bytes); it holds no picture.")
         stream = io.BytesIO(data)
 
-    # Pillow's own bomb guard only warns below twice its limit; ours refuses from the header alone.
-    with warnings.catch_warnings():
+    # Pillow's own bomb guard only warns below twice its limit; ours refuses from the header alone. Pillow
+    # also checks the pictures a container holds (an ICO's PNG) against its limit, so that is ours too.
+    with warnings.catch_warnings(), _pillow_pixel_limit(2 * MAX_PIXELS):
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(stream)
@@ -115,7 +121,8 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
         try:
             # Large JPEGs decode at a reduced scale straight away: the digit needs far fewer pixels.
             image.draft(image.mode, (2 * WORK_SIDE, 2 * WORK_SIDE))
-            image.load()
+            with _pillow_pixel_limit(MAX_PIXELS):  # A picture inside this one (an ICO's PNG) is held to ours.
+                image.load()
             image = ImageOps.exif_transpose(image)
         except Image.DecompressionBombError:
             raise _too_large(label, (width, height)) from None
@@ -126,15 +133,29 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
     return image
 
 
-def _too_large(label: str, size: tuple[int, int] | None) -> ImageError:
-    limit = f"{MAX_PIXELS / 1e6:.0f} megapixels"
+def _too_large(label: str, size: tuple[int, int] | None) -> ImageTooLarge:
+    limit = f"{MAX_PIXELS:,} pixels"
     if size is None:
-        return ImageError(f"{label} is larger than the {limit} limit; shrink it before reading a digit from it.")
+        return ImageTooLarge(f"{label} has more than the {limit} digits reads; shrink it before reading a digit from it.")
     width, height = size
-    return ImageError(
-        f"{label} is {width}×{height} ({width * height / 1e6:.0f} megapixels), larger than the {limit} "
-        "limit; shrink it before reading a digit from it."
+    return ImageTooLarge(
+        f"{label} is {width:,}×{height:,} = {width * height:,} pixels, more than the {limit} digits reads; "
+        "shrink it before reading a digit from it."
     )
+
+
+@contextlib.contextmanager
+def _pillow_pixel_limit(pixels: int):
+    """Make Pillow refuse, with DecompressionBombError, any picture above `pixels` while reading one.
+
+    Opening allows twice our limit, so that a picture just over it is refused by our check with its size.
+    """
+    # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice it.
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, pixels // 2
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def prepare_file(source: str | Path | bytes, *, name: str | None = None) -> np.ndarray:
@@ -149,7 +170,7 @@ def prepare_image(image: Image.Image, *, name: str | None = None) -> np.ndarray:
     Raises NoDigitError naming the picture when it holds no ink (blank, uniform or noise only).
     """
     label = name or getattr(image, "filename", "") or "the image"
-    grey = _to_grey(image)  # (H, W) float32 in [0, 1], at most WORK_SIDE on a side
+    grey = _to_grey(image, label)  # (H, W) float32 in [0, 1], at most WORK_SIDE on a side
     found = _find_digit(grey)
     if found is None:
         raise NoDigitError(f"no digit found in {label}: the picture is blank or has too little contrast.")
@@ -176,7 +197,7 @@ def _find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]
 # --- 1. flatten --------------------------------------------------------------------------------------
 
 
-def _to_grey(image: Image.Image) -> np.ndarray:
+def _to_grey(image: Image.Image, label: str = "the picture") -> np.ndarray:
     """Shrink to WORK_SIDE, composite transparency, reduce colour to one grey channel in [0, 1]."""
     image = _plain_mode(image)
     if max(image.size) > WORK_SIDE:
@@ -184,6 +205,10 @@ def _to_grey(image: Image.Image) -> np.ndarray:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BOX, reducing_gap=2.0)  # Area averaging keeps thin strokes.
     pixels = np.asarray(image, dtype=np.float32)
+    if not np.isfinite(pixels).all():
+        # A floating-point TIFF can hold NaN or infinity, which no threshold can place.
+        raise ImageError(f"{label} holds pixel values that are not numbers (NaN or infinity); export it again "
+                         "as an 8- or 16-bit image.")
     if image.mode == "F":
         # 16-bit pictures arrive as 0–65535, floating-point ones usually as 0–1.
         brightest = float(pixels.max()) if pixels.size else 0.0

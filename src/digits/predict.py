@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,16 +191,9 @@ def _read_optional_json(path: Path) -> dict:
 
 
 def _load_keras_file(path: Path):
-    import keras
+    from digits.runs import load_keras_file
 
-    import digits.augment  # noqa: F401  Registers the augmentation layer a model trained by digits holds.
-
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a damaged or foreign file; all mean the same.
-        raise DigitsError(
-            f"Cannot load a Keras model from {path} ({type(error).__name__}); give a .keras file saved by Keras 3."
-        ) from None
+    model = load_keras_file(path, compile=False)
     _check_model(model, path)
     return model
 
@@ -292,14 +286,22 @@ def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: 
 
 
 def result_line(result: FileResult, top: int = 3) -> str:
-    """One line for `digits predict`: the path, the digit, its probability and the likeliest digits."""
+    """One line for `digits predict`: the path, the digit, its probability and the likeliest digits.
+
+    Control characters in a file name (a newline) are escaped, so a name cannot forge another line.
+    """
     if result.error is not None:
-        return f"{result.path}: error: {result.error}"
+        return one_line(f"{result.path}: error: {result.error}")
     likeliest = ", ".join(f"{digit} {probability:.1%}" for digit, probability in result.top(top))
     answer = f"{result.digit} ({result.probabilities[result.digit]:.1%})"
     if result.verdict == NOT_A_DIGIT:
         answer = f"does not look like a digit; best guess {answer}"
-    return f"{result.path}: {answer}  top {top}: {likeliest}"
+    return one_line(f"{result.path}: {answer}  top {top}: {likeliest}")
+
+
+def one_line(text: str) -> str:
+    """`text` with every unprintable character (newline, carriage return, escape) written as a Python escape."""
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
 
 
 def results_document(classifier: Classifier, results: list[FileResult], top: int = 3) -> dict:
@@ -321,7 +323,11 @@ SHOW_MARGIN = 10
 
 
 def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
-    """Write, for each read file, a PNG of the original beside the 28×28 view the model saw."""
+    """Write, for each read file, a PNG of the original beside the 28×28 view the model saw.
+
+    Each is a new file: a name already taken in the folder (the input picture itself, or anything else)
+    gets the next free "-2", "-3"... instead, so no existing file is ever written over.
+    """
     from PIL import Image, ImageDraw
 
     folder = Path(folder)
@@ -329,7 +335,7 @@ def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DigitsError(f"Cannot create the --show folder {folder} ({error.strerror}); choose another.") from None
-    written, used = [], set()
+    written = []
     for result in results:
         if result.error is not None or result.original is None:
             continue
@@ -343,12 +349,20 @@ def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
         ImageDraw.Draw(sheet).text((SHOW_MARGIN, SHOW_HEIGHT + SHOW_MARGIN + 4), caption, fill=(255, 255, 255))
         name = Path(result.path).stem or "image"
         target, copy = folder / f"{name}.png", 2
-        while target in used:  # Files with the same name from different folders each get their own view.
-            target, copy = folder / f"{name}-{copy}.png", copy + 1
-        used.add(target)
+        while True:
+            try:
+                # Created exclusively: an existing file, or a link planted at the name, is never written through.
+                descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                target, copy = folder / f"{name}-{copy}.png", copy + 1
+            except OSError as error:
+                raise DigitsError(f"Cannot write {target} ({error.strerror}); check the --show folder.") from None
         try:
-            sheet.save(target)
+            with os.fdopen(descriptor, "wb") as output:
+                sheet.save(output, "PNG")
         except OSError as error:
+            target.unlink(missing_ok=True)
             raise DigitsError(f"Cannot write {target} ({error.strerror}); check the --show folder.") from None
         written.append(target)
     return written

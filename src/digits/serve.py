@@ -7,8 +7,6 @@ Every picture, whether drawn on the page, uploaded, or posted by a program, goes
 from __future__ import annotations
 
 import contextlib
-import io
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -16,11 +14,10 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from digits import __version__, images
+from digits import __version__, images, limits
 from digits.workers import BatchClassifier, PicturePreparer, PreparationFailed, compiled_predict
 
 if TYPE_CHECKING:
@@ -31,8 +28,6 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # How many of the most probable digits a prediction lists.
 TOP_COUNT = 3
 STATIC_DIR = Path(__file__).parent / "static"
-# The page loads nothing from elsewhere; the browser enforces it.
-PAGE_SECURITY_POLICY = "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'"
 
 
 class RankedDigit(BaseModel):
@@ -82,12 +77,18 @@ class ErrorMessage(BaseModel):
 
 PREDICT_ERRORS = {
     400: {"model": ErrorMessage, "description": "The upload is empty, not an image, or unreadable."},
+    403: {"model": ErrorMessage, "description": "The request comes from a page of another site (its `Origin`)."},
+    408: {"model": ErrorMessage, "description": f"The body took longer than {limits.BODY_SECONDS:g} s to arrive."},
     413: {
         "model": ErrorMessage,
         "description": f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MB, or the image has more pixels "
-        "than the server accepts.",
+        "than the server accepts, or needs more memory to prepare.",
     },
-    422: {"model": ErrorMessage, "description": "The picture is readable but holds no digit (no ink)."},
+    415: {"model": ErrorMessage, "description": "A `text/plain` body, or a form-encoded one from a browser."},
+    422: {"model": ErrorMessage, "description": "The picture is readable but holds no digit (no ink), or took "
+          "longer to prepare than the server allows."},
+    503: {"model": ErrorMessage, "description": "The server is busy (too many uploads or pictures at once); "
+          "send it again in a moment."},
 }
 
 BINARY = {"type": "string", "format": "binary"}
@@ -105,8 +106,13 @@ PREDICT_REQUEST_BODY = {
 }
 
 
-def create_app(classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    """The web application: the page at `/`, its assets under `/static/`, and the JSON API."""
+def create_app(
+    classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_hosts: set[str] | None = None
+) -> FastAPI:
+    """The web application: the page at `/`, its assets under `/static/`, and the JSON API.
+
+    `allowed_hosts`: host names it answers to besides localhost and IP addresses (None: any; see digits.limits).
+    """
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
@@ -122,12 +128,13 @@ def create_app(classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         redoc_url=None,
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts)
     classify = BatchClassifier(compiled_predict(classifier))
     prepare = app.state.preparer = PicturePreparer()
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_SECURITY_POLICY})
+        return FileResponse(STATIC_DIR / "index.html")  # limits.RequestGuard adds the security headers.
 
     @app.get("/health", response_model=Health, summary="Is the server up?")
     def health() -> Health:
@@ -146,22 +153,25 @@ def create_app(classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     )
     async def predict(request: Request) -> Prediction:
         data, name = await read_image_bytes(request, max_upload_bytes)
-        refuse_huge_image(*header_size(data))
         try:
-            view = await prepare(data, name)  # (28, 28) uint8, exactly as `digits predict` reads a file
+            # (28, 28) uint8, exactly as `digits predict` reads a file; given up if the client leaves.
+            view = await limits.unless_client_leaves(request.receive, prepare(data, name))
+        except images.ImageTooLarge as error:
+            raise HTTPException(413, sentence(error)) from error
         except images.NoDigitError as error:
             raise HTTPException(422, sentence(error)) from error
         except images.ImageError as error:
             raise HTTPException(400, sentence(error)) from error
         except PreparationFailed as error:
-            raise HTTPException(500, str(error)) from error
+            raise HTTPException(error.status, str(error)) from error
         probabilities = await classify(view)
         return describe_prediction(classifier.name, view, probabilities, classifier.verdict(probabilities))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
         # A bug still answers in the API's shape; Starlette re-raises it so uvicorn logs the traceback.
-        return JSONResponse({"detail": "The server failed unexpectedly; see its log."}, status_code=500)
+        return JSONResponse({"detail": "The server failed unexpectedly; see its log."}, status_code=500,
+                            headers=limits.SECURITY_HEADERS)
 
     return app
 
@@ -173,7 +183,7 @@ def describe_model(classifier: Classifier) -> ModelInfo:
         architecture=info.get("architecture"),
         parameters=info.get("parameters"),
         test_accuracy=info.get("test_accuracy"),
-        source=None if info.get("source") is None else str(info["source"]),
+        source=public_source(info.get("source")),
     )
 
 
@@ -251,24 +261,11 @@ def sentence(error: Exception) -> str:
     return text[:1].upper() + text[1:]
 
 
-def header_size(data: bytes) -> tuple[int, int]:
-    """The image's width and height, read from its header alone; (0, 0) when it is not an image."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as header:
-                return header.size
-    except Image.DecompressionBombError:
-        return images.MAX_PIXELS + 1, 1
-    except Exception:
-        return 0, 0  # Not readable as an image: prepare_file says precisely why.
-
-
-def refuse_huge_image(width: int, height: int) -> None:
-    """Answer 413 for an image with more pixels than `images.MAX_PIXELS`."""
-    if width * height > images.MAX_PIXELS:
-        raise HTTPException(
-            413,
-            f"The image is {width:,}×{height:,} pixels, more than the {images.MAX_PIXELS:,} this server "
-            "accepts; scale it down and send it again.",
-        )
+def public_source(source: object) -> str | None:
+    """Where the model came from, without the server's local folders: a path is cut to its last part."""
+    if source is None:
+        return None
+    text = str(source)
+    if Path(text).is_absolute() or Path(text).exists():
+        return f"{Path(text).name} (a file or run folder on the server)"
+    return text

@@ -12,6 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
+from digits import limits
 from digits.errors import DigitsError
 from digits.serve import create_app
 
@@ -35,7 +36,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         if not runs_on_onnx(model):  # ONNX Runtime's threads are set on its session; TensorFlow's globally.
             use_one_thread_per_inference()
         classifier = load_classifier(model, threads=1)
-        app = create_app(classifier)
+        app = create_app(classifier, allowed_hosts=limits.allowed_hosts_for(host))
         app.state.preparer.start()
         url_host = f"[{host}]" if ":" in host else host
         print(f"Serving model {classifier.name} ({classifier.runtime}) at http://{url_host}:{listener.getsockname()[1]}/ "
@@ -44,12 +45,16 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         # the page's next request on the same connection.
         # The app has no start-up or shut-down hooks; uvicorn's lifespan task only logs a spurious
         # CancelledError traceback when Ctrl+C stops it.
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75, lifespan="off")
+        # The protocol is uvicorn's httptools one with a limit on each request's headers (digits.limits).
+        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75, lifespan="off",
+                                http=limits.LimitedHttpToolsProtocol)
         server = uvicorn.Server(config)
         try:
             server.run(sockets=[listener])
         except KeyboardInterrupt:
-            pass  # uvicorn has already shut down cleanly and re-raises the signal it caught.
+            # uvicorn has already shut down cleanly and re-raises the signal it caught: Ctrl+C, or SIGTERM,
+            # which `digits.cli` turns into the same KeyboardInterrupt.
+            pass
         print("Stopped.")
     finally:
         listener.close()

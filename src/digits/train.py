@@ -7,6 +7,7 @@ the finished epochs, the model of the last finished epoch, and metrics.json with
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import math
 import os
@@ -26,7 +27,8 @@ from digits.errors import DigitsError
 from digits.models import NUM_CLASSES, build_model
 from digits.precision import choose_precision
 from digits.recipes import HOLDOUT_SIZE, Recipe
-from digits.runs import CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, MODEL_FILE, create_run_dir, write_json
+from digits.runs import (CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, MODEL_FILE, check_writable,
+                         create_run_dir, save_model, write_json)
 from digits.schedules import OneCycle
 
 REPRODUCIBILITY_NOTE = (
@@ -188,6 +190,19 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+@contextlib.contextmanager
+def failed_writes_explained(run_dir: Path):
+    """Turn a failed write in the run folder (a full disk) into one sentence; metrics.json is then never written,
+    so the folder never looks complete."""
+    try:
+        yield
+    except OSError as error:
+        raise DigitsError(
+            f"Writing the run folder {run_dir} failed ({error.strerror or error}); it is incomplete (no {METRICS_FILE}). "
+            "Free disk space and train again."
+        ) from None
+
+
 def train(
     recipe: Recipe,
     data: Mnist,
@@ -202,6 +217,7 @@ def train(
     records each epoch. Raises RunInterrupted (a KeyboardInterrupt) after closing the folder consistently
     if the user presses Ctrl-C.
     """
+    check_writable(runs_dir)  # Before compiling: a read-only or full --runs-dir costs no waiting.
     train_images, train_labels, validation_images, validation_labels, validation_description = split_data(recipe, data)
     # Measured before seeding: building the models it times must not move the run's random state.
     precision_choice = choose_precision(recipe.precision, recipe.model)
@@ -216,33 +232,34 @@ def train(
                   metrics=["accuracy"], steps_per_execution=steps_per_execution, jit_compile=recipe.jit_compile)
 
     run_dir = create_run_dir(runs_dir, recipe.preset)
-    write_json(
-        run_dir / CONFIG_FILE,
-        {
-            "preset": recipe.preset,
-            "recipe": asdict(recipe),
-            "digits_version": __version__,
-            "backend": keras.backend.backend(),
-            "seed": recipe.seed,
-            "versions": library_versions(),
-            "cpu_count": os.cpu_count(),
-            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "data": {
-                "source": data.source,
-                "verified": data.verified,
-                "train_images": len(train_images),
-                "validation_images": len(validation_images),
+    with failed_writes_explained(run_dir):  # A full disk ends in one sentence, not a traceback.
+        write_json(
+            run_dir / CONFIG_FILE,
+            {
+                "preset": recipe.preset,
+                "recipe": asdict(recipe),
+                "digits_version": __version__,
+                "backend": keras.backend.backend(),
+                "seed": recipe.seed,
+                "versions": library_versions(),
+                "cpu_count": os.cpu_count(),
+                "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "data": {
+                    "source": data.source,
+                    "verified": data.verified,
+                    "train_images": len(train_images),
+                    "validation_images": len(validation_images),
+                },
+                "validation": validation_description,
+                "precision": precision,
+                "precision_choice": precision_choice.to_dict(),
+                "steps_per_execution": steps_per_execution,
+                "jit_compile": recipe.jit_compile,
+                "reproducibility": REPRODUCIBILITY_NOTE + (" " + BFLOAT16_NOTE if precision != "float32" else ""),
             },
-            "validation": validation_description,
-            "precision": precision,
-            "precision_choice": precision_choice.to_dict(),
-            "steps_per_execution": steps_per_execution,
-            "jit_compile": recipe.jit_compile,
-            "reproducibility": REPRODUCIBILITY_NOTE + (" " + BFLOAT16_NOTE if precision != "float32" else ""),
-        },
-    )
-    history_path = run_dir / HISTORY_FILE
-    history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
+        )
+        history_path = run_dir / HISTORY_FILE
+        history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
 
     recorder = RunRecorder(history_path)
     stopper = [] if recipe.target_accuracy is None else [StopAtAccuracy(recipe.target_accuracy)]
@@ -275,33 +292,34 @@ def train(
         # fit() has swapped the averaged weights in; score them on the same validation images.
         averaged = model.evaluate(validation_images, validation_labels, batch_size=VALIDATION_BATCH_SIZE,
                                   verbose=0, return_dict=True)
-    if recorder.weights is not None:
-        model.save(run_dir / MODEL_FILE)
-    logs = dict(recorder.last_logs)
-    if averaged:
-        # The saved model is the average, so its scores are the run's; the last epoch's raw ones are kept too.
-        logs["raw_val_accuracy"], logs["raw_val_loss"] = logs["val_accuracy"], logs["val_loss"]
-        logs["val_accuracy"], logs["val_loss"] = averaged["accuracy"], averaged["loss"]
-    write_json(
-        run_dir / METRICS_FILE,
-        {
-            "status": status,
-            "epochs": recorder.epochs,
-            "validation": recipe.validation,
-            # None when no epoch finished or nothing was validated (--validation none).
-            "validation_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
-            "validation_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
-            "training_seconds": round(training_seconds, 3),
-            "parameters": model.count_params(),
-            "samples_per_second": round(len(train_images) * recorder.epochs / training_seconds, 1),
-            "model_epoch": recorder.weights_epoch,  # the epoch model.keras holds; None: no model saved
-            # Whether and when validation accuracy reached the recipe's target (training stopped there).
-            "target_accuracy": stopper[0].summary() if stopper else None,
-            # With weight averaging, the last epoch's scores of the raw (not averaged) weights.
-            **({"raw_validation_accuracy": float(logs["raw_val_accuracy"]),
-                "raw_validation_loss": float(logs["raw_val_loss"])} if averaged else {}),
-        },
-    )
+    with failed_writes_explained(run_dir):
+        if recorder.weights is not None:
+            save_model(model, run_dir / MODEL_FILE)
+        logs = dict(recorder.last_logs)
+        if averaged:
+            # The saved model is the average, so its scores are the run's; the last epoch's raw ones are kept too.
+            logs["raw_val_accuracy"], logs["raw_val_loss"] = logs["val_accuracy"], logs["val_loss"]
+            logs["val_accuracy"], logs["val_loss"] = averaged["accuracy"], averaged["loss"]
+        write_json(
+            run_dir / METRICS_FILE,
+            {
+                "status": status,
+                "epochs": recorder.epochs,
+                "validation": recipe.validation,
+                # None when no epoch finished or nothing was validated (--validation none).
+                "validation_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
+                "validation_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
+                "training_seconds": round(training_seconds, 3),
+                "parameters": model.count_params(),
+                "samples_per_second": round(len(train_images) * recorder.epochs / training_seconds, 1),
+                "model_epoch": recorder.weights_epoch,  # the epoch model.keras holds; None: no model saved
+                # Whether and when validation accuracy reached the recipe's target (training stopped there).
+                "target_accuracy": stopper[0].summary() if stopper else None,
+                # With weight averaging, the last epoch's scores of the raw (not averaged) weights.
+                **({"raw_validation_accuracy": float(logs["raw_val_accuracy"]),
+                    "raw_validation_loss": float(logs["raw_val_loss"])} if averaged else {}),
+            },
+        )
     if status == "interrupted":
         raise RunInterrupted(run_dir, recorder.epochs, recipe.epochs, recorder.weights_epoch)
     return run_dir

@@ -7,13 +7,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import multiprocessing
 import signal
+import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -27,12 +25,24 @@ if TYPE_CHECKING:
 
 # Worker processes that prepare pictures, one per core of a small machine; more pictures wait their turn.
 PREPARATION_PROCESSES = 2
+# A picture taking longer than this to prepare is abandoned and its worker killed: an ordinary photo takes
+# 2–3 ms and a 40-megapixel PNG about a second, while a hostile file can take minutes of CPU.
+PREPARATION_SECONDS = 5.0
+# Memory a worker may use beyond its own code, for one picture: a 40-megapixel RGBA picture is 160 MB
+# decoded, and Pillow and NumPy make a few copies of it.
+WORKER_MEMORY_BYTES = 1024 * 2**20
+# Pictures waiting for a free worker beyond this many are refused (503) rather than queued without end.
+MAX_WAITING_PICTURES = 64
 # The most pictures one inference call classifies; more wait for the next call.
 MAX_BATCH = 64
 
 
 class PreparationFailed(Exception):
-    """A preparation worker died before answering; the message is a sentence for the client."""
+    """A picture was not prepared (too slow, worker died, server busy); a sentence and an HTTP status for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 def compiled_predict(classifier: Classifier) -> Callable[[np.ndarray], np.ndarray]:
@@ -89,30 +99,37 @@ class BatchClassifier:
 
 
 class PicturePreparer:
-    """Prepares pictures in worker processes, so the event loop only speaks HTTP while they work.
+    """Prepares pictures in worker processes, each picture within a time limit, so the event loop only speaks HTTP.
 
     Preparing a picture is 2–3 ms of NumPy, SciPy and Pillow that mostly holds Python's GIL: done on the event
     loop it delays every other request, and threads only take turns with the loop. Separate processes run on
-    the other cores. They are spawned, not forked: the server has TensorFlow's threads running, and a fork
-    copies none of them safely. They import digits.images, not TensorFlow (about 60 MB each), and ignore
-    Ctrl+C, which the server handles by closing them.
+    the other cores. A hostile file can cost minutes (a progressive JPEG of 20,000 scans) or gigabytes: a worker
+    that has not answered within `time_limit` seconds, or whose client left, is killed and replaced, and each
+    worker's memory is capped. Workers are spawned, not forked: the server has TensorFlow's threads running,
+    and a fork copies none of them safely. They import digits.images, not TensorFlow (about 60 MB each),
+    ignore Ctrl+C, which the server handles by closing them, and exit when the server's end of their pipe closes.
     """
 
-    def __init__(self, processes: int = PREPARATION_PROCESSES):
+    def __init__(self, processes: int = PREPARATION_PROCESSES, time_limit: float = PREPARATION_SECONDS):
         self.processes = processes
-        self.pool: ProcessPoolExecutor | None = None
+        self.time_limit = time_limit
+        self.workers: list[PreparationWorker] = []  # All live workers, idle or busy.
+        self.idle: list[PreparationWorker] = []
+        self.waiting: list[asyncio.Future] = []  # Requests waiting for an idle worker, first come first served.
+        self.replacements: set[asyncio.Task] = set()
+
+    @property
+    def started(self) -> bool:
+        return bool(self.workers) or bool(self.replacements)
 
     def start(self) -> None:
         """Start the workers and wait until each has imported the preparation code (about a second)."""
-        if self.pool is not None:
+        if self.started:
             return
-        self.pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
-        # The pool starts a worker per waiting job, so as many jobs at once start them all.
-        picture = warm_up_png()
-        warm_up = [self.pool.submit(images.prepare_file, picture) for _ in range(self.processes)]
-        for job in warm_up:
-            job.result()
+        fresh = [PreparationWorker() for _ in range(self.processes)]
+        for worker in fresh:
+            worker.wait_ready()
+        self.workers, self.idle = list(fresh), list(fresh)
 
     async def __call__(self, data: bytes, name: str) -> np.ndarray:
         """The (28, 28) uint8 view of an image file's bytes, exactly as `digits predict` reads a file.
@@ -120,18 +137,160 @@ class PicturePreparer:
         Raises what `images.prepare_file` raises (ImageError, NoDigitError), or PreparationFailed.
         """
         self.start()
+        worker = await self.idle_worker()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.pool, functools.partial(images.prepare_file, data, name=name))
-        except BrokenProcessPool as error:
-            # A worker died (killed, or out of memory on a huge picture): the next request starts new ones.
-            self.close()
-            raise PreparationFailed("The server's picture preparation failed; send the picture again.") from error
+            kind, answer = await worker.prepare(data, name, self.time_limit)
+        except asyncio.TimeoutError:
+            self.replace(worker)
+            raise PreparationFailed(
+                422, f"Preparing {name} took longer than the {self.time_limit:g} s this server allows for a picture; "
+                "send a simpler picture (a PNG or a baseline JPEG)."
+            ) from None
+        except (EOFError, OSError):
+            # The worker died (killed, or out of memory): the next request gets a new one.
+            self.replace(worker)
+            raise PreparationFailed(503, "The server's picture preparation failed; send the picture again.") from None
+        except BaseException:
+            self.replace(worker)  # The client left (the request was cancelled): its work stops with it.
+            raise
+        self.release(worker)
+        if kind == "error":
+            raise answer
+        return answer
+
+    async def idle_worker(self) -> PreparationWorker:
+        while not self.idle:
+            if len(self.waiting) >= MAX_WAITING_PICTURES:
+                raise PreparationFailed(
+                    503, f"The server is already preparing {MAX_WAITING_PICTURES} pictures; send it again in a moment."
+                )
+            turn = asyncio.get_running_loop().create_future()
+            self.waiting.append(turn)
+            try:
+                await turn
+            finally:
+                if turn in self.waiting:
+                    self.waiting.remove(turn)
+        worker = self.idle.pop()
+        if not worker.process.is_alive():  # Killed while idle (out of memory elsewhere): use a fresh one.
+            self.replace(worker)
+            return await self.idle_worker()
+        return worker
+
+    def release(self, worker: PreparationWorker) -> None:
+        self.idle.append(worker)
+        for turn in self.waiting:
+            if not turn.done():
+                turn.set_result(None)
+                break
+
+    def replace(self, worker: PreparationWorker) -> None:
+        """Kill a worker whose picture was abandoned, and start another in the background."""
+        worker.stop()
+        if worker in self.workers:
+            self.workers.remove(worker)
+        fresh = PreparationWorker()
+        self.workers.append(fresh)
+        task = asyncio.get_running_loop().create_task(self.when_ready(fresh))
+        self.replacements.add(task)
+        task.add_done_callback(self.replacements.discard)
+
+    async def when_ready(self, worker: PreparationWorker) -> None:
+        try:
+            await worker.readable(timeout=None)
+            worker.connection.recv()  # "ready"
+        except (EOFError, OSError):
+            return  # It died while importing; the next replacement will try again.
+        if worker in self.workers:
+            self.release(worker)
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
+        for task in self.replacements:
+            task.cancel()
+        for worker in self.workers:
+            worker.stop()
+        self.workers, self.idle = [], []
+        for turn in self.waiting:
+            if not turn.done():
+                turn.set_exception(PreparationFailed(503, "The server is stopping; send the picture again later."))
+
+
+class PreparationWorker:
+    """One process that prepares pictures sent through its pipe, one at a time."""
+
+    def __init__(self):
+        context = multiprocessing.get_context("spawn")
+        self.connection, worker_end = context.Pipe()
+        self.process = context.Process(target=serve_preparations, args=(worker_end, WORKER_MEMORY_BYTES), daemon=True)
+        self.process.start()
+        worker_end.close()
+
+    def wait_ready(self) -> None:
+        try:
+            ready = self.connection.recv()
+        except (EOFError, OSError):
+            ready = None
+        if ready != "ready":
+            raise PreparationFailed(503, "A picture preparation worker failed to start.")
+
+    async def prepare(self, data: bytes, name: str, time_limit: float) -> tuple[str, object]:
+        deadline = time.monotonic() + time_limit
+        # Sending 10 MB through a pipe waits for the worker to read it; a thread keeps the loop free.
+        sending = asyncio.get_running_loop().run_in_executor(None, self.connection.send, (data, name))
+        await asyncio.wait_for(sending, time_limit)
+        await self.readable(timeout=max(0.0, deadline - time.monotonic()))
+        return self.connection.recv()
+
+    async def readable(self, timeout: float | None) -> None:
+        """Wait until the worker answered (or died, which reads as end of file)."""
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        descriptor = self.connection.fileno()
+        loop.add_reader(descriptor, lambda: ready.done() or ready.set_result(None))
+        try:
+            await asyncio.wait_for(ready, timeout)
+        finally:
+            loop.remove_reader(descriptor)
+
+    def stop(self) -> None:
+        self.connection.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+
+
+def serve_preparations(connection, memory_limit: int) -> None:
+    """A worker's life: prepare each picture the pipe brings, answer its view or its error, until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_memory(memory_limit)
+    connection.send("ready")
+    while True:
+        try:
+            data, name = connection.recv()
+        except (EOFError, OSError):
+            return  # The server has gone.
+        try:
+            answer: tuple[str, object] = ("view", images.prepare_file(data, name=name))
+        except images.ImageError as error:
+            answer = ("error", error)
+        except MemoryError:
+            answer = ("error", images.ImageTooLarge(
+                f"{name} needs more than the {memory_limit / 2**20:,.0f} MB of memory this "
+                "server gives one picture; send a smaller picture."))
+        del data
+        connection.send(answer)
+
+
+def limit_memory(extra_bytes: int) -> None:
+    """Cap this process's address space at what it uses now plus `extra_bytes` (Linux; elsewhere nothing)."""
+    try:
+        import resource
+
+        pages = int(open("/proc/self/statm").read().split()[0])
+        limit = pages * resource.getpagesize() + extra_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 def warm_up_png() -> bytes:

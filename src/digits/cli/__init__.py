@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import tempfile
-from pathlib import Path
 
 from digits import __version__
 from digits.cli.studying import add_ensemble_commands, add_study_commands
@@ -51,7 +51,8 @@ def native_stderr_to_log():
     TensorFlow writes start-up lines through absl before its logging is initialised, and those ignore
     TF_CPP_MIN_LOG_LEVEL; a user should see our one-sentence errors, not that noise. Set
     DIGITS_NATIVE_STDERR=1 to see it. Only done when stderr is the real terminal stream (not under
-    pytest's capture).
+    pytest's capture). The log is an anonymous temporary file (created exclusively, never at a name
+    another user could plant a link or a folder at) and is gone when the command ends.
     """
     if os.environ.get("DIGITS_NATIVE_STDERR") or sys.stderr is not sys.__stderr__:
         yield
@@ -62,10 +63,14 @@ def native_stderr_to_log():
     except (OSError, ValueError):
         yield
         return
-    log_path = Path(tempfile.gettempdir()) / f"digits-native-stderr-{os.getuid()}.log"
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
+    try:
+        log = tempfile.TemporaryFile()
+    except OSError:  # No writable temporary folder: the noise stays on screen, the command still runs.
+        os.close(terminal_fd)
+        yield
+        return
+    os.dup2(log.fileno(), 2)
+    log.close()
     python_stderr = sys.stderr
     sys.stderr = open(os.dup(terminal_fd), "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace")
     try:
@@ -78,7 +83,20 @@ def native_stderr_to_log():
         os.close(terminal_fd)
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (how systemd, Docker and `kill` stop a program) end a command the way Ctrl+C does.
+
+    Training then keeps its last finished epoch and the server stops its workers, instead of dying at once.
+    """
+    def interrupt(signal_number, frame):
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # Only the main thread may set handlers (not in an embedding program).
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):

@@ -183,7 +183,9 @@ def run_train(args) -> int:
     # The recipe is checked before MNIST and Keras load, so a typo costs no waiting.
     recipe = recipe_from_args(args)
     from digits.data import load_mnist
+    from digits.runs import check_writable
 
+    check_writable(args.runs_dir)  # Likewise a read-only or full --runs-dir, before MNIST loads.
     data = load_mnist(args.data_dir)
     from digits.runs import load_run
     from digits.train import RunInterrupted, train

@@ -1,0 +1,265 @@
+"""The attacks of issue 15 against a real `digits serve` on loopback, and what each costs the server.
+
+It starts `digits serve` itself (the shipped model) on a free 127.0.0.1 port and runs each attack for a
+bounded time (--seconds, 8 s by default) with a few attacking connections. Meanwhile it asks GET /health
+every 100 ms and posts one legitimate drawn digit, and it samples the memory of the server and of its
+worker processes every 50 ms. It prints one row per attack: the peak memory (server + workers), /health
+latency (median and worst) during the attack, and the status and time of the legitimate request. The
+server is stopped at the end. Nothing leaves this machine: every connection goes to 127.0.0.1.
+
+    .venv/bin/python benchmarks/abuse.py                  # all attacks, about 2 minutes
+    .venv/bin/python benchmarks/abuse.py --only headers   # one of them
+
+Targets (issue 15): /health answers within 100 ms under every attack, the legitimate request is answered
+(200) within the preparation time limit, and memory stays within the bounds in docs/security.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import hostile_files  # noqa: E402  The same hostile pictures the tests send.
+
+HEALTH_TARGET_MS = 100.0
+HOST = "127.0.0.1"
+
+
+# --- measuring the server ------------------------------------------------------------------------------
+
+
+def resident_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+class MemorySampler(threading.Thread):
+    """The peak resident memory of a process and its children, sampled every 50 ms."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.running = pid, 0, True
+        self.children: list[int] = []
+
+    def run(self) -> None:
+        last_scan = 0.0
+        while self.running:
+            if time.monotonic() - last_scan > 1.0:  # Workers are replaced when killed: look for new ones.
+                self.children, last_scan = children_of(self.pid), time.monotonic()
+            total = resident_bytes(self.pid) + sum(resident_bytes(child) for child in self.children)
+            self.peak = max(self.peak, total)
+            time.sleep(0.05)
+
+    def reset(self) -> None:
+        self.peak = 0
+
+
+# --- a minimal HTTP client on asyncio streams, so attacks and checks share one event loop -----------------
+
+
+async def request(port: int, method: str, path: str, body: bytes = b"", content_type: str = "image/png",
+                  timeout: float = 30.0) -> tuple[int, float]:
+    """Send one request on a new connection; its status (0: no answer) and how long it took."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(HOST, port)
+            head = (f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
+                    f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            writer.write(head + body)
+            await writer.drain()
+            status_line = await reader.readline()
+            await reader.read()
+            writer.close()
+        status = int(status_line.split()[1]) if status_line else 0
+    except (OSError, TimeoutError, ValueError, IndexError, asyncio.IncompleteReadError):
+        status = 0
+    return status, time.perf_counter() - started
+
+
+async def watch_health(port: int, until: float, latencies: list[float]) -> None:
+    while time.monotonic() < until:
+        status, seconds = await request(port, "GET", "/health", timeout=10)
+        latencies.append(seconds * 1000 if status == 200 else float("inf"))
+        await asyncio.sleep(0.1)
+
+
+# --- the attacks ------------------------------------------------------------------------------------------
+
+
+async def post_repeatedly(port: int, picture: bytes, until: float, content_type: str) -> None:
+    while time.monotonic() < until:
+        await request(port, "POST", "/predict", picture, content_type, timeout=max(1.0, until - time.monotonic()))
+
+
+async def huge_headers(port: int, until: float) -> None:
+    """Send 100 MB of small headers on one connection, as fast as the server reads them."""
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(f"GET /health HTTP/1.1\r\nHost: {HOST}\r\n".encode())
+        filler = b"X-Filler: aaaaaaaaaaaaaaaa\r\n" * 4096
+        sent = 0
+        while sent < 100 * 2**20 and time.monotonic() < until and not writer.is_closing():
+            writer.write(filler)
+            sent += len(filler)
+            await asyncio.wait_for(writer.drain(), max(0.1, until - time.monotonic()))
+        writer.close()
+    except (OSError, TimeoutError):
+        pass  # The server closed the connection: what it should do.
+
+
+async def stalled_body(port: int, until: float) -> None:
+    """Announce 9.9 MB, send it all but the last byte, then stall until the attack ends."""
+    size = 9_900_000
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(f"POST /predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: image/png\r\n"
+                     f"Content-Length: {size}\r\n\r\n".encode())
+        chunk = bytes(2**20)
+        for start in range(0, size - 1, len(chunk)):
+            writer.write(chunk[: min(len(chunk), size - 1 - start)])
+            await asyncio.wait_for(writer.drain(), max(0.1, until - time.monotonic()))
+        await asyncio.wait_for(reader.read(), max(0.1, until - time.monotonic()))
+        writer.close()
+    except (OSError, TimeoutError):
+        pass
+
+
+async def slow_headers(port: int, until: float) -> None:
+    """Slow loris: one header byte per second."""
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(b"GET /health HTTP/1.1\r\n")
+        while time.monotonic() < until and not writer.is_closing():
+            writer.write(b"X")
+            await writer.drain()
+            await asyncio.sleep(1.0)
+        writer.close()
+    except (OSError, TimeoutError):
+        pass
+
+
+def picture_attack(make, content_type: str, connections: int = 2):
+    def attack(port: int, until: float) -> list:
+        picture = make()
+        return [post_repeatedly(port, picture, until, content_type) for _ in range(connections)]
+    return attack
+
+
+ATTACKS = {
+    "ico": ("an ICO holding a 13000×13000 PNG, 2 connections", picture_attack(
+        lambda: hostile_files.ico_holding_png(13_000), "image/x-icon")),
+    "chunks": ("a PNG of 790,000 tiny chunks (9.5 MB), 2 connections", picture_attack(
+        lambda: hostile_files.png_with_many_chunks(790_000), "image/png")),
+    "strips": ("a TIFF of 1,000,000 strips (9 MB), 2 connections", picture_attack(
+        lambda: hostile_files.tiff_with_many_strips(1_000_000), "image/tiff")),
+    "scans": ("a progressive JPEG of 20,000 scans, 2 connections", picture_attack(
+        lambda: hostile_files.progressive_jpeg(4000, 20_000), "image/jpeg")),
+    "nan": ("a float TIFF holding NaN, 2 connections", picture_attack(hostile_files.float_tiff_with_nan, "image/tiff")),
+    "headers": ("100 MB of small headers, 4 connections", lambda port, until: [huge_headers(port, until) for _ in range(4)]),
+    "stalled": ("9.9 MB bodies that stall, 100 connections", lambda port, until: [stalled_body(port, until) for _ in range(100)]),
+    "slowloris": ("headers at 1 byte/s, 200 connections", lambda port, until: [slow_headers(port, until) for _ in range(200)]),
+}
+
+
+async def run_attack(port: int, name: str, seconds: float, sampler: MemorySampler, legit: bytes) -> dict:
+    description, attack = ATTACKS[name]
+    sampler.reset()
+    until = time.monotonic() + seconds
+    health: list[float] = []
+    attackers = [asyncio.ensure_future(coroutine) for coroutine in attack(port, until)]
+    watcher = asyncio.ensure_future(watch_health(port, until, health))
+    await asyncio.sleep(1.0)  # The attack is under way; now a person sends a drawing.
+    legit_status, legit_seconds = await request(port, "POST", "/predict", legit, timeout=seconds + 10)
+    await watcher
+    for attacker in attackers:
+        attacker.cancel()
+    await asyncio.gather(*attackers, return_exceptions=True)
+    await asyncio.sleep(0.5)
+    return {"name": name, "description": description, "peak_mb": sampler.peak / 2**20,
+            "health_p50": statistics.median(health) if health else float("inf"),
+            "health_max": max(health) if health else float("inf"),
+            "legit": f"{legit_status} in {legit_seconds:.2f} s"}
+
+
+def start_server() -> tuple[subprocess.Popen, int]:
+    server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--host", HOST, "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    address = re.search(r"http://127\.0\.0\.1:(\d+)/", server.stdout.readline())
+    if not address:
+        server.kill()
+        raise SystemExit("digits serve did not start")
+    return server, int(address.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="how long each attack lasts (default: 8)")
+    parser.add_argument("--only", choices=sorted(ATTACKS), action="append", help="run only these attacks")
+    args = parser.parse_args()
+
+    from digits import limits, workers
+    from conftest import draw_digit_png  # The tests' drawn digit: what the page sends.
+
+    legit = draw_digit_png(7)
+    server, port = start_server()
+    sampler = MemorySampler(server.pid)
+    sampler.start()
+    rows = []
+    try:
+        time.sleep(1.0)
+        idle_mb = sampler.peak / 2**20
+        for name in args.only or list(ATTACKS):
+            rows.append(asyncio.run(run_attack(port, name, args.seconds, sampler, legit)))
+            print(f"  {name} done", file=sys.stderr, flush=True)
+    finally:
+        sampler.running = False
+        server.terminate()
+        server.wait(timeout=30)
+
+    print(f"digits serve on {HOST}:{port}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+          f"each attack {args.seconds:g} s; idle memory {idle_mb:.0f} MB (server + workers)")
+    print(f"limits: preparation {workers.PREPARATION_SECONDS:g} s per picture, worker memory +"
+          f"{workers.WORKER_MEMORY_BYTES / 2**20:.0f} MB, headers {limits.MAX_HEADER_BYTES:,} bytes in "
+          f"{limits.HEADER_SECONDS:g} s, body {limits.BODY_SECONDS:g} s, uploads {limits.UPLOAD_BUDGET_BYTES / 2**20:.0f} MB "
+          "together")
+    print()
+    print("| attack | peak memory | /health p50 | /health max | legitimate request |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['description']} | {row['peak_mb']:.0f} MB | {row['health_p50']:.1f} ms | "
+              f"{row['health_max']:.1f} ms | {row['legit']} |")
+    worst = max((row["health_max"] for row in rows), default=0.0)
+    legit_ok = all(row["legit"].startswith("200") for row in rows)
+    print(f"\ntarget: /health within {HEALTH_TARGET_MS:.0f} ms under every attack: "
+          f"{'met' if worst < HEALTH_TARGET_MS else 'NOT met'} (worst {worst:.1f} ms); "
+          f"legitimate requests answered: {'all' if legit_ok else 'NOT all'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Issue 15: hostile or careless files and folders given to the `digits` commands end in one sentence."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import hostile_files
+from digits.errors import DigitsError
+from digits.predict import PRETRAINED_MODEL, load_classifier
+
+
+def digits(*arguments: str, timeout: float = 120, **environment) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **environment})
+
+
+# --- 8. --model must be a regular file -----------------------------------------------------------------
+
+
+def test_a_model_linked_to_dev_zero_is_refused_at_once(tmp_path):
+    link = tmp_path / "zero.keras"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(DigitsError, match="not a regular file"):
+        load_classifier(link)
+
+
+def test_a_model_that_is_a_named_pipe_is_refused_instead_of_waiting_for_ever(tmp_path):
+    pipe = tmp_path / "pipe.keras"
+    os.mkfifo(pipe)
+    with pytest.raises(DigitsError, match="not a regular file"):
+        load_classifier(pipe)
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(run / "model.keras")
+    (run / "config.json").write_text("{}")
+    (run / "metrics.json").write_text('{"status": "complete"}')
+    (run / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n")
+    with pytest.raises(DigitsError, match="model.keras"):
+        load_classifier(run)
+
+
+# --- 14. models refused by Keras's safe mode ---------------------------------------------------------------
+
+
+def rewrite_config(source: Path, target: Path, change) -> Path:
+    with zipfile.ZipFile(source) as original:
+        files = {name: original.read(name) for name in original.namelist()}
+    files["config.json"] = json.dumps(change(json.loads(files["config.json"]))).encode()
+    with zipfile.ZipFile(target, "w") as rewritten:
+        for name, content in files.items():
+            rewritten.writestr(name, content)
+    return target
+
+
+def test_a_model_naming_os_system_is_refused_saying_why(tmp_path):
+    calling_os = rewrite_config(PRETRAINED_MODEL, tmp_path / "evil.keras", lambda config: {
+        "module": "os", "class_name": "system", "config": {"command": "touch pwned"}, "registered_name": "system"})
+    with pytest.raises(DigitsError, match=r"was refused: it holds a class named 'os\.system'.*safe loading"):
+        load_classifier(calling_os)
+    assert not Path("pwned").exists()
+
+
+def test_a_model_with_a_lambda_layer_is_refused_saying_it_holds_code(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(lambda images: images * 2),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.save(tmp_path / "lambda.keras")
+    with pytest.raises(DigitsError, match=r"was refused: it holds Python code"):
+        load_classifier(tmp_path / "lambda.keras")
+
+
+# --- 5, 9. predict: one bad file, names that forge lines, --show never overwrites --------------------------
+
+
+def test_predict_reports_a_nan_picture_and_reads_the_others_forges_no_line_and_overwrites_nothing(tmp_path, digit_png):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "a-seven.png").write_bytes(digit_png(7))
+    (folder / "b-nan.tif").write_bytes(hostile_files.float_tiff_with_nan())
+    (folder / "c\nd-one.png").write_bytes(digit_png(1))  # A newline in the name.
+    (folder / "c\nd-one-2.png").write_bytes(b"a file of the user's that happens to have the next name")
+    originals = {path.name: path.read_bytes() for path in folder.iterdir()}
+
+    result = digits("predict", str(folder), "--show", str(folder))  # Views written beside the inputs.
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4, lines  # One line per file: the newline in a name is escaped, not printed.
+    assert lines[0].startswith(f"{folder / 'a-seven.png'}: 7 (")
+    assert lines[1].startswith(f"{folder / 'b-nan.tif'}: error: ") and "not numbers" in lines[1]
+    assert lines[2].startswith(f"{folder}/c\\nd-one-2.png: error: ")
+    assert lines[3].startswith(f"{folder}/c\\nd-one.png: 1 (")
+    for name, content in originals.items():
+        assert (folder / name).read_bytes() == content, f"{name!r} was written over"
+    views = sorted(set(path.name for path in folder.iterdir()) - set(originals))
+    assert views == ["a-seven-2.png", "c\nd-one-3.png"]
+    with Image.open(folder / "a-seven-2.png") as sheet:
+        assert sheet.width > 2 * 280
+
+
+# --- 13. the native-stderr log -----------------------------------------------------------------------------
+
+
+def test_no_command_writes_at_a_predictable_name_in_the_temporary_folder(tmp_path):
+    shared_temp = tmp_path / "tmp"
+    shared_temp.mkdir()
+    # Another user's trap at the old predictable name: a link to a file of ours, and a folder.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (shared_temp / f"digits-native-stderr-{os.getuid()}.log").symlink_to(victim)
+    result = digits("presets", TMPDIR=str(shared_temp))
+    assert result.returncode == 0, result.stderr
+    assert victim.read_text() == "precious"
+    assert [path.name for path in shared_temp.iterdir()] == [f"digits-native-stderr-{os.getuid()}.log"]

@@ -1,0 +1,260 @@
+"""Issue 15: what a hostile or careless client can make `digits serve` do, in process (the app) and for real."""
+
+import asyncio
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+import hostile_files
+from digits import images, limits, workers
+from digits.predict import load_classifier
+from digits.serve import create_app
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_classifier()
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
+    with TestClient(create_app(classifier, allowed_hosts={"digits.example"}), base_url="http://127.0.0.1:8000") as test_client:
+        yield test_client
+
+
+def post(client, body: bytes, content_type: str = "image/png", **headers):
+    return client.post("/predict", content=body, headers={"Content-Type": content_type, **headers})
+
+
+def assert_sentence(response, status: int, *words: str):
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail[0].isupper() and detail.endswith("."), detail
+    for word in words:
+        assert word.lower() in detail.lower(), detail
+
+
+# --- 1. no picture is opened on the event loop ----------------------------------------------------------
+
+
+def test_the_server_process_never_opens_a_picture(client, digit_png, monkeypatch):
+    opened = []
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: opened.append(args) or pytest.fail("opened"))
+    assert post(client, digit_png(7)).json()["digit"] == 7  # The workers, other processes, still read it.
+    assert opened == []
+
+
+def test_an_icon_holding_a_huge_png_is_refused_with_413_and_costs_the_server_nothing(client):
+    response = post(client, hostile_files.ico_holding_png(7000), "image/x-icon")
+    assert_sentence(response, 413, "40,000,000 pixels")
+
+
+def test_the_pixel_limit_message_states_the_exact_size(client):
+    # 40,000,001 pixels: one more than the limit, which a rounded "40 megapixels" misstated.
+    png = hostile_files.png_chunk(b"IHDR", (40_000_001).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes([8, 0, 0, 0, 0]))
+    response = post(client, b"\x89PNG\r\n\x1a\n" + png + hostile_files.png_chunk(b"IDAT", b""))
+    assert_sentence(response, 413, "40,000,001×1 = 40,000,001 pixels", "40,000,000")
+
+
+# --- 2. the preparation time limit --------------------------------------------------------------------
+
+
+def test_a_picture_over_the_time_limit_is_abandoned_its_worker_replaced_and_the_next_one_read(classifier, digit_png):
+    with TestClient(create_app(classifier)) as own_client:
+        preparer = own_client.app.state.preparer
+        preparer.start()
+        preparer.time_limit = 0.3
+        before = {worker.process.pid for worker in preparer.workers}
+        started = time.monotonic()
+        response = post(own_client, hostile_files.progressive_jpeg(4000, 3000), "image/jpeg")  # about 3 s of CPU
+        assert_sentence(response, 422, "longer than the 0.3 s")
+        assert time.monotonic() - started < 2.5
+        killed = before - {worker.process.pid for worker in preparer.workers}
+        assert len(killed) == 1 and not Path(f"/proc/{killed.pop()}").exists()  # Its work stopped with it.
+        preparer.time_limit = workers.PREPARATION_SECONDS
+        assert post(own_client, digit_png(7)).json()["digit"] == 7
+
+
+def test_a_worker_out_of_memory_answers_413_and_keeps_serving(classifier, digit_png, monkeypatch):
+    monkeypatch.setattr(workers, "WORKER_MEMORY_BYTES", 40 * 2**20)
+    with TestClient(create_app(classifier)) as own_client:
+        assert_sentence(post(own_client, hostile_files.blank_png(6000, 6000)), 413, "memory")
+        assert post(own_client, digit_png(1)).json()["digit"] == 1
+
+
+# --- 3, 4. bodies: a deadline and one memory budget -----------------------------------------------------
+
+
+def test_a_body_sent_too_slowly_is_cut_off_with_408(classifier, monkeypatch):
+    monkeypatch.setattr(limits, "BODY_SECONDS", 0.3)
+    app = create_app(classifier)
+    sent = []
+
+    async def stalling_client():
+        yield {"type": "http.request", "body": b"\0" * 1000, "more_body": True}
+        await asyncio.sleep(60)  # and then nothing: the client stalls with its body half sent
+
+    async def call_app():
+        messages = stalling_client()
+        scope = {"type": "http", "method": "POST", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"image/png"), (b"content-length", b"9000")],
+                 "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 1),
+                 "root_path": "", "app": app}
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(app(scope, messages.__anext__, send), 10)
+
+    started = time.monotonic()
+    asyncio.run(call_app())
+    assert time.monotonic() - started < 5
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+    assert b"longer than 0.3 s" in sent[1]["body"]
+
+
+def test_uploads_beyond_the_shared_memory_budget_are_refused_with_503(classifier, digit_png, monkeypatch):
+    monkeypatch.setattr(limits, "UPLOAD_BUDGET_BYTES", 1000)
+    with TestClient(create_app(classifier)) as own_client:
+        response = post(own_client, digit_png(7))
+        assert_sentence(response, 503, "too many uploads")
+        assert response.headers["retry-after"] == "5"
+        assert post(own_client, b"x" * 500).status_code == 400  # Within the budget: read, and not an image.
+
+
+# --- 5. NaN pictures ------------------------------------------------------------------------------------
+
+
+def test_a_float_tiff_holding_nan_is_refused_in_one_sentence(client):
+    assert_sentence(post(client, hostile_files.float_tiff_with_nan(), "image/tiff"), 400, "not numbers")
+
+
+# --- 7. headers, hosts, origins and simple bodies -------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/health", "/model", "/openapi.json", "/missing"])
+def test_every_response_carries_the_security_headers(client, path):
+    headers = client.get(path).headers
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_errors_carry_the_security_headers_too(client):
+    assert post(client, b"").headers["x-content-type-options"] == "nosniff"
+    assert post(client, b"x", "text/plain").headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "digits.example", "10.1.2.3"])
+def test_local_names_addresses_and_the_configured_host_are_answered(client, host):
+    assert client.get("/health", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8000", "localhost.attacker.example"])
+def test_other_host_names_are_refused_which_stops_dns_rebinding(client, host):
+    assert_sentence(client.get("/health", headers={"Host": host}), 421, "does not answer to the host name")
+
+
+def test_a_post_from_a_page_of_another_site_is_refused(client, digit_png):
+    assert_sentence(post(client, digit_png(7), Origin="http://attacker.example"), 403, "other sites")
+    assert post(client, digit_png(7), Origin="http://127.0.0.1:8000").json()["digit"] == 7
+
+
+def test_bodies_a_cross_site_form_can_send_are_refused(client, digit_png):
+    assert_sentence(post(client, digit_png(7), "text/plain"), 415, "text/plain")
+    form = "application/x-www-form-urlencoded"
+    assert_sentence(post(client, digit_png(7), form, **{"Sec-Fetch-Site": "cross-site"}), 415, form)
+    # curl --data-binary sends that type with no browser's headers: it still works.
+    assert post(client, digit_png(7), form).json()["digit"] == 7
+
+
+def test_the_model_description_shows_no_local_folders(tmp_path):
+    class Stub:
+        name, model = "mine", None
+        info = {"source": str(tmp_path / "secret" / "model.keras")}
+
+        def predict(self, images):
+            raise AssertionError
+
+    with TestClient(create_app(Stub())) as own_client:
+        source = own_client.get("/model").json()["source"]
+    assert "model.keras" in source and str(tmp_path) not in source and "secret" not in source
+
+
+# --- the real server: header limit, aborted uploads, SIGTERM --------------------------------------------
+
+
+def start_server(*arguments: str) -> tuple[subprocess.Popen, str]:
+    server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--port", "0", *arguments],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    address = re.search(r"http://127\.0\.0\.1:(\d+)/", server.stdout.readline())
+    assert address, server.stderr.read()
+    return server, address.group(1)
+
+
+def raw_request(port: str, request: bytes, *, read: bool = True) -> bytes:
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as connection:
+        try:
+            connection.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # The server refused and closed before reading everything; its answer is still there.
+        if not read:
+            return b""
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+        return answer
+
+
+def live_children(parent: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                children.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return children
+
+
+@pytest.mark.slow
+def test_the_real_server_limits_headers_checks_hosts_stays_quiet_and_stops_cleanly_on_sigterm(digit_png):
+    server, port = start_server()
+    try:
+        huge_headers = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Filler: aaaaaaaaaa\r\n" * 20_000
+        answer = raw_request(port, huge_headers)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        assert b"16,384 bytes" in answer
+
+        assert b"421" in raw_request(port, b"GET /health HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n").split(b"\r\n")[0]
+        # An upload abandoned halfway: the client closes the connection.
+        raw_request(port, b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                          b"Content-Length: 100000\r\n\r\n" + b"\0" * 1000, read=False)
+        base = f"http://127.0.0.1:{port}/"
+        assert httpx.post(base + "predict", content=digit_png(1), timeout=30).json()["digit"] == 1
+        children = live_children(server.pid)
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 0 and "Traceback" not in errors, errors
+    assert len(children) >= 2
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # No worker, no resource tracker left.
