@@ -1,6 +1,6 @@
 """Record accuracy: train the `best` preset for several seeds, score each once on the test set, then ensemble them.
 
-    .venv/bin/python benchmarks/accuracy.py                 # 5 seeds of the full recipe: about 5 x 9.5 minutes on 2 cores
+    .venv/bin/python benchmarks/accuracy.py  # 5 seeds of the full recipe: about 5 x 9.5 minutes on 2 cores
     .venv/bin/python benchmarks/accuracy.py --epochs 1 --train-limit 3000   # a smoke test, about a minute
 
 Every hyper-parameter of the preset is chosen on the holdout slice (the last 10,000 training images, with

@@ -113,7 +113,8 @@ def main() -> None:
     fast = {name: digits_run(name, data, runs_dir) for name in ("quick-shallow", "quick-cnn", "quick-shallow-best")}
     exact = {}
     if not args.quick:
-        exact = {name: digits_run(name, data, runs_dir, epochs=args.epochs) for name in ("seed-shallow-mse", "seed-cnn")}
+        exact = {name: digits_run(name, data, runs_dir, epochs=args.epochs)
+                 for name in ("seed-shallow-mse", "seed-cnn")}
 
     rows = []
     for model_name, preset in (("shallow", "quick-shallow"), ("cnn", "quick-cnn")):
@@ -139,9 +140,11 @@ def main() -> None:
     cnn_epoch_seconds = float(np.median(cnn["history"]["seconds"][1:])) if len(cnn["history"]["seconds"]) > 1 else None
     throughput = {"reference fp32 (incl. validation)": gflops(train_count / reference["cnn"])}
     if cnn_epoch_seconds:
-        throughput[f"quick-cnn {cnn['config']['precision']} (incl. validation)"] = gflops(train_count / cnn_epoch_seconds)
+        label = f"quick-cnn {cnn['config']['precision']} (incl. validation)"
+        throughput[label] = gflops(train_count / cnn_epoch_seconds)
     if "seed-cnn" in exact:
-        throughput["seed-cnn fp32 (incl. validation)"] = gflops(train_count / float(np.median(exact["seed-cnn"]["history"]["seconds"][1:])))
+        exact_epoch_seconds = float(np.median(exact["seed-cnn"]["history"]["seconds"][1:]))
+        throughput["seed-cnn fp32 (incl. validation)"] = gflops(train_count / exact_epoch_seconds)
 
     if not args.quick:
         study_reference = sum(reference[name] * REFERENCE_EPOCHS[name] for name in reference)

@@ -11,7 +11,7 @@ from digits.evaluate import Evaluation, ModelSummary, compare, evaluate, overfit
 def one_hot_probabilities(predicted, confidence):
     """Rows that give `confidence` to the predicted digit and share the rest equally."""
     rows = np.full((len(predicted), 10), 0.0)
-    for row, (digit, probability) in enumerate(zip(predicted, confidence)):
+    for row, (digit, probability) in enumerate(zip(predicted, confidence, strict=True)):
         rows[row, :] = (1 - probability) / 9
         rows[row, digit] = probability
     return rows
@@ -30,7 +30,7 @@ def test_hand_made_confusion_accuracy_and_mistakes():
     assert evaluation.count == 10
     assert evaluation.mistake_count == 3
     expected = np.zeros((10, 10), dtype=int)
-    for actual, predicted in zip(LABELS, PREDICTED):
+    for actual, predicted in zip(LABELS, PREDICTED, strict=True):
         expected[actual, predicted] += 1
     np.testing.assert_array_equal(evaluation.confusion, expected)
     assert evaluation.confusion[4, 9] == 2 and evaluation.confusion[7, 1] == 1

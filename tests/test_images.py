@@ -319,7 +319,7 @@ def test_working_only_around_the_ink_finds_the_same_digit_as_working_on_the_whol
     monkeypatch.setattr(ink, "_nonzero_box", everywhere)
     whole = [ink.find_ink(residual) for residual in residuals]
 
-    for (cropped_ink, cropped_box), (whole_ink, whole_box) in zip(cropped, whole):
+    for (cropped_ink, cropped_box), (whole_ink, whole_box) in zip(cropped, whole, strict=True):
         assert cropped_box == whole_box
         np.testing.assert_array_equal(cropped_ink, whole_ink)
 

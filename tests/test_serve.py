@@ -8,11 +8,10 @@ import socket
 import subprocess
 import sys
 import time
-import zlib
-from pathlib import Path
-
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -22,8 +21,8 @@ from digits import images
 from digits.data import load_mnist
 from digits.predict import load_classifier
 from digits.serve import MAX_UPLOAD_BYTES, create_app
-from digits.workers import BatchClassifier, compiled_predict
 from digits.server import is_loopback
+from digits.workers import BatchClassifier, compiled_predict
 
 with warnings.catch_warnings():
     # Starlette's test client warns, on import, that it will move to another HTTP library; not our concern.
@@ -137,7 +136,7 @@ def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_o
     together = asyncio.run(all_at_once())
 
     assert batch_sizes == [8, 8, 4]
-    for view, probabilities in zip(views, together):
+    for view, probabilities in zip(views, together, strict=True):
         np.testing.assert_allclose(probabilities, classifier.predict(view[np.newaxis])[0], atol=1e-5)
 
 
@@ -166,14 +165,15 @@ def test_a_failed_inference_answers_every_waiting_picture_and_the_next_one_is_cl
 def test_concurrent_requests_get_the_answers_they_get_one_at_a_time(client, digit_png):
     # 140 pixels are prepared on the event loop, 420 in a worker thread; both meet in the batches.
     pngs = [
-        digit_png(digit, side=side, dark_on_light=dark) for digit in (1, 7) for side in (140, 420) for dark in (True, False)
+        digit_png(digit, side=side, dark_on_light=dark)
+        for digit in (1, 7) for side in (140, 420) for dark in (True, False)
     ]
     one_at_a_time = [post_png(client, png).json() for png in pngs]
 
     with ThreadPoolExecutor(len(pngs)) as pool:
         concurrent = [response.json() for response in pool.map(lambda png: post_png(client, png), pngs)]
 
-    for alone, together in zip(one_at_a_time, concurrent):
+    for alone, together in zip(one_at_a_time, concurrent, strict=True):
         assert together["digit"] == alone["digit"] and together["view"] == alone["view"]
         np.testing.assert_allclose(together["probabilities"], alone["probabilities"], atol=1e-5)
 

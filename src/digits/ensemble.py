@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def average_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:
 @dataclass
 class EnsembleResult:
     folder: Path
-    ensemble: object  # digits.study.EvaluatedModel
+    ensemble: Any  # digits.study.EvaluatedModel
     members: list  # digits.evaluate.ModelSummary, one per member, in the order given
 
 
@@ -117,7 +118,7 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
     write_json(folder / ENSEMBLE_FILE, {
         "command": command,
         "members": [{"run": str(run.path.resolve()), "accuracy": member.accuracy, "mistakes": member.mistakes}
-                    for run, member in zip(runs, members)],
+                    for run, member in zip(runs, members, strict=True)],
         "tta": tta,
         "accuracy": ensemble.evaluation.accuracy,
         "mistakes": ensemble.evaluation.mistake_count,

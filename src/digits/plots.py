@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,7 +15,6 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from digits.errors import DigitsError  # noqa: E402
-
 
 # --- sample grid (issue 2) --------------------------------------------------------------------------
 
@@ -59,7 +59,7 @@ def tile_sheet(tiles: list[np.ndarray], captions: list[str], *, columns: int, ce
     colors = matplotlib.colormaps[cmap].with_extremes(bad="white")
     axes.imshow(sheet, cmap=colors, vmin=0, vmax=255, interpolation="nearest", aspect="auto",
                 extent=(0, width, height, 0))
-    for (top, left), caption in zip(origins, captions):
+    for (top, left), caption in zip(origins, captions, strict=True):
         axes.text(left + side / 2, top - 1, caption, ha="center", va="bottom", fontsize=caption_size,
                   color=INK_COLOR, linespacing=1.15)
     if framed:  # A thin frame shows where each image ends on the white page.
@@ -87,7 +87,7 @@ INK_COLOR = "#1f2430"
 GRID_COLOR = "#e3e6ec"
 # 110 dpi keeps figures sharp on screen while the embedded report stays a few hundred kilobytes.
 FIGURE_DPI = 110
-FIGURE_STYLE = {
+FIGURE_STYLE: dict[Any, Any] = {  # Any keys: matplotlib types them as a Literal of every rc name.
     "font.family": "DejaVu Sans",
     "font.size": 9.5,
     "axes.edgecolor": "#b8bdc7",
@@ -113,7 +113,9 @@ def _save(figure: Figure, path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png", facecolor="white")
     except OSError as error:
-        raise DigitsError(f"Cannot write {path} ({error.strerror or error}); choose a writable --out directory.") from None
+        raise DigitsError(
+            f"Cannot write {path} ({error.strerror or error}); choose a writable --out directory."
+        ) from None
     return path
 
 
@@ -235,7 +237,7 @@ def comparison_chart(models, path: str | Path, *, title: str | None = None) -> P
     ]
     with matplotlib.rc_context(FIGURE_STYLE):
         figure = _new_figure(10, 0.9 + 0.55 * len(models))
-        for index, (axes, (panel_title, values, label)) in enumerate(zip(figure.subplots(1, 3), panels)):
+        for index, (axes, (panel_title, values, label)) in enumerate(zip(figure.subplots(1, 3), panels, strict=True)):
             known = [value if value is not None else 0 for value in values]
             # Accuracy bars start just below the worst model, or a 90 % and a 99 % model look alike.
             start = max(0, math.floor(min(known)) - 1) if index == 0 else 0
@@ -244,7 +246,7 @@ def comparison_chart(models, path: str | Path, *, title: str | None = None) -> P
             top = max(known) if max(known) > start else start + 1
             right = 100 if index == 0 else top * 1.25
             axes.set_xlim(start, right)
-            for position, value in zip(positions, values):
+            for position, value in zip(positions, values, strict=True):
                 text = "n/a" if value is None else label.format(value)
                 axes.text((value if value is not None else start) + (right - start) * 0.015, position, text,
                           va="center", fontsize=9, color=INK_COLOR)

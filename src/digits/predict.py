@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digits.data import CLASSES, IMAGE_SIDE, to_model_input
 from digits.errors import DigitsError
 from digits.images import ImageError, load_image, prepare_image
 
@@ -34,14 +35,10 @@ class Classifier:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, 28, 28) MNIST-style images → float (N, 10) class probabilities."""
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise ValueError(f"Expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}.")
-        if len(images) == 0:
-            return np.zeros((0, 10), np.float32)
-        # Scale to [0, 1] and add the channel axis: the input every digits model takes.
-        model_input = (images.astype(np.float32) / 255.0)[..., np.newaxis]
-        if len(images) <= DIRECT_CALL_LIMIT:
+        model_input = to_model_input(images)  # Checked, scaled to [0, 1], with the channel axis.
+        if len(model_input) == 0:
+            return np.zeros((0, CLASSES), np.float32)
+        if len(model_input) <= DIRECT_CALL_LIMIT:
             probabilities = self.model(model_input, training=False)
         else:
             probabilities = self.model.predict(model_input, batch_size=DIRECT_CALL_LIMIT, verbose=0)
@@ -139,7 +136,7 @@ def _check_model(model, path: Path) -> None:
         output_shape = tuple(model.output_shape[1:])
     except (AttributeError, ValueError):
         return
-    if input_shape not in ((28, 28, 1), (28, 28)) or output_shape != (10,):
+    if input_shape not in ((IMAGE_SIDE, IMAGE_SIDE, 1), (IMAGE_SIDE, IMAGE_SIDE)) or output_shape != (CLASSES,):
         raise DigitsError(
             f"The model in {path} takes {input_shape} and gives {output_shape}; digits needs a model from "
             "28×28 images to 10 classes."
@@ -211,7 +208,7 @@ def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: 
     readable = [result for result in results if result.error is None]
     if readable:
         probabilities = classifier.predict(np.stack([result.view for result in readable]))
-        for result, row in zip(readable, probabilities):
+        for result, row in zip(readable, probabilities, strict=True):
             result.probabilities = row
     return results
 

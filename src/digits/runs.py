@@ -43,7 +43,9 @@ def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = 
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DigitsError(f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable --runs-dir.")
+        raise DigitsError(
+            f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable --runs-dir."
+        ) from None
     stem = f"{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{preset}"
     for attempt in range(1, 1000):
         path = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
@@ -56,11 +58,16 @@ def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = 
     raise DigitsError(f"Too many runs named {stem} in {runs_dir}; wait a second or use another --runs-dir.")
 
 
-def write_json(path: Path, content: dict) -> None:
-    """Write JSON through a temporary file, so a reader never sees half a file."""
+def write_atomically(path: Path, text: str) -> None:
+    """Write text (UTF-8) through a temporary file beside `path`, so a reader never sees half a file."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(content, indent=2) + "\n")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write JSON atomically (see `write_atomically`)."""
+    write_atomically(path, json.dumps(content, indent=2) + "\n")
 
 
 def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
@@ -109,14 +116,14 @@ def load_model(run: Run):
     except Exception as error:  # Keras raises many types for a damaged zip; all mean the same to a user.
         raise DigitsError(
             f"Cannot read {run.model_path} ({type(error).__name__}); the file is damaged, so train again."
-        )
+        ) from None
 
 
 def _read_json(path: Path) -> dict:
     try:
         content = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.")
+        raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.") from None
     if not isinstance(content, dict):
         raise DigitsError(f"{path} does not hold a JSON object; the run is damaged, so train it again.")
     return content
@@ -133,7 +140,7 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
             raise ValueError(f"header {','.join(header)}")
         columns = np.array(body, dtype=float).reshape(len(body), len(header)).T
     except (OSError, UnicodeDecodeError, IndexError, ValueError) as error:
-        raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.")
-    history = dict(zip(HISTORY_COLUMNS, columns))
+        raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.") from None
+    history = dict(zip(HISTORY_COLUMNS, columns, strict=True))
     history["epoch"] = history["epoch"].astype(int)
     return history

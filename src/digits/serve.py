@@ -10,7 +10,7 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -76,7 +76,7 @@ class ErrorMessage(BaseModel):
     detail: str = Field(description="One sentence naming the cause and the fix.")
 
 
-PREDICT_ERRORS = {
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorMessage, "description": "The upload is empty, not an image, or unreadable."},
     413: {
         "model": ErrorMessage,

@@ -8,7 +8,6 @@ from pathlib import Path
 from digits.cli.options import add_data_dir_option, add_runs_dir_option
 from digits.errors import DigitsError
 
-
 # --- evaluation, comparison and the study (issue 4) -----------------------------------------------
 
 
@@ -54,7 +53,8 @@ def add_study_commands(subcommands) -> None:
     run.add_argument("--epochs", type=int, help="override both recipes' epochs (quick tries)")
     run.add_argument("--no-target", action="store_true",
                      help="train every epoch of the quick recipes instead of stopping at the study's accuracy")
-    run.add_argument("--out", type=Path, help="a new (or empty) folder for the study report instead of runs/<time>-study/")
+    run.add_argument("--out", type=Path,
+                     help="a new (or empty) folder for the study report instead of runs/<time>-study/")
     run.set_defaults(handler=run_study_command)
 
 
@@ -68,7 +68,8 @@ def run_evaluate(args) -> int:
     print(summary_table([evaluated.summary()]))
     if evaluated.overfitting:
         print(f"\n{evaluated.overfitting.sentence}")
-    pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})" for pair in evaluated.evaluation.confused_pairs)
+    pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})"
+                      for pair in evaluated.evaluation.confused_pairs)
     print(f"Most confused: {pairs or 'none'}.")
     print(f"\nNumbers: {evaluated.out_dir / 'evaluation.json'}\nReport:  {evaluated.report}")
     return 0

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from digits.errors import DigitsError
 
-
 # --- predict (issue 7) ----------------------------------------------------------------------------
 
 
@@ -66,8 +65,10 @@ def add_serve_commands(subcommands) -> None:
         description="Load a model once and serve the draw-a-digit page at / and the JSON API "
         "(POST /predict, GET /health, GET /model, schema at /openapi.json) with uvicorn.",
     )
-    serve.add_argument("--model", help="a run folder or a .keras file (default: the pretrained model shipped with digits)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--model",
+                       help="a run folder or a .keras file (default: the pretrained model shipped with digits)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
     serve.set_defaults(handler=run_serve)
 
