@@ -8,7 +8,7 @@ Every hyper-parameter of the preset is chosen on the holdout slice (the last 10,
 here, after training: read as it is and with test-time shifts (TTA: the image and its 1-pixel shifts,
 averaged). Prints per seed the test accuracy, mistakes and wall time, their mean and spread, then the
 ensemble of all seeds (averaged probabilities), next to the study's CNN.
-The issue's goals: one model >= 99.70 % in <= 10 minutes, an ensemble of at most 5 >= 99.80 %.
+The goals: one model >= 99.70 % in <= 10 minutes, an ensemble of at most 5 >= 99.80 %.
 """
 
 from __future__ import annotations

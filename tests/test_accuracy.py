@@ -1,4 +1,4 @@
-"""Record accuracy (issue 6): augmentation, the cnn-bn model, the `best` preset, and ensembles."""
+"""Record accuracy: augmentation, the cnn-bn model, the `best` preset, and ensembles."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_digits
 from digits.augment import augment_images, shift_images
 from digits.data import load_mnist, to_model_input
 from digits.ensemble import average_probabilities
@@ -17,11 +18,6 @@ from digits.errors import DigitsError
 from digits.recipes import get_preset, with_overrides
 
 TINY = ["--epochs", "1", "--train-limit", "1000", "--test-limit", "200"]
-
-
-def digits(*arguments, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +95,8 @@ def test_average_of_hand_made_probabilities():
 def members(tmp_path_factory):
     """Two tiny `best` runs trained by the real CLI (seeds 0 and 1): (run folders, the first process)."""
     workdir = tmp_path_factory.mktemp("best")
-    finished = [digits("train", "best", *TINY, "--seed", seed, "--quiet", "--runs-dir", workdir / "runs", cwd=workdir)
+    finished = [run_digits("train", "best", *TINY, "--seed", seed, "--quiet", "--runs-dir", workdir / "runs",
+                           cwd=workdir)
                 for seed in (0, 1)]
     for process in finished:
         assert process.returncode == 0, process.stderr[-2000:]
@@ -118,7 +115,7 @@ def test_best_trains_from_the_command_line(members):
 def test_ensemble_command_evaluates_and_reports(members, tmp_path):
     runs, _ = members
     out = tmp_path / "ensemble"
-    finished = digits("ensemble", *runs, "--tta", "--out", out, cwd=tmp_path)
+    finished = run_digits("ensemble", *runs, "--tta", "--out", out, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "ensemble of 2 with TTA" in finished.stdout and runs[0].name in finished.stdout
     evaluation = json.loads((out / "evaluation.json").read_text())
@@ -221,8 +218,8 @@ def test_a_target_accuracy_without_validation_is_one_sentence():
 def test_evaluate_with_tta_writes_beside_the_plain_evaluation(members, tmp_path):
     runs, _ = members
     run = shutil.copytree(runs[0], tmp_path / runs[0].name)
-    plain = digits("evaluate", run, cwd=tmp_path)
-    shifted = digits("evaluate", run, "--tta", cwd=tmp_path)
+    plain = run_digits("evaluate", run, cwd=tmp_path)
+    shifted = run_digits("evaluate", run, "--tta", cwd=tmp_path)
     assert plain.returncode == 0 and shifted.returncode == 0, shifted.stderr[-2000:]
     assert "with TTA" in shifted.stdout and "with TTA" not in plain.stdout
     plain_evaluation = json.loads((run / "evaluation" / "evaluation.json").read_text())

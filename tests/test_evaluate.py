@@ -121,7 +121,7 @@ def test_a_curve_that_does_not_overfit():
     assert "training accuracy ends 0.3 points below validation" in verdict.sentence
 
 
-def test_the_mild_example_reads_as_the_issue_describes():
+def test_a_slight_late_rise_of_validation_loss_reads_as_mild_overfitting():
     validation_loss = [0.2, 0.1, 0.07, 0.05, 0.045, 0.04, 0.035, 0.032, 0.031,
                        0.032, 0.033, 0.034, 0.035, 0.035, 0.036]
     verdict = overfitting_verdict(history(np.linspace(0.3, 0.01, 15), np.linspace(0.9, 0.996, 15),

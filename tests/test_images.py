@@ -250,7 +250,7 @@ def test_every_image_error_is_a_digits_error():
     assert issubclass(ImageError, DigitsError) and issubclass(NoDigitError, ImageError)
 
 
-# --- shortcuts for drawings on plain paper (issue 8) ----------------------------------------------
+# --- shortcuts for drawings on plain paper ------------------------------------------------------------
 
 
 def canvas_greys(count: int = 30) -> list[np.ndarray]:

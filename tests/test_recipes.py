@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_digits
 from digits.errors import DigitsError
 from digits.recipes import PRESETS, Recipe, get_preset, with_overrides
-
-
-def digits_command(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +99,7 @@ def test_recipe_without_a_model_is_a_programming_error():
     ],
 )
 def test_train_command_rejects_unknown_names_in_one_line(arguments, names):
-    result = digits_command(*arguments)
+    result = run_digits(*arguments)
     assert result.returncode == 1
     assert result.stderr.startswith("digits: error: Unknown ")
     assert names in result.stderr
@@ -112,7 +107,7 @@ def test_train_command_rejects_unknown_names_in_one_line(arguments, names):
 
 
 def test_presets_command_lists_each_preset_with_the_study_result():
-    result = digits_command("presets")
+    result = run_digits("presets")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == list(PRESETS)

@@ -2,27 +2,22 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run_digits
 
 pytestmark = pytest.mark.slow
 
 TINY = ["--train-limit", "2000", "--test-limit", "500", "--epochs", "1"]
 
 
-def digits(*arguments, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """One tiny study, shared by the tests below: (the finished process, the runs folder)."""
     workdir = tmp_path_factory.mktemp("study")
-    finished = digits("run", "--runs-dir", workdir / "runs", *TINY, cwd=workdir)
+    finished = run_digits("run", "--runs-dir", workdir / "runs", *TINY, cwd=workdir)
     assert finished.returncode == 0, finished.stderr[-2000:]
     return finished, workdir / "runs"
 
@@ -63,7 +58,7 @@ def test_run_trains_evaluates_and_reports_both_models(study):
 def test_evaluate_writes_where_asked_and_prints_the_report_path(study, tmp_path):
     _, runs_dir = study
     run = run_folders(runs_dir)[0]
-    finished = digits("evaluate", run, "--out", tmp_path / "again", cwd=tmp_path)
+    finished = run_digits("evaluate", run, "--out", tmp_path / "again", cwd=tmp_path)
 
     assert finished.returncode == 0, finished.stderr
     assert (tmp_path / "again" / "report.html").is_file()
@@ -74,7 +69,7 @@ def test_evaluate_writes_where_asked_and_prints_the_report_path(study, tmp_path)
 def test_compare_writes_a_new_comparison_folder(study, tmp_path):
     _, runs_dir = study
     shallow, cnn = run_folders(runs_dir)
-    finished = digits("compare", shallow, cnn, "--out", tmp_path / "comparison", cwd=tmp_path)
+    finished = run_digits("compare", shallow, cnn, "--out", tmp_path / "comparison", cwd=tmp_path)
 
     assert finished.returncode == 0, finished.stderr
     summary = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
@@ -105,7 +100,7 @@ def damaged_runs(study, tmp_path):
                                          ("corrupted-model", "damaged")])
 def test_evaluate_refuses_a_bad_run_folder_in_one_sentence(damaged_runs, tmp_path, kind, words):
     _, broken = damaged_runs
-    finished = digits("evaluate", broken[kind], cwd=tmp_path)
+    finished = run_digits("evaluate", broken[kind], cwd=tmp_path)
 
     assert finished.returncode == 1
     # TensorFlow may log its own start-up lines first; the user's answer is the last line, and only one.
@@ -117,17 +112,17 @@ def test_evaluate_refuses_a_bad_run_folder_in_one_sentence(damaged_runs, tmp_pat
 
 def test_compare_refuses_a_bad_folder_or_a_single_run(damaged_runs, tmp_path):
     good, broken = damaged_runs
-    bad = digits("compare", good, broken["incomplete"], cwd=tmp_path)
+    bad = run_digits("compare", good, broken["incomplete"], cwd=tmp_path)
     assert bad.returncode == 1 and "incomplete" in bad.stderr and "Traceback" not in bad.stderr
 
-    single = digits("compare", good, cwd=tmp_path)
+    single = run_digits("compare", good, cwd=tmp_path)
     assert single.returncode == 1 and "at least two run folders" in single.stderr
 
 
 def test_run_refuses_to_write_into_a_folder_that_holds_files(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "report.html").write_text("someone's report")
-    finished = digits("run", "--runs-dir", tmp_path / "runs", "--out", tmp_path / "taken", *TINY, cwd=tmp_path)
+    finished = run_digits("run", "--runs-dir", tmp_path / "runs", "--out", tmp_path / "taken", *TINY, cwd=tmp_path)
 
     assert finished.returncode == 1 and "nothing is overwritten" in finished.stderr
     assert (tmp_path / "taken" / "report.html").read_text() == "someone's report"

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from conftest import run_digits
 from digits import images
 from digits.data import load_mnist
 from digits.predict import load_classifier
@@ -101,10 +102,7 @@ def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, dig
     picture.write_bytes(digit_png(7, side=500))
 
     answer = post_png(client, picture.read_bytes()).json()
-    command = subprocess.run(
-        [sys.executable, "-m", "digits", "predict", str(picture), "--json"],
-        capture_output=True, text=True, timeout=120,
-    )
+    command = run_digits("predict", picture, "--json", timeout=120)
 
     assert command.returncode == 0, command.stderr
     cli_answer = json.loads(command.stdout)["results"][0]
@@ -293,10 +291,6 @@ def test_the_page_loads_nothing_from_elsewhere():
 
 
 # --- the command ----------------------------------------------------------------------------------
-
-
-def run_digits(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True, timeout=timeout)
 
 
 def test_serve_refuses_a_port_in_use_in_one_sentence():

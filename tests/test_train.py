@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import run_digits
 from digits.data import load_mnist, to_model_input
 from digits.errors import DigitsError
 from digits.recipes import Recipe, get_preset, with_overrides
@@ -66,9 +67,8 @@ class InterruptAt(keras.callbacks.Callback):
 
 
 def test_train_command_writes_every_file_of_the_run_folder(mnist, tmp_path):
-    command = [sys.executable, "-m", "digits", "train", "quick-cnn", "--epochs", "1", "--train-limit", "2000",
-               "--test-limit", "500", "--seed", "3", "--runs-dir", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = run_digits("train", "quick-cnn", "--epochs", "1", "--train-limit", "2000", "--test-limit", "500",
+                        "--seed", "3", "--runs-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     [run_dir] = tmp_path.iterdir()
     assert RUN_NAME.match(run_dir.name) and run_dir.name.endswith("-quick-cnn")

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from digits.errors import DigitsError  # noqa: E402
 
-# --- sample grid (issue 2) --------------------------------------------------------------------------
+# --- sample grid --------------------------------------------------------------------------------------
 
 
 def sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, count: int = 12) -> Path:
@@ -76,7 +76,7 @@ def tile_sheet(tiles: list[np.ndarray], captions: list[str], *, columns: int, ce
     return figure
 
 
-# --- evaluation figures (issue 4) -----------------------------------------------------------------
+# --- evaluation figures -------------------------------------------------------------------------------
 # Each function draws only what digits.evaluate computed, saves one PNG and returns its path. Figures are
 # built with matplotlib.figure.Figure rather than pyplot, so nothing stays registered (or open) afterwards.
 

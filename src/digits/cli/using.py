@@ -7,7 +7,7 @@ from pathlib import Path
 
 from digits.errors import DigitsError
 
-# --- predict (issue 7) ----------------------------------------------------------------------------
+# --- predict ------------------------------------------------------------------------------------------
 
 
 def add_predict_commands(subcommands) -> None:
@@ -55,7 +55,7 @@ def run_predict(args) -> int:
     return 1 if failed else 0
 
 
-# --- serve (issue 8) ------------------------------------------------------------------------------
+# --- serve --------------------------------------------------------------------------------------------
 
 
 def add_serve_commands(subcommands) -> None:
