@@ -38,6 +38,7 @@ def test_unknown_model_names_the_valid_ones():
 
 
 @pytest.mark.parametrize("name", sorted(STUDY_PARAMETERS))
+@pytest.mark.slow
 def test_models_command_prints_the_keras_summary(name):
     result = run_digits("models", name, timeout=120)
     assert result.returncode == 0, result.stderr

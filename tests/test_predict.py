@@ -128,6 +128,7 @@ def picture_folder(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_cli_reads_a_folder_and_reports_the_bad_file_without_stopping(picture_folder, tmp_path):
     views = tmp_path / "views"
     result = run_digits("predict", str(picture_folder), "--show", str(views))
@@ -146,6 +147,7 @@ def test_cli_reads_a_folder_and_reports_the_bad_file_without_stopping(picture_fo
         assert sheet.height >= 280 and sheet.width > 2 * 280
 
 
+@pytest.mark.slow
 def test_cli_json_and_top(picture_folder):
     zero, notes = str(picture_folder / "a-zero.png"), str(picture_folder / "notes.txt")
     result = run_digits("predict", zero, notes, "--json", "--top", "5")
@@ -158,6 +160,7 @@ def test_cli_json_and_top(picture_folder):
     assert bad == {"path": str(picture_folder / "notes.txt"), "error": bad["error"]} and "not an image" in bad["error"]
 
 
+@pytest.mark.slow
 def test_cli_exit_status_is_0_when_every_file_is_read(picture_folder, tmp_path):
     missing = tmp_path / "missing.png"
     ok = run_digits("predict", str(picture_folder / "b-seven.jpg"))

@@ -85,9 +85,9 @@ def test_unknown_preset_lists_the_presets():
         get_preset("seed-resnet")
 
 
-def test_recipe_without_a_model_is_a_programming_error():
-    with pytest.raises(TypeError):
-        Recipe(loss="mse", optimizer="sgd", learning_rate=0.01, epochs=1)
+def test_a_recipe_naming_an_unknown_model_is_refused_at_once_with_the_known_ones():
+    with pytest.raises(DigitsError, match=r"^Unknown model 'resnet'; choose one of: shallow, cnn, cnn-bn\.$"):
+        Recipe(model="resnet", loss="mse", optimizer="sgd", learning_rate=0.01, epochs=1)
 
 
 @pytest.mark.parametrize(

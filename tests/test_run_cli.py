@@ -61,7 +61,8 @@ def test_evaluate_writes_where_asked_and_prints_the_report_path(study, tmp_path)
     finished = run_digits("evaluate", run, "--out", tmp_path / "again", cwd=tmp_path)
 
     assert finished.returncode == 0, finished.stderr
-    assert (tmp_path / "again" / "report.html").is_file()
+    accuracy = json.loads((tmp_path / "again" / "evaluation.json").read_text())["evaluation"]["accuracy"]
+    assert f"Test set: {100 * accuracy:.2f} % accuracy" in (tmp_path / "again" / "report.html").read_text()
     assert f"Report:  {tmp_path / 'again' / 'report.html'}" in finished.stdout
     assert "Too early to tell" in finished.stdout  # one epoch: no overfitting verdict is claimed
 
@@ -75,7 +76,8 @@ def test_compare_writes_a_new_comparison_folder(study, tmp_path):
     summary = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
     assert {row["name"] for row in summary["comparison"]["models"]} == {"quick-shallow", "quick-cnn"}
     assert summary["comparison"]["sentence"] in finished.stdout
-    assert (tmp_path / "comparison" / "report.html").is_file()
+    page = (tmp_path / "comparison" / "report.html").read_text(encoding="utf-8")
+    assert 'id="model-quick-shallow"' in page and 'id="model-quick-cnn"' in page and 'id="comparison"' in page
 
 
 @pytest.fixture

@@ -97,6 +97,7 @@ def test_multipart_upload_and_raw_body_give_the_same_answer(client, digit_png):
     assert raw == form == octet
 
 
+@pytest.mark.slow
 def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, digit_png, tmp_path):
     picture = tmp_path / "seven.png"
     picture.write_bytes(digit_png(7, side=500))
@@ -293,6 +294,7 @@ def test_the_page_loads_nothing_from_elsewhere():
 # --- the command ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_port_in_use_in_one_sentence():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -303,6 +305,7 @@ def test_serve_refuses_a_port_in_use_in_one_sentence():
     assert re.fullmatch(r"digits: error: Port \d+ on 127\.0\.0\.1 is already in use; [^\n]+\.\n", result.stderr)
 
 
+@pytest.mark.slow
 def test_serve_warns_when_reachable_from_other_machines_and_names_a_missing_model(tmp_path):
     result = run_digits("serve", "--host", "0.0.0.0", "--port", "0", "--model", str(tmp_path / "missing.keras"))
 
@@ -316,6 +319,7 @@ def test_only_this_machine_counts_as_loopback():
     assert not is_loopback("0.0.0.0")
 
 
+@pytest.mark.slow
 def test_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_png):
     server = subprocess.Popen(
         [sys.executable, "-m", "digits", "serve", "--port", "0"],
@@ -355,6 +359,7 @@ def child_processes(parent: int) -> list[int]:
     return children
 
 
+@pytest.mark.slow
 def test_a_dead_preparation_worker_costs_one_clear_error_and_the_next_picture_is_read(classifier, digit_png):
     import os
 

@@ -91,6 +91,7 @@ def target_run(tmp_path_factory):
     return train(recipe, load_mnist(), tmp_path_factory.mktemp("runs"), verbose=0)
 
 
+@pytest.mark.slow
 def test_a_reached_target_stops_training_after_that_epoch(target_run):
     run = load_run(target_run)
     assert run.metrics["status"] == "complete" and run.metrics["epochs"] == 1
@@ -100,6 +101,7 @@ def test_a_reached_target_stops_training_after_that_epoch(target_run):
     assert 0 < target["seconds"] <= run.metrics["training_seconds"]
 
 
+@pytest.mark.slow
 def test_config_records_precision_and_steps_per_execution(target_run):
     config = json.loads((target_run / "config.json").read_text())
     assert config["precision"] == "float32"
@@ -108,6 +110,7 @@ def test_config_records_precision_and_steps_per_execution(target_run):
     assert config["recipe"]["schedule"] == "one-cycle" and config["recipe"]["target_accuracy"] == 0.0
 
 
+@pytest.mark.slow
 def test_a_model_trained_with_one_cycle_reloads_with_its_schedule(target_run):
     model = load_model(load_run(target_run))
     schedule = model.optimizer._learning_rate  # Keras keeps the schedule object here; `learning_rate` is its value
