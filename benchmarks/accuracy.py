@@ -1,6 +1,6 @@
 """Record accuracy: train the `best` preset for several seeds, score each once on the test set, then ensemble them.
 
-    .venv/bin/python benchmarks/accuracy.py                 # 5 seeds of the full recipe: about 5 x 9.5 minutes on 2 cores
+    .venv/bin/python benchmarks/accuracy.py  # 5 seeds of the full recipe: about 5 x 9.5 minutes on 2 cores
     .venv/bin/python benchmarks/accuracy.py --epochs 1 --train-limit 3000   # a smoke test, about a minute
 
 Every hyper-parameter of the preset is chosen on the holdout slice (the last 10,000 training images, with
@@ -8,7 +8,7 @@ Every hyper-parameter of the preset is chosen on the holdout slice (the last 10,
 here, after training: read as it is and with test-time shifts (TTA: the image and its 1-pixel shifts,
 averaged). Prints per seed the test accuracy, mistakes and wall time, their mean and spread, then the
 ensemble of all seeds (averaged probabilities), next to the study's CNN.
-The issue's goals: one model >= 99.70 % in <= 10 minutes, an ensemble of at most 5 >= 99.80 %.
+The goals: one model >= 99.70 % in <= 10 minutes, an ensemble of at most 5 >= 99.80 %.
 """
 
 from __future__ import annotations

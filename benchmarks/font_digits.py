@@ -259,7 +259,7 @@ def main() -> int:
 
     groups: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
     mistakes = []
-    for row, result, naive_digit in zip(rows, results, naive_digits):
+    for row, result, naive_digit in zip(rows, results, naive_digits, strict=True):
         correct = result.error is None and result.digit == row["digit"]
         for group in ("all", f"subset: {row['subset']}", f"polarity: {row['polarity']}", f"format: {row['format']}"):
             groups[group].append((correct, naive_digit == row["digit"]))

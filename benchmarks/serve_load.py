@@ -137,7 +137,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default: 50)")
     parser.add_argument("--seconds", type=float, default=30, help="how long to load the server (default: 30)")
     parser.add_argument("--interval", type=float, default=0.15,
-                        help="seconds between one client's posts, as the page paces them; 0 = back to back (default: 0.15)")
+                        help="seconds between one client's posts, as the page paces them; 0 = back to back "
+                        "(default: 0.15)")
     parser.add_argument("--model", help="a run folder or .keras file (default: the shipped model)")
     args = parser.parse_args()
 
@@ -148,7 +149,9 @@ def main() -> int:
         latencies, errors, elapsed = asyncio.run(
             load(base_url + "/predict", pngs, args.clients, args.seconds, args.interval)
         )
-        server_cpu, workers_cpu = (after - before for after, before in zip(cpu_seconds(server.pid), server_cpu_before))
+        server_cpu_after = cpu_seconds(server.pid)
+        server_cpu, workers_cpu = (after - before
+                                   for after, before in zip(server_cpu_after, server_cpu_before, strict=True))
         client_cpu = time.process_time() - client_cpu_before
     finally:
         server.send_signal(signal.SIGINT)
@@ -166,7 +169,8 @@ def main() -> int:
     print(f"throughput   {len(latencies) / elapsed:.0f} requests/s")
     print(f"latency      p50 {p50:.1f} ms   p95 {p95:.1f} ms   p99 {p99:.1f} ms   max {milliseconds.max():.1f} ms")
     per_request = 1000 / len(latencies)
-    print(f"CPU          server {(server_cpu + workers_cpu) * per_request:.2f} ms ({server_cpu * per_request:.2f} ms in its "
+    print(f"CPU          server {(server_cpu + workers_cpu) * per_request:.2f} ms "
+          f"({server_cpu * per_request:.2f} ms in its "
           f"event loop and inference, {workers_cpu * per_request:.2f} ms preparing pictures in worker processes), "
           f"this client {client_cpu * per_request:.2f} ms per request; load average {os.getloadavg()[0]:.1f}")
     if errors:

@@ -1,15 +1,25 @@
-"""Shared pytest fixtures. Each issue appends its own section; keep sections self-contained."""
+"""Shared pytest helpers and fixtures: running the `digits` command, tiny MNIST look-alikes, drawn digits."""
 
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+# --- the command -------------------------------------------------------------------------------------
 
-# --- data (issue 2) ---------------------------------------------------------------------------------
+
+def run_digits(*arguments, cwd=None, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `digits ARGUMENTS` as a user does, in a new process (this source first on its path, via PYTHONPATH),
+    and return its exit code and captured text. `env` replaces the environment when given."""
+    return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+# --- data ---------------------------------------------------------------------------------------------
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
@@ -56,7 +66,7 @@ def tiny_mnist_dir(tmp_path, tiny_mnist) -> Path:
     return directory
 
 
-# --- serve (issue 8) --------------------------------------------------------------------------------
+# --- serve --------------------------------------------------------------------------------------------
 
 
 # One pen stroke per digit, as fractions of the square's side.

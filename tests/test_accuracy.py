@@ -1,4 +1,4 @@
-"""Record accuracy (issue 6): augmentation, the cnn-bn model, the `best` preset, and ensembles."""
+"""Record accuracy: augmentation, the cnn-bn model, the `best` preset, and ensembles."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_digits
 from digits.augment import augment_images, shift_images
 from digits.data import load_mnist, to_model_input
 from digits.ensemble import average_probabilities
@@ -17,11 +18,6 @@ from digits.errors import DigitsError
 from digits.recipes import get_preset, with_overrides
 
 TINY = ["--epochs", "1", "--train-limit", "1000", "--test-limit", "200"]
-
-
-def digits(*arguments, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -99,35 +95,46 @@ def test_average_of_hand_made_probabilities():
 def members(tmp_path_factory):
     """Two tiny `best` runs trained by the real CLI (seeds 0 and 1): (run folders, the first process)."""
     workdir = tmp_path_factory.mktemp("best")
-    finished = [digits("train", "best", *TINY, "--seed", seed, "--quiet", "--runs-dir", workdir / "runs", cwd=workdir)
+    finished = [run_digits("train", "best", *TINY, "--seed", seed, "--quiet", "--runs-dir", workdir / "runs",
+                           cwd=workdir)
                 for seed in (0, 1)]
     for process in finished:
         assert process.returncode == 0, process.stderr[-2000:]
     return sorted((workdir / "runs").iterdir()), finished[0]
 
 
+@pytest.mark.slow
 def test_best_trains_from_the_command_line(members):
     runs, finished = members
     assert "Run complete" in finished.stdout and "no validation" in finished.stdout
     config = json.loads((runs[0] / "config.json").read_text())
     assert config["recipe"]["model"] == "cnn-bn" and config["recipe"]["augment_rotation"] == 10
     assert config["data"]["validation_images"] == 0
-    assert (runs[0] / "model.keras").is_file()
+    from digits.runs import load_model, load_run
+
+    model = load_model(load_run(runs[0]))  # the saved model is the cnn-bn the recipe names, and it reads digits
+    assert model.count_params() == 104_874
+    probabilities = model.predict(to_model_input(load_mnist().test_images[:4]), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_ensemble_command_evaluates_and_reports(members, tmp_path):
     runs, _ = members
     out = tmp_path / "ensemble"
-    finished = digits("ensemble", *runs, "--tta", "--out", out, cwd=tmp_path)
+    finished = run_digits("ensemble", *runs, "--tta", "--out", out, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "ensemble of 2 with TTA" in finished.stdout and runs[0].name in finished.stdout
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["test_images"] == 200 and evaluation["overfitting"] is None
-    for name in ("report.html", "confusion.png", "mistakes.png", "ensemble.json"):
-        assert (out / name).is_file(), name
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert evaluation["name"] in page and f"{100 * evaluation['evaluation']['accuracy']:.2f}" in page
+    for figure in ("confusion.png", "mistakes.png"):
+        assert (out / figure).read_bytes().startswith(b"\x89PNG"), figure
     assert len(json.loads((out / "ensemble.json").read_text())["members"]) == 2
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_identical_members_is_that_member(members, mnist, tmp_path):
     from digits.ensemble import evaluate_ensemble
 
@@ -147,6 +154,7 @@ def test_an_ensemble_of_identical_members_is_that_member(members, mnist, tmp_pat
     ("twice", "given twice"),
     ("limits", "different --test-limit values"),
 ])
+@pytest.mark.slow
 def test_bad_members_are_one_sentence(members, tmp_path, capsys, damage, words):
     runs, _ = members
     first, second = runs
@@ -174,6 +182,7 @@ def test_bad_members_are_one_sentence(members, tmp_path, capsys, damage, words):
     assert "Traceback" not in error and len(error.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_weight_averaging_saves_the_average_and_scores_both(mnist, tmp_path):
     from digits.runs import load_model, load_run
     from digits.train import train
@@ -198,6 +207,7 @@ def test_validation_none_trains_on_all_60000_images_and_leaves_the_test_set_alon
     assert "all 60,000 training images" in description and "test set is not used" in description
 
 
+@pytest.mark.slow
 def test_a_run_without_validation_records_training_curves_only_and_still_evaluates(mnist, tmp_path):
     from digits.runs import load_run
     from digits.study import evaluate_run
@@ -218,11 +228,12 @@ def test_a_target_accuracy_without_validation_is_one_sentence():
         with_overrides(get_preset("quick-cnn"), validation="none")
 
 
+@pytest.mark.slow
 def test_evaluate_with_tta_writes_beside_the_plain_evaluation(members, tmp_path):
     runs, _ = members
     run = shutil.copytree(runs[0], tmp_path / runs[0].name)
-    plain = digits("evaluate", run, cwd=tmp_path)
-    shifted = digits("evaluate", run, "--tta", cwd=tmp_path)
+    plain = run_digits("evaluate", run, cwd=tmp_path)
+    shifted = run_digits("evaluate", run, "--tta", cwd=tmp_path)
     assert plain.returncode == 0 and shifted.returncode == 0, shifted.stderr[-2000:]
     assert "with TTA" in shifted.stdout and "with TTA" not in plain.stdout
     plain_evaluation = json.loads((run / "evaluation" / "evaluation.json").read_text())
@@ -245,6 +256,7 @@ def test_elastic_distortion_bends_strokes_but_keeps_the_digit(mnist):
     np.testing.assert_array_equal(augment_images(images), images)
 
 
+@pytest.mark.slow
 def test_a_saved_model_with_its_augmentation_layer_reloads_in_a_fresh_process(tmp_path):
     from digits.models import build_model
 

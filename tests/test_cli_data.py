@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_digits
+
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def run_digits(*arguments, cwd, **environment) -> subprocess.CompletedProcess:
+def digits_data(*arguments, cwd, **environment) -> subprocess.CompletedProcess:
     env = {name: value for name, value in os.environ.items() if name != "DIGITS_DATA_DIR"}
     env["DIGITS_CACHE_DIR"] = str(cwd / "cache")  # Never the user's cache, and nothing to download.
     env.update(environment)
-    return subprocess.run([sys.executable, "-m", "digits", *arguments], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_digits(*arguments, cwd=cwd, env=env, timeout=120)
 
 
 def section_rows(stdout: str, title: str) -> dict[str, list[str]]:
@@ -37,7 +37,7 @@ def assert_sample_grid(path) -> None:
 
 
 def test_data_command_inspects_vendored_mnist(tmp_path):
-    result = run_digits("data", cwd=tmp_path)
+    result = digits_data("data", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -59,7 +59,7 @@ def test_data_command_inspects_vendored_mnist(tmp_path):
 
 def test_data_command_reads_other_data_and_says_it_is_unverified(tmp_path, tiny_mnist_dir):
     out_dir = tmp_path / "figures" / "new"
-    result = run_digits("data", "--data-dir", str(tiny_mnist_dir), "--out", str(out_dir), cwd=tmp_path)
+    result = digits_data("data", "--data-dir", str(tiny_mnist_dir), "--out", str(out_dir), cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert f"directory {tiny_mnist_dir}" in result.stdout and "UNVERIFIED" in result.stdout
@@ -68,7 +68,7 @@ def test_data_command_reads_other_data_and_says_it_is_unverified(tmp_path, tiny_
 
 
 def test_data_command_honours_digits_data_dir(tmp_path, tiny_mnist_dir):
-    result = run_digits("data", "--out", str(tmp_path), cwd=tmp_path, DIGITS_DATA_DIR=str(tiny_mnist_dir))
+    result = digits_data("data", "--out", str(tmp_path), cwd=tmp_path, DIGITS_DATA_DIR=str(tiny_mnist_dir))
     assert result.returncode == 0, result.stderr
     assert f"DIGITS_DATA_DIR {tiny_mnist_dir}" in result.stdout
 
@@ -88,7 +88,7 @@ def test_bad_input_exits_with_one_line_and_no_traceback(tmp_path, tiny_mnist_dir
         out_dir.write_text("a file, not a directory")
         expected = "choose a writable --out directory"
 
-    result = run_digits("data", "--data-dir", str(data_dir), "--out", str(out_dir), cwd=tmp_path)
+    result = digits_data("data", "--data-dir", str(data_dir), "--out", str(out_dir), cwd=tmp_path)
 
     assert result.returncode == 1
     assert result.stderr.startswith("digits: error: ") and result.stderr.count("\n") == 1, result.stderr

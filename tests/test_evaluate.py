@@ -11,7 +11,7 @@ from digits.evaluate import Evaluation, ModelSummary, compare, evaluate, overfit
 def one_hot_probabilities(predicted, confidence):
     """Rows that give `confidence` to the predicted digit and share the rest equally."""
     rows = np.full((len(predicted), 10), 0.0)
-    for row, (digit, probability) in enumerate(zip(predicted, confidence)):
+    for row, (digit, probability) in enumerate(zip(predicted, confidence, strict=True)):
         rows[row, :] = (1 - probability) / 9
         rows[row, digit] = probability
     return rows
@@ -30,7 +30,7 @@ def test_hand_made_confusion_accuracy_and_mistakes():
     assert evaluation.count == 10
     assert evaluation.mistake_count == 3
     expected = np.zeros((10, 10), dtype=int)
-    for actual, predicted in zip(LABELS, PREDICTED):
+    for actual, predicted in zip(LABELS, PREDICTED, strict=True):
         expected[actual, predicted] += 1
     np.testing.assert_array_equal(evaluation.confusion, expected)
     assert evaluation.confusion[4, 9] == 2 and evaluation.confusion[7, 1] == 1
@@ -121,7 +121,7 @@ def test_a_curve_that_does_not_overfit():
     assert "training accuracy ends 0.3 points below validation" in verdict.sentence
 
 
-def test_the_mild_example_reads_as_the_issue_describes():
+def test_a_slight_late_rise_of_validation_loss_reads_as_mild_overfitting():
     validation_loss = [0.2, 0.1, 0.07, 0.05, 0.045, 0.04, 0.035, 0.032, 0.031,
                        0.032, 0.033, 0.034, 0.035, 0.035, 0.036]
     verdict = overfitting_verdict(history(np.linspace(0.3, 0.01, 15), np.linspace(0.9, 0.996, 15),

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from conftest import run_digits
 from digits.errors import DigitsError
 from digits.models import MODELS, build_model
 
@@ -40,9 +38,9 @@ def test_unknown_model_names_the_valid_ones():
 
 
 @pytest.mark.parametrize("name", sorted(STUDY_PARAMETERS))
+@pytest.mark.slow
 def test_models_command_prints_the_keras_summary(name):
-    command = [sys.executable, "-m", "digits", "models", name]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = run_digits("models", name, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"Total params: {STUDY_PARAMETERS[name]:,}" in result.stdout
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from conftest import run_digits
 from digits.errors import DigitsError
 from digits.images import prepare_image
 from digits.predict import PRETRAINED_MODEL, find_image_files, load_classifier
@@ -118,8 +117,6 @@ def test_folders_are_walked_in_sorted_order_without_hidden_files(tmp_path):
 # --- the command, end to end ----------------------------------------------------------------------------
 
 
-def digits(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True, timeout=180)
 
 
 @pytest.fixture
@@ -135,9 +132,10 @@ def picture_folder(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_cli_reads_a_folder_and_reports_the_bad_file_without_stopping(picture_folder, tmp_path):
     views = tmp_path / "views"
-    result = digits("predict", str(picture_folder), "--show", str(views))
+    result = run_digits("predict", str(picture_folder), "--show", str(views))
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 4  # The hidden file is skipped; every other file gets a line, in sorted order.
@@ -153,9 +151,10 @@ def test_cli_reads_a_folder_and_reports_the_bad_file_without_stopping(picture_fo
         assert sheet.height >= 280 and sheet.width > 2 * 280
 
 
+@pytest.mark.slow
 def test_cli_json_and_top(picture_folder):
     zero, notes = str(picture_folder / "a-zero.png"), str(picture_folder / "notes.txt")
-    result = digits("predict", zero, notes, "--json", "--top", "5")
+    result = run_digits("predict", zero, notes, "--json", "--top", "5")
     assert result.returncode == 1
     document = json.loads(result.stdout)
     assert document["model"]["name"] == "pretrained" and document["failed"] == 1
@@ -165,10 +164,11 @@ def test_cli_json_and_top(picture_folder):
     assert bad == {"path": str(picture_folder / "notes.txt"), "error": bad["error"]} and "not an image" in bad["error"]
 
 
+@pytest.mark.slow
 def test_cli_exit_status_is_0_when_every_file_is_read(picture_folder, tmp_path):
     missing = tmp_path / "missing.png"
-    ok = digits("predict", str(picture_folder / "b-seven.jpg"))
+    ok = run_digits("predict", str(picture_folder / "b-seven.jpg"))
     assert ok.returncode == 0 and ok.stdout.startswith(f"{picture_folder / 'b-seven.jpg'}: 7 (")
-    bad_model = digits("predict", str(picture_folder / "b-seven.jpg"), str(missing), "--model", str(tmp_path / "x.kr"))
+    bad_model = run_digits("predict", picture_folder / "b-seven.jpg", missing, "--model", tmp_path / "x.kr")
     assert bad_model.returncode == 1
     assert bad_model.stderr.startswith("digits: error: There is no model at") and "Traceback" not in bad_model.stderr

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_digits
 from digits.errors import DigitsError
 from digits.recipes import PRESETS, Recipe, get_preset, with_overrides
-
-
-def digits_command(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -104,9 +99,9 @@ def test_unknown_preset_lists_the_presets():
         get_preset("seed-resnet")
 
 
-def test_recipe_without_a_model_is_a_programming_error():
-    with pytest.raises(TypeError):
-        Recipe(loss="mse", optimizer="sgd", learning_rate=0.01, epochs=1)
+def test_a_recipe_naming_an_unknown_model_is_refused_at_once_with_the_known_ones():
+    with pytest.raises(DigitsError, match=r"^Unknown model 'resnet'; choose one of: shallow, cnn, cnn-bn\.$"):
+        Recipe(model="resnet", loss="mse", optimizer="sgd", learning_rate=0.01, epochs=1)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +113,7 @@ def test_recipe_without_a_model_is_a_programming_error():
     ],
 )
 def test_train_command_rejects_unknown_names_in_one_line(arguments, names):
-    result = digits_command(*arguments)
+    result = run_digits(*arguments)
     assert result.returncode == 1
     assert result.stderr.startswith("digits: error: Unknown ")
     assert names in result.stderr
@@ -126,7 +121,7 @@ def test_train_command_rejects_unknown_names_in_one_line(arguments, names):
 
 
 def test_presets_command_lists_each_preset_with_the_study_result():
-    result = digits_command("presets")
+    result = run_digits("presets")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == list(PRESETS)

@@ -3,11 +3,11 @@
 import html
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run_digits
 
 pytestmark = pytest.mark.slow
 
@@ -17,16 +17,11 @@ SMALL_STUDY = ["--train-limit", "2000", "--test-limit", "500", "--epochs", "2"]
 QUICK_PRESETS = ["quick-shallow-mse", "quick-shallow-poisson", "quick-shallow", "quick-cnn"]
 
 
-def digits(*arguments, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """One tiny study, shared by the tests below: (the finished process, the runs folder)."""
     workdir = tmp_path_factory.mktemp("study")
-    finished = digits("run", "--runs-dir", workdir / "runs", *SMALL_STUDY, cwd=workdir)
+    finished = run_digits("run", "--runs-dir", workdir / "runs", *SMALL_STUDY, cwd=workdir)
     assert finished.returncode == 0, finished.stderr[-2000:]
     return finished, workdir / "runs"
 
@@ -95,10 +90,11 @@ def test_the_study_compares_its_two_shallow_configurations_against_the_studys_ow
 def test_evaluate_writes_where_asked_and_prints_the_report_path(study, tmp_path):
     _, runs_dir = study
     run = run_folders(runs_dir)[0]
-    finished = digits("evaluate", run, "--out", tmp_path / "again", cwd=tmp_path)
+    finished = run_digits("evaluate", run, "--out", tmp_path / "again", cwd=tmp_path)
 
     assert finished.returncode == 0, finished.stderr
-    assert (tmp_path / "again" / "report.html").is_file()
+    accuracy = json.loads((tmp_path / "again" / "evaluation.json").read_text())["evaluation"]["accuracy"]
+    assert f"Test set: {100 * accuracy:.2f} % accuracy" in (tmp_path / "again" / "report.html").read_text()
     assert f"Report:  {tmp_path / 'again' / 'report.html'}" in finished.stdout
     verdict = json.loads((tmp_path / "again" / "evaluation.json").read_text())["overfitting"]["sentence"]
     assert verdict in finished.stdout
@@ -107,22 +103,23 @@ def test_evaluate_writes_where_asked_and_prints_the_report_path(study, tmp_path)
 def test_compare_writes_a_new_comparison_folder(study, tmp_path):
     _, runs_dir = study
     shallow, cnn = run_of(runs_dir, "quick-shallow"), run_of(runs_dir, "quick-cnn")
-    finished = digits("compare", shallow, cnn, "--out", tmp_path / "comparison", cwd=tmp_path)
+    finished = run_digits("compare", shallow, cnn, "--out", tmp_path / "comparison", cwd=tmp_path)
 
     assert finished.returncode == 0, finished.stderr
     summary = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
     assert {row["name"] for row in summary["comparison"]["models"]} == {"quick-shallow", "quick-cnn"}
     assert summary["comparison"]["sentence"] in finished.stdout
-    assert (tmp_path / "comparison" / "report.html").is_file()
+    page = (tmp_path / "comparison" / "report.html").read_text(encoding="utf-8")
+    assert 'id="model-quick-shallow"' in page and 'id="model-quick-cnn"' in page and 'id="comparison"' in page
 
 
 def test_compare_scores_runs_tested_on_different_images_on_the_images_they_share(study, tmp_path):
     _, runs_dir = study
-    fewer = digits("train", "quick-shallow", "--train-limit", "500", "--test-limit", "300", "--epochs", "1",
+    fewer = run_digits("train", "quick-shallow", "--train-limit", "500", "--test-limit", "300", "--epochs", "1",
                    "--runs-dir", tmp_path / "runs", "--quiet", cwd=tmp_path)
     assert fewer.returncode == 0, fewer.stderr
     (small_run,) = run_folders(tmp_path / "runs")
-    finished = digits("compare", run_of(runs_dir, "quick-cnn"), small_run, "--out", tmp_path / "comparison",
+    finished = run_digits("compare", run_of(runs_dir, "quick-cnn"), small_run, "--out", tmp_path / "comparison",
                       cwd=tmp_path)
 
     assert finished.returncode == 0, finished.stderr
@@ -159,7 +156,7 @@ def damaged_runs(study, tmp_path):
                                          ("corrupted-model", "damaged")])
 def test_evaluate_refuses_a_bad_run_folder_in_one_sentence(damaged_runs, tmp_path, kind, words):
     _, broken = damaged_runs
-    finished = digits("evaluate", broken[kind], cwd=tmp_path)
+    finished = run_digits("evaluate", broken[kind], cwd=tmp_path)
 
     assert finished.returncode == 1
     # TensorFlow may log its own start-up lines first; the user's answer is the last line, and only one.
@@ -171,17 +168,17 @@ def test_evaluate_refuses_a_bad_run_folder_in_one_sentence(damaged_runs, tmp_pat
 
 def test_compare_refuses_a_bad_folder_or_a_single_run(damaged_runs, tmp_path):
     good, broken = damaged_runs
-    bad = digits("compare", good, broken["incomplete"], cwd=tmp_path)
+    bad = run_digits("compare", good, broken["incomplete"], cwd=tmp_path)
     assert bad.returncode == 1 and "incomplete" in bad.stderr and "Traceback" not in bad.stderr
 
-    single = digits("compare", good, cwd=tmp_path)
+    single = run_digits("compare", good, cwd=tmp_path)
     assert single.returncode == 1 and "at least two run folders" in single.stderr
 
 
 def test_run_refuses_to_write_into_a_folder_that_holds_files(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "report.html").write_text("someone's report")
-    finished = digits("run", "--runs-dir", tmp_path / "runs", "--out", tmp_path / "taken", *TINY, cwd=tmp_path)
+    finished = run_digits("run", "--runs-dir", tmp_path / "runs", "--out", tmp_path / "taken", *TINY, cwd=tmp_path)
 
     assert finished.returncode == 1 and "nothing is overwritten" in finished.stderr
     assert (tmp_path / "taken" / "report.html").read_text() == "someone's report"

@@ -8,22 +8,22 @@ import socket
 import subprocess
 import sys
 import time
-import zlib
-from pathlib import Path
-
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from conftest import run_digits
 from digits import images
 from digits.data import load_mnist
 from digits.predict import load_classifier
 from digits.serve import MAX_UPLOAD_BYTES, create_app
-from digits.workers import BatchClassifier, compiled_predict
 from digits.server import is_loopback
+from digits.workers import BatchClassifier, compiled_predict
 
 with warnings.catch_warnings():
     # Starlette's test client warns, on import, that it will move to another HTTP library; not our concern.
@@ -97,15 +97,13 @@ def test_multipart_upload_and_raw_body_give_the_same_answer(client, digit_png):
     assert raw == form == octet
 
 
+@pytest.mark.slow
 def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, digit_png, tmp_path):
     picture = tmp_path / "seven.png"
     picture.write_bytes(digit_png(7, side=500))
 
     answer = post_png(client, picture.read_bytes()).json()
-    command = subprocess.run(
-        [sys.executable, "-m", "digits", "predict", str(picture), "--json"],
-        capture_output=True, text=True, timeout=120,
-    )
+    command = run_digits("predict", picture, "--json", timeout=120)
 
     assert command.returncode == 0, command.stderr
     cli_answer = json.loads(command.stdout)["results"][0]
@@ -137,7 +135,7 @@ def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_o
     together = asyncio.run(all_at_once())
 
     assert batch_sizes == [8, 8, 4]
-    for view, probabilities in zip(views, together):
+    for view, probabilities in zip(views, together, strict=True):
         np.testing.assert_allclose(probabilities, classifier.predict(view[np.newaxis])[0], atol=1e-5)
 
 
@@ -166,14 +164,15 @@ def test_a_failed_inference_answers_every_waiting_picture_and_the_next_one_is_cl
 def test_concurrent_requests_get_the_answers_they_get_one_at_a_time(client, digit_png):
     # 140 pixels are prepared on the event loop, 420 in a worker thread; both meet in the batches.
     pngs = [
-        digit_png(digit, side=side, dark_on_light=dark) for digit in (1, 7) for side in (140, 420) for dark in (True, False)
+        digit_png(digit, side=side, dark_on_light=dark)
+        for digit in (1, 7) for side in (140, 420) for dark in (True, False)
     ]
     one_at_a_time = [post_png(client, png).json() for png in pngs]
 
     with ThreadPoolExecutor(len(pngs)) as pool:
         concurrent = [response.json() for response in pool.map(lambda png: post_png(client, png), pngs)]
 
-    for alone, together in zip(one_at_a_time, concurrent):
+    for alone, together in zip(one_at_a_time, concurrent, strict=True):
         assert together["digit"] == alone["digit"] and together["view"] == alone["view"]
         np.testing.assert_allclose(together["probabilities"], alone["probabilities"], atol=1e-5)
 
@@ -295,10 +294,7 @@ def test_the_page_loads_nothing_from_elsewhere():
 # --- the command ----------------------------------------------------------------------------------
 
 
-def run_digits(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True, timeout=timeout)
-
-
+@pytest.mark.slow
 def test_serve_refuses_a_port_in_use_in_one_sentence():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -309,6 +305,7 @@ def test_serve_refuses_a_port_in_use_in_one_sentence():
     assert re.fullmatch(r"digits: error: Port \d+ on 127\.0\.0\.1 is already in use; [^\n]+\.\n", result.stderr)
 
 
+@pytest.mark.slow
 def test_serve_warns_when_reachable_from_other_machines_and_names_a_missing_model(tmp_path):
     result = run_digits("serve", "--host", "0.0.0.0", "--port", "0", "--model", str(tmp_path / "missing.keras"))
 
@@ -322,6 +319,7 @@ def test_only_this_machine_counts_as_loopback():
     assert not is_loopback("0.0.0.0")
 
 
+@pytest.mark.slow
 def test_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_png):
     server = subprocess.Popen(
         [sys.executable, "-m", "digits", "serve", "--port", "0"],
@@ -361,6 +359,7 @@ def child_processes(parent: int) -> list[int]:
     return children
 
 
+@pytest.mark.slow
 def test_dead_preparation_workers_are_replaced_and_the_next_picture_is_read(classifier, digit_png):
     import os
 

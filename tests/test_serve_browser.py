@@ -4,6 +4,7 @@ Set DIGITS_SCREENSHOT=docs/serve.png to refresh the README's screenshot while th
 """
 
 import base64
+import itertools
 import os
 import re
 import threading
@@ -95,7 +96,7 @@ def open_page(browser, server_url):
 
 def stroke_points(stroke, steps_per_segment=12):
     points = []
-    for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(stroke):
         points += [(x0 + (x1 - x0) * step / steps_per_segment, y0 + (y1 - y0) * step / steps_per_segment)
                    for step in range(steps_per_segment + 1)]
     return points
@@ -181,7 +182,8 @@ def test_clear_empties_the_square_and_the_answer(open_page):
     assert page.locator("#digit").inner_text() == "?"
     assert page.locator("#bars li .bar-value").all_inner_texts() == ["–"] * 10
     all_paper = page.evaluate(
-        "document.getElementById('pad').getContext('2d').getImageData(0, 0, 280, 280).data.every(value => value === 255)"
+        "document.getElementById('pad').getContext('2d').getImageData(0, 0, 280, 280)"
+        ".data.every(value => value === 255)"
     )
     assert all_paper
 

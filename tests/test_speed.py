@@ -105,7 +105,7 @@ def test_mixed_precision_keeps_the_softmax_in_float32_and_resets_the_policy():
         (dict(schedule="cosine"), "Unknown schedule 'cosine'; choose one of: constant, one-cycle."),
         (dict(precision="float16"), "Unknown precision 'float16'; choose one of: float32, mixed_bfloat16, auto."),
         (dict(loss="mse", label_smoothing=0.1), "Label smoothing works with the categorical_crossentropy loss only"),
-        (dict(augment_shift=2), "Random-shift augmentation is built for the cnn model only"),
+        (dict(augment_shift=2), "Random-shift augmentation is built into the cnn and cnn-bn models only, not shallow"),
         (dict(target_accuracy=99.0), "The target accuracy is a fraction in [0, 1]"),
     ],
 )
@@ -132,6 +132,7 @@ def target_run(tmp_path_factory):
     return train(recipe, load_mnist(), tmp_path_factory.mktemp("runs"), verbose=0)
 
 
+@pytest.mark.slow
 def test_a_reached_target_stops_training_after_that_epoch(target_run):
     run = load_run(target_run)
     assert run.metrics["status"] == "complete" and run.metrics["epochs"] == 1
@@ -141,6 +142,7 @@ def test_a_reached_target_stops_training_after_that_epoch(target_run):
     assert 0 < target["seconds"] <= run.metrics["training_seconds"]
 
 
+@pytest.mark.slow
 def test_config_records_precision_and_steps_per_execution(target_run):
     config = json.loads((target_run / "config.json").read_text())
     assert config["precision"] == "float32" and config["precision_choice"]["precision"] == "float32"
@@ -149,6 +151,7 @@ def test_config_records_precision_and_steps_per_execution(target_run):
     assert config["recipe"]["schedule"] == "one-cycle" and config["recipe"]["target_accuracy"] == 0.0
 
 
+@pytest.mark.slow
 def test_a_model_trained_with_one_cycle_reloads_with_its_schedule(target_run):
     model = load_model(load_run(target_run))
     schedule = model.optimizer._learning_rate  # Keras keeps the schedule object here; `learning_rate` is its value

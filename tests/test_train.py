@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import run_digits
 from digits.data import load_mnist, to_model_input
 from digits.errors import DigitsError
 from digits.recipes import Recipe, get_preset, with_overrides
@@ -65,10 +66,10 @@ class InterruptAt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_train_command_writes_every_file_of_the_run_folder(mnist, tmp_path):
-    command = [sys.executable, "-m", "digits", "train", "quick-cnn", "--epochs", "1", "--train-limit", "2000",
-               "--test-limit", "500", "--seed", "3", "--runs-dir", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = run_digits("train", "quick-cnn", "--epochs", "1", "--train-limit", "2000", "--test-limit", "500",
+                        "--seed", "3", "--runs-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     [run_dir] = tmp_path.iterdir()
     assert RUN_NAME.match(run_dir.name) and run_dir.name.endswith("-quick-cnn")
@@ -104,6 +105,7 @@ def test_train_command_writes_every_file_of_the_run_folder(mnist, tmp_path):
     assert measured == pytest.approx(metrics["validation_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_consistent_incomplete_run(tmp_path):
     command = [sys.executable, "-m", "digits", "train", "quick-shallow", "--epochs", "1000", "--train-limit", "2000",
                "--test-limit", "500", "--runs-dir", str(tmp_path)]
@@ -134,6 +136,7 @@ def test_ctrl_c_leaves_a_consistent_incomplete_run(tmp_path):
     assert load_model(run).count_params() == 50_890
 
 
+@pytest.mark.slow
 def test_interruption_keeps_the_model_of_the_last_finished_epoch(mnist, tmp_path):
     with pytest.raises(RunInterrupted) as caught:
         train(tiny_recipe(epochs=5), mnist, tmp_path, verbose=0, callbacks=[InterruptAt(epoch=2)])
@@ -145,6 +148,7 @@ def test_interruption_keeps_the_model_of_the_last_finished_epoch(mnist, tmp_path
     assert measured == pytest.approx(run.history["val_accuracy"][1], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_interruption_before_any_epoch_leaves_no_model(mnist, tmp_path):
     with pytest.raises(RunInterrupted) as caught:
         train(tiny_recipe(epochs=3), mnist, tmp_path, verbose=0, callbacks=[InterruptAt(epoch=0)])
@@ -156,6 +160,7 @@ def test_interruption_before_any_epoch_leaves_no_model(mnist, tmp_path):
         load_model(run)
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_history(mnist, tmp_path):
     runs = [train(tiny_recipe(epochs=2, seed=seed), mnist, tmp_path, verbose=0) for seed in (5, 5, 6)]
     histories = [load_run(run_dir).history for run_dir in runs]
@@ -164,6 +169,7 @@ def test_the_same_seed_gives_the_same_history(mnist, tmp_path):
     assert not np.allclose(histories[0]["loss"], histories[2]["loss"], rtol=1e-4)  # the seed is really used
 
 
+@pytest.mark.slow
 def test_holdout_validates_on_the_last_10000_training_images(mnist, holdout_run):
     recipe = with_overrides(get_preset("seed-cnn"), validation="holdout")
     train_images, train_labels, validation_images, validation_labels, description = split_data(recipe, mnist)
@@ -218,6 +224,7 @@ def _mark_interrupted(path: Path) -> None:
         ("config.json", _remove, "is not a run folder"),
     ],
 )
+@pytest.mark.slow
 def test_damaged_runs_get_one_clear_sentence(holdout_run, tmp_path, file, damage, message):
     run_dir = shutil.copytree(holdout_run, tmp_path / holdout_run.name)
     load_run(run_dir)  # intact before the damage
@@ -231,6 +238,7 @@ def test_a_missing_run_folder_is_named(tmp_path):
         load_run(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_a_damaged_model_file_is_one_sentence(holdout_run, tmp_path):
     run_dir = shutil.copytree(holdout_run, tmp_path / holdout_run.name)
     (run_dir / "model.keras").write_bytes(b"not a zip file")

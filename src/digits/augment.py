@@ -23,9 +23,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from digits.data import IMAGE_SIDE
+
 # MNIST digits are centred by mass in a 28×28 frame with a 4-pixel margin, so a few degrees, pixels and
 # percent of zoom keep every digit inside the frame and recognisably the same digit.
-IMAGE_SIZE = 28
 # The elastic displacement is random at a coarse grid of control points and bilinear in between: a 4×4 grid
 # over 28 pixels bends strokes over about 9 pixels, the scale of a pen's wobble (Simard et al. 2003 smooth a
 # per-pixel field with a Gaussian of sigma 4 instead, which costs a convolution per image).
@@ -47,7 +48,7 @@ class RandomWarp(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         # Each output pixel's position relative to the image centre, (1, 28, 28) each.
-        offsets = np.arange(IMAGE_SIZE, dtype="float32") - (IMAGE_SIZE - 1) / 2
+        offsets = np.arange(IMAGE_SIDE, dtype="float32") - (IMAGE_SIDE - 1) / 2
         self.row_offsets, self.column_offsets = (grid[None] for grid in np.meshgrid(offsets, offsets, indexing="ij"))
 
     def call(self, images, training=None):
@@ -60,16 +61,17 @@ class RandomWarp(keras.layers.Layer):
         # Where each output pixel comes from: the inverse map, rotated by -angle and scaled by 1/scale.
         cosine = (ops.cos(angle) / scale)[:, None, None]
         sine = (ops.sin(angle) / scale)[:, None, None]
-        row_offsets, column_offsets = ops.convert_to_tensor(self.row_offsets), ops.convert_to_tensor(self.column_offsets)
+        row_offsets = ops.convert_to_tensor(self.row_offsets)
+        column_offsets = ops.convert_to_tensor(self.column_offsets)
         row_shift = (draws[:, 2] * self.shift_pixels)[:, None, None]
         column_shift = (draws[:, 3] * self.shift_pixels)[:, None, None]
-        centre = (IMAGE_SIZE - 1) / 2
+        centre = (IMAGE_SIDE - 1) / 2
         rows = cosine * row_offsets + sine * column_offsets + centre - row_shift  # (N, 28, 28)
         columns = cosine * column_offsets - sine * row_offsets + centre - column_shift
         if self.elastic_pixels:
             control = keras.random.normal((count, ELASTIC_GRID, ELASTIC_GRID, 2), stddev=self.elastic_pixels,
                                           seed=self.seed_generator)
-            field = ops.image.resize(control, (IMAGE_SIZE, IMAGE_SIZE), interpolation="bilinear")  # (N, 28, 28, 2)
+            field = ops.image.resize(control, (IMAGE_SIDE, IMAGE_SIDE), interpolation="bilinear")  # (N, 28, 28, 2)
             rows, columns = rows + field[..., 0], columns + field[..., 1]
         return sample_bilinear(images[..., 0], rows, columns)[..., None]
 
@@ -103,7 +105,7 @@ class RandomShift(keras.layers.Layer):
         count = ops.shape(images)[0]
         # (N, 2) whole-pixel shifts, uniform over -shift_pixels .. shift_pixels.
         shifts = keras.random.randint((count, 2), -self.shift_pixels, self.shift_pixels + 1, seed=self.seed_generator)
-        positions = ops.arange(IMAGE_SIZE, dtype="int32")
+        positions = ops.arange(IMAGE_SIDE, dtype="int32")
         # down[n, i, j] = 1 where output row i reads input row j = i - shift: (N, 28, 28); rows reading outside
         # the frame are all zero, which is the black fill.
         down = ops.cast(ops.equal(positions[None, None, :], positions[None, :, None] - shifts[:, 0, None, None]),

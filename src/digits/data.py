@@ -194,7 +194,8 @@ def _load_explicit(path: Path, origin: str) -> Mnist:
     if path.is_file() and path.suffix == ".npz":
         return _load_npz(path, f"{path.name} in {path.parent}")
     if not path.is_dir():
-        raise DataError(f"The data directory {path} does not exist or is not a directory; check the path, or {default}.")
+        raise DataError(f"The data directory {path} does not exist or is not a directory; check the path, "
+                        f"or {default}.")
     found = _find_files(path)
     if len(found) < len(PARTS) and (path / NPZ_NAME).is_file():
         return _load_npz(path / NPZ_NAME, f"{NPZ_NAME} in {path}")
@@ -333,7 +334,8 @@ def _verify(digests: dict[str, str], sizes: dict[str, int], names: dict[str, str
         mismatched = damaged
     part = mismatched[0]
     raise DataError(f"{names[part]} fails the checksum check: its sha256 is {digests[part][:16]}… where the "
-                    f"official MNIST {PART_TITLES[part]} have {OFFICIAL[part].idx_sha256[:16]}…, so it is damaged; {fix}.")
+                    f"official MNIST {PART_TITLES[part]} have {OFFICIAL[part].idx_sha256[:16]}…, so it is damaged; "
+                    f"{fix}.")
 
 
 def _load_npz(path: Path, source: str) -> Mnist:
@@ -395,7 +397,8 @@ def _download(part: str, cache: Path) -> tuple[Path, str]:
         return target, download.fetch(urls, target, official.gz_sha256, official.gz_bytes)
     except download.DownloadFailed as failed:
         raise DataError(f"Could not download {target.name} from any mirror ({failed}); check the network "
-                        f"connection, or put the four MNIST files in a directory and pass it with --data-dir.") from None
+                        "connection, or put the four MNIST files in a directory and pass it with --data-dir."
+                        ) from None
 
 
 # --- describing ------------------------------------------------------------------------------------
@@ -434,7 +437,8 @@ def describe(mnist: Mnist, first: int = 12) -> str:
         lines.append("  " + split.ljust(10) + "".join(f"{count:>{width}}" for count in row)
                      + f"{row.sum():>{width + 2}}")
 
-    lines += ["", "Pixel statistics (0 = black, 255 = white ink)", f"  {'':<10}{'min':>5}{'max':>6}{'mean':>9}{'std':>9}"]
+    lines += ["", "Pixel statistics (0 = black, 255 = white ink)",
+              f"  {'':<10}{'min':>5}{'max':>6}{'mean':>9}{'std':>9}"]
     for split, (images, _) in splits.items():
         stats = pixel_statistics(images)
         lines.append(f"  {split:<10}{stats['min']:>5}{stats['max']:>6}{stats['mean']:>9.3f}{stats['std']:>9.3f}")

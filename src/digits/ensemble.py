@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from digits.errors import DigitsError
 from digits.inference import TTA_WORDS, average_probabilities
@@ -22,7 +23,7 @@ ENSEMBLE_FILE = "ensemble.json"
 @dataclass
 class EnsembleResult:
     folder: Path
-    ensemble: object  # digits.study.EvaluatedModel
+    ensemble: Any  # digits.study.EvaluatedModel
     members: list  # digits.evaluate.ModelSummary, one per member, in the order given
 
 
@@ -95,7 +96,7 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
     write_json(folder / ENSEMBLE_FILE, {
         "command": command,
         "members": [{"run": str(run.path.resolve()), "accuracy": member.accuracy, "mistakes": member.mistakes}
-                    for run, member in zip(runs, members)],
+                    for run, member in zip(runs, members, strict=True)],
         "tta": tta,
         "accuracy": ensemble.evaluation.accuracy,
         "mistakes": ensemble.evaluation.mistake_count,

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from digits.data import CLASSES
 from digits.errors import DigitsError
 
-CLASSES = 10
 # Keras clips probabilities to this before taking logs; we do the same so our loss matches model.evaluate.
 PROBABILITY_FLOOR = 1e-7
 # Validation loss this far (relative) above its lowest value at the end counts as having turned upward;
@@ -353,11 +353,11 @@ def _tie_breakers(winners: list[ModelSummary]) -> str:
         clauses = [f"their losses match too ({lowest_loss.loss:.3f})"]
     timed = [model for model in winners if model.training_seconds is not None]
     if len(timed) > 1:
-        fastest = min(timed, key=lambda model: model.training_seconds)
+        fastest = min(timed, key=lambda model: model.training_seconds or 0.0)
         clauses.append(f"{fastest.name} trained fastest ({fastest.training_seconds:.0f} s)")
     counted = [model for model in winners if model.parameters is not None]
     if len(counted) > 1:
-        smallest = min(counted, key=lambda model: model.parameters)
+        smallest = min(counted, key=lambda model: model.parameters or 0)
         clauses.append(f"{smallest.name} is the smallest ({smallest.parameters:,} parameters)")
     return ", ".join(clauses)
 
@@ -374,10 +374,11 @@ def _cost_clause(best: ModelSummary, other: ModelSummary) -> str:
                      else f"has {best.parameters:,} parameters against {other.parameters:,}")
     if best.training_seconds is not None and other.training_seconds is not None:
         if best.epochs is not None and other.epochs is not None:
-            parts.append(f"trained {_epochs(best.epochs)} in {_seconds(best.training_seconds)} against "
-                         f"{_epochs(other.epochs)} in {_seconds(other.training_seconds)}")
+            parts.append(f"trained {_epochs(best.epochs)} in {format_duration(best.training_seconds)} against "
+                         f"{_epochs(other.epochs)} in {format_duration(other.training_seconds)}")
         else:
-            parts.append(f"trained in {_seconds(best.training_seconds)} against {_seconds(other.training_seconds)}")
+            parts.append(f"trained in {format_duration(best.training_seconds)} against "
+                         f"{format_duration(other.training_seconds)}")
     return "; it " + " and ".join(parts) if parts else ""
 
 
@@ -394,8 +395,12 @@ def _percent(fraction: float) -> str:
     return f"{100 * fraction:.2f} %"
 
 
-def _seconds(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+def format_duration(seconds: float | None) -> str:
+    """A training time as people read it: "12.3 s", "10.0 min", or "—" when unknown."""
+    if seconds is None:
+        return "—"
+    seconds = float(seconds)
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _join(names: list[str]) -> str:

@@ -106,7 +106,7 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
     with warnings.catch_warnings(), _pillow_pixel_limit(2 * MAX_PIXELS):
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(stream)
+            image: Image.Image = Image.open(stream)
         except Image.DecompressionBombError:
             raise _too_large(label, None) from None
         except (UnidentifiedImageError, SyntaxError, ValueError, OSError):

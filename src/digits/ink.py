@@ -10,11 +10,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from digits.data import IMAGE_SIDE
+
 # The digit is thickened and shrunk at this side: 4× the final 20 pixels, so dilation is cheap and exact.
 FIT_SIDE = 80
 # MNIST fits each digit in a 20×20 box inside a 28×28 field, centre of mass at (14, 14) (measured: 13.99, 14.01).
 BOX_SIDE = 20
-FIELD_SIDE = 28
 # Ink must differ from the paper by at least this much (on a 0–1 scale) to count as a digit.
 MIN_CONTRAST = 0.1
 # MNIST strokes are about 2.6 pixels wide at 20×20 (median over the test set); thinner ones are thickened.
@@ -292,15 +293,15 @@ def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
 
 
 def centre_in_field(digit: np.ndarray) -> np.ndarray:
-    """Place the digit in FIELD_SIDE² so its centre of mass is at the centre, as MNIST did (whole pixels)."""
+    """Place the digit in IMAGE_SIDE² so its centre of mass is at the centre, as MNIST did (whole pixels)."""
     height, width = digit.shape
     if digit.sum() > 0:
         centre_row, centre_column = ndimage.center_of_mass(digit)
     else:
         centre_row, centre_column = height / 2, width / 2
-    middle = FIELD_SIDE / 2
-    top = int(np.clip(round(middle - centre_row), 0, FIELD_SIDE - height))
-    left = int(np.clip(round(middle - centre_column), 0, FIELD_SIDE - width))
-    field = np.zeros((FIELD_SIDE, FIELD_SIDE), np.float32)
+    middle = IMAGE_SIDE / 2
+    top = int(np.clip(round(middle - centre_row), 0, IMAGE_SIDE - height))
+    left = int(np.clip(round(middle - centre_column), 0, IMAGE_SIDE - width))
+    field = np.zeros((IMAGE_SIDE, IMAGE_SIDE), np.float32)
     field[top : top + height, left : left + width] = digit
     return np.round(np.clip(field, 0.0, 1.0) * 255).astype(np.uint8)

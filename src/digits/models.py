@@ -5,32 +5,45 @@ Every model takes `data.to_model_input` images — float32 (N, 28, 28, 1) in [0,
 
 `build_model(name, precision=...)` builds under a Keras dtype policy: "mixed_bfloat16" computes in bfloat16
 with float32 weights, and the output layer (the softmax, hence the loss) always stays float32.
+
+Keras is imported inside the builders, so the names and checks here (which digits.recipes uses to reject a bad
+recipe at once) cost no TensorFlow start-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import keras
-from keras import layers
-
-from digits.augment import augmentation_layers
+from digits.data import CLASSES, IMAGE_SIDE
 from digits.errors import DigitsError
-from digits.recipes import AUGMENTED_MODELS, PRECISIONS
 
-INPUT_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
+if TYPE_CHECKING:
+    import keras
+    from keras import layers
+
+INPUT_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, 1)
+
+# "mixed_bfloat16" computes in bfloat16 (float32 weights, float32 softmax and loss); "auto" picks it where it was
+# measured to be faster on this CPU model (digits.precision), else float32.
+PRECISIONS = ("float32", "mixed_bfloat16", "auto")
+
+# The models with training-time augmentation layers (digits.augment) in front.
+AUGMENTED_MODELS = ("cnn", "cnn-bn")
 
 
 def shallow() -> keras.Model:
     """The study's shallow network: 784 → 64 sigmoid → 10 softmax, 50,890 parameters."""
+    import keras
+    from keras import layers
+
     return keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE),
             layers.Flatten(name="flatten"),  # (28, 28, 1) -> (784,)
             layers.Dense(64, activation="sigmoid", name="hidden"),
             # float32 even under a mixed policy: the softmax and the loss need its range and precision.
-            layers.Dense(NUM_CLASSES, activation="softmax", name="output", dtype="float32"),
+            layers.Dense(CLASSES, activation="softmax", name="output", dtype="float32"),
         ],
         name="shallow",
     )
@@ -43,6 +56,9 @@ def cnn(augmentation: Sequence[layers.Layer] = ()) -> keras.Model:
     image and passes images through unchanged at inference, so the count stays 34,826 but the model then has one
     more layer than the study's.
     """
+    import keras
+    from keras import layers
+
     return keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE),
@@ -53,7 +69,7 @@ def cnn(augmentation: Sequence[layers.Layer] = ()) -> keras.Model:
             layers.MaxPooling2D(pool_size=(2, 2), name="pool2"),  # -> (5, 5, 64)
             layers.Flatten(name="flatten"),  # -> (1600,)
             layers.Dropout(0.5, name="dropout"),
-            layers.Dense(NUM_CLASSES, activation="softmax", name="output", dtype="float32"),
+            layers.Dense(CLASSES, activation="softmax", name="output", dtype="float32"),
         ],
         name="cnn",
     )
@@ -63,7 +79,7 @@ def cnn(augmentation: Sequence[layers.Layer] = ()) -> keras.Model:
 # channels are cheap. A block may hold several; all but its last are followed by relu alone. Two convolutions in
 # blocks 2 and 3, ((32,), (64, 64), (128, 128)), cost 3× as much per image and scored no better on the holdout
 # in the same time (99.58 % after 20 epochs against 99.60 % after 36).
-CNN_BN_BLOCKS = ((32,), (64,), (128,))
+CNN_BN_BLOCKS: tuple[tuple[int, ...], ...] = ((32,), (64,), (128,))
 # Batch normalisation's moving averages forget at 0.9 per step, not Keras's 0.99: they then settle within about
 # 50 steps, so a short run (a smoke test, the first epochs) is scored with statistics that match its weights.
 CNN_BN_NORM_MOMENTUM = 0.9
@@ -75,6 +91,9 @@ def cnn_bn(augmentation: Sequence[layers.Layer] = ()) -> keras.Model:
     """A stronger small CNN: three blocks of 3×3 convolutions (CNN_BN_BLOCKS: 32, 64 and 128 channels), each
     ending in 2×2 max pooling, batch normalisation and relu, then dropout and a dense softmax; 104,874
     parameters."""
+    import keras
+    from keras import layers
+
     blocks = []
     for number, convolutions in enumerate(CNN_BN_BLOCKS, start=1):
         for inner, channels in enumerate(convolutions[:-1], start=1):
@@ -98,13 +117,13 @@ def cnn_bn(augmentation: Sequence[layers.Layer] = ()) -> keras.Model:
             *blocks,  # (28, 28, 1) -> (3, 3, 128)
             layers.Flatten(name="flatten"),  # -> (1152,)
             layers.Dropout(CNN_BN_DROPOUT, name="dropout"),
-            layers.Dense(NUM_CLASSES, activation="softmax", name="output", dtype="float32"),
+            layers.Dense(CLASSES, activation="softmax", name="output", dtype="float32"),
         ],
         name="cnn_bn",
     )
 
 
-MODELS: dict[str, Callable[[], keras.Model]] = {
+MODELS: dict[str, Callable[..., keras.Model]] = {
     "shallow": shallow,
     "cnn": cnn,
     "cnn-bn": cnn_bn,
@@ -124,16 +143,20 @@ def build_model(name: str, *, precision: str = "float32", shift: int = 0, rotati
                 zoom: float = 0.0, elastic: float = 0.0) -> keras.Model:
     """A fresh, untrained model by registry name; its weights depend on Keras's random seed.
 
-    precision is "float32" or "mixed_bfloat16" (resolve "auto" with `digits.precision.choose_precision` first); shift (pixels),
-    rotation (degrees), zoom (a fraction) and elastic (pixels) are the training-time augmentation (the CNNs only).
+    precision is a name in PRECISIONS ("auto" is resolved here, by `digits.precision.choose_precision`);
+    shift (pixels), rotation (degrees), zoom (a fraction) and elastic (pixels) are the training-time augmentation (the CNNs only).
     """
-    if name not in MODELS:
-        raise DigitsError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
-    if precision not in PRECISIONS[:2]:
-        raise DigitsError(f"Unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}.")
-    if (shift or rotation or zoom or elastic) and name not in AUGMENTED_MODELS:
-        raise DigitsError(f"Augmentation is built into the {' and '.join(AUGMENTED_MODELS)} models only, not "
-                          f"{name!r}; drop the --augment-... options.")
+    check_model_name(name)
+    check_precision(precision)
+    if precision == "auto":
+        from digits.precision import choose_precision
+
+        precision = choose_precision(precision, name).precision
+    check_augmentation(name, shift=shift, rotation=rotation, zoom=zoom, elastic=elastic)
+    import keras
+
+    from digits.augment import augmentation_layers
+
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
@@ -144,3 +167,25 @@ def build_model(name: str, *, precision: str = "float32", shift: int = 0, rotati
     finally:
         # The policy is global: later models (an evaluation, the next run) must not inherit it.
         keras.config.set_dtype_policy(previous)
+
+
+def check_model_name(name: str) -> None:
+    """Raise DigitsError unless `name` is in the registry."""
+    if name not in MODELS:
+        raise DigitsError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+
+
+def check_precision(precision: str) -> None:
+    """Raise DigitsError unless `precision` is in PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise DigitsError(f"Unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+
+
+def check_augmentation(name: str, **amounts: float) -> None:
+    """Raise DigitsError if a non-zero augmentation amount (shift, rotation, zoom, elastic) is asked of a model
+    that has no augmentation layer."""
+    for kind, amount in amounts.items():
+        if amount and name not in AUGMENTED_MODELS:
+            raise DigitsError(f"Random-{kind} augmentation is built into the {' and '.join(AUGMENTED_MODELS)} models "
+                              f"only, not {name}; drop --augment-{kind}.")
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,8 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from digits.errors import DigitsError  # noqa: E402
 
-
-# --- sample grid (issue 2) --------------------------------------------------------------------------
+# --- sample grid --------------------------------------------------------------------------------------
 
 
 def sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, count: int = 12) -> Path:
@@ -59,7 +59,7 @@ def tile_sheet(tiles: list[np.ndarray], captions: list[str], *, columns: int, ce
     colors = matplotlib.colormaps[cmap].with_extremes(bad="white")
     axes.imshow(sheet, cmap=colors, vmin=0, vmax=255, interpolation="nearest", aspect="auto",
                 extent=(0, width, height, 0))
-    for (top, left), caption in zip(origins, captions):
+    for (top, left), caption in zip(origins, captions, strict=True):
         axes.text(left + side / 2, top - 1, caption, ha="center", va="bottom", fontsize=caption_size,
                   color=INK_COLOR, linespacing=1.15)
     if framed:  # A thin frame shows where each image ends on the white page.
@@ -76,7 +76,7 @@ def tile_sheet(tiles: list[np.ndarray], captions: list[str], *, columns: int, ce
     return figure
 
 
-# --- evaluation figures (issue 4) -----------------------------------------------------------------
+# --- evaluation figures -------------------------------------------------------------------------------
 # Each function draws only what digits.evaluate computed, saves one PNG and returns its path. Figures are
 # built with matplotlib.figure.Figure rather than pyplot, so nothing stays registered (or open) afterwards.
 
@@ -87,7 +87,7 @@ INK_COLOR = "#1f2430"
 GRID_COLOR = "#e3e6ec"
 # 110 dpi keeps figures sharp on screen while the embedded report stays a few hundred kilobytes.
 FIGURE_DPI = 110
-FIGURE_STYLE = {
+FIGURE_STYLE: dict[Any, Any] = {  # Any keys: matplotlib types them as a Literal of every rc name.
     "font.family": "DejaVu Sans",
     "font.size": 9.5,
     "axes.edgecolor": "#b8bdc7",
@@ -113,7 +113,9 @@ def _save(figure: Figure, path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png", facecolor="white")
     except OSError as error:
-        raise DigitsError(f"Cannot write {path} ({error.strerror or error}); choose a writable --out directory.") from None
+        raise DigitsError(
+            f"Cannot write {path} ({error.strerror or error}); choose a writable --out directory."
+        ) from None
     return path
 
 
@@ -239,14 +241,14 @@ def comparison_chart(models, path: str | Path, *, title: str | None = None) -> P
     ]
     with matplotlib.rc_context(FIGURE_STYLE):
         figure = _new_figure(10, 0.9 + 0.55 * len(models))
-        for index, (axes, (panel_title, values, label)) in enumerate(zip(figure.subplots(1, 3), panels)):
+        for index, (axes, (panel_title, values, label)) in enumerate(zip(figure.subplots(1, 3), panels, strict=True)):
             known = [value if value is not None else 0 for value in values]
             start = 0
             positions = range(len(models))
             axes.barh(positions, known, color=colors, height=0.6)
             right = (max(known) or 1) * 1.3
             axes.set_xlim(start, right)
-            for position, value in zip(positions, values):
+            for position, value in zip(positions, values, strict=True):
                 text = "n/a" if value is None else label.format(value)
                 axes.text((value if value is not None else start) + (right - start) * 0.015, position, text,
                           va="center", fontsize=9, color=INK_COLOR)

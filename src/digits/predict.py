@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digits.data import CLASSES, IMAGE_SIDE, to_model_input
 from digits.errors import DigitsError
 from digits.images import ImageError, load_image, prepare_image
 from digits.inference import CALIBRATION_FILE, OnnxModel, probabilities, with_temperature
@@ -205,7 +206,7 @@ def _check_model(model, path: Path) -> None:
         output_shape = tuple(model.output_shape[1:])
     except (AttributeError, ValueError):
         return
-    if input_shape not in ((28, 28, 1), (28, 28)) or output_shape != (10,):
+    if input_shape not in ((IMAGE_SIDE, IMAGE_SIDE, 1), (IMAGE_SIDE, IMAGE_SIDE)) or output_shape != (CLASSES,):
         raise DigitsError(
             f"The model in {path} takes {input_shape} and gives {output_shape}; digits needs a model from "
             "28×28 images to 10 classes."

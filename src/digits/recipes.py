@@ -1,6 +1,7 @@
 """Training recipes: one frozen dataclass holding every choice a run makes, and the named presets.
 
-This module imports no Keras, so the CLI can reject a bad preset, loss or optimizer name at once.
+This module imports no Keras (nor does digits.models until it builds), so the CLI can reject a bad preset,
+model, loss or optimizer name at once.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from digits.errors import DigitsError
+from digits.models import check_augmentation, check_model_name, check_precision
 
 # Loss names are Keras's own identifiers; every loss is computed on one-hot labels.
 LOSSES: dict[str, str] = {
@@ -32,10 +34,6 @@ VALIDATIONS = ("test", "holdout", "none")
 # rate over the first 20 % of the steps, then linear decay to 0 at the last step (digits.schedules.OneCycle).
 SCHEDULES = ("constant", "one-cycle")
 
-# "mixed_bfloat16" computes in bfloat16 (float32 weights, float32 softmax and loss); "auto" picks it where it was
-# measured to be faster on this CPU model (digits.precision), else float32.
-PRECISIONS = ("float32", "mixed_bfloat16", "auto")
-
 # The study's own results (validation on the test set), which the report and `digits run` set ours beside.
 STUDY_ACCURACY = {"shallow": 0.9034, "cnn": 0.9928}
 
@@ -55,9 +53,6 @@ STUDY_RESULTS: dict[str, StudyFigure] = {
     "seed-shallow-poisson": StudyFigure(0.82, "about 82 % after 500 epochs"),
     "seed-cnn": StudyFigure(0.9928, "99.28 % after 15 epochs (72 mistakes)"),
 }
-
-# The models with training-time augmentation layers (digits.augment) in front.
-AUGMENTED_MODELS = ("cnn", "cnn-bn")
 
 # `--validation holdout` keeps the last 10,000 training images aside, as Keras's own MNIST examples do.
 HOLDOUT_SIZE = 10_000
@@ -105,8 +100,9 @@ class Recipe:
     """Keep an exponential moving average of the weights (Keras's use_ema, momentum 0.99) and save that
     average as the model; the per-epoch validation scores the raw weights, metrics.json both."""
     precision: str = "float32"
-    """Arithmetic, a name in `PRECISIONS`: "float32" (the study), "mixed_bfloat16", or "auto" (bfloat16 where
-    a short measurement on this CPU model found it faster; digits.precision). bfloat16 changes the last digits of results, not the recipe."""
+    """Arithmetic, a name in `digits.models.PRECISIONS`: "float32" (the study), "mixed_bfloat16", or "auto"
+    (bfloat16 where a short measurement on this CPU model found it faster; digits.precision). bfloat16 changes
+    the last digits of results, not the recipe."""
     steps_per_execution: int | None = None
     """Batches Keras runs per call into the compiled graph (None = one whole epoch). It amortises the
     per-step overhead that dominates the small shallow network; it does not change the math."""
@@ -131,6 +127,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         # Recipes are built from command-line values, so every check ends in a sentence for the user.
+        check_model_name(self.model)
         if self.loss not in LOSSES:
             raise DigitsError(f"Unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}.")
         if self.optimizer not in OPTIMIZERS:
@@ -143,8 +140,7 @@ class Recipe:
             raise DigitsError(f"The momentum must be in [0, 1), not {self.momentum}.")
         if self.schedule not in SCHEDULES:
             raise DigitsError(f"Unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}.")
-        if self.precision not in PRECISIONS:
-            raise DigitsError(f"Unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+        check_precision(self.precision)
         if not 0 <= self.label_smoothing < 1:
             raise DigitsError(f"The label smoothing must be in [0, 1), not {self.label_smoothing}.")
         if self.label_smoothing and self.loss != "categorical_crossentropy":
@@ -158,11 +154,8 @@ class Recipe:
             raise DigitsError(f"The augment zoom must be a fraction between 0 and 0.5, not {self.augment_zoom}.")
         if not 0 <= self.augment_elastic <= 4:
             raise DigitsError(f"The augment elastic must be between 0 and 4 pixels, not {self.augment_elastic}.")
-        for kind, value in (("shift", self.augment_shift), ("rotation", self.augment_rotation),
-                            ("zoom", self.augment_zoom), ("elastic", self.augment_elastic)):
-            if value and self.model not in AUGMENTED_MODELS:
-                raise DigitsError(f"Random-{kind} augmentation is built for the cnn model only, and for cnn-bn; "
-                                  f"{self.model} has none, so drop --augment-{kind}.")
+        check_augmentation(self.model, shift=self.augment_shift, rotation=self.augment_rotation,
+                           zoom=self.augment_zoom, elastic=self.augment_elastic)
         if self.jit_compile not in (True, False, "auto"):
             raise DigitsError(f"jit_compile must be true, false or auto, not {self.jit_compile!r}.")
         if self.target_accuracy is not None and self.validation == "none":

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from digits import __version__
 from digits.conclusions import stopping_words
-from digits.evaluate import Comparison, Evaluation, OverfittingVerdict
+from digits.evaluate import Comparison, Evaluation, OverfittingVerdict, format_duration
+from digits.runs import write_atomically
 
 # Mistakes shown per model: three rows of eight, enough to see what kind of mistakes a model makes.
 GALLERY_SIZE = 24
@@ -62,9 +62,7 @@ def write_report(path: str | Path, *, title: str, models: list[ModelSection], da
     """Render the report and write it (through a temporary file, so a reader never sees half a page)."""
     path = Path(path)
     page = render_report(title=title, models=models, data=data, comparison=comparison, command=command)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    os.replace(partial, path)
+    write_atomically(path, page)
     return path
 
 
@@ -117,7 +115,8 @@ def _summary(models: list[ModelSection], comparison: ComparisonSection | None) -
             f'<div class="card-title">{_e(model.name)} {badge}</div>'
             f'<div class="big">{100 * evaluation.accuracy:.2f}<small> %</small></div>'
             f'<div class="muted">test accuracy · {evaluation.mistake_count:,} mistakes in {evaluation.count:,}</div>'
-            f'<div class="muted">{_e(_duration(seconds))} of training · {_e(_epoch_count(model.metrics.get("epochs")))}'
+            f'<div class="muted">{_e(format_duration(seconds))} of training · '
+            f'{_e(_epoch_count(model.metrics.get("epochs")))}'
             f'{" · " + _level_badge(model.overfitting) if model.overfitting else ""}</div></a>'
         )
     if comparison is not None and len(models) > 1:
@@ -136,7 +135,8 @@ def _data_section(data: DataSection) -> str:
     verified = ('<span class="badge ok">sha256 verified</span>' if data.verified
                 else '<span class="badge warn">not verified</span>')
     counts = _table(["digit"] + [str(digit) for digit in range(10)] + ["total"], [
-        ["training images"] + [f"{count:,}" for count in data.train_class_counts] + [f"{sum(data.train_class_counts):,}"],
+        ["training images"] + [f"{count:,}" for count in data.train_class_counts]
+        + [f"{sum(data.train_class_counts):,}"],
         ["test images"] + [f"{count:,}" for count in data.test_class_counts] + [f"{sum(data.test_class_counts):,}"],
     ], numeric_from=1)
     notes = "".join(f"<li>{_e(note)}</li>" for note in data.notes)
@@ -171,7 +171,8 @@ def _model_section(model: ModelSection) -> str:
         numeric_from=1,
     )
     pairs = "".join(
-        f"<li><strong>{pair.actual} read as {pair.predicted}</strong>: {pair.count:,} time{'s' * (pair.count != 1)}</li>"
+        f"<li><strong>{pair.actual} read as {pair.predicted}</strong>: "
+        f"{pair.count:,} time{'s' * (pair.count != 1)}</li>"
         for pair in evaluation.confused_pairs
     ) or "<li>None.</li>"
     validation = recipe.get("validation", model.metrics.get("validation", "test"))
@@ -189,11 +190,13 @@ def _model_section(model: ModelSection) -> str:
 <div class="card"><h3>Configuration</h3>{configuration}<p class="muted">{_e(versions_line)}</p></div>
 </div>
 {_curves_card(model, validation_words)}
-<div class="card"><h3>Test set: {100 * evaluation.accuracy:.2f} % accuracy, {evaluation.mistake_count:,} mistakes in {evaluation.count:,}</h3>
+<div class="card"><h3>Test set: {100 * evaluation.accuracy:.2f} % accuracy,
+{evaluation.mistake_count:,} mistakes in {evaluation.count:,}</h3>
 <p class="muted">Cross-entropy on the test images: {evaluation.loss:.4f} (the same measure for every model,
 whatever loss it was trained with).</p>
 <div class="grid confusion">
-<div>{_figure(model.figures.get("confusion"), "Confusion matrix: rows are the actual digit, columns the prediction")}</div>
+<div>{_figure(model.figures.get("confusion"),
+              "Confusion matrix: rows are the actual digit, columns the prediction")}</div>
 <div><h4>Per digit</h4>{per_class}<h4>Most confused</h4><ul class="pairs">{pairs}</ul></div>
 </div></div>
 <div class="card"><h3>Mistakes</h3>
@@ -245,7 +248,7 @@ def _recipe_rows(model: ModelSection) -> list[list[str]]:
 def _training_rows(model: ModelSection) -> list[list[str]]:
     metrics = model.metrics
     rows = [["status", _value(metrics.get("status"))], ["epochs finished", _value(metrics.get("epochs"))],
-            ["training time", _duration(metrics.get("training_seconds"))]]
+            ["training time", format_duration(metrics.get("training_seconds"))]]
     if metrics.get("epochs") is not None and model.config.get("recipe"):
         rows.append(["why it ended", stopping_words(metrics, model.config["recipe"])])
     if metrics.get("samples_per_second"):
@@ -260,7 +263,7 @@ def _comparison_section(section: ComparisonSection) -> str:
     table = _table(
         ["model", "test accuracy", "mistakes", "loss", "training time", "epochs", "parameters"],
         [[model.name + (" ★" if model.name in comparison.winners else ""), f"{100 * model.accuracy:.2f} %",
-          f"{model.mistakes:,} / {model.count:,}", f"{model.loss:.4f}", _duration(model.training_seconds),
+          f"{model.mistakes:,} / {model.count:,}", f"{model.loss:.4f}", format_duration(model.training_seconds),
           _value(model.epochs), "—" if model.parameters is None else f"{model.parameters:,}"]
          for model in comparison.models],
         numeric_from=1,
@@ -297,13 +300,6 @@ def _value(value) -> str:
 
 def _epoch_count(epochs) -> str:
     return "— epochs" if epochs is None else f"{epochs:,} epoch{'s' * (epochs != 1)}"
-
-
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "—"
-    seconds = float(seconds)
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _level_badge(verdict: OverfittingVerdict) -> str:

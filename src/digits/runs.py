@@ -46,7 +46,9 @@ def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = 
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DigitsError(f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable --runs-dir.")
+        raise DigitsError(
+            f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable --runs-dir."
+        ) from None
     stem = f"{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{preset}"
     for attempt in range(1, 1000):
         path = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
@@ -76,15 +78,21 @@ def check_writable(runs_dir: str | Path) -> None:
                           "pass a writable --runs-dir.") from None
 
 
-def write_json(path: Path, content: dict) -> None:
-    """Write JSON through a temporary file, so a reader never sees half a file (nor an empty one left over)."""
+def write_atomically(path: Path, text: str) -> None:
+    """Write text (UTF-8) through a temporary file beside `path`, so a reader never sees half a file (nor an
+    empty one left over on a full disk)."""
     partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_text(json.dumps(content, indent=2) + "\n")
+        partial.write_text(text, encoding="utf-8")
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write JSON atomically (`write_atomically`)."""
+    write_atomically(path, json.dumps(content, indent=2) + "\n")
 
 
 def save_model(model, path: Path) -> None:
@@ -252,6 +260,6 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
         columns = np.array(body, dtype=float).reshape(len(body), len(header)).T
     except (OSError, UnicodeDecodeError, IndexError, ValueError, csv.Error) as error:
         raise DigitsError(f"Cannot read {path} ({str(error)[:80]}); the run is damaged, so train it again.") from None
-    history = dict(zip(HISTORY_COLUMNS, columns))
+    history = dict(zip(HISTORY_COLUMNS, columns, strict=False))
     history["epoch"] = history["epoch"].astype(int)
     return history

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -75,7 +75,7 @@ class ErrorMessage(BaseModel):
     detail: str = Field(description="One sentence naming the cause and the fix.")
 
 
-PREDICT_ERRORS = {
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorMessage, "description": "The upload is empty, not an image, or unreadable."},
     403: {"model": ErrorMessage, "description": "The request comes from a page of another site (its `Origin`)."},
     408: {"model": ErrorMessage, "description": f"The body took longer than {limits.BODY_SECONDS:g} s to arrive."},

@@ -116,7 +116,7 @@ def open_listener(host: str, port: int) -> socket.socket:
 def is_loopback(host: str) -> bool:
     """True when every address `host` names is on this machine only."""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
     except socket.gaierror:
         return False
     return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)

@@ -9,6 +9,7 @@ probabilities get the same evaluation folder, figures and report as one trained 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +20,15 @@ from digits import plots
 from digits.conclusions import configurations_sentence, model_conclusion
 from digits.data import Mnist, class_counts
 from digits.errors import DigitsError
-from digits.evaluate import (Comparison, Evaluation, ModelSummary, OverfittingVerdict, compare, evaluate,
-                             overfitting_verdict)
+from digits.evaluate import (
+    Comparison,
+    Evaluation,
+    ModelSummary,
+    OverfittingVerdict,
+    compare,
+    evaluate,
+    overfitting_verdict,
+)
 from digits.inference import TTA_WORDS
 from digits.inference import probabilities as model_probabilities
 from digits.report import GALLERY_SIZE, ComparisonSection, DataSection, ModelSection, write_report
@@ -139,7 +147,8 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
     out_dir = Path(out_dir)
     _make_folder(out_dir)
     evaluation = evaluate(labels, probabilities)
-    has_curves = bool(history) and len(history.get("loss", [])) > 0
+    history = history or {}
+    has_curves = len(history.get("loss", [])) > 0
     verdict = overfitting_verdict(history) if has_curves else None
     loss_name = (config or {}).get("recipe", {}).get("loss", "loss").replace("_", " ")
     figures = {}
@@ -231,7 +240,7 @@ def study_conclusions(models: list[EvaluatedModel]) -> list[str]:
     return ([configurations] if configurations else []) + per_model
 
 
-def compare_runs(paths: list[Run | str | Path], data: Mnist, out_dir: str | Path | None = None, *,
+def compare_runs(paths: Sequence[Run | str | Path], data: Mnist, out_dir: str | Path | None = None, *,
                  command: str | None = None) -> tuple[Path, list[EvaluatedModel], Comparison]:
     """Evaluate each run (refreshing its evaluation folder) and write a comparison folder."""
     # Check every folder before the slow part starts.
@@ -311,7 +320,7 @@ def summary_table(models: list[ModelSummary]) -> str:
              "—" if model.parameters is None else f"{model.parameters:,}"] for model in models]
     widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
     lines = ["  ".join(text.ljust(width) if column == 0 else text.rjust(width)
-                       for column, (text, width) in enumerate(zip(row, widths)))
+                       for column, (text, width) in enumerate(zip(row, widths, strict=True)))
              for row in [headers, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
@@ -342,7 +351,9 @@ def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DigitsError(f"Cannot create {folder} ({error.strerror or error}); choose a writable --out folder.")
+        raise DigitsError(
+            f"Cannot create {folder} ({error.strerror or error}); choose a writable --out folder."
+        ) from None
 
 
 def _disambiguate(models: list[EvaluatedModel]) -> None:

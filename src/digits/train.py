@@ -22,9 +22,9 @@ import keras
 import numpy as np
 
 from digits import __version__
-from digits.data import Mnist, to_model_input
+from digits.data import CLASSES, Mnist, to_model_input
 from digits.errors import DigitsError
-from digits.models import NUM_CLASSES, build_model
+from digits.models import build_model
 from digits.precision import choose_precision
 from digits.recipes import HOLDOUT_SIZE, Recipe
 from digits.runs import (CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, MODEL_FILE, check_writable,
@@ -118,7 +118,7 @@ def split_data(recipe: Recipe, data: Mnist) -> tuple[np.ndarray, np.ndarray, np.
         description += f", limited to {len(train_images):,} training images"
     elif recipe.validation != "none" and (recipe.train_limit or recipe.test_limit):
         description += f", limited to {len(train_images):,} training and {len(validation_images):,} validation images"
-    one_hot = np.eye(NUM_CLASSES, dtype="float32")
+    one_hot = np.eye(CLASSES, dtype="float32")
     return (
         to_model_input(train_images),  # (N, 28, 28) uint8 -> (N, 28, 28, 1) float32 in [0, 1]
         one_hot[train_labels],  # (N,) -> (N, 10)
@@ -281,7 +281,7 @@ def train(
     except OSError as error:  # The folder was removed or the disk filled up while training.
         raise DigitsError(
             f"Writing the run folder {run_dir} failed ({error}); free disk space, keep the folder, and train again."
-        )
+        ) from None
     training_seconds = time.perf_counter() - started
 
     if status == "interrupted" and recorder.weights is not None:

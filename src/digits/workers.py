@@ -85,7 +85,7 @@ class BatchClassifier:
             try:
                 views = np.stack([view for view, _ in batch])  # (N, 28, 28)
                 probabilities = await anyio.to_thread.run_sync(self.predict, views)  # (N, 10)
-                for answer, row in zip(answers, np.asarray(probabilities, dtype=np.float64)):
+                for answer, row in zip(answers, np.asarray(probabilities, dtype=np.float64), strict=True):
                     if not answer.done():  # A request whose client left is cancelled.
                         answer.set_result(row)
             except Exception as error:  # noqa: BLE001  Whatever failed, every waiting request hears of it.

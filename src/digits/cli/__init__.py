@@ -21,7 +21,6 @@ from digits.cli.training import add_data_commands, add_training_commands
 from digits.cli.using import add_export_commands, add_predict_commands, add_serve_commands
 from digits.errors import DigitsError
 
-
 # --- entry point ----------------------------------------------------------------------------------
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 from digits.cli.options import add_data_dir_option, add_runs_dir_option
 from digits.errors import DigitsError
 
-
-# --- evaluation, comparison and the study (issue 4) -----------------------------------------------
+# --- evaluation, comparison and the study -------------------------------------------------------------
 
 
 def add_study_commands(subcommands) -> None:
@@ -55,7 +54,8 @@ def add_study_commands(subcommands) -> None:
     run.add_argument("--train-limit", type=int, help="train on only the first N training images (quick tries)")
     run.add_argument("--test-limit", type=int, help="validate and test on only the first N images (quick tries)")
     run.add_argument("--epochs", type=int, help="override every recipe's epochs (quick tries)")
-    run.add_argument("--out", type=Path, help="a new (or empty) folder for the study report instead of runs/<time>-study/")
+    run.add_argument("--out", type=Path,
+                     help="a new (or empty) folder for the study report instead of runs/<time>-study/")
     run.set_defaults(handler=run_study_command)
 
 
@@ -69,7 +69,8 @@ def run_evaluate(args) -> int:
     print(summary_table([evaluated.summary()]))
     if evaluated.overfitting:
         print(f"\n{evaluated.overfitting.sentence}")
-    pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})" for pair in evaluated.evaluation.confused_pairs)
+    pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})"
+                      for pair in evaluated.evaluation.confused_pairs)
     print(f"Most confused: {pairs or 'none'}.")
     print(f"\nNumbers: {evaluated.out_dir / 'evaluation.json'}\nReport:  {evaluated.report}")
     return 0
@@ -133,7 +134,7 @@ def _command_line() -> str:
     return shlex.join(["digits", *sys.argv[1:]])
 
 
-# --- ensembles (issue 6) --------------------------------------------------------------------------
+# --- ensembles ----------------------------------------------------------------------------------------
 
 
 def add_ensemble_commands(subcommands) -> None:

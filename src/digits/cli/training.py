@@ -8,8 +8,7 @@ from pathlib import Path
 
 from digits.cli.options import add_data_dir_option, add_runs_dir_option
 
-
-# --- data (issue 2) -------------------------------------------------------------------------------
+# --- data ---------------------------------------------------------------------------------------------
 
 
 def add_data_commands(subcommands) -> None:
@@ -36,7 +35,7 @@ def run_data(args) -> int:
     return 0
 
 
-# --- models and training (issue 3) ----------------------------------------------------------------
+# --- models and training ------------------------------------------------------------------------------
 
 
 def add_training_commands(subcommands) -> None:
@@ -68,7 +67,8 @@ def add_training_commands(subcommands) -> None:
     add_recipe_options(train)
     add_runs_dir_option(train)
     add_data_dir_option(train)
-    train.add_argument("--quiet", action="store_true", help="no per-epoch progress; print only the run folder and result")
+    train.add_argument("--quiet", action="store_true",
+                       help="no per-epoch progress; print only the run folder and result")
     train.set_defaults(handler=run_train)
 
 
@@ -81,13 +81,17 @@ def add_recipe_options(parser) -> None:
     parser.add_argument("--loss", metavar="NAME", help="categorical_crossentropy, mse or poisson")
     parser.add_argument("--optimizer", metavar="NAME",
                         help="sgd, adam, adadelta or rmsprop (Keras defaults for its other settings)")
-    parser.add_argument("--momentum", type=float, metavar="X", help="SGD momentum (default: the preset's; the study used none)")
-    parser.add_argument("--seed", type=int, metavar="N", help="seed for initialisation, shuffling and dropout (default: 0)")
+    parser.add_argument("--momentum", type=float, metavar="X",
+                        help="SGD momentum (default: the preset's; the study used none)")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="seed for initialisation, shuffling and dropout (default: 0)")
     parser.add_argument("--validation", metavar="test|holdout|none",
                         help="'test': the test set, as the study did; 'holdout': the last 10,000 training images; "
                         "'none': train on all 60,000 and score nothing per epoch")
-    parser.add_argument("--train-limit", type=int, metavar="N", help="train on only the first N training images (quick tries)")
-    parser.add_argument("--test-limit", type=int, metavar="N", help="validate on only the first N validation images (quick tries)")
+    parser.add_argument("--train-limit", type=int, metavar="N",
+                        help="train on only the first N training images (quick tries)")
+    parser.add_argument("--test-limit", type=int, metavar="N",
+                        help="validate on only the first N validation images (quick tries)")
     parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                         help="SGD with Nesterov momentum (or not)")
     parser.add_argument("--schedule", metavar="NAME",
@@ -118,7 +122,7 @@ def add_recipe_options(parser) -> None:
 
 
 def _jit_compile(text: str) -> bool | str:
-    values = {"auto": "auto", "true": True, "on": True, "false": False, "off": False}
+    values: dict[str, bool | str] = {"auto": "auto", "true": True, "on": True, "false": False, "off": False}
     if text.lower() not in values:
         raise argparse.ArgumentTypeError(f"use auto, true or false, not {text!r}")
     return values[text.lower()]
@@ -130,7 +134,7 @@ def _target_accuracy(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"use a fraction such as 0.99, or none, not {text!r}")
+        raise argparse.ArgumentTypeError(f"use a fraction such as 0.99, or none, not {text!r}") from None
 
 
 def recipe_overrides(args) -> dict:
@@ -140,7 +144,8 @@ def recipe_overrides(args) -> dict:
     from digits.recipes import Recipe
 
     # PRESET names the starting recipe; it is not an override.
-    return {field.name: getattr(args, field.name, None) for field in dataclasses.fields(Recipe) if field.name != "preset"}
+    return {field.name: getattr(args, field.name, None)
+            for field in dataclasses.fields(Recipe) if field.name != "preset"}
 
 
 def recipe_from_args(args):

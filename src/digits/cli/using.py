@@ -8,8 +8,7 @@ from pathlib import Path
 
 from digits.errors import DigitsError
 
-
-# --- predict (issue 7) ----------------------------------------------------------------------------
+# --- predict ------------------------------------------------------------------------------------------
 
 
 def add_predict_commands(subcommands) -> None:
@@ -58,7 +57,7 @@ def run_predict(args) -> int:
     return 1 if failed else 0
 
 
-# --- serve (issue 8) ------------------------------------------------------------------------------
+# --- serve --------------------------------------------------------------------------------------------
 
 
 def add_serve_commands(subcommands) -> None:
@@ -71,7 +70,8 @@ def add_serve_commands(subcommands) -> None:
     serve.add_argument("--model", metavar="RUN|FILE.keras|FILE.onnx",
                        help="a run folder, .keras file or exported .onnx file (default: the shipped model, "
                        "on ONNX Runtime when it is installed)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
     serve.set_defaults(handler=run_serve)
 
