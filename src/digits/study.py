@@ -136,11 +136,12 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
     loss_name = (config or {}).get("recipe", {}).get("loss", "loss").replace("_", " ")
     figures = {}
     if has_curves:
-        figures["curves"] = plots.learning_curves(history, out_dir / "learning_curves.png",
-                                                  loss_name=loss_name)
-    figures["confusion"] = plots.confusion_figure(evaluation.confusion, out_dir / "confusion.png")
-    figures["mistakes"] = plots.mistakes_gallery(images, evaluation.mistakes, out_dir / "mistakes.png",
-                                                 count=GALLERY_SIZE)
+        figures["curves"] = out_dir / "learning_curves.png"
+        plots.learning_curves(history, figures["curves"], loss_name=loss_name)
+    figures["confusion"] = out_dir / "confusion.png"
+    plots.confusion_figure(evaluation.confusion, figures["confusion"])
+    figures["mistakes"] = out_dir / "mistakes.png"
+    plots.mistakes_gallery(images, evaluation.mistakes, figures["mistakes"], count=GALLERY_SIZE)
     evaluated = EvaluatedModel(name=name, source=source, config=config or {}, metrics=metrics or {},
                                architecture=layers or [], evaluation=evaluation, overfitting=verdict,
                                figures=figures, out_dir=out_dir)
@@ -164,7 +165,8 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
 
 def describe_data(data: Mnist, models: list[EvaluatedModel], out_dir: Path) -> DataSection:
     """The report's data section, with a sample grid written next to the report."""
-    grid = plots.sample_grid(data.train_images, data.train_labels, out_dir / "samples.png", count=12)
+    grid = out_dir / "samples.png"
+    plots.sample_grid(data.train_images, data.train_labels, grid, count=12)
     # One line per distinct training setup; models trained alike share it.
     setups: dict[str, list[str]] = {}
     for model in models:
@@ -194,7 +196,8 @@ def compare_models(models: list[EvaluatedModel], out_dir: Path, *, data: Mnist |
                    extra: dict | None = None, json_name: str = "comparison.json") -> Comparison:
     """Write the comparison chart, a JSON summary and one report holding every model, into out_dir."""
     comparison = compare([model.summary() for model in models])
-    chart = plots.comparison_chart(comparison.models, out_dir / "comparison.png")
+    chart = out_dir / "comparison.png"
+    plots.comparison_chart(comparison.models, chart)
     data_section = describe_data(data, models, out_dir) if data is not None else None
     write_report(out_dir / REPORT_FILE, title=title, models=[model.section() for model in models],
                  data=data_section, comparison=ComparisonSection(comparison, chart), command=command)

@@ -31,7 +31,8 @@ def run_data(args) -> int:
     print(data.describe(mnist))
     from digits import plots  # matplotlib takes a moment to import; only needed once the data is good.
 
-    grid = plots.sample_grid(mnist.train_images, mnist.train_labels, args.out / "sample_grid.png")
+    grid = args.out / "sample_grid.png"
+    plots.sample_grid(mnist.train_images, mnist.train_labels, grid)
     print(f"\nSample grid of the first 12 training digits: {grid}")
     return 0
 
