@@ -38,7 +38,7 @@ from digits.data import load_mnist  # noqa: E402
 from digits.models import build_model  # noqa: E402
 from digits.recipes import STUDY_ACCURACY, get_preset, with_overrides  # noqa: E402
 from digits.runs import load_run  # noqa: E402
-from digits.train import split_data, train  # noqa: E402
+from digits.train import prepare_data, train  # noqa: E402
 
 # Epochs the study's recipes need to reach its accuracies (shallow: first epoch above 90.34 %).
 REFERENCE_EPOCHS = {"shallow": 409, "cnn": 15}
@@ -63,7 +63,9 @@ class EpochTimer(keras.callbacks.Callback):
 def reference_epoch_seconds(model_name: str, data, epochs: int) -> float:
     """Median seconds per epoch (after the first) of the study's plain Keras recipe."""
     recipe = get_preset("seed-shallow-mse" if model_name == "shallow" else "seed-cnn")
-    train_images, train_labels, test_images, test_labels, _ = split_data(recipe, data)
+    split = prepare_data(recipe, data)
+    train_images, train_labels = split.train_images, split.train_labels
+    test_images, test_labels = split.validation_images, split.validation_labels
     keras.utils.set_random_seed(0)
     model = build_model(model_name)
     optimizer = keras.optimizers.SGD(0.01) if model_name == "shallow" else keras.optimizers.Adam(0.001)

@@ -134,7 +134,7 @@ def build_model(name: str, *, precision: str = "float32", shift: int = 0, rotati
         raise DigitsError(f"Unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}.")
     if (shift or rotation or zoom or elastic) and name not in AUGMENTED_MODELS:
         raise DigitsError(f"Augmentation is built into the {' and '.join(AUGMENTED_MODELS)} models only, not "
-                          f"{name!r}; drop the --augment-... options.")
+                          f"{name!r}; drop the augmentation settings.")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:

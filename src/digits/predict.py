@@ -54,7 +54,7 @@ def load_classifier(spec: str | Path | None = None) -> Classifier:
         return _load_pretrained()
     path = Path(spec)
     if not path.exists():
-        raise DigitsError(f"There is no model at {path}; give a run folder or a .keras file, or leave --model out.")
+        raise DigitsError(f"There is no model at {path}; give a run folder or a .keras file, or leave `model` out.")
     if path.is_dir():
         return _load_run(path)
     if path.suffix != ".keras":

@@ -22,6 +22,8 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
+# `digits train --tensorboard` writes TensorBoard's event files here: `tensorboard --logdir RUN/tensorboard`.
+TENSORBOARD_DIR = "tensorboard"
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
@@ -43,7 +45,7 @@ def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = 
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DigitsError(f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable --runs-dir.")
+        raise DigitsError(f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable `runs_dir`.")
     stem = f"{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{preset}"
     for attempt in range(1, 1000):
         path = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
@@ -53,7 +55,7 @@ def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = 
             return path
         except FileExistsError:
             continue
-    raise DigitsError(f"Too many runs named {stem} in {runs_dir}; wait a second or use another --runs-dir.")
+    raise DigitsError(f"Too many runs named {stem} in {runs_dir}; wait a second or use another `runs_dir`.")
 
 
 def write_json(path: Path, content: dict) -> None:
@@ -88,7 +90,7 @@ def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
             f"The run in {path} is incomplete (status {status!r}, {metrics.get('epochs', 0)} epochs finished); "
             "train it again to completion."
         )
-    history = _read_history(path / HISTORY_FILE)
+    history = read_history(path / HISTORY_FILE)
     model_path = path / MODEL_FILE
     if require_complete and not model_path.is_file():
         raise DigitsError(f"The run in {path} has no {MODEL_FILE}; it was damaged, so train it again.")
@@ -122,7 +124,8 @@ def _read_json(path: Path) -> dict:
     return content
 
 
-def _read_history(path: Path) -> dict[str, np.ndarray]:
+def read_history(path: Path) -> dict[str, np.ndarray]:
+    """The columns of a history.csv, one entry per finished epoch (`epoch` as integers)."""
     if not path.is_file():
         raise DigitsError(f"The run in {path.parent} has no {HISTORY_FILE}; it was damaged, so train it again.")
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import plots
+from digits import display, plots
 from digits.data import Mnist, class_counts
 from digits.errors import DigitsError
 from digits.evaluate import (Comparison, Evaluation, ModelSummary, OverfittingVerdict, compare, evaluate,
@@ -43,10 +43,33 @@ class EvaluatedModel:
     overfitting: OverfittingVerdict | None  # None when there are no learning curves (an ensemble)
     figures: dict[str, Path]
     out_dir: Path
+    images: np.ndarray | None = None  # the evaluated test images, for drawing the mistakes again
+    history: dict | None = None  # the run's per-epoch history, for drawing its curves again
 
     @property
     def report(self) -> Path:
         return self.out_dir / REPORT_FILE
+
+    # Each figure method returns a matplotlib Figure (shown inline in a notebook); the files are in out_dir.
+
+    def learning_curves(self):
+        if not self.history or not len(self.history.get("loss", [])):
+            raise DigitsError(f"{self.name} has no learning curves (it was not trained as one run).")
+        return plots.learning_curves(self.history, title=self.name)
+
+    def confusion_matrix(self):
+        return plots.confusion_figure(self.evaluation.confusion, title=self.name)
+
+    def mistakes(self, count: int = GALLERY_SIZE):
+        if self.images is None:
+            raise DigitsError(f"The test images of {self.name} were not kept, so its mistakes cannot be drawn.")
+        return plots.mistakes_gallery(self.images, self.evaluation.mistakes, count=count, title=self.name)
+
+    def per_class_table(self):
+        return plots.per_class_table(self.evaluation.per_class, title=self.name)
+
+    def _repr_html_(self) -> str:
+        return display.evaluation_card(self)
 
     def summary(self) -> ModelSummary:
         parameters = self.metrics.get("parameters") or sum(row["parameters"] for row in self.architecture) or None
@@ -62,6 +85,8 @@ class EvaluatedModel:
 
 @dataclass
 class StudyResult:
+    """Models evaluated and compared, and the folder holding their report (`compare` and `run_study`)."""
+
     folder: Path
     models: list[EvaluatedModel]
     comparison: Comparison
@@ -69,6 +94,13 @@ class StudyResult:
     @property
     def report(self) -> Path:
         return self.folder / REPORT_FILE
+
+    def chart(self):
+        """Test accuracy, mistakes and training time of each model, as a matplotlib Figure."""
+        return plots.comparison_chart(self.comparison.models)
+
+    def _repr_html_(self) -> str:
+        return display.comparison_card(self)
 
 
 # --- one model ------------------------------------------------------------------------------------
@@ -81,15 +113,17 @@ def test_set(run: Run, data: Mnist) -> tuple[np.ndarray, np.ndarray]:
 
 
 def architecture(model) -> list[dict]:
-    """One row per layer: name, type, output shape without the batch axis ("26 × 26 × 32"), parameters."""
+    """One row per layer: name, type, output shape without the batch axis ("26 × 26 × 32"), parameters,
+    and how they add up ("784 × 64 + 64": the kernel's weights plus one bias per unit)."""
     rows = []
     for layer in model.layers:
         try:
             shape = " × ".join(str(size) for size in tuple(layer.output.shape)[1:])
         except (AttributeError, ValueError):  # A layer that was never called has no output shape.
             shape = "?"
+        arithmetic = " + ".join(" × ".join(str(size) for size in weight.shape) for weight in layer.weights)
         rows.append({"layer": layer.name, "type": type(layer).__name__, "output_shape": shape,
-                     "parameters": int(layer.count_params())})
+                     "parameters": int(layer.count_params()), "arithmetic": arithmetic})
     return rows
 
 
@@ -144,7 +178,7 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
     plots.mistakes_gallery(images, evaluation.mistakes, figures["mistakes"], count=GALLERY_SIZE)
     evaluated = EvaluatedModel(name=name, source=source, config=config or {}, metrics=metrics or {},
                                architecture=layers or [], evaluation=evaluation, overfitting=verdict,
-                               figures=figures, out_dir=out_dir)
+                               figures=figures, out_dir=out_dir, images=images, history=history)
     data_section = describe_data(data, [evaluated], out_dir) if data is not None else None
     write_report(evaluated.report, title=f"digits · {name}", models=[evaluated.section()], data=data_section)
     write_json(out_dir / "evaluation.json", _finite({
@@ -247,7 +281,7 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
                 if recipe.target_accuracy is not None else "")
         progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
                  f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, {stop or f'{recipe.epochs} epochs'}")
-        run_dir = train(recipe, data, runs_dir, verbose=verbose)
+        run_dir = train(recipe, data, runs_dir, verbose=verbose).folder
         progress(f"[{number}/{len(recipes)}] evaluating {run_dir}")
         models.append(evaluate_run(run_dir, data))
     _disambiguate(models)
@@ -308,7 +342,7 @@ def check_new_folder(folder: str | Path) -> None:
     """Refuse a --out folder that already holds files, so no earlier result is overwritten."""
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise DigitsError(f"{folder} already exists and is not an empty folder; choose a new --out folder, "
+        raise DigitsError(f"{folder} already exists and is not an empty folder; choose a new `out_dir`, "
                           "so nothing is overwritten.")
 
 
@@ -316,7 +350,7 @@ def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DigitsError(f"Cannot create {folder} ({error.strerror or error}); choose a writable --out folder.")
+        raise DigitsError(f"Cannot create {folder} ({error.strerror or error}); choose a writable `out_dir`.")
 
 
 def _disambiguate(models: list[EvaluatedModel]) -> None:
