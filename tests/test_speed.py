@@ -88,7 +88,7 @@ def target_run(tmp_path_factory):
     """A one-cycle run that could train 3 epochs but has target accuracy 0, which the first epoch reaches."""
     recipe = with_overrides(get_preset("quick-shallow"), epochs=3, target_accuracy=0.0, train_limit=1000,
                             test_limit=200)
-    return train(recipe, load_mnist(), tmp_path_factory.mktemp("runs"), verbose=0)
+    return train(recipe, load_mnist(), tmp_path_factory.mktemp("runs"), verbose=0).folder
 
 
 def test_a_reached_target_stops_training_after_that_epoch(target_run):

@@ -37,7 +37,7 @@ def holdout_run(mnist, tmp_path_factory) -> Path:
     recipe = with_overrides(
         get_preset("quick-shallow"), epochs=2, train_limit=1000, test_limit=300, validation="holdout"
     )
-    return train(recipe, mnist, tmp_path_factory.mktemp("runs"), verbose=0)
+    return train(recipe, mnist, tmp_path_factory.mktemp("runs"), verbose=0).folder
 
 
 def tiny_recipe(**changes) -> Recipe:
