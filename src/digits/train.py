@@ -1,9 +1,10 @@
-"""Training: the only place that calls `fit()`. One recipe in, one run folder out.
+"""Training: the only place that calls `fit()`. One recipe in, one run folder (and trained model) out.
 
 `train` runs four named steps: prepare the data, build and compile the model, fit with interrupts, then
 save and describe. The run folder is written as training goes: config.json before the first step, a
-history.csv row after every epoch, then model.keras and, last, metrics.json. Ctrl-C stops training cleanly: the folder keeps
-the finished epochs, the model of the last finished epoch, and metrics.json with status "interrupted".
+history.csv row after every epoch, then model.keras and, last, metrics.json. Ctrl-C stops training
+cleanly: the folder keeps the finished epochs, the model of the last finished epoch, and metrics.json with
+status "interrupted".
 """
 
 from __future__ import annotations
@@ -343,7 +344,7 @@ def save_and_describe(model: keras.Model, recipe: Recipe, split: TrainingData, r
     return metrics
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class TrainedRun:
     """A finished run: the trained Keras model, its per-epoch history, and the folder that keeps both.
 
@@ -363,6 +364,11 @@ class TrainedRun:
 
     def __str__(self) -> str:
         return str(self.folder)
+
+    def __repr__(self) -> str:
+        accuracy = self.metrics.get("validation_accuracy")
+        result = "no validation" if accuracy is None else f"validation accuracy {accuracy:.4f}"
+        return f"TrainedRun({str(self.folder)!r}, {self.recipe.preset}, {self.metrics.get('epochs')} epochs, {result})"
 
     def learning_curves(self):
         """Accuracy and loss per epoch, training against validation, as a matplotlib Figure."""
