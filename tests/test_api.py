@@ -22,9 +22,10 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_import_digits_and_help_load_no_tensorflow():
-    # `digits --help` runs the CLI's main() in this very process shape; TensorFlow must stay unloaded.
+    # `digits --help` and reading presets leave TensorFlow, Keras and matplotlib unloaded.
     code = ("import sys, digits, digits.cli\n"
             "try:\n    digits.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "digits.get_preset('quick-cnn', epochs=2), digits.presets()\n"
             "heavy = sorted(name for name in ('tensorflow', 'keras', 'matplotlib') if name in sys.modules)\n"
             "print('LOADED', heavy)")
     result = run_python(code)

@@ -16,7 +16,6 @@ import numpy as np
 from digits import recipes
 from digits.data import Mnist, load_mnist
 from digits.errors import DigitsError
-from digits.models import build_model
 from digits.recipes import Preset, Recipe
 
 __all__ = ["load_mnist", "presets", "get_preset", "build_model", "train", "load_run", "evaluate", "compare",
@@ -38,6 +37,14 @@ def get_preset(name: str, **overrides) -> Recipe:
         # Removed before the other overrides apply, which may need it gone (validation="none").
         recipe = dataclasses.replace(recipe, target_accuracy=None)
     return recipes.with_overrides(recipe, **overrides)
+
+
+def build_model(name: str, **options):
+    """A fresh, uncompiled Keras model of an architecture ("shallow", "cnn", "cnn-bn"); see `digits models`."""
+    # Imported here: Keras (and TensorFlow) load only once a model is needed, not to list presets or data.
+    from digits.models import build_model as build
+
+    return build(name, **options)
 
 
 def train(recipe: str | Recipe = "quick-cnn", data: Mnist | None = None, runs_dir: str | Path = "runs", *,
