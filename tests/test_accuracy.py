@@ -75,7 +75,7 @@ def test_best_trains_on_every_training_image_and_never_sees_the_test_set():
 
 
 def test_augmenting_the_shallow_network_is_one_sentence():
-    with pytest.raises(DigitsError, match="Random-rotation augmentation .* drop --augment-rotation"):
+    with pytest.raises(DigitsError, match="Random-rotation augmentation .* drop `augment_rotation`"):
         with_overrides(get_preset("quick-shallow"), augment_rotation=10)
 
 
@@ -199,12 +199,12 @@ def test_weight_averaging_saves_the_average_and_scores_both(mnist, tmp_path):
 
 
 def test_validation_none_trains_on_all_60000_images_and_leaves_the_test_set_alone(mnist):
-    from digits.train import split_data
+    from digits.train import prepare_data
 
     recipe = with_overrides(get_preset("best"), validation="none")
-    train_images, train_labels, validation_images, _, description = split_data(recipe, mnist)
-    assert len(train_images) == len(train_labels) == 60_000 and len(validation_images) == 0
-    assert "all 60,000 training images" in description and "test set is not used" in description
+    split = prepare_data(recipe, mnist)
+    assert len(split.train_images) == len(split.train_labels) == 60_000 and len(split.validation_images) == 0
+    assert "all 60,000 training images" in split.description and "test set is not used" in split.description
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def test_bad_input_exits_with_one_line_and_no_traceback(tmp_path, tiny_mnist_dir
         expected = "lacks the training labels"
     else:
         out_dir.write_text("a file, not a directory")
-        expected = "choose a writable --out directory"
+        expected = "choose a writable folder"
 
     result = digits_data("data", "--data-dir", str(data_dir), "--out", str(out_dir), cwd=tmp_path)
 

@@ -188,7 +188,7 @@ def test_missing_file_says_which_and_how_to_fix(tiny_mnist_dir):
 def test_missing_or_empty_directory_is_explained(tmp_path):
     with pytest.raises(data.DataError) as error:
         data.load_mnist(tmp_path / "nowhere")
-    assert_one_sentence(error, "nowhere", "does not exist", "leave out --data-dir")
+    assert_one_sentence(error, "nowhere", "does not exist", "leave out `data_dir`")
     with pytest.raises(data.DataError) as error:
         data.load_mnist(tmp_path)
     assert_one_sentence(error, "holds no MNIST-style data", "train-images-idx3-ubyte", "mnist.npz")
@@ -446,5 +446,5 @@ def test_failed_download_names_the_file_and_leaves_nothing(monkeypatch, tmp_path
         data.load_mnist()
 
     assert_one_sentence(error, "Could not download train-images-idx3-ubyte.gz from any mirror", dead, mirror.url,
-                        "--data-dir")
+                        "`data_dir`")
     assert cache_contents(tmp_path) == []

@@ -1,16 +1,20 @@
-"""The evaluation figures: each writes a real PNG of a sensible size and leaves no figure open."""
+"""The figures: each returns a matplotlib Figure, writes a real PNG of a sensible size only when given a path,
+and leaves no pyplot figure open."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from digits import plots
-from digits.evaluate import Mistake, ModelSummary, evaluate
+from digits.evaluate import ClassScores, Mistake, ModelSummary, evaluate
+from matplotlib.figure import Figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def read_png(path):
+def read_png(figure, path):
+    """The size of the PNG `figure` was saved as at `path`."""
+    assert isinstance(figure, Figure)
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     with Image.open(path) as image:
         image.load()
@@ -25,16 +29,16 @@ def history():
 
 
 def test_learning_curves_write_a_two_panel_png(tmp_path, history):
-    path = plots.learning_curves(history, tmp_path / "curves.png", title="shallow")
-
-    assert path == tmp_path / "curves.png"
-    width, height = read_png(path)
+    path = tmp_path / "curves.png"
+    width, height = read_png(plots.learning_curves(history, path, title="shallow"), path)
     assert width > 1.8 * height  # two panels side by side
 
 
 def test_learning_curves_without_validation_still_draw(tmp_path, history):
     training_only = {key: history[key] for key in ("epoch", "loss", "accuracy")}
-    read_png(plots.learning_curves(training_only, tmp_path / "curves.png"))
+    figure = plots.learning_curves(training_only)
+    assert [len(axes.get_lines()) for axes in figure.axes] == [1, 1]  # training only, nothing saved
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_confusion_matrix_png(tmp_path):
@@ -43,7 +47,8 @@ def test_confusion_matrix_png(tmp_path):
     probabilities[:5] = np.eye(10)[9] * 0.9 + 0.01  # five 0s read as 9
     confusion = evaluate(labels, probabilities).confusion
 
-    width, height = read_png(plots.confusion_figure(confusion, tmp_path / "nested" / "confusion.png"))
+    path = tmp_path / "nested" / "confusion.png"
+    width, height = read_png(plots.confusion_figure(confusion, path), path)
     assert 400 < width < 1200 and 400 < height < 1200
 
 
@@ -51,9 +56,10 @@ def test_mistakes_gallery_grows_with_the_mistakes_shown(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
     mistakes = [Mistake(index=i, actual=4, predicted=9, confidence=0.97 - i / 100) for i in range(30)]
 
-    five = read_png(plots.mistakes_gallery(images, mistakes[:5], tmp_path / "five.png"))
-    many = read_png(plots.mistakes_gallery(images, mistakes, tmp_path / "many.png", count=24, columns=8))
-    none = read_png(plots.mistakes_gallery(images, [], tmp_path / "none.png"))
+    five = read_png(plots.mistakes_gallery(images, mistakes[:5], tmp_path / "five.png"), tmp_path / "five.png")
+    many = read_png(plots.mistakes_gallery(images, mistakes, tmp_path / "many.png", count=24, columns=8),
+                    tmp_path / "many.png")
+    none = read_png(plots.mistakes_gallery(images, [], tmp_path / "none.png"), tmp_path / "none.png")
 
     assert many[1] > 2.5 * five[1]  # three rows of eight against one row of five
     assert none[1] < five[1]  # a one-line "no mistakes" note
@@ -62,8 +68,28 @@ def test_mistakes_gallery_grows_with_the_mistakes_shown(tmp_path):
 def test_comparison_chart_handles_unknown_training_time(tmp_path):
     models = [ModelSummary("cnn", 0.99, 0.03, 100, 10_000, 95.0, 4, 34_826),
               ModelSummary("ensemble", 0.995, 0.02, 50, 10_000)]
-    width, height = read_png(plots.comparison_chart(models, tmp_path / "comparison.png"))
+    path = tmp_path / "comparison.png"
+    width, height = read_png(plots.comparison_chart(models, path), path)
     assert width > height
+
+
+def test_per_class_table_lists_every_digit():
+    scores = [ClassScores(digit, 0.99, 0.98 - (digit == 7) * 0.1, 0.985 - (digit == 7) * 0.05, 1000)
+              for digit in range(10)]
+    figure = plots.per_class_table(scores)
+    cells = figure.axes[0].tables[0].get_celld()
+    assert cells[(0, 3)].get_text().get_text() == "F1"
+    assert [cells[(row, 0)].get_text().get_text() for row in range(1, 11)] == [str(digit) for digit in range(10)]
+    assert cells[(8, 3)].get_text().get_text() == "0.935"  # digit 7, the weakest
+
+
+def test_figures_without_a_path_write_nothing(tmp_path, monkeypatch, history):
+    monkeypatch.chdir(tmp_path)
+    figures = [plots.learning_curves(history), plots.confusion_figure(np.eye(10, dtype=int)),
+               plots.sample_grid(np.zeros((12, 28, 28), np.uint8), np.arange(12))]
+    assert all(isinstance(figure, Figure) for figure in figures)
+    assert plots.to_png(figures[0])[:8] == PNG_SIGNATURE
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_figures_leave_no_pyplot_figure_open(tmp_path, history):

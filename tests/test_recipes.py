@@ -82,10 +82,10 @@ def test_switching_optimizer_takes_its_keras_default_learning_rate():
         (dict(loss="hinge"), "Unknown loss 'hinge'; choose one of: categorical_crossentropy, mse, poisson."),
         (dict(optimizer="lbfgs"), "Unknown optimizer 'lbfgs'; choose one of: sgd, adam, adadelta, rmsprop."),
         (dict(validation="train"), "Unknown validation 'train'; choose one of: test, holdout, none."),
-        (dict(epochs=0), "The epochs must be at least 1, not 0."),
-        (dict(batch_size=-5), "The batch size must be at least 1, not -5."),
-        (dict(learning_rate=0.0), "The learning rate must be above 0, not 0.0."),
-        (dict(train_limit=0), "The train limit must be at least 1, not 0."),
+        (dict(epochs=0), "`epochs` must be at least 1, not 0."),
+        (dict(batch_size=-5), "`batch_size` must be at least 1, not -5."),
+        (dict(learning_rate=0.0), "`learning_rate` must be above 0, not 0.0."),
+        (dict(train_limit=0), "`train_limit` must be at least 1, not 0."),
     ],
 )
 def test_bad_values_get_one_sentence(change, message):

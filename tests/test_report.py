@@ -22,11 +22,16 @@ def sections(tmp_path_factory):
     history = {"epoch": epochs, "loss": 1 / epochs, "accuracy": 1 - 0.1 / epochs,
                "val_loss": 1 / epochs + 0.05 * epochs, "val_accuracy": 1 - 0.15 / epochs}
     evaluation = evaluate(labels, probabilities)
-    figures = {
-        "curves": plots.learning_curves(history, folder / "curves.png"),
-        "confusion": plots.confusion_figure(evaluation.confusion, folder / "confusion.png"),
-        "mistakes": plots.mistakes_gallery(images, evaluation.mistakes, folder / "mistakes.png"),
-    }
+    figures = {"curves": folder / "curves.png", "confusion": folder / "confusion.png",
+               "mistakes": folder / "mistakes.png"}
+    plots.learning_curves(history, figures["curves"])
+    plots.confusion_figure(evaluation.confusion, figures["confusion"])
+    plots.mistakes_gallery(images, evaluation.mistakes, figures["mistakes"])
+    plots.sample_grid(images, labels, folder / "samples.png")
+    plots.comparison_chart(summaries := [ModelSummary.from_evaluation("quick-cnn", evaluation, training_seconds=12.5,
+                                                                      epochs=5),
+                                         ModelSummary.from_evaluation("ensemble <b>3</b>", evaluation)],
+                           folder / "chart.png")
     config = {"preset": "quick-cnn", "recipe": {"model": "cnn", "loss": "categorical_crossentropy",
                                                 "optimizer": "adam", "epochs": 5, "validation": "test"},
               "versions": {"keras": "3.15"}, "backend": "tensorflow"}
@@ -42,10 +47,8 @@ def sections(tmp_path_factory):
                             figures={key: figures[key] for key in ("confusion", "mistakes")})
     data = DataSection(source="vendored copy", verified=True, train_class_counts=[6000] * 10,
                        test_class_counts=[1000] * 10, evaluated_count=300,
-                       sample_grid=plots.sample_grid(images, labels, folder / "samples.png"))
-    summaries = [ModelSummary.from_evaluation("quick-cnn", evaluation, training_seconds=12.5, epochs=5),
-                 ModelSummary.from_evaluation("ensemble <b>3</b>", evaluation)]
-    comparison = ComparisonSection(compare(summaries), plots.comparison_chart(summaries, folder / "chart.png"))
+                       sample_grid=folder / "samples.png")
+    comparison = ComparisonSection(compare(summaries), folder / "chart.png")
     return model, ensemble, data, comparison
 
 

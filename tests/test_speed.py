@@ -106,7 +106,7 @@ def test_mixed_precision_keeps_the_softmax_in_float32_and_resets_the_policy():
         (dict(precision="float16"), "Unknown precision 'float16'; choose one of: float32, mixed_bfloat16, auto."),
         (dict(loss="mse", label_smoothing=0.1), "Label smoothing works with the categorical_crossentropy loss only"),
         (dict(augment_shift=2), "Random-shift augmentation is built into the cnn and cnn-bn models only, not shallow"),
-        (dict(target_accuracy=99.0), "The target accuracy is a fraction in [0, 1]"),
+        (dict(target_accuracy=99.0), "`target_accuracy` is a fraction in [0, 1]"),
     ],
 )
 def test_bad_fast_path_values_get_one_sentence(change, message):
@@ -129,7 +129,7 @@ def target_run(tmp_path_factory):
     """A one-cycle run that could train 3 epochs but has target accuracy 0, which the first epoch reaches."""
     recipe = with_overrides(get_preset("quick-shallow"), epochs=3, target_accuracy=0.0, train_limit=1000,
                             test_limit=200)
-    return train(recipe, load_mnist(), tmp_path_factory.mktemp("runs"), verbose=0)
+    return train(recipe, load_mnist(), tmp_path_factory.mktemp("runs"), verbose=0).folder
 
 
 @pytest.mark.slow

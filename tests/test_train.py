@@ -22,7 +22,7 @@ from digits.data import load_mnist, to_model_input
 from digits.errors import DigitsError
 from digits.recipes import Recipe, get_preset, with_overrides
 from digits.runs import HISTORY_COLUMNS, create_run_dir, load_model, load_run
-from digits.train import RunInterrupted, split_data, train
+from digits.train import RunInterrupted, prepare_data, train
 
 RUN_NAME = re.compile(r"^\d{8}-\d{6}-[a-z-]+$")
 
@@ -38,7 +38,7 @@ def holdout_run(mnist, tmp_path_factory) -> Path:
     recipe = with_overrides(
         get_preset("quick-shallow"), epochs=2, train_limit=1000, test_limit=300, validation="holdout"
     )
-    return train(recipe, mnist, tmp_path_factory.mktemp("runs"), verbose=0)
+    return train(recipe, mnist, tmp_path_factory.mktemp("runs"), verbose=0).folder
 
 
 def tiny_recipe(**changes) -> Recipe:
@@ -172,11 +172,11 @@ def test_the_same_seed_gives_the_same_history(mnist, tmp_path):
 @pytest.mark.slow
 def test_holdout_validates_on_the_last_10000_training_images(mnist, holdout_run):
     recipe = with_overrides(get_preset("seed-cnn"), validation="holdout")
-    train_images, train_labels, validation_images, validation_labels, description = split_data(recipe, mnist)
-    assert len(train_images) == 50_000 and len(validation_images) == 10_000
-    np.testing.assert_array_equal(validation_images, to_model_input(mnist.train_images[50_000:]))
-    np.testing.assert_array_equal(validation_labels.argmax(axis=1), mnist.train_labels[50_000:])
-    np.testing.assert_array_equal(train_images[-1], to_model_input(mnist.train_images[49_999:50_000])[0])
+    split = prepare_data(recipe, mnist)
+    assert len(split.train_images) == 50_000 and len(split.validation_images) == 10_000
+    np.testing.assert_array_equal(split.validation_images, to_model_input(mnist.train_images[50_000:]))
+    np.testing.assert_array_equal(split.validation_labels.argmax(axis=1), mnist.train_labels[50_000:])
+    np.testing.assert_array_equal(split.train_images[-1], to_model_input(mnist.train_images[49_999:50_000])[0])
 
     run = load_run(holdout_run)
     assert run.metrics["validation"] == "holdout" and run.config["recipe"]["validation"] == "holdout"

@@ -189,7 +189,7 @@ def _load_explicit(path: Path, origin: str) -> Mnist:
     if origin == "DIGITS_DATA_DIR":
         label, default = f"DIGITS_DATA_DIR {path}", "unset DIGITS_DATA_DIR"
     else:
-        label, default = f"directory {path}", "leave out --data-dir"
+        label, default = f"directory {path}", "leave out `data_dir`"
     default += " to use the MNIST that ships with digits"
     if path.is_file() and path.suffix == ".npz":
         return _load_npz(path, f"{path.name} in {path.parent}")
@@ -391,14 +391,13 @@ def _download(part: str, cache: Path) -> tuple[Path, str]:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(f"Cannot create the MNIST cache {cache} ({error.strerror or error}); set DIGITS_CACHE_DIR "
-                        f"to a writable directory, or pass --data-dir.") from None
+                        f"to a writable directory, or pass `data_dir`.") from None
     urls = [mirror.rstrip("/") + "/" + target.name for mirror in MIRRORS]
     try:
         return target, download.fetch(urls, target, official.gz_sha256, official.gz_bytes)
     except download.DownloadFailed as failed:
         raise DataError(f"Could not download {target.name} from any mirror ({failed}); check the network "
-                        "connection, or put the four MNIST files in a directory and pass it with --data-dir."
-                        ) from None
+                        f"connection, or put the four MNIST files in a directory and pass it as `data_dir`.") from None
 
 
 # --- describing ------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def load_members(paths: Sequence[str | Path]) -> list:
     limits = {run.name: run.config["recipe"].get("test_limit") for run in runs}
     if len(set(limits.values())) > 1:
         described = ", ".join(f"{name}: {'all' if limit is None else limit}" for name, limit in limits.items())
-        raise DigitsError(f"The members were trained with different --test-limit values ({described}), so they "
+        raise DigitsError(f"The members were trained with different `test_limit` values ({described}), so they "
                           "would be scored on different test images; use runs trained with the same limit.")
     return runs
 

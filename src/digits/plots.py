@@ -1,4 +1,9 @@
-"""Figures: matplotlib only, drawing what data.py and evaluate.py computed; each function writes one PNG."""
+"""Figures: matplotlib only, drawing what data.py and evaluate.py computed.
+
+Every function returns a `matplotlib.figure.Figure`, which a notebook shows inline, and writes a PNG only
+when given a `path`. Figures are built with `Figure` rather than pyplot, so nothing stays registered (or
+open) afterwards, and the CLI, the HTML report and a notebook draw with the same functions.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,16 @@ from typing import Any
 
 import matplotlib
 
-# Figures are only ever written to files, also on machines with no display.
-matplotlib.use("Agg")
+import numpy as np
+from matplotlib.figure import Figure
 
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from digits.errors import DigitsError
 
-from digits.errors import DigitsError  # noqa: E402
-
-# --- sample grid --------------------------------------------------------------------------------------
+# --- sample grid ----------------------------------------------------------------------------------
 
 
-def sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, count: int = 12) -> Path:
-    """Draw the first `count` images in a grid, each titled with its label, and save the PNG at `path`."""
+def sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path | None = None, count: int = 12) -> Figure:
+    """The first `count` images in a grid, each titled with its label; saved as a PNG at `path` if given."""
     count = min(count, len(images))
     # Shown as stored: white ink on black, pixel values 0..255.
     figure = tile_sheet(list(images[:count]), [str(label) for label in labels[:count]], columns=min(count, 6),
@@ -76,9 +78,8 @@ def tile_sheet(tiles: list[np.ndarray], captions: list[str], *, columns: int, ce
     return figure
 
 
-# --- evaluation figures -------------------------------------------------------------------------------
-# Each function draws only what digits.evaluate computed, saves one PNG and returns its path. Figures are
-# built with matplotlib.figure.Figure rather than pyplot, so nothing stays registered (or open) afterwards.
+# --- evaluation figures ---------------------------------------------------------------------------
+# Each function draws only what digits.evaluate computed.
 
 TRAIN_COLOR = "#2f6fdf"
 VALIDATION_COLOR = "#ef7d32"
@@ -107,19 +108,30 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=FIGURE_DPI, layout="constrained")
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def _save(figure: Figure, path: str | Path | None) -> Figure:
+    """Write `figure` as a PNG at `path` (when one is given) and return it."""
+    if path is None:
+        return figure
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png", facecolor="white")
     except OSError as error:
-        raise DigitsError(
-            f"Cannot write {path} ({error.strerror or error}); choose a writable --out directory."
-        ) from None
-    return path
+        raise DigitsError(f"Cannot write {path} ({error.strerror or error}); choose a writable folder.") from None
+    return figure
 
 
-def learning_curves(history: dict, path: str | Path, *, title: str | None = None, loss_name: str = "loss") -> Path:
+def to_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes, as `_save` would write it (for pages that embed their figures)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", facecolor="white")
+    return buffer.getvalue()
+
+
+def learning_curves(history: dict, path: str | Path | None = None, *, title: str | None = None,
+                    loss_name: str = "loss") -> Figure:
     """Accuracy and loss per epoch, training against validation, side by side; marks the lowest validation loss."""
     epochs = np.asarray(history["epoch"])
     # A run trained with --validation none has nan in its val_ columns: it draws the training curves alone.
@@ -155,7 +167,7 @@ def learning_curves(history: dict, path: str | Path, *, title: str | None = None
         return _save(figure, path)
 
 
-def confusion_figure(confusion, path: str | Path, *, title: str | None = None) -> Path:
+def confusion_figure(confusion, path: str | Path | None = None, *, title: str | None = None) -> Figure:
     """The 10×10 confusion matrix with every non-zero count written in its cell (log colour scale)."""
     from matplotlib.colors import LogNorm
 
@@ -196,8 +208,8 @@ def confusion_figure(confusion, path: str | Path, *, title: str | None = None) -
         return _save(figure, path)
 
 
-def mistakes_gallery(images, mistakes, path: str | Path, *, count: int = 24, columns: int = 8,
-                     title: str | None = None) -> Path:
+def mistakes_gallery(images, mistakes, path: str | Path | None = None, *, count: int = 24, columns: int = 8,
+                     title: str | None = None) -> Figure:
     """The first `count` mistakes (most confident first) as digits captioned "actual 4 → predicted 9 (97 %)"."""
     shown = list(mistakes)[:count]
     with matplotlib.rc_context(FIGURE_STYLE):
@@ -225,7 +237,7 @@ def _confidence(probability: float) -> str:
     return f"{percent:.1f} %" if percent < 99.95 else "> 99.9 %"
 
 
-def comparison_chart(models, path: str | Path, *, title: str | None = None) -> Path:
+def comparison_chart(models, path: str | Path | None = None, *, title: str | None = None) -> Figure:
     """Test error, test loss and training time of each model (digits.evaluate.ModelSummary rows), side by side.
 
     Every panel starts at zero, so bar lengths compare honestly: the error (100 % minus the accuracy) rather than
@@ -260,4 +272,28 @@ def comparison_chart(models, path: str | Path, *, title: str | None = None) -> P
             axes.set_axisbelow(True)
         if title:
             figure.suptitle(title, fontsize=12, fontweight="bold", color=INK_COLOR)
+        return _save(figure, path)
+
+
+def per_class_table(per_class, path: str | Path | None = None, *, title: str | None = None) -> Figure:
+    """Precision, recall and F1 of each digit (digits.evaluate.ClassScores rows) as a table, weakest F1 shaded."""
+    rows = [[str(scores.digit), f"{scores.precision:.3f}", f"{scores.recall:.3f}", f"{scores.f1:.3f}",
+             f"{scores.support:,}"] for scores in per_class]
+    weakest = min(range(len(per_class)), key=lambda index: per_class[index].f1) if per_class else None
+    with matplotlib.rc_context(FIGURE_STYLE):
+        figure = _new_figure(4.8, 0.45 + 0.24 * (len(rows) + 1))
+        axes = figure.subplots()
+        axes.set_axis_off()
+        table = axes.table(cellText=rows, colLabels=["digit", "precision", "recall", "F1", "images"],
+                           loc="center", cellLoc="right", colLoc="right")
+        table.auto_set_font_size(False)
+        table.set_fontsize(9)
+        for (row, _column), cell in table.get_celld().items():
+            cell.set_edgecolor(GRID_COLOR)
+            if row == 0:
+                cell.set_text_props(fontweight="bold", color=INK_COLOR)
+            elif weakest is not None and row == weakest + 1:
+                cell.set_facecolor("#fdecea")  # The digit the model reads worst.
+        if title:
+            axes.set_title(title)
         return _save(figure, path)

@@ -75,7 +75,7 @@ def load_classifier(spec: str | Path | None = None, *, threads: int | None = Non
     path = Path(spec)
     if not path.exists():
         raise DigitsError(
-            f"There is no model at {path}; give a run folder, a .keras or .onnx file, or leave --model out."
+            f"There is no model at {path}; give a run folder, a .keras or .onnx file, or leave `model` out."
         )
     if path.is_dir():
         return _load_run(path)

@@ -135,41 +135,41 @@ class Recipe:
         if self.validation not in VALIDATIONS:
             raise DigitsError(f"Unknown validation {self.validation!r}; choose one of: {', '.join(VALIDATIONS)}.")
         if not self.learning_rate > 0:
-            raise DigitsError(f"The learning rate must be above 0, not {self.learning_rate}.")
+            raise DigitsError(f"`learning_rate` must be above 0, not {self.learning_rate}.")
         if not 0 <= self.momentum < 1:
-            raise DigitsError(f"The momentum must be in [0, 1), not {self.momentum}.")
+            raise DigitsError(f"`momentum` must be in [0, 1), not {self.momentum}.")
         if self.schedule not in SCHEDULES:
             raise DigitsError(f"Unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}.")
         check_precision(self.precision)
         if not 0 <= self.label_smoothing < 1:
-            raise DigitsError(f"The label smoothing must be in [0, 1), not {self.label_smoothing}.")
+            raise DigitsError(f"`label_smoothing` must be in [0, 1), not {self.label_smoothing}.")
         if self.label_smoothing and self.loss != "categorical_crossentropy":
             raise DigitsError(f"Label smoothing works with the categorical_crossentropy loss only, not {self.loss}; "
-                              "drop --label-smoothing or use --loss categorical_crossentropy.")
+                              "drop `label_smoothing` or use `loss=categorical_crossentropy`.")
         if not 0 <= self.augment_shift <= 8:
-            raise DigitsError(f"The augment shift must be between 0 and 8 pixels, not {self.augment_shift}.")
+            raise DigitsError(f"`augment_shift` must be between 0 and 8 pixels, not {self.augment_shift}.")
         if not 0 <= self.augment_rotation <= 45:
-            raise DigitsError(f"The augment rotation must be between 0 and 45 degrees, not {self.augment_rotation}.")
+            raise DigitsError(f"`augment_rotation` must be between 0 and 45 degrees, not {self.augment_rotation}.")
         if not 0 <= self.augment_zoom <= 0.5:
-            raise DigitsError(f"The augment zoom must be a fraction between 0 and 0.5, not {self.augment_zoom}.")
+            raise DigitsError(f"`augment_zoom` must be a fraction between 0 and 0.5, not {self.augment_zoom}.")
         if not 0 <= self.augment_elastic <= 4:
-            raise DigitsError(f"The augment elastic must be between 0 and 4 pixels, not {self.augment_elastic}.")
+            raise DigitsError(f"`augment_elastic` must be between 0 and 4 pixels, not {self.augment_elastic}.")
         check_augmentation(self.model, shift=self.augment_shift, rotation=self.augment_rotation,
                            zoom=self.augment_zoom, elastic=self.augment_elastic)
         if self.jit_compile not in (True, False, "auto"):
             raise DigitsError(f"jit_compile must be true, false or auto, not {self.jit_compile!r}.")
         if self.target_accuracy is not None and self.validation == "none":
             raise DigitsError("Stopping at a target accuracy needs a validation set, but the validation is 'none'; "
-                              "use --validation holdout or test, or add --target-accuracy none.")
+                              "use `validation=holdout` or `validation=test`, or `target_accuracy=None`.")
         if self.target_accuracy is not None and not 0 <= self.target_accuracy <= 1:
-            raise DigitsError(f"The target accuracy is a fraction in [0, 1] (0.99 for 99 %), "
+            raise DigitsError(f"`target_accuracy` is a fraction in [0, 1] (0.99 for 99 %), "
                               f"not {self.target_accuracy}.")
         for name in ("epochs", "batch_size", "train_limit", "test_limit", "steps_per_execution"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise DigitsError(f"The {name.replace('_', ' ')} must be at least 1, not {value}.")
+                raise DigitsError(f"`{name}` must be at least 1, not {value}.")
         if self.seed < 0:
-            raise DigitsError(f"The seed must be 0 or more, not {self.seed}.")
+            raise DigitsError(f"`seed` must be 0 or more, not {self.seed}.")
 
 
 @dataclass(frozen=True)

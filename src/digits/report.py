@@ -152,10 +152,12 @@ def _data_section(data: DataSection) -> str:
 def _model_section(model: ModelSection) -> str:
     evaluation = model.evaluation
     recipe = model.config.get("recipe", {})
+    # The parameter arithmetic the study asks about: a Dense layer of 64 on 784 pixels has 784 × 64 + 64.
     architecture = _table(
-        ["layer", "type", "output shape", "parameters"],
-        [[row["layer"], row["type"], row["output_shape"], f'{row["parameters"]:,}'] for row in model.architecture]
-        + [["total", "", "", f'{sum(row["parameters"] for row in model.architecture):,}']],
+        ["layer", "type", "output shape", "parameters", "weights + biases"],
+        [[row["layer"], row["type"], row["output_shape"], f'{row["parameters"]:,}', row.get("arithmetic", "")]
+         for row in model.architecture]
+        + [["total", "", "", f'{sum(row["parameters"] for row in model.architecture):,}', ""]],
         numeric_from=3, last_row_total=True,
     ) if model.architecture else '<p class="muted">No single architecture (an ensemble of several models).</p>'
     configuration = _table(["setting", "value"], _recipe_rows(model), numeric_from=None)

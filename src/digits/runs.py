@@ -25,6 +25,8 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
+# `digits train --tensorboard` writes TensorBoard's event files here: `tensorboard --logdir RUN/tensorboard`.
+TENSORBOARD_DIR = "tensorboard"
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
@@ -47,7 +49,7 @@ def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = 
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DigitsError(
-            f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable --runs-dir."
+            f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable `runs_dir`."
         ) from None
     stem = f"{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{preset}"
     for attempt in range(1, 1000):
@@ -58,7 +60,7 @@ def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = 
             return path
         except FileExistsError:
             continue
-    raise DigitsError(f"Too many runs named {stem} in {runs_dir}; wait a second or use another --runs-dir.")
+    raise DigitsError(f"Too many runs named {stem} in {runs_dir}; wait a second or use another `runs_dir`.")
 
 
 def check_writable(runs_dir: str | Path) -> None:
@@ -131,7 +133,7 @@ def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
             f"The run in {path} is incomplete (status {status!r}, {metrics.get('epochs', 0)} epochs finished); "
             "train it again to completion."
         )
-    history = _read_history(path / HISTORY_FILE)
+    history = read_history(path / HISTORY_FILE)
     model_path = path / MODEL_FILE
     if require_complete and not model_path.is_file():
         raise DigitsError(f"The run in {path} has no {MODEL_FILE}; it was damaged, so train it again.")
@@ -246,7 +248,8 @@ def _has_type(value: object, expected) -> bool:
     return isinstance(value, str)
 
 
-def _read_history(path: Path) -> dict[str, np.ndarray]:
+def read_history(path: Path) -> dict[str, np.ndarray]:
+    """The columns of a history.csv, one entry per finished epoch (`epoch` as integers)."""
     if not path.is_file():
         raise DigitsError(f"The run in {path.parent} has no {HISTORY_FILE}; it was damaged, so train it again.")
     try:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from digits import plots
+from digits import display, plots
 from digits.conclusions import configurations_sentence, model_conclusion
 from digits.data import Mnist, class_counts
 from digits.errors import DigitsError
@@ -55,11 +55,33 @@ class EvaluatedModel:
     overfitting: OverfittingVerdict | None  # None when there are no learning curves (an ensemble)
     figures: dict[str, Path]
     out_dir: Path
-    history: dict | None = None  # the run's per-epoch history; None for an ensemble
+    images: np.ndarray | None = None  # the evaluated test images, for drawing the mistakes again
+    history: dict | None = None  # the run's per-epoch history (curves, conclusions); None for an ensemble
 
     @property
     def report(self) -> Path:
         return self.out_dir / REPORT_FILE
+
+    # Each figure method returns a matplotlib Figure (shown inline in a notebook); the files are in out_dir.
+
+    def learning_curves(self):
+        if not self.history or not len(self.history.get("loss", [])):
+            raise DigitsError(f"{self.name} has no learning curves (it was not trained as one run).")
+        return plots.learning_curves(self.history, title=self.name)
+
+    def confusion_matrix(self):
+        return plots.confusion_figure(self.evaluation.confusion, title=self.name)
+
+    def mistakes(self, count: int = GALLERY_SIZE):
+        if self.images is None:
+            raise DigitsError(f"The test images of {self.name} were not kept, so its mistakes cannot be drawn.")
+        return plots.mistakes_gallery(self.images, self.evaluation.mistakes, count=count, title=self.name)
+
+    def per_class_table(self):
+        return plots.per_class_table(self.evaluation.per_class, title=self.name)
+
+    def _repr_html_(self) -> str:
+        return display.evaluation_card(self)
 
     def summary(self) -> ModelSummary:
         parameters = self.metrics.get("parameters") or sum(row["parameters"] for row in self.architecture) or None
@@ -75,14 +97,23 @@ class EvaluatedModel:
 
 @dataclass
 class StudyResult:
+    """Models evaluated and compared, and the folder holding their report (`compare` and `run_study`)."""
+
     folder: Path
     models: list[EvaluatedModel]
     comparison: Comparison
-    conclusions: list[str]
+    conclusions: list[str] = field(default_factory=list)  # the study's findings, one sentence each
 
     @property
     def report(self) -> Path:
         return self.folder / REPORT_FILE
+
+    def chart(self):
+        """Test accuracy, mistakes and training time of each model, as a matplotlib Figure."""
+        return plots.comparison_chart(self.comparison.models)
+
+    def _repr_html_(self) -> str:
+        return display.comparison_card(self)
 
 
 # --- one model ------------------------------------------------------------------------------------
@@ -98,15 +129,17 @@ def test_set(run: Run, data: Mnist, limit: int | None = None) -> tuple[np.ndarra
 
 
 def architecture(model) -> list[dict]:
-    """One row per layer: name, type, output shape without the batch axis ("26 × 26 × 32"), parameters."""
+    """One row per layer: name, type, output shape without the batch axis ("26 × 26 × 32"), parameters,
+    and how they add up ("784 × 64 + 64": the kernel's weights plus one bias per unit)."""
     rows = []
     for layer in model.layers:
         try:
             shape = " × ".join(str(size) for size in tuple(layer.output.shape)[1:])
         except (AttributeError, ValueError):  # A layer that was never called has no output shape.
             shape = "?"
+        arithmetic = " + ".join(" × ".join(str(size) for size in weight.shape) for weight in layer.weights)
         rows.append({"layer": layer.name, "type": type(layer).__name__, "output_shape": shape,
-                     "parameters": int(layer.count_params())})
+                     "parameters": int(layer.count_params()), "arithmetic": arithmetic})
     return rows
 
 
@@ -153,14 +186,15 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
     loss_name = (config or {}).get("recipe", {}).get("loss", "loss").replace("_", " ")
     figures = {}
     if has_curves:
-        figures["curves"] = plots.learning_curves(history, out_dir / "learning_curves.png",
-                                                  loss_name=loss_name)
-    figures["confusion"] = plots.confusion_figure(evaluation.confusion, out_dir / "confusion.png")
-    figures["mistakes"] = plots.mistakes_gallery(images, evaluation.mistakes, out_dir / "mistakes.png",
-                                                 count=GALLERY_SIZE)
+        figures["curves"] = out_dir / "learning_curves.png"
+        plots.learning_curves(history, figures["curves"], loss_name=loss_name)
+    figures["confusion"] = out_dir / "confusion.png"
+    plots.confusion_figure(evaluation.confusion, figures["confusion"])
+    figures["mistakes"] = out_dir / "mistakes.png"
+    plots.mistakes_gallery(images, evaluation.mistakes, figures["mistakes"], count=GALLERY_SIZE)
     evaluated = EvaluatedModel(name=name, source=source, config=config or {}, metrics=metrics or {},
                                architecture=layers or [], evaluation=evaluation, overfitting=verdict,
-                               figures=figures, out_dir=out_dir, history=history)
+                               figures=figures, out_dir=out_dir, images=images, history=history)
     data_section = describe_data(data, [evaluated], out_dir) if data is not None else None
     write_report(evaluated.report, title=f"digits · {name}", models=[evaluated.section()], data=data_section)
     write_json(out_dir / "evaluation.json", _finite({
@@ -181,7 +215,8 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
 
 def describe_data(data: Mnist, models: list[EvaluatedModel], out_dir: Path) -> DataSection:
     """The report's data section, with a sample grid written next to the report."""
-    grid = plots.sample_grid(data.train_images, data.train_labels, out_dir / "samples.png", count=12)
+    grid = out_dir / "samples.png"
+    plots.sample_grid(data.train_images, data.train_labels, grid, count=12)
     # One line per distinct training setup; models trained alike share it.
     setups: dict[str, list[str]] = {}
     for model in models:
@@ -209,15 +244,13 @@ def describe_data(data: Mnist, models: list[EvaluatedModel], out_dir: Path) -> D
 def compare_models(models: list[EvaluatedModel], out_dir: Path, *, data: Mnist | None = None,
                    title: str = "digits · comparison", command: str | None = None,
                    extra: dict | None = None, json_name: str = "comparison.json",
-                   notes: list[str] | None = None) -> tuple[Comparison, list[str]]:
-    """Write the comparison chart, a JSON summary and one report holding every model, into out_dir.
-
-    Returns the comparison and its conclusions: `notes` first, then how the study's two shallow configurations
-    compare (when both are there), then each model against the study's own figure.
-    """
+                   conclusions: list[str] | None = None) -> Comparison:
+    """Write the comparison chart, a JSON summary and one report holding every model, into out_dir; the
+    report ends with `conclusions` (see `study_conclusions`)."""
     comparison = compare([model.summary() for model in models])
-    conclusions = list(notes or []) + study_conclusions(models)
-    chart = plots.comparison_chart(comparison.models, out_dir / "comparison.png")
+    conclusions = conclusions or []
+    chart = out_dir / "comparison.png"
+    plots.comparison_chart(comparison.models, chart)
     data_section = describe_data(data, models, out_dir) if data is not None else None
     write_report(out_dir / REPORT_FILE, title=title, models=[model.section() for model in models],
                  data=data_section, comparison=ComparisonSection(comparison, chart, conclusions), command=command)
@@ -229,7 +262,7 @@ def compare_models(models: list[EvaluatedModel], out_dir: Path, *, data: Mnist |
         "conclusions": conclusions,
         "report": REPORT_FILE,
     }))
-    return comparison, conclusions
+    return comparison
 
 
 def study_conclusions(models: list[EvaluatedModel]) -> list[str]:
@@ -241,7 +274,7 @@ def study_conclusions(models: list[EvaluatedModel]) -> list[str]:
 
 
 def compare_runs(paths: Sequence[Run | str | Path], data: Mnist, out_dir: str | Path | None = None, *,
-                 command: str | None = None) -> tuple[Path, list[EvaluatedModel], Comparison]:
+                 command: str | None = None) -> StudyResult:
     """Evaluate each run (refreshing its evaluation folder) and write a comparison folder."""
     # Check every folder before the slow part starts.
     runs = [path if isinstance(path, Run) else load_run(path) for path in paths]
@@ -261,8 +294,9 @@ def compare_runs(paths: Sequence[Run | str | Path], data: Mnist, out_dir: str | 
     else:
         models = [evaluate_run(run, data) for run in runs]
     _disambiguate(models)
-    comparison, _ = compare_models(models, folder, data=data, command=command, notes=notes)
-    return folder, models, comparison
+    conclusions = notes + study_conclusions(models)
+    comparison = compare_models(models, folder, data=data, command=command, conclusions=conclusions)
+    return StudyResult(folder=folder, models=models, comparison=comparison, conclusions=conclusions)
 
 
 def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_limit: int | None = None,
@@ -287,14 +321,15 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
         progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
                  f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, batch {recipe.batch_size}, "
                  f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}")
-        run_dir = train(recipe, data, runs_dir, verbose=verbose)
+        run_dir = train(recipe, data, runs_dir, verbose=verbose).folder
         progress(f"[{number}/{len(recipes)}] evaluating {run_dir}")
         models.append(evaluate_run(run_dir, data))
     _disambiguate(models)
     # Created last, so an interrupted study leaves no empty study folder behind.
     folder = new_output_folder(out_dir, Path(runs_dir), "study")
-    comparison, conclusions = compare_models(
-        models, folder, data=data, title="digits · the study", command=command,
+    conclusions = study_conclusions(models)
+    comparison = compare_models(
+        models, folder, data=data, title="digits · the study", command=command, conclusions=conclusions,
         extra={"exact": exact, "presets": list(presets),
                "runs": [str(Path(model.source).resolve()) for model in models]},
         json_name="study.json",
@@ -343,7 +378,7 @@ def check_new_folder(folder: str | Path) -> None:
     """Refuse a --out folder that already holds files, so no earlier result is overwritten."""
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise DigitsError(f"{folder} already exists and is not an empty folder; choose a new --out folder, "
+        raise DigitsError(f"{folder} already exists and is not an empty folder; choose a new `out_dir`, "
                           "so nothing is overwritten.")
 
 
@@ -352,7 +387,7 @@ def _make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DigitsError(
-            f"Cannot create {folder} ({error.strerror or error}); choose a writable --out folder."
+            f"Cannot create {folder} ({error.strerror or error}); choose a writable `out_dir`."
         ) from None
 
 

@@ -1,20 +1,23 @@
-"""Training: the only place that calls `fit()`. One recipe in, one run folder out.
+"""Training: the only place that calls `fit()`. One recipe in, one run folder (and trained model) out.
 
-The run folder is written as training goes: config.json before the first step, a history.csv row after
-every epoch, then model.keras and, last, metrics.json. Ctrl-C stops training cleanly: the folder keeps
-the finished epochs, the model of the last finished epoch, and metrics.json with status "interrupted".
+`train` runs four named steps: prepare the data, build and compile the model, fit with interrupts, then
+save and describe. The run folder is written as training goes: config.json before the first step, a
+history.csv row after every epoch, then model.keras and, last, metrics.json. Ctrl-C stops training
+cleanly: the folder keeps the finished epochs, the model of the last finished epoch, and metrics.json with
+status "interrupted".
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import importlib.util
 import math
 import os
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -25,10 +28,10 @@ from digits import __version__
 from digits.data import CLASSES, Mnist, to_model_input
 from digits.errors import DigitsError
 from digits.models import build_model
-from digits.precision import choose_precision
+from digits.precision import PrecisionChoice, choose_precision
 from digits.recipes import HOLDOUT_SIZE, Recipe
-from digits.runs import (CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, MODEL_FILE, check_writable,
-                         create_run_dir, save_model, write_json)
+from digits.runs import (CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, MODEL_FILE, TENSORBOARD_DIR,
+                         check_writable, create_run_dir, read_history, save_model, write_json)
 from digits.schedules import OneCycle
 
 REPRODUCIBILITY_NOTE = (
@@ -86,8 +89,19 @@ class RunRecorder(keras.callbacks.Callback):
         self.epochs, self.last_logs, self.weights, self.weights_epoch = epoch + 1, logs, weights, epoch + 1
 
 
-def split_data(recipe: Recipe, data: Mnist) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """Training and validation arrays (model input, one-hot labels) for the recipe, and a description."""
+@dataclass(frozen=True)
+class TrainingData:
+    """What one run trains and validates on: model input and one-hot labels, and how they were chosen."""
+
+    train_images: np.ndarray  # (N, 28, 28, 1) float32 in [0, 1]
+    train_labels: np.ndarray  # (N, 10) one-hot
+    validation_images: np.ndarray  # (M, 28, 28, 1); M = 0 with validation "none"
+    validation_labels: np.ndarray  # (M, 10)
+    description: str  # which images validate, in words, for config.json
+
+
+def prepare_data(recipe: Recipe, data: Mnist) -> TrainingData:
+    """Step 1: the training and validation arrays the recipe asks for (its validation and limits)."""
     if recipe.validation == "test":
         train_images, train_labels = data.train_images, data.train_labels
         validation_images, validation_labels = data.test_images, data.test_labels
@@ -102,8 +116,8 @@ def split_data(recipe: Recipe, data: Mnist) -> tuple[np.ndarray, np.ndarray, np.
         split = len(data.train_images) - HOLDOUT_SIZE
         if split < 1:
             raise DigitsError(
-                f"--validation holdout needs more than {HOLDOUT_SIZE:,} training images, but the data has "
-                f"{len(data.train_images):,}; use --validation test."
+                f"`validation=holdout` needs more than {HOLDOUT_SIZE:,} training images, but the data has "
+                f"{len(data.train_images):,}; use `validation=test`."
             )
         train_images, train_labels = data.train_images[:split], data.train_labels[:split]
         validation_images, validation_labels = data.train_images[split:], data.train_labels[split:]
@@ -119,12 +133,12 @@ def split_data(recipe: Recipe, data: Mnist) -> tuple[np.ndarray, np.ndarray, np.
     elif recipe.validation != "none" and (recipe.train_limit or recipe.test_limit):
         description += f", limited to {len(train_images):,} training and {len(validation_images):,} validation images"
     one_hot = np.eye(CLASSES, dtype="float32")
-    return (
-        to_model_input(train_images),  # (N, 28, 28) uint8 -> (N, 28, 28, 1) float32 in [0, 1]
-        one_hot[train_labels],  # (N,) -> (N, 10)
-        to_model_input(validation_images),
-        one_hot[validation_labels],
-        description,
+    return TrainingData(
+        train_images=to_model_input(train_images),  # (N, 28, 28) uint8 -> (N, 28, 28, 1) float32 in [0, 1]
+        train_labels=one_hot[train_labels],  # (N,) -> (N, 10)
+        validation_images=to_model_input(validation_images),
+        validation_labels=one_hot[validation_labels],
+        description=description,
     )
 
 
@@ -190,6 +204,68 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+class EpochLines(keras.callbacks.Callback):
+    """One printed line per finished epoch, which reads the same in a terminal, a log file and a notebook."""
+
+    def __init__(self, total_epochs: int, print_line=print):
+        super().__init__()
+        self.total_epochs = total_epochs
+        self.print_line = print_line
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"epoch {epoch + 1}/{self.total_epochs}", f"{time.perf_counter() - self.started:.1f} s",
+                 f"loss {logs.get('loss', math.nan):.4f}", f"accuracy {100 * logs.get('accuracy', math.nan):.2f} %"]
+        if "val_loss" in logs:
+            parts += [f"validation loss {logs['val_loss']:.4f}",
+                      f"validation accuracy {100 * logs.get('val_accuracy', math.nan):.2f} %"]
+        self.print_line(" · ".join(parts))
+
+
+def build_and_compile(recipe: Recipe, train_count: int, precision: str) -> keras.Model:
+    """Step 2: the recipe's model, seeded, compiled with its optimizer, loss and schedule."""
+    keras.utils.set_random_seed(recipe.seed)
+    model = build_model(recipe.model, precision=precision, shift=recipe.augment_shift, rotation=recipe.augment_rotation,
+                        zoom=recipe.augment_zoom, elastic=recipe.augment_elastic)
+    steps = steps_per_epoch(recipe, train_count)
+    # A whole epoch per graph call by default: the same math, without a Python round trip per batch.
+    model.compile(optimizer=make_optimizer(recipe, steps * recipe.epochs), loss=make_loss(recipe),
+                  metrics=["accuracy"], steps_per_execution=min(recipe.steps_per_execution or steps, steps),
+                  jit_compile=recipe.jit_compile)
+    return model
+
+
+def describe_run(recipe: Recipe, data: Mnist, split: TrainingData, model: keras.Model,
+                 precision: PrecisionChoice) -> dict:
+    """config.json: the recipe and everything else a reader needs to reproduce or trust the run."""
+    return {
+        "preset": recipe.preset,
+        "recipe": asdict(recipe),
+        "digits_version": __version__,
+        "backend": keras.backend.backend(),
+        "seed": recipe.seed,
+        "versions": library_versions(),
+        "cpu_count": os.cpu_count(),
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "data": {
+            "source": data.source,
+            "verified": data.verified,
+            "train_images": len(split.train_images),
+            "validation_images": len(split.validation_images),
+        },
+        "validation": split.description,
+        "precision": precision.precision,
+        "precision_choice": precision.to_dict(),
+        "steps_per_execution": model.steps_per_execution,
+        "jit_compile": recipe.jit_compile,
+        "reproducibility": REPRODUCIBILITY_NOTE + (" " + BFLOAT16_NOTE if precision.precision != "float32" else ""),
+    }
+
+
 @contextlib.contextmanager
 def failed_writes_explained(run_dir: Path):
     """Turn a failed write in the run folder (a full disk) into one sentence; metrics.json is then never written,
@@ -198,9 +274,126 @@ def failed_writes_explained(run_dir: Path):
         yield
     except OSError as error:
         raise DigitsError(
-            f"Writing the run folder {run_dir} failed ({error.strerror or error}); it is incomplete (no {METRICS_FILE}). "
-            "Free disk space and train again."
+            f"Writing the run folder {run_dir} failed ({error.strerror or error}); it is incomplete (no "
+            f"{METRICS_FILE}). Free disk space and train again."
         ) from None
+
+
+@dataclass
+class FitOutcome:
+    """How fit() ended: "complete" or "interrupted" (Ctrl-C), and what the callbacks saw."""
+
+    status: str
+    recorder: RunRecorder
+    stopper: StopAtAccuracy | None
+    seconds: float
+
+
+def fit_with_interrupts(model: keras.Model, recipe: Recipe, split: TrainingData, run_dir: Path, *, verbose: int,
+                        callbacks: Sequence[keras.callbacks.Callback]) -> FitOutcome:
+    """Step 3: fit, recording each epoch into the run folder; Ctrl-C ends it with the last finished epoch."""
+    history_path = run_dir / HISTORY_FILE
+    history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
+    recorder = RunRecorder(history_path)
+    stopper = None if recipe.target_accuracy is None else StopAtAccuracy(recipe.target_accuracy)
+    has_validation = len(split.validation_images) > 0
+    started = time.perf_counter()
+    try:
+        model.fit(
+            split.train_images,
+            split.train_labels,
+            batch_size=recipe.batch_size,
+            epochs=recipe.epochs,
+            validation_data=(split.validation_images, split.validation_labels) if has_validation else None,
+            validation_batch_size=VALIDATION_BATCH_SIZE,
+            callbacks=[recorder, *([stopper] if stopper else []), *callbacks],
+            verbose=verbose,
+        )
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+    seconds = time.perf_counter() - started
+    if status == "interrupted" and recorder.weights is not None:
+        # On Ctrl-C the weights are part-way through an epoch; keep those of the last finished one.
+        model.set_weights(recorder.weights)
+    return FitOutcome(status=status, recorder=recorder, stopper=stopper, seconds=seconds)
+
+
+def save_and_describe(model: keras.Model, recipe: Recipe, split: TrainingData, run_dir: Path,
+                      outcome: FitOutcome) -> dict:
+    """Step 4: save model.keras (when an epoch finished) and write metrics.json, which closes the run."""
+    recorder = outcome.recorder
+    averaged = None
+    if (outcome.status == "complete" and recipe.weight_averaging and recorder.epochs
+            and len(split.validation_images)):
+        # fit() has swapped the averaged weights in; score them on the same validation images.
+        averaged = model.evaluate(split.validation_images, split.validation_labels, batch_size=VALIDATION_BATCH_SIZE,
+                                  verbose=0, return_dict=True)
+    if recorder.weights is not None:
+        save_model(model, run_dir / MODEL_FILE)
+    logs = dict(recorder.last_logs)
+    if averaged:
+        # The saved model is the average, so its scores are the run's; the last epoch's raw ones are kept too.
+        logs["raw_val_accuracy"], logs["raw_val_loss"] = logs["val_accuracy"], logs["val_loss"]
+        logs["val_accuracy"], logs["val_loss"] = averaged["accuracy"], averaged["loss"]
+    metrics = {
+        "status": outcome.status,
+        "epochs": recorder.epochs,
+        "validation": recipe.validation,
+        # None when no epoch finished or nothing was validated (validation "none").
+        "validation_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
+        "validation_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
+        "training_seconds": round(outcome.seconds, 3),
+        "parameters": model.count_params(),
+        "samples_per_second": round(len(split.train_images) * recorder.epochs / outcome.seconds, 1),
+        "model_epoch": recorder.weights_epoch,  # the epoch model.keras holds; None: no model saved
+        # Whether and when validation accuracy reached the recipe's target (training stopped there).
+        "target_accuracy": outcome.stopper.summary() if outcome.stopper else None,
+        # With weight averaging, the last epoch's scores of the raw (not averaged) weights.
+        **({"raw_validation_accuracy": float(logs["raw_val_accuracy"]),
+            "raw_validation_loss": float(logs["raw_val_loss"])} if averaged else {}),
+    }
+    write_json(run_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+@dataclass(eq=False, repr=False)
+class TrainedRun:
+    """A finished run: the trained Keras model, its per-epoch history, and the folder that keeps both.
+
+    It is path-like (`os.fspath(run)` is its folder), so `load_run(run)` and `open(Path(run) / ...)` work.
+    In a notebook it shows itself as a card with the result and the learning curves.
+    """
+
+    folder: Path
+    model: keras.Model
+    recipe: Recipe
+    config: dict
+    metrics: dict
+    history: dict[str, np.ndarray]  # the columns of history.csv: epoch, loss, accuracy, val_loss, ...
+
+    def __fspath__(self) -> str:
+        return str(self.folder)
+
+    def __str__(self) -> str:
+        return str(self.folder)
+
+    def __repr__(self) -> str:
+        accuracy = self.metrics.get("validation_accuracy")
+        result = "no validation" if accuracy is None else f"validation accuracy {accuracy:.4f}"
+        return f"TrainedRun({str(self.folder)!r}, {self.recipe.preset}, {self.metrics.get('epochs')} epochs, {result})"
+
+    def learning_curves(self):
+        """Accuracy and loss per epoch, training against validation, as a matplotlib Figure."""
+        # Drawing is imported here, at the presentation edge, so training itself never loads matplotlib.
+        from digits.display import run_curves
+
+        return run_curves(self)
+
+    def _repr_html_(self) -> str:
+        from digits.display import run_card
+
+        return run_card(self)
 
 
 def train(
@@ -208,118 +401,42 @@ def train(
     data: Mnist,
     runs_dir: str | Path,
     *,
-    verbose: int = 1,
+    verbose: int | str = 1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-) -> Path:
-    """Train `recipe` on `data`, writing a new run folder in `runs_dir`; returns that folder.
+    tensorboard: bool = False,
+) -> TrainedRun:
+    """Train `recipe` on `data` in a new run folder in `runs_dir`; returns the run (model, history, folder).
 
-    verbose is Keras's: 0 silent, 1 progress bar, 2 one line per epoch. `callbacks` run after the one that
-    records each epoch. Raises RunInterrupted (a KeyboardInterrupt) after closing the folder consistently
-    if the user presses Ctrl-C.
+    verbose is Keras's (0 silent, 1 progress bar, 2 one line per epoch), or "epochs": one short line per
+    epoch that also reads well in a notebook. `callbacks` run after the one that records each epoch. With
+    tensorboard, TensorBoard logs go to `<run>/tensorboard/` (per epoch only, so training is not slowed).
+    Raises RunInterrupted (a KeyboardInterrupt) after closing the folder consistently if the user presses
+    Ctrl-C.
     """
-    check_writable(runs_dir)  # Before compiling: a read-only or full --runs-dir costs no waiting.
-    train_images, train_labels, validation_images, validation_labels, validation_description = split_data(recipe, data)
-    # Measured before seeding: building the models it times must not move the run's random state.
-    precision_choice = choose_precision(recipe.precision, recipe.model)
-    precision = precision_choice.precision
-    keras.utils.set_random_seed(recipe.seed)
-    model = build_model(recipe.model, precision=precision, shift=recipe.augment_shift, rotation=recipe.augment_rotation,
-                        zoom=recipe.augment_zoom, elastic=recipe.augment_elastic)
-    steps = steps_per_epoch(recipe, len(train_images))
-    # A whole epoch per graph call by default: the same math, without a Python round trip per batch.
-    steps_per_execution = min(recipe.steps_per_execution or steps, steps)
-    model.compile(optimizer=make_optimizer(recipe, steps * recipe.epochs), loss=make_loss(recipe),
-                  metrics=["accuracy"], steps_per_execution=steps_per_execution, jit_compile=recipe.jit_compile)
-
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise DigitsError("`tensorboard` needs the tensorboard package, which TensorFlow no longer brings; "
+                          "install it with: pip install 'digits[tensorboard]'.")
+    check_writable(runs_dir)  # Before compiling: a read-only or full runs folder costs no waiting.
+    split = prepare_data(recipe, data)
+    # Measured before build_and_compile seeds: building the models it times must not move the run's random state.
+    precision = choose_precision(recipe.precision, recipe.model)
+    model = build_and_compile(recipe, len(split.train_images), precision.precision)
     run_dir = create_run_dir(runs_dir, recipe.preset)
+    config = describe_run(recipe, data, split, model, precision)
     with failed_writes_explained(run_dir):  # A full disk ends in one sentence, not a traceback.
-        write_json(
-            run_dir / CONFIG_FILE,
-            {
-                "preset": recipe.preset,
-                "recipe": asdict(recipe),
-                "digits_version": __version__,
-                "backend": keras.backend.backend(),
-                "seed": recipe.seed,
-                "versions": library_versions(),
-                "cpu_count": os.cpu_count(),
-                "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-                "data": {
-                    "source": data.source,
-                    "verified": data.verified,
-                    "train_images": len(train_images),
-                    "validation_images": len(validation_images),
-                },
-                "validation": validation_description,
-                "precision": precision,
-                "precision_choice": precision_choice.to_dict(),
-                "steps_per_execution": steps_per_execution,
-                "jit_compile": recipe.jit_compile,
-                "reproducibility": REPRODUCIBILITY_NOTE + (" " + BFLOAT16_NOTE if precision != "float32" else ""),
-            },
-        )
-        history_path = run_dir / HISTORY_FILE
-        history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
-
-    recorder = RunRecorder(history_path)
-    stopper = [] if recipe.target_accuracy is None else [StopAtAccuracy(recipe.target_accuracy)]
-    started = time.perf_counter()
-    try:
-        model.fit(
-            train_images,
-            train_labels,
-            batch_size=recipe.batch_size,
-            epochs=recipe.epochs,
-            validation_data=(validation_images, validation_labels) if len(validation_images) else None,
-            validation_batch_size=VALIDATION_BATCH_SIZE,
-            callbacks=[recorder, *stopper, *callbacks],
-            verbose=verbose,
-        )
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except OSError as error:  # The folder was removed or the disk filled up while training.
-        raise DigitsError(
-            f"Writing the run folder {run_dir} failed ({error}); free disk space, keep the folder, and train again."
-        ) from None
-    training_seconds = time.perf_counter() - started
-
-    if status == "interrupted" and recorder.weights is not None:
-        # On Ctrl-C the weights are part-way through an epoch; keep those of the last finished one.
-        model.set_weights(recorder.weights)
-    averaged = None
-    if status == "complete" and recipe.weight_averaging and recorder.epochs and len(validation_images):
-        # fit() has swapped the averaged weights in; score them on the same validation images.
-        averaged = model.evaluate(validation_images, validation_labels, batch_size=VALIDATION_BATCH_SIZE,
-                                  verbose=0, return_dict=True)
+        write_json(run_dir / CONFIG_FILE, config)
+    extra = list(callbacks)
+    if verbose == "epochs":
+        extra.insert(0, EpochLines(recipe.epochs))
+        verbose = 0
+    if tensorboard:
+        # Written once per epoch, without weight histograms, graphs or profiling: nothing runs per batch.
+        extra.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR), update_freq="epoch",
+                                                 histogram_freq=0, write_graph=False, profile_batch=0))
     with failed_writes_explained(run_dir):
-        if recorder.weights is not None:
-            save_model(model, run_dir / MODEL_FILE)
-        logs = dict(recorder.last_logs)
-        if averaged:
-            # The saved model is the average, so its scores are the run's; the last epoch's raw ones are kept too.
-            logs["raw_val_accuracy"], logs["raw_val_loss"] = logs["val_accuracy"], logs["val_loss"]
-            logs["val_accuracy"], logs["val_loss"] = averaged["accuracy"], averaged["loss"]
-        write_json(
-            run_dir / METRICS_FILE,
-            {
-                "status": status,
-                "epochs": recorder.epochs,
-                "validation": recipe.validation,
-                # None when no epoch finished or nothing was validated (--validation none).
-                "validation_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
-                "validation_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
-                "training_seconds": round(training_seconds, 3),
-                "parameters": model.count_params(),
-                "samples_per_second": round(len(train_images) * recorder.epochs / training_seconds, 1),
-                "model_epoch": recorder.weights_epoch,  # the epoch model.keras holds; None: no model saved
-                # Whether and when validation accuracy reached the recipe's target (training stopped there).
-                "target_accuracy": stopper[0].summary() if stopper else None,
-                # With weight averaging, the last epoch's scores of the raw (not averaged) weights.
-                **({"raw_validation_accuracy": float(logs["raw_val_accuracy"]),
-                    "raw_validation_loss": float(logs["raw_val_loss"])} if averaged else {}),
-            },
-        )
-    if status == "interrupted":
-        raise RunInterrupted(run_dir, recorder.epochs, recipe.epochs, recorder.weights_epoch)
-    return run_dir
+        outcome = fit_with_interrupts(model, recipe, split, run_dir, verbose=int(verbose), callbacks=extra)
+        metrics = save_and_describe(model, recipe, split, run_dir, outcome)
+    if outcome.status == "interrupted":
+        raise RunInterrupted(run_dir, outcome.recorder.epochs, recipe.epochs, outcome.recorder.weights_epoch)
+    return TrainedRun(folder=run_dir, model=model, recipe=recipe, config=config, metrics=metrics,
+                      history=read_history(run_dir / HISTORY_FILE))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -22,6 +23,23 @@ from digits.cli.using import add_export_commands, add_predict_commands, add_serv
 from digits.errors import DigitsError
 
 # --- entry point ----------------------------------------------------------------------------------
+
+# Library errors name parameters in backticks (`epochs`, `validation=holdout`); the CLI shows the flag that
+# sets each. Parameters whose flag is not simply --name-with-dashes:
+FLAG_NAMES = {"out_dir": "--out", "show": "--show"}
+PARAMETER = re.compile(r"`([a-z][a-z_]*)(?:=([^`]*))?`")
+
+
+def in_flag_words(message: str) -> str:
+    """`validation=holdout` → --validation holdout, `target_accuracy=None` → --target-accuracy none."""
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        option = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        return option if value is None else f"{option} {value.strip(chr(34)).replace('None', 'none')}"
+
+    return PARAMETER.sub(flag, message)
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return args.handler(args) or 0
         except DigitsError as error:
-            print(f"digits: error: {error}", file=sys.stderr)
+            print(f"digits: error: {in_flag_words(str(error))}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("digits: interrupted.", file=sys.stderr)

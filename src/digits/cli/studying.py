@@ -60,12 +60,12 @@ def add_study_commands(subcommands) -> None:
 
 
 def run_evaluate(args) -> int:
-    from digits.data import load_mnist
+    from digits.api import evaluate, load_mnist
     from digits.runs import load_run
-    from digits.study import evaluate_run, summary_table
+    from digits.study import summary_table
 
-    run = load_run(args.run)  # A bad folder is reported before MNIST and Keras load.
-    evaluated = evaluate_run(run, load_mnist(args.data_dir), args.out, tta=args.tta)
+    load_run(args.run)  # A bad folder is reported before MNIST and Keras load.
+    evaluated = evaluate(args.run, load_mnist(args.data_dir), args.out, tta=args.tta)
     print(summary_table([evaluated.summary()]))
     if evaluated.overfitting:
         print(f"\n{evaluated.overfitting.sentence}")
@@ -77,24 +77,28 @@ def run_evaluate(args) -> int:
 
 
 def run_compare(args) -> int:
-    from digits.data import load_mnist
+    from digits.api import compare, load_mnist
     from digits.runs import load_run
-    from digits.study import compare_runs, summary_table
+    from digits.study import summary_table
 
     if len(args.runs) < 2:
         raise DigitsError("Comparing needs at least two run folders; name two or more after `digits compare`.")
-    runs = [load_run(path) for path in args.runs]
-    folder, models, comparison = compare_runs(runs, load_mnist(args.data_dir), args.out, command=_command_line())
-    print(summary_table(comparison.models))
-    print(f"\n{comparison.sentence}\n\nReport: {folder / 'report.html'}")
+    for path in args.runs:
+        load_run(path)  # Bad folders are reported before MNIST and Keras load.
+    compared = compare(*args.runs, data=load_mnist(args.data_dir), out_dir=args.out, command=_command_line())
+    print(summary_table(compared.comparison.models))
+    print(f"\n{compared.comparison.sentence}\n")
+    for line in compared.conclusions:
+        print(f"{line}\n")
+    print(f"Report: {compared.report}")
     return 0
 
 
 def run_study_command(args) -> int:
     import time
 
-    from digits.data import load_mnist
-    from digits.study import check_new_folder, run_study, study_recipes, summary_table
+    from digits.api import load_mnist, run_study
+    from digits.study import check_new_folder, study_recipes, summary_table
 
     # Bad limits or a used --out folder are refused at once, not after loading Keras, data and training.
     study_recipes(exact=args.exact, train_limit=args.train_limit, test_limit=args.test_limit, epochs=args.epochs)

@@ -24,13 +24,15 @@ def add_data_commands(subcommands) -> None:
 
 
 def run_data(args) -> int:
-    from digits import data
+    from digits.api import load_mnist
+    from digits.data import describe
 
-    mnist = data.load_mnist(args.data_dir)
-    print(data.describe(mnist))
+    mnist = load_mnist(args.data_dir)
+    print(describe(mnist))
     from digits import plots  # matplotlib takes a moment to import; only needed once the data is good.
 
-    grid = plots.sample_grid(mnist.train_images, mnist.train_labels, args.out / "sample_grid.png")
+    grid = args.out / "sample_grid.png"
+    plots.sample_grid(mnist.train_images, mnist.train_labels, grid)
     print(f"\nSample grid of the first 12 training digits: {grid}")
     return 0
 
@@ -69,6 +71,9 @@ def add_training_commands(subcommands) -> None:
     add_data_dir_option(train)
     train.add_argument("--quiet", action="store_true",
                        help="no per-epoch progress; print only the run folder and result")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard logs (per epoch) into RUN/tensorboard/; open them with "
+                       "`tensorboard --logdir RUN/tensorboard`")
     train.set_defaults(handler=run_train)
 
 
@@ -150,21 +155,19 @@ def recipe_overrides(args) -> dict:
 
 def recipe_from_args(args):
     """The preset's recipe with the command line's overrides; `--target-accuracy none` removes its target."""
-    import dataclasses
-
-    from digits.recipes import get_preset, with_overrides
+    from digits.api import get_preset
 
     overrides = recipe_overrides(args)
-    preset = get_preset(args.preset)
-    if overrides.get("target_accuracy") == "none":
-        # Removed before the other overrides apply, which may need it gone (--validation none).
-        overrides["target_accuracy"] = None
-        preset = dataclasses.replace(preset, target_accuracy=None)
-    return with_overrides(preset, **overrides)
+    if overrides.get("target_accuracy") is None:
+        del overrides["target_accuracy"]  # Not given: keep the preset's target.
+    elif overrides["target_accuracy"] == "none":
+        overrides["target_accuracy"] = None  # `--target-accuracy none`: remove it.
+    return get_preset(args.preset, **overrides)
 
 
 def run_models(args) -> int:
-    from digits.models import DESCRIPTIONS, MODELS, build_model
+    from digits.api import build_model
+    from digits.models import DESCRIPTIONS, MODELS
 
     if args.name:
         build_model(args.name).summary()
@@ -175,9 +178,9 @@ def run_models(args) -> int:
 
 
 def run_presets(args) -> int:
-    from digits.recipes import PRESETS
+    from digits.api import presets
 
-    for preset in PRESETS.values():
+    for preset in presets().values():
         result = (f"study: {preset.study_result}" if preset.study_result
                   else f"retells {preset.study_recipe}" if preset.study_recipe else "not in the study")
         print(f"{preset.name:<21} {preset.description} [{result}]")
@@ -187,24 +190,22 @@ def run_presets(args) -> int:
 def run_train(args) -> int:
     # The recipe is checked before MNIST and Keras load, so a typo costs no waiting.
     recipe = recipe_from_args(args)
-    from digits.data import load_mnist
+    from digits.api import load_mnist, train
     from digits.runs import check_writable
+    from digits.train import RunInterrupted
 
     check_writable(args.runs_dir)  # Likewise a read-only or full --runs-dir, before MNIST loads.
     data = load_mnist(args.data_dir)
-    from digits.runs import load_run
-    from digits.train import RunInterrupted, train
-
     verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2  # a progress bar only on a terminal
     try:
-        run_dir = train(recipe, data, args.runs_dir, verbose=verbose)
+        run = train(recipe, data, args.runs_dir, verbose=verbose, tensorboard=args.tensorboard)
     except RunInterrupted as stopped:
         model = (f"model.keras holds epoch {stopped.model_epoch}" if stopped.model_epoch
                  else "no epoch finished, so there is no model.keras")
         print(f"digits: training interrupted after {stopped.epochs} of {stopped.total_epochs} epochs; the incomplete "
               f"run is in {stopped.run_dir} ({model}).", file=sys.stderr)
         return 130
-    metrics = load_run(run_dir).metrics
+    run_dir, metrics = run.folder, run.metrics
     print(f"Run complete: {run_dir}")
     if metrics["validation_accuracy"] is None:
         epochs = f"{metrics['epochs']} epoch{'s' * (metrics['epochs'] != 1)}"
@@ -219,4 +220,6 @@ def run_train(args) -> int:
               "and stopped there")
     elif target:
         print(f"did not reach the target {target['target']:.2%} in {metrics['epochs']} epochs")
+    if args.tensorboard:
+        print(f"TensorBoard logs: tensorboard --logdir {run_dir / 'tensorboard'}")
     return 0

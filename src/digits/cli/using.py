@@ -35,22 +35,22 @@ def add_predict_commands(subcommands) -> None:
 def run_predict(args) -> int:
     import json
 
-    from digits import predict
+    from digits.api import predict
+    from digits.predict import find_image_files, load_classifier, result_line, results_document, save_views
 
     if not 1 <= args.top <= 10:
         raise DigitsError(f"--top must be between 1 and 10, not {args.top}.")
-    paths = predict.find_image_files(args.inputs)
-    if not paths:
+    if not find_image_files(args.inputs):  # Reported before the model loads.
         raise DigitsError(f"No files found in {', '.join(args.inputs)}; give pictures or folders holding some.")
-    classifier = predict.load_classifier(args.model)
-    results = predict.predict_files(classifier, paths, keep_originals=args.show is not None)
+    classifier = load_classifier(args.model)
+    results = predict(args.inputs, classifier, keep_originals=args.show is not None)
     if args.show is not None:
-        predict.save_views(results, args.show)
+        save_views(results, args.show)
     if args.json:
-        print(json.dumps(predict.results_document(classifier, results, args.top), indent=2))
+        print(json.dumps(results_document(classifier, results, args.top), indent=2))
     else:
         for result in results:
-            print(predict.result_line(result, args.top))
+            print(result_line(result, args.top))
     failed = sum(result.error is not None for result in results)
     if failed:
         print(f"digits: {failed} of {len(results)} files could not be read.", file=sys.stderr)

@@ -1,0 +1,146 @@
+"""The Python API: the few functions a notebook (and the `digits` command) calls.
+
+`import digits` exposes each of them lazily (`digits.train`, `digits.evaluate`, ...), so importing the
+package, or running `digits --help`, loads no TensorFlow. Every function takes library words
+(`epochs=3`, `validation="holdout"`) and returns an object that shows itself in a notebook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from digits import recipes
+from digits.data import Mnist, load_mnist
+from digits.errors import DigitsError
+from digits.recipes import Preset, Recipe
+
+__all__ = ["load_mnist", "presets", "get_preset", "build_model", "train", "load_run", "evaluate", "compare",
+           "predict", "run_study"]
+
+
+def presets() -> dict[str, Preset]:
+    """The named presets: each a recipe, what it is for, and what the study reported for it."""
+    return dict(recipes.PRESETS)
+
+
+def get_preset(name: str, **overrides) -> Recipe:
+    """The recipe of preset `name` with some fields replaced, e.g. `get_preset("quick-cnn", epochs=2)`.
+
+    `target_accuracy=None` removes a preset's stopping target; other None values keep the preset's value.
+    """
+    recipe = recipes.get_preset(name)
+    if "target_accuracy" in overrides and overrides["target_accuracy"] is None:
+        # Removed before the other overrides apply, which may need it gone (validation="none").
+        recipe = dataclasses.replace(recipe, target_accuracy=None)
+    return recipes.with_overrides(recipe, **overrides)
+
+
+def build_model(name: str, **options):
+    """A fresh, uncompiled Keras model of an architecture ("shallow", "cnn", "cnn-bn"); see `digits models`."""
+    # Imported here: Keras (and TensorFlow) load only once a model is needed, not to list presets or data.
+    from digits.models import build_model as build
+
+    return build(name, **options)
+
+
+def train(recipe: str | Recipe = "quick-cnn", data: Mnist | None = None, runs_dir: str | Path = "runs", *,
+          verbose: int | str = "epochs", tensorboard: bool = False, callbacks: Sequence = (), **overrides):
+    """Train a preset (by name) or a Recipe, with field overrides; returns the run (a `TrainedRun`).
+
+    `data` defaults to the MNIST that ships with digits. verbose: "epochs" prints one line per epoch,
+    0 nothing, 1 Keras's progress bar. With tensorboard=True the run folder gets TensorBoard logs
+    (`tensorboard --logdir <run>/tensorboard`).
+    """
+    from digits.train import train as train_recipe
+
+    if isinstance(recipe, str):
+        recipe = get_preset(recipe, **overrides)
+    elif overrides:
+        recipe = recipes.with_overrides(recipe, **overrides)
+    return train_recipe(recipe, data if data is not None else load_mnist(), runs_dir, verbose=verbose,
+                        callbacks=callbacks, tensorboard=tensorboard)
+
+
+def load_run(path: str | Path):
+    """A finished run folder, read back as a `TrainedRun` (its model loaded) that shows itself in a notebook."""
+    from digits import runs
+    from digits.train import TrainedRun
+
+    run = runs.load_run(path)
+    known = {field.name for field in dataclasses.fields(Recipe)}
+    stored = run.config.get("recipe")
+    if not isinstance(stored, dict):
+        raise DigitsError(f"{run.path / runs.CONFIG_FILE} holds no recipe; the run is damaged, so train it again.")
+    recipe = Recipe(**{name: value for name, value in stored.items() if name in known})
+    return TrainedRun(folder=run.path, model=runs.load_model(run), recipe=recipe, config=run.config,
+                      metrics=run.metrics, history=run.history)
+
+
+def evaluate(run, data: Mnist | None = None, out_dir: str | Path | None = None, *, tta: bool = False):
+    """Score a run (a `TrainedRun` or a run folder) on the test set; returns its evaluation.
+
+    Writes evaluation.json, the figures and report.html into `<run>/evaluation/` (or out_dir). The result's
+    methods draw the figures again inline: `learning_curves()`, `confusion_matrix()`, `mistakes()`,
+    `per_class_table()`.
+    """
+    from digits.study import evaluate_run
+
+    return evaluate_run(_run_folder(run), data if data is not None else load_mnist(), out_dir, tta=tta)
+
+
+def compare(*runs, data: Mnist | None = None, out_dir: str | Path | None = None, command: str | None = None):
+    """Evaluate two or more runs and compare them; returns the models, the verdict and the report's folder."""
+    from digits.study import compare_runs
+
+    if len(runs) < 2:
+        raise DigitsError("Comparing needs at least two runs; pass two or more to compare().")
+    return compare_runs([_run_folder(run) for run in runs], data if data is not None else load_mnist(), out_dir,
+                        command=command)
+
+
+def run_study(data: Mnist | None = None, runs_dir: str | Path = "runs", **options):
+    """The whole study: train the shallow network and the CNN, evaluate, compare and write one report.
+
+    `options` are those of `digits.study.run_study` (epochs, train_limit, test_limit, out_dir, ...).
+    """
+    from digits import study
+
+    options.setdefault("verbose", "epochs")
+    return study.run_study(data if data is not None else load_mnist(), runs_dir, **options)
+
+
+def predict(images_or_paths, model=None, *, keep_originals: bool = False) -> list:
+    """Read digits: picture files or folders (paths), or uint8 (N, 28, 28) MNIST-style images.
+
+    `model` is None (the shipped model), a run (or its folder), a .keras file, or a loaded Classifier.
+    Returns one result per image or file, each with `.digit`, `.probabilities` and `.top(3)`; a file
+    that cannot be read has `.error` instead. keep_originals keeps a small copy of each picture (for
+    `digits.predict.save_views`).
+    """
+    from digits.predict import Classifier, FileResult, find_image_files, load_classifier, predict_files
+
+    classifier = model if isinstance(model, Classifier) else load_classifier(
+        None if model is None else _run_folder(model))
+    if isinstance(images_or_paths, np.ndarray):
+        images = images_or_paths if images_or_paths.ndim == 3 else images_or_paths[np.newaxis]
+        if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
+            raise DigitsError(f"predict() takes uint8 images of shape (N, 28, 28) as MNIST stores them, not "
+                              f"{images.dtype} {images.shape}; pass picture files to have them prepared.")
+        probabilities = classifier.predict(images)
+        return [FileResult(path=f"image {number}", view=image, probabilities=row)
+                for number, (image, row) in enumerate(zip(images, probabilities, strict=True))]
+    paths = [images_or_paths] if isinstance(images_or_paths, str | Path) else list(images_or_paths)
+    files = find_image_files(paths)
+    if not files:
+        raise DigitsError(f"No files found in {', '.join(map(str, paths))}; give pictures or folders holding some.")
+    return predict_files(classifier, files, keep_originals=keep_originals)
+
+
+def _run_folder(run) -> Path:
+    """The folder of a run given as a `TrainedRun`, a `digits.runs.Run` or a path."""
+    folder = getattr(run, "folder", None) or getattr(run, "path", None) or run
+    return Path(folder)

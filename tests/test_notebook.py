@@ -1,0 +1,89 @@
+"""The study notebook runs end to end in a real Jupyter kernel (on a slice of the data), shows its figures
+inline, and its runs, evaluations and comparison display as HTML; the README's quickstart runs as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "study.ipynb"
+
+
+def with_this_checkout(environment: dict) -> dict:
+    """The environment with this checkout's src/ first on the path: the kernel and scripts run elsewhere."""
+    path = os.pathsep.join(filter(None, [str(ROOT / "src"), environment.get("PYTHONPATH")]))
+    return {**environment, "PYTHONPATH": path}
+
+
+def test_the_notebook_is_committed_without_outputs():
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code_cells and all(not cell.outputs and cell.execution_count is None for cell in code_cells)
+
+
+@pytest.mark.slow
+def test_the_study_notebook_runs_and_shows_its_figures_and_cards(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("DIGITS_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("DIGITS_NOTEBOOK_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("PYTHONPATH", with_this_checkout(dict(os.environ))["PYTHONPATH"])
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    # Any cell error raises CellExecutionError here and fails the test.
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    def outputs(tag: str) -> list[dict]:
+        return [cell.outputs for cell in notebook.cells if tag in cell.get("metadata", {}).get("tags", [])]
+
+    figures = outputs("figure")
+    assert len(figures) >= 7
+    for cell_outputs in figures:  # each figure cell displayed a PNG
+        assert any("image/png" in output.get("data", {}) for output in cell_outputs), cell_outputs
+    for tag, words in (("run-card", "validation accuracy"), ("evaluation-card", "test accuracy"),
+                       ("comparison-card", "comparison")):
+        cards = outputs(tag)
+        assert cards
+        for cell_outputs in cards:
+            html = [output["data"]["text/html"] for output in cell_outputs if "text/html" in output.get("data", {})]
+            assert html and words in html[0] and "data:image/png;base64," in html[0]
+    printed = "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                      for output in cell.outputs)
+    assert "784 × 64 = 50,240" not in printed  # the arithmetic reads "784 × 64 + 64"
+    assert "hidden   784 × 64 + 64" in printed and "= 50,240 parameters" in printed
+    assert re.search(r"The CNN's mistakes are between (more|less) similar-looking digits", printed)
+    assert len(list((tmp_path / "runs").glob("*-seed-cnn"))) == 1
+
+
+def readme_quickstart() -> str:
+    """The README's Python quickstart: its first ```python block."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks, "README.md has no ```python block"
+    return blocks[0]
+
+
+def test_the_readme_quickstart_is_at_most_ten_lines():
+    lines = [line for line in readme_quickstart().splitlines() if line.strip()]
+    assert 3 <= len(lines) <= 10
+
+
+@pytest.mark.slow
+def test_the_readme_quickstart_runs(tmp_path):
+    # DIGITS_QUICKSTART_SMALL shrinks its training the way the quickstart's own comment says.
+    code = readme_quickstart()
+    script = tmp_path / "quickstart.py"
+    script.write_text(code)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env=with_this_checkout({**os.environ, "DIGITS_QUICKSTART_SMALL": "1"}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "runs").glob("*/model.keras")) and "test accuracy" in result.stdout
