@@ -225,7 +225,7 @@ def test_a_run_without_validation_records_training_curves_only_and_still_evaluat
 
 def test_a_target_accuracy_without_validation_is_one_sentence():
     with pytest.raises(DigitsError, match="needs a validation set"):
-        with_overrides(get_preset("quick-cnn"), validation="none")
+        with_overrides(get_preset("quick-cnn"), validation="none", target_accuracy=0.99)
 
 
 @pytest.mark.slow

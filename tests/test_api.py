@@ -55,11 +55,11 @@ def test_library_errors_name_parameters_and_the_cli_names_flags():
     with pytest.raises(digits.DigitsError, match="`epochs` must be at least 1"):
         digits.get_preset("quick-shallow", epochs=0)
     with pytest.raises(digits.DigitsError) as caught:
-        digits.get_preset("quick-shallow", validation="none")
+        digits.get_preset("quick-shallow", validation="none", target_accuracy=0.9)
     assert "`validation=holdout`" in str(caught.value) and "--" not in str(caught.value)
 
-    result = subprocess.run([sys.executable, "-m", "digits", "train", "quick-shallow", "--validation", "none"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "digits", "train", "quick-shallow", "--validation", "none",
+                             "--target-accuracy", "0.9"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "--validation holdout" in result.stderr and "--target-accuracy none" in result.stderr
     assert "`" not in result.stderr

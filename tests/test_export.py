@@ -111,10 +111,13 @@ def test_predicting_with_onnx_never_imports_tensorflow(tmp_path, digit_png):
     picture.write_bytes(digit_png(7))
     program = (
         "import sys, json\n"
-        "from digits import predict\n"
-        f"classifier = predict.load_classifier({str(PRETRAINED_ONNX)!r})\n"
-        f"(result,) = predict.predict_files(classifier, [{str(picture)!r}])\n"
-        "shipped = predict.load_classifier()\n"
+        "import digits\n"
+        "from digits.predict import load_classifier, predict_files\n"
+        f"classifier = load_classifier({str(PRETRAINED_ONNX)!r})\n"
+        f"(result,) = predict_files(classifier, [{str(picture)!r}])\n"
+        f"(through_the_api,) = digits.predict([{str(picture)!r}])\n"
+        "assert through_the_api.digit == result.digit\n"
+        "shipped = load_classifier()\n"
         "print(json.dumps({'digit': result.digit, 'runtime': shipped.runtime,\n"
         "                  'loaded': sorted({'tensorflow', 'keras'} & set(sys.modules))}))\n"
     )

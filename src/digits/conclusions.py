@@ -78,6 +78,10 @@ def model_conclusion(name: str, summary: ModelSummary, config: Mapping, metrics:
     sentence += f"; the study: {words}, so {'+' if difference >= 0 else '−'}{abs(difference):.2f} points"
     if summary.count < 10_000:
         sentence += f" (ours on {summary.count:,} test images only)"
+    study = ModelSummary(name="the study", accuracy=accuracy, loss=math.nan, mistakes=0, count=10_000)
+    noise = noise_points(summary, study)
+    if abs(difference) < noise:
+        sentence += f", within what the test images can resolve (about ±{noise:.2f} points)"
     if recipe.get("validation", "test") != "test":
         return sentence + ("; its epochs were scored on the holdout, not the test set, so the time to reach the "
                            "study's accuracy on the test set was not measured.")

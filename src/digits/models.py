@@ -187,5 +187,5 @@ def check_augmentation(name: str, **amounts: float) -> None:
     for kind, amount in amounts.items():
         if amount and name not in AUGMENTED_MODELS:
             raise DigitsError(f"Random-{kind} augmentation is built into the {' and '.join(AUGMENTED_MODELS)} models "
-                              f"only, not {name}; drop --augment-{kind}.")
+                              f"only, not {name}; drop `augment_{kind}`.")
 

@@ -59,7 +59,7 @@ def cpu_description(cpuinfo: str | None = None) -> tuple[str, set[str]]:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:  # Not Linux.
             return "unknown", set()
-    name, flags = "unknown", set()
+    name, flags = "unknown", set[str]()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name" and name == "unknown":
