@@ -9,7 +9,7 @@ from digits.cli.options import add_data_dir_option, add_runs_dir_option
 from digits.errors import DigitsError
 
 
-# --- evaluation, comparison and the study (issue 4) -----------------------------------------------
+# --- evaluation, comparison and the study -----------------------------------------------
 
 
 def add_study_commands(subcommands) -> None:
@@ -141,7 +141,7 @@ def _command_line() -> str:
     return shlex.join(["digits", *sys.argv[1:]])
 
 
-# --- ensembles (issue 6) --------------------------------------------------------------------------
+# --- ensembles --------------------------------------------------------------------------
 
 
 def add_ensemble_commands(subcommands) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from digits.cli.options import add_data_dir_option, add_runs_dir_option
 
 
-# --- data (issue 2) -------------------------------------------------------------------------------
+# --- data -------------------------------------------------------------------------------
 
 
 def add_data_commands(subcommands) -> None:
@@ -38,7 +38,7 @@ def run_data(args) -> int:
     return 0
 
 
-# --- models and training (issue 3) ----------------------------------------------------------------
+# --- models and training ----------------------------------------------------------------
 
 
 def add_training_commands(subcommands) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from digits.errors import DigitsError
 
 
-# --- predict (issue 7) ----------------------------------------------------------------------------
+# --- predict ----------------------------------------------------------------------------
 
 
 def add_predict_commands(subcommands) -> None:
@@ -56,7 +56,7 @@ def run_predict(args) -> int:
     return 1 if failed else 0
 
 
-# --- serve (issue 8) ------------------------------------------------------------------------------
+# --- serve ------------------------------------------------------------------------------
 
 
 def add_serve_commands(subcommands) -> None:
