@@ -7,6 +7,7 @@ so an ensemble's averaged probabilities are evaluated exactly like one model's.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -89,6 +90,14 @@ class Evaluation:
             "per_class": [asdict(scores) for scores in self.per_class],
             "confused_pairs": [asdict(pair) for pair in self.confused_pairs],
         }
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the numbers as a small table (the figures come from digits.plots)."""
+        pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})" for pair in self.confused_pairs)
+        rows = [("test accuracy", f"{100 * self.accuracy:.2f} %"),
+                ("mistakes", f"{self.mistake_count:,} of {self.count:,}"),
+                ("cross-entropy", f"{self.loss:.4f}"), ("most confused", pairs or "none")]
+        return _html_table(rows)
 
     @classmethod
     def from_dict(cls, values: Mapping) -> Evaluation:
@@ -290,6 +299,19 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"models": [asdict(model) for model in self.models], "winners": self.winners,
                 "tied": self.tied, "sentence": self.sentence, "noise_points": self.noise_points}
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the ranking (best first) and the verdict."""
+        rows = [(model.name + (" ★" if model.name in self.winners else ""),
+                 f"{100 * model.accuracy:.2f} % · {model.mistakes:,} mistakes of {model.count:,} · "
+                 f"cross-entropy {model.loss:.4f}") for model in self.models]
+        return _html_table(rows) + f"<p>{html.escape(self.sentence)}</p>"
+
+
+def _html_table(rows: Sequence[tuple[str, str]]) -> str:
+    cells = "".join(f"<tr><th style='text-align:left'>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+                    for name, value in rows)
+    return f"<table>{cells}</table>"
 
 
 def compare(models: Sequence[ModelSummary]) -> Comparison:
