@@ -209,10 +209,10 @@ def test_an_interrupted_sweep_rerun_ends_with_exactly_the_asked_trials(tmp_path)
     assert_trial_folders_honest(study)
 
     # An ensemble of the sweep's three different recipes: their own run folders, scored on the test set.
-    ensemble = digits("ensemble", "--from-sweep", "tiny", "--top", 3, "--storage", storage, "--out",
-                      tmp_path / "ensemble", cwd=tmp_path)
+    ensemble = digits("ensemble", "--from-sweep", "tiny", "--top", 3, "--storage", storage, cwd=tmp_path)
     assert ensemble.returncode == 0, ensemble.stderr[-3000:]
-    members = json.loads((tmp_path / "ensemble" / "ensemble.json").read_text())["members"]
+    [folder] = (tmp_path / "runs" / "sweeps" / "tiny").glob("*-ensemble")  # beside the trials, not inside one
+    members = json.loads((folder / "ensemble.json").read_text())["members"]
     complete = [trial for trial in study.trials if trial.value is not None]
     assert sorted(member["run"] for member in members) == sorted(trial.user_attrs["run_dir"] for trial in complete)
 
