@@ -271,3 +271,22 @@ def test_the_command_line_loads_no_optuna_until_a_sweep_runs():
     probe = "import sys, digits.cli; digits.cli.build_parser(); print(sorted({'optuna', 'sqlalchemy', 'keras'} & set(sys.modules)))"
     finished = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     assert finished.stdout.strip() == "[]", finished.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_trial_stops_at_the_first_epoch_end_past_its_time_budget(tmp_path):
+    import tomllib
+
+    from digits.sweep import SweepJob, load_study, run_sweep
+    from digits.sweep_space import parse_space
+
+    content = tomllib.loads(TINY_SPACE.format(epochs=3, pruner="none"))
+    space = parse_space({**content, "trial_seconds": 0.001}, name="budget")
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    counts = run_sweep(SweepJob(space=space, storage_url=storage, study_name="budget", trials=1, runs_dir=tmp_path),
+                       progress=lambda line: None)
+    assert counts == {"COMPLETE": 1}
+    [trial] = load_study(storage, "budget").trials
+    run = load_run(trial.user_attrs["run_dir"])
+    assert trial.user_attrs["stopped_by_budget"] == 1 and run.metrics["epochs"] == 1 < space.base_recipe().epochs
+    assert run.metrics["validation_accuracy"] == pytest.approx(trial.value)
