@@ -290,3 +290,15 @@ def test_a_trial_stops_at_the_first_epoch_end_past_its_time_budget(tmp_path):
     run = load_run(trial.user_attrs["run_dir"])
     assert trial.user_attrs["stopped_by_budget"] == 1 and run.metrics["epochs"] == 1 < space.base_recipe().epochs
     assert run.metrics["validation_accuracy"] == pytest.approx(trial.value)
+
+
+@pytest.mark.slow
+def test_a_journal_file_holds_a_sweep_too(tmp_path):
+    from digits.sweep import SweepJob, load_study, run_sweep
+
+    storage = f"journal:{tmp_path / 'sweep.log'}"
+    job = SweepJob(space=load_space(write_space(tmp_path, epochs=1, pruner="none")), storage_url=storage,
+                   study_name="journal", trials=2, runs_dir=tmp_path)
+    assert run_sweep(job, progress=lambda line: None) == {"COMPLETE": 2}
+    assert (tmp_path / "sweep.log").stat().st_size > 0
+    assert_trial_folders_honest(load_study(storage, "journal"))
