@@ -209,10 +209,10 @@ def test_an_interrupted_sweep_rerun_ends_with_exactly_the_asked_trials(tmp_path)
     assert_trial_folders_honest(study)
 
     # An ensemble of the sweep's three different recipes: their own run folders, scored on the test set.
-    ensemble = digits("ensemble", "--from-sweep", "tiny", "--top", 3, "--storage", storage, "--out",
-                      tmp_path / "ensemble", cwd=tmp_path)
+    ensemble = digits("ensemble", "--from-sweep", "tiny", "--top", 3, "--storage", storage, cwd=tmp_path)
     assert ensemble.returncode == 0, ensemble.stderr[-3000:]
-    members = json.loads((tmp_path / "ensemble" / "ensemble.json").read_text())["members"]
+    [folder] = (tmp_path / "runs" / "sweeps" / "tiny").glob("*-ensemble")  # beside the trials, not inside one
+    members = json.loads((folder / "ensemble.json").read_text())["members"]
     complete = [trial for trial in study.trials if trial.value is not None]
     assert sorted(member["run"] for member in members) == sorted(trial.user_attrs["run_dir"] for trial in complete)
 
@@ -271,3 +271,34 @@ def test_the_command_line_loads_no_optuna_until_a_sweep_runs():
     probe = "import sys, digits.cli; digits.cli.build_parser(); print(sorted({'optuna', 'sqlalchemy', 'keras'} & set(sys.modules)))"
     finished = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     assert finished.stdout.strip() == "[]", finished.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_trial_stops_at_the_first_epoch_end_past_its_time_budget(tmp_path):
+    import tomllib
+
+    from digits.sweep import SweepJob, load_study, run_sweep
+    from digits.sweep_space import parse_space
+
+    content = tomllib.loads(TINY_SPACE.format(epochs=3, pruner="none"))
+    space = parse_space({**content, "trial_seconds": 0.001}, name="budget")
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    counts = run_sweep(SweepJob(space=space, storage_url=storage, study_name="budget", trials=1, runs_dir=tmp_path),
+                       progress=lambda line: None)
+    assert counts == {"COMPLETE": 1}
+    [trial] = load_study(storage, "budget").trials
+    run = load_run(trial.user_attrs["run_dir"])
+    assert trial.user_attrs["stopped_by_budget"] == 1 and run.metrics["epochs"] == 1 < space.base_recipe().epochs
+    assert run.metrics["validation_accuracy"] == pytest.approx(trial.value)
+
+
+@pytest.mark.slow
+def test_a_journal_file_holds_a_sweep_too(tmp_path):
+    from digits.sweep import SweepJob, load_study, run_sweep
+
+    storage = f"journal:{tmp_path / 'sweep.log'}"
+    job = SweepJob(space=load_space(write_space(tmp_path, epochs=1, pruner="none")), storage_url=storage,
+                   study_name="journal", trials=2, runs_dir=tmp_path)
+    assert run_sweep(job, progress=lambda line: None) == {"COMPLETE": 2}
+    assert (tmp_path / "sweep.log").stat().st_size > 0
+    assert_trial_folders_honest(load_study(storage, "journal"))

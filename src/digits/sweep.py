@@ -274,7 +274,8 @@ def run_sweep(job: SweepJob, workers: int = 1, progress=print) -> dict[str, int]
         process.start()
     interrupted = False
     # SIGTERM to this process (a scheduler stopping the job) is forwarded like Ctrl-C, so no worker is orphaned.
-    previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
     try:
         for process in processes:
             process.join()
@@ -286,7 +287,8 @@ def run_sweep(job: SweepJob, workers: int = 1, progress=print) -> dict[str, int]
         for process in processes:
             process.join()
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
     if interrupted or any(process.exitcode == 130 for process in processes):
         raise KeyboardInterrupt
     if any(process.exitcode for process in processes):

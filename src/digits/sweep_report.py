@@ -74,17 +74,17 @@ def optuna_figures(study, folder: Path) -> list[tuple[Path, str]]:
     ]
     figures = []
     for name, view, caption in wanted:
-        try:
-            with warnings.catch_warnings():
-                # Optuna marks these views experimental, and matplotlib notes axes of a parameter with one value.
-                warnings.simplefilter("ignore")
-                axes = view(study)
-        except (ValueError, RuntimeError, ZeroDivisionError):
-            continue
-        figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
         path = folder / f"{name}.png"
-        figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 4.5))
-        figure.savefig(path, dpi=110, bbox_inches="tight")
+        with warnings.catch_warnings():
+            # Optuna marks these views experimental; matplotlib notes axes of a parameter with one value.
+            warnings.simplefilter("ignore")
+            try:
+                axes = view(study)
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                continue
+            figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+            figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 4.5))
+            figure.savefig(path, dpi=110, bbox_inches="tight")
         pyplot.close(figure)
         figures.append((path, caption))
     return figures

@@ -173,6 +173,11 @@ def run_ensemble(args) -> int:
         storage = args.storage or default_storage(Path("runs"), create=False)
         args.runs = member_runs(load_study(storage, args.from_sweep), args.top)
     load_members(args.runs)  # Bad folders are reported before MNIST and Keras load.
+    if args.from_sweep and args.out is None:
+        from digits.runs import create_run_dir
+
+        # Beside the trial folders (runs/sweeps/STUDY/), not inside the first member's trial folder.
+        args.out = create_run_dir(Path(args.runs[0]).parent.parent, "ensemble")
     if args.out is not None:
         from digits.study import check_new_folder
 
