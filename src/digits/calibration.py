@@ -39,7 +39,8 @@ class Reliability:
 def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = BINS) -> Reliability:
     """Bin (N,) labels and (N, 10) probabilities by the top probability."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    confidence = probabilities.max(axis=1)
+    # Rows that do not quite sum to 1 (float32 rounding, or scores given as probabilities) are normalised.
+    confidence = probabilities.max(axis=1) / probabilities.sum(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
     edges = np.linspace(0.0, 1.0, bins + 1)
     # Bin i holds confidences in (edges[i], edges[i+1]]; a confidence of exactly 0 cannot occur with 10 classes.
