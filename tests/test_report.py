@@ -106,9 +106,11 @@ def test_an_ensembles_probabilities_get_an_evaluation_folder_and_a_comparison(tm
     single = evaluate_predictions("member 1", labels, members[0], images, tmp_path / "member", source="run 1",
                                   metrics={"training_seconds": 10.0, "epochs": 3})
     written = sorted(path.name for path in (tmp_path / "ensemble").iterdir())
-    assert written == ["confusion.png", "evaluation.json", "mistakes.png", "report.html"]  # no curves to draw
+    # No curves to draw; the reliability diagram shows the ensemble's calibration.
+    assert written == ["confusion.png", "evaluation.json", "mistakes.png", "reliability.png", "report.html"]
     numbers = json.loads((tmp_path / "ensemble" / "evaluation.json").read_text())
     assert numbers["overfitting"] is None and numbers["evaluation"]["count"] == 200
+    assert 0 <= numbers["calibration"]["expected_calibration_error"] <= 1
 
     (tmp_path / "comparison").mkdir()
     comparison = compare_models([single, ensemble], tmp_path / "comparison")

@@ -80,16 +80,18 @@ def load_run(path: str | Path):
                       metrics=run.metrics, history=run.history)
 
 
-def evaluate(run, data: Mnist | None = None, out_dir: str | Path | None = None, *, tta: bool = False):
+def evaluate(run, data: Mnist | None = None, out_dir: str | Path | None = None, *, tta: bool = False,
+             calibrate: bool = False):
     """Score a run (a `TrainedRun` or a run folder) on the test set; returns its evaluation.
 
     Writes evaluation.json, the figures and report.html into `<run>/evaluation/` (or out_dir). The result's
     methods draw the figures again inline: `learning_curves()`, `confusion_matrix()`, `mistakes()`,
-    `per_class_table()`.
+    `per_class_table()`. calibrate fits a temperature on the holdout first (see `digits evaluate --calibrate`).
     """
     from digits.study import evaluate_run
 
-    return evaluate_run(_run_folder(run), data if data is not None else load_mnist(), out_dir, tta=tta)
+    return evaluate_run(_run_folder(run), data if data is not None else load_mnist(), out_dir, tta=tta,
+                        calibrate=calibrate)
 
 
 def compare(*runs, data: Mnist | None = None, out_dir: str | Path | None = None, command: str | None = None):

@@ -134,6 +134,8 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
 
 def _load_source(spec: str | Path) -> Classifier:
     path = Path(spec)
+    if not path.exists():
+        raise DigitsError(f"There is no model at {path}; give a run folder written by `digits train` or a .keras file.")
     if path.suffix in (".onnx", ".tflite"):
         raise DigitsError(f"{path} is already an exported model; export from a run folder or a .keras file.")
     # The shipped model's facts (test accuracy, how it was trained) live beside it, not in the .keras file.

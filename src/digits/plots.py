@@ -297,3 +297,25 @@ def per_class_table(per_class, path: str | Path | None = None, *, title: str | N
         if title:
             axes.set_title(title)
         return _save(figure, path)
+
+
+def reliability_diagram(before, after=None, path: str | Path | None = None, *, title: str | None = None) -> Figure:
+    """Accuracy against confidence per bin (digits.calibration.Reliability), before and, when given, after
+    temperature scaling; the diagonal is a perfectly calibrated model. Saved only when given a path."""
+    figure = _new_figure(4.6, 4.2)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="#9aa0a6", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for reliability, colour, label in ((before, "#d93025", "as trained"), (after, "#1a73e8", "calibrated")):
+        if reliability is None:
+            continue
+        filled = reliability.counts > 0
+        axes.plot(reliability.confidence[filled], reliability.accuracy[filled], marker="o", color=colour,
+                  label=f"{label} (ECE {100 * reliability.expected_calibration_error:.2f} %)")
+    # Nearly every MNIST prediction is over 90 % sure; the interesting part of the plot is the top right.
+    low = min(0.5, float(np.nanmin(before.confidence[before.counts > 0])) - 0.05)
+    axes.set(xlim=(low, 1.0), ylim=(low, 1.0), xlabel="confidence (top probability)", ylabel="accuracy",
+             title=title or "Reliability on the test set")
+    axes.legend(loc="upper left", fontsize=8)
+    if path is not None:
+        _save(figure, path)
+    return figure

@@ -1,8 +1,10 @@
-"""Classify prepared 28×28 digits with the shipped model, a run's model or any .keras file.
+"""Classify prepared 28×28 digits with the shipped model, a run's model, a .keras or an exported .onnx file.
 
-`load_classifier()` loads once; `Classifier.predict` takes uint8 (N, 28, 28) arrays from
-`digits.images` and returns (N, 10) probabilities. `predict_files` is what `digits predict` runs: every
-file gets a result, and a file that cannot be read gets its error instead of stopping the others.
+`load_classifier()` loads once (the shipped model on ONNX Runtime when it is installed, without TensorFlow);
+`Classifier.predict` takes uint8 (N, 28, 28) arrays from `digits.images` and returns (N, 10) probabilities
+through `digits.inference.probabilities`, rescaled by the model's temperature; `Classifier.verdict` says
+whether they look like a digit at all. `predict_files` is what `digits predict` runs: every file gets a
+result, and a file that cannot be read gets its error instead of stopping the others.
 """
 
 from __future__ import annotations

@@ -203,7 +203,17 @@ whatever loss it was trained with).</p>
 </div></div>
 <div class="card"><h3>Mistakes</h3>
 {_figure(model.figures.get("mistakes"), gallery_caption)}</div>
+{_reliability_card(model)}
 </section>"""
+
+
+def _reliability_card(model: ModelSection) -> str:
+    if model.figures.get("reliability") is None:
+        return ""
+    return ('<div class="card"><h3>Calibration</h3><p class="muted">When the model says 95 %, is it right 95 % of '
+            "the time? Expected calibration error (ECE) is the mean gap, over 15 confidence bins; a temperature "
+            "fitted on the holdout (<code>digits evaluate --calibrate</code>) rescales the probabilities.</p>"
+            f'{_figure(model.figures["reliability"], "Accuracy against confidence on the test set")}</div>')
 
 
 def _curves_card(model: ModelSection, validation_words: str) -> str:

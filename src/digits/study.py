@@ -8,6 +8,7 @@ probabilities get the same evaluation folder, figures and report as one trained 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from digits import display, plots
+from digits.calibration import fit_temperature, reliability
 from digits.conclusions import configurations_sentence, model_conclusion
 from digits.data import Mnist, class_counts
 from digits.errors import DigitsError
@@ -29,8 +31,9 @@ from digits.evaluate import (
     evaluate,
     overfitting_verdict,
 )
-from digits.inference import TTA_WORDS
+from digits.inference import CALIBRATION_FILE, TTA_WORDS, with_temperature
 from digits.inference import probabilities as model_probabilities
+from digits.recipes import HOLDOUT_SIZE
 from digits.report import GALLERY_SIZE, ComparisonSection, DataSection, ModelSection, write_report
 from digits.runs import Run, create_run_dir, load_run, write_json
 
@@ -57,6 +60,7 @@ class EvaluatedModel:
     out_dir: Path
     images: np.ndarray | None = None  # the evaluated test images, for drawing the mistakes again
     history: dict | None = None  # the run's per-epoch history (curves, conclusions); None for an ensemble
+    calibration: dict | None = None  # expected_calibration_error, temperature, ..._calibrated
 
     @property
     def report(self) -> Path:
@@ -88,6 +92,15 @@ class EvaluatedModel:
         return ModelSummary.from_evaluation(self.name, self.evaluation,
                                             training_seconds=self.metrics.get("training_seconds"),
                                             epochs=self.metrics.get("epochs"), parameters=parameters)
+
+    def calibration_line(self) -> str:
+        """One sentence on the expected calibration error, before and after the temperature if there is one."""
+        calibration = self.calibration or {}
+        line = f"Expected calibration error: {100 * calibration.get('expected_calibration_error', float('nan')):.2f} %"
+        if calibration.get("temperature"):
+            line += (f", {100 * calibration['expected_calibration_error_calibrated']:.2f} % at temperature "
+                     f"{calibration['temperature']:.3f} (fitted on the holdout)")
+        return line + "."
 
     def section(self) -> ModelSection:
         return ModelSection(name=self.name, run_path=self.source, config=self.config, metrics=self.metrics,
@@ -144,12 +157,15 @@ def architecture(model) -> list[dict]:
 
 
 def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None = None, *,
-                 with_data_section: bool = True, tta: bool = False, test_limit: int | None = None) -> EvaluatedModel:
+                 with_data_section: bool = True, tta: bool = False, test_limit: int | None = None,
+                 calibrate: bool = False) -> EvaluatedModel:
     """Predict a finished run's test set and write evaluation.json, figures and report.html.
 
     With tta, each test image is read 5 times (itself and 1-pixel shifts) and the probabilities averaged:
     still one model, 5 times the inference. The output goes to `<run>/evaluation/` (`evaluation-tta/`) unless
-    out_dir says otherwise; evaluating again replaces it. test_limit scores only the first N test images.
+    out_dir says otherwise; evaluating again replaces it. test_limit scores only the first N test images. With
+    calibrate, a temperature is fitted on the holdout (`calibrate_run`) and the report shows the reliability
+    before and after; a temperature fitted earlier (calibration.json in the run) is shown the same way.
     """
     from digits.runs import load_model
 
@@ -159,6 +175,7 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
     model = load_model(run)
     images, labels = test_set(run, data, test_limit)
     probabilities = model_probabilities(model, images, tta=tta)  # (N, 28, 28) uint8 -> (N, 10)
+    temperature = calibrate_run(run, model, data) if calibrate else recorded_temperature(run)
     # The preset names the model in tables ("quick-cnn"); the run folder stays in `source`.
     name = str(run.config.get("preset") or run.name) + (" with TTA" if tta else "")
     config = run.config
@@ -168,15 +185,54 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
     return evaluate_predictions(
         name, labels, probabilities, images, Path(out_dir) if out_dir else default_dir,
         source=str(run.path), config=config, metrics=run.metrics, history=run.history,
-        layers=architecture(model), data=data if with_data_section else None,
+        layers=architecture(model), data=data if with_data_section else None, temperature=temperature,
     )
+
+
+def calibrate_run(run: Run, model, data: Mnist) -> float:
+    """Fit the run's temperature on the holdout (the last 10,000 training images, never the test set) and
+    record it in the run's calibration.json, which `digits predict`, `digits serve` and `digits export` read."""
+    split = len(data.train_images) - HOLDOUT_SIZE
+    if not holdout_unseen(run.config["recipe"], len(data.train_images)):
+        raise DigitsError(f"The run in {run.path} was trained on the last {HOLDOUT_SIZE:,} training images, so "
+                          "they cannot calibrate it; train with --validation holdout to use --calibrate.")
+    holdout_images, holdout_labels = data.train_images[split:], data.train_labels[split:]
+    temperature = fit_temperature(holdout_labels, model_probabilities(model, holdout_images))
+    path = run.path / CALIBRATION_FILE
+    settings = _read_json_object(path)
+    settings.update({"temperature": round(temperature, 6),
+                     "fitted_on": f"the holdout: the last {HOLDOUT_SIZE:,} training images"})
+    write_json(path, settings)
+    return temperature
+
+
+def holdout_unseen(recipe: dict, train_count: int) -> bool:
+    """Whether a run's recipe kept the last HOLDOUT_SIZE of `train_count` training images out of training."""
+    limit = recipe.get("train_limit")
+    return recipe.get("validation") == "holdout" or (limit is not None and limit <= train_count - HOLDOUT_SIZE)
+
+
+def recorded_temperature(run: Run) -> float | None:
+    return _read_json_object(run.path / CALIBRATION_FILE).get("temperature")
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarray, images: np.ndarray,
                          out_dir: str | Path, *, source: str, config: dict | None = None,
                          metrics: dict | None = None, history: dict | None = None,
-                         layers: list[dict] | None = None, data: Mnist | None = None) -> EvaluatedModel:
-    """Evaluate any (labels, probabilities) of `images`, and write its evaluation folder and report."""
+                         layers: list[dict] | None = None, data: Mnist | None = None,
+                         temperature: float | None = None) -> EvaluatedModel:
+    """Evaluate any (labels, probabilities) of `images`, and write its evaluation folder and report.
+
+    The reliability diagram shows the probabilities as given and, with a temperature, rescaled by it.
+    """
     out_dir = Path(out_dir)
     _make_folder(out_dir)
     evaluation = evaluate(labels, probabilities)
@@ -192,9 +248,16 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
     plots.confusion_figure(evaluation.confusion, figures["confusion"])
     figures["mistakes"] = out_dir / "mistakes.png"
     plots.mistakes_gallery(images, evaluation.mistakes, figures["mistakes"], count=GALLERY_SIZE)
+    before = reliability(labels, probabilities)
+    after = reliability(labels, with_temperature(probabilities, temperature)) if temperature else None
+    figures["reliability"] = out_dir / "reliability.png"
+    plots.reliability_diagram(before, after, figures["reliability"])
+    calibration = {"expected_calibration_error": before.expected_calibration_error, "temperature": temperature,
+                   "expected_calibration_error_calibrated": after.expected_calibration_error if after else None}
     evaluated = EvaluatedModel(name=name, source=source, config=config or {}, metrics=metrics or {},
                                architecture=layers or [], evaluation=evaluation, overfitting=verdict,
-                               figures=figures, out_dir=out_dir, images=images, history=history)
+                               figures=figures, out_dir=out_dir, images=images, history=history,
+                               calibration=calibration)
     data_section = describe_data(data, [evaluated], out_dir) if data is not None else None
     write_report(evaluated.report, title=f"digits · {name}", models=[evaluated.section()], data=data_section)
     write_json(out_dir / "evaluation.json", _finite({
@@ -207,6 +270,7 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
         "architecture": evaluated.architecture,
         "evaluation": evaluation.to_dict(),
         "overfitting": verdict.to_dict() if verdict else None,
+        "calibration": calibration,
         "figures": {key: path.name for key, path in figures.items()},
         "report": REPORT_FILE,
     }))

@@ -24,6 +24,10 @@ def add_study_commands(subcommands) -> None:
     evaluate.add_argument("--tta", action="store_true",
                           help="test-time augmentation: average each test image's probabilities with those of its "
                           "1-pixel shifts (5 reads per image; written to RUN/evaluation-tta/)")
+    evaluate.add_argument("--calibrate", action="store_true",
+                          help="fit a temperature on the holdout (the last 10,000 training images, never the test "
+                          "set), save it in RUN/calibration.json for predict, serve and export, and report the "
+                          "calibration before and after")
     evaluate.set_defaults(handler=run_evaluate)
 
     compare = subcommands.add_parser(
@@ -65,8 +69,9 @@ def run_evaluate(args) -> int:
     from digits.study import summary_table
 
     load_run(args.run)  # A bad folder is reported before MNIST and Keras load.
-    evaluated = evaluate(args.run, load_mnist(args.data_dir), args.out, tta=args.tta)
+    evaluated = evaluate(args.run, load_mnist(args.data_dir), args.out, tta=args.tta, calibrate=args.calibrate)
     print(summary_table([evaluated.summary()]))
+    print(f"\n{evaluated.calibration_line()}")
     if evaluated.overfitting:
         print(f"\n{evaluated.overfitting.sentence}")
     pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})"

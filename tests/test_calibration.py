@@ -1,0 +1,78 @@
+"""Calibration: expected calibration error, temperature scaling, and `digits evaluate --calibrate`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from digits.calibration import expected_calibration_error, fit_temperature, reliability
+from digits.inference import with_temperature
+from digits.predict import load_classifier
+from digits.study import holdout_unseen
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def calibrated_sample(count: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from softmax(logits): a model whose probabilities are exactly right."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2.5, (count, 10))
+    labels = np.array([rng.choice(10, p=row) for row in softmax(logits)])
+    return logits, labels
+
+
+def test_a_calibrated_model_has_a_small_error_and_an_overconfident_one_a_large_one():
+    logits, labels = calibrated_sample()
+    assert expected_calibration_error(labels, softmax(logits)) < 0.02
+    assert expected_calibration_error(labels, softmax(2 * logits)) > 0.1
+
+
+def test_the_fitted_temperature_undoes_overconfidence():
+    logits, labels = calibrated_sample()
+    overconfident = softmax(2 * logits)  # Logits twice too large: the right temperature is 2.
+    temperature = fit_temperature(labels, overconfident)
+    assert temperature == pytest.approx(2.0, rel=0.1)
+    np.testing.assert_allclose(with_temperature(overconfident, temperature), softmax(2 * logits / temperature),
+                               atol=1e-5)
+    assert expected_calibration_error(labels, with_temperature(overconfident, temperature)) < 0.02
+
+
+def test_reliability_bins_count_every_prediction():
+    logits, labels = calibrated_sample(1000)
+    bins = reliability(labels, softmax(logits))
+    assert bins.counts.sum() == 1000 and len(bins.edges) == len(bins.counts) + 1
+
+
+def digits(*arguments, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], capture_output=True, text=True,
+                          check=False, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_evaluate_calibrate_fits_on_the_holdout_and_predict_uses_it(tmp_path):
+    trained = digits("train", "quick-cnn", "--runs-dir", tmp_path, "--validation", "holdout", "--epochs", "1",
+                     "--train-limit", "2000", "--test-limit", "500", "--quiet")
+    assert trained.returncode == 0, trained.stderr
+    (run,) = [path for path in tmp_path.iterdir() if path.is_dir()]
+    evaluated = digits("evaluate", run, "--calibrate")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "at temperature" in evaluated.stdout
+    temperature = json.loads((run / "calibration.json").read_text())["temperature"]
+    calibration = json.loads((run / "evaluation" / "evaluation.json").read_text())["calibration"]
+    assert calibration["temperature"] == pytest.approx(temperature)
+    assert (run / "evaluation" / "reliability.png").is_file()
+    assert load_classifier(run).temperature == pytest.approx(temperature)
+
+
+def test_only_a_run_that_never_saw_the_holdout_can_be_calibrated_on_it():
+    assert holdout_unseen({"validation": "holdout", "train_limit": None}, 60_000)
+    assert holdout_unseen({"validation": "test", "train_limit": 2000}, 60_000)
+    assert not holdout_unseen({"validation": "test", "train_limit": None}, 60_000)
+    assert not holdout_unseen({"validation": "none", "train_limit": 55_000}, 60_000)
