@@ -172,7 +172,7 @@ def load_keras_file(path: Path, *, compile: bool = True, damaged: str = "give a 
                 f"The model {path} was refused: it holds {refused}, which Keras's safe loading does not allow "
                 "because it could run code; use a model saved by digits or built from standard Keras layers."
             ) from None
-        raise DigitsError(f"Cannot read {path} ({type(error).__name__}); {damaged}.") from None
+        raise DigitsError(f"Cannot load a Keras model from {path} ({type(error).__name__}); {damaged}.") from None
 
 
 def refused_by_safe_mode(error: Exception) -> str | None:
