@@ -10,12 +10,12 @@ import time
 import warnings
 from pathlib import Path
 
+import hostile_files
 import httpx
 import pytest
 from PIL import Image
 
-import hostile_files
-from digits import images, limits, workers
+from digits import limits, workers
 from digits.predict import load_classifier
 from digits.serve import create_app
 
@@ -184,7 +184,8 @@ def test_bodies_a_cross_site_form_can_send_are_refused(client, digit_png):
 def test_the_model_description_shows_no_local_folders(tmp_path):
     class Stub:
         name, model = "mine", None
-        info = {"source": str(tmp_path / "secret" / "model.keras")}
+        def __init__(self):
+            self.info = {"source": str(tmp_path / "secret" / "model.keras")}
 
         def predict(self, images):
             raise AssertionError

@@ -165,7 +165,7 @@ def load_keras_file(path: Path, *, compile: bool = True, damaged: str = "give a 
         )
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a damaged zip; all mean the same to a user.
+    except Exception as error:  # noqa: BLE001  Keras raises many types for a damaged zip; all mean the same.
         refused = refused_by_safe_mode(error)
         if refused:
             raise DigitsError(
