@@ -246,6 +246,22 @@ def test_the_real_server_limits_headers_checks_hosts_stays_quiet_and_stops_clean
                           b"Content-Length: 100000\r\n\r\n" + b"\0" * 1000, read=False)
         base = f"http://127.0.0.1:{port}/"
         assert httpx.post(base + "predict", content=digit_png(1), timeout=30).json()["digit"] == 1
+        for size in (100_000, 5_000_000):  # Bodies far larger than the header limit are read whole, twice in a row.
+            with httpx.Client(timeout=30) as keep_alive:
+                for _ in range(2):
+                    refused = keep_alive.post(base + "predict", content=bytes(size), headers={"Content-Type": "image/png"})
+                    assert refused.status_code == 400 and "not an image" in refused.json()["detail"]
+        # A client that leaves while its (slow) picture is prepared: its worker is killed and replaced.
+        before = set(live_children(server.pid))
+        slow = hostile_files.progressive_jpeg(4000, 10_000)
+        with socket.create_connection(("127.0.0.1", int(port))) as leaving:
+            leaving.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(slow) + slow)
+            time.sleep(1.0)
+        deadline = time.monotonic() + 3
+        while before <= set(live_children(server.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not before <= set(live_children(server.pid))  # One of the workers was stopped well before 5 s.
         children = live_children(server.pid)
         server.send_signal(signal.SIGTERM)
         _, errors = server.communicate(timeout=30)

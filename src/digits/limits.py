@@ -64,11 +64,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # Read and dropped until the connection closes; see refuse_head.
-        if self.reading_head and self.head_deadline is None:
+        was_reading_head = self.reading_head
+        if was_reading_head and self.head_deadline is None:
             self.start_head_clock()
         super().data_received(data)
-        # Counted after parsing, so a chunk that also holds the body's first bytes is not held against it.
-        if self.reading_head and not self.transport.is_closing():
+        # Only a chunk that neither ends a head nor ends a body counts: the body's bytes never count as a head.
+        if was_reading_head and self.reading_head and not self.transport.is_closing():
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEADER_BYTES:
                 self.refuse_head(431, f"is over {MAX_HEADER_BYTES:,} bytes")
@@ -255,13 +256,16 @@ async def unless_client_leaves(receive, work):
     leaving = asyncio.ensure_future(wait_for_disconnect(receive))
     try:
         await asyncio.wait({work, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        work.cancel()  # This request was cancelled (the server is stopping): the work goes with it.
+        raise
     finally:
         leaving.cancel()
-        if not work.done():
-            work.cancel()  # The client left, or this request was cancelled: the work goes with it.
-    if work.cancelled():
-        raise ClientDisconnect()
-    return work.result()
+    if work.done():
+        return work.result()
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)  # Its worker is stopped before we go on.
+    raise ClientDisconnect()
 
 
 async def wait_for_disconnect(receive) -> None:
