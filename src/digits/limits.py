@@ -56,6 +56,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     reading_head = True
     head_deadline: asyncio.TimerHandle | None = None
     refused = False
+    heads_read = 0
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -64,17 +65,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # Read and dropped until the connection closes; see refuse_head.
-        was_reading_head = self.reading_head
+        was_reading_head, heads_before = self.reading_head, self.heads_read
         if was_reading_head and self.head_deadline is None:
             self.start_head_clock()
         super().data_received(data)
-        # Only a chunk that neither ends a head nor ends a body counts: the body's bytes never count as a head.
-        if was_reading_head and self.reading_head and not self.transport.is_closing():
+        # Only a chunk that holds nothing but (part of) one head counts: a body's bytes never count as a head,
+        # even when a whole request, head and body, arrives in one chunk.
+        if was_reading_head and self.heads_read == heads_before and not self.transport.is_closing():
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEADER_BYTES:
                 self.refuse_head(431, f"is over {MAX_HEADER_BYTES:,} bytes")
 
     def on_headers_complete(self) -> None:
+        self.heads_read += 1
         self.end_head()
         super().on_headers_complete()
 
