@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import os
 import re
 import statistics
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import hostile_files  # noqa: E402  The same hostile pictures the tests send.
+import hostile_files  # The same hostile pictures the tests send.
 
 HEALTH_TARGET_MS = 100.0
 HOST = "127.0.0.1"
@@ -102,11 +103,28 @@ async def request(port: int, method: str, path: str, body: bytes = b"", content_
     return status, time.perf_counter() - started
 
 
-async def watch_health(port: int, until: float, latencies: list[float]) -> None:
+def timed_request(port: int, method: str, path: str, body: bytes = b"", timeout: float = 30.0) -> tuple[int, float]:
+    """One request on a new connection, from a plain thread: its status (0: no answer) and its seconds."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body or None, headers={"Content-Type": "image/png"} if body else {})
+        response = connection.getresponse()
+        response.read()
+        status = response.status
+    except (OSError, http.client.HTTPException):
+        status = 0
+    finally:
+        connection.close()
+    return status, time.perf_counter() - started
+
+
+def watch_health(port: int, until: float, latencies: list[float]) -> None:
+    """GET /health every 100 ms, in its own thread, so the attackers' event loop does not delay it."""
     while time.monotonic() < until:
-        status, seconds = await request(port, "GET", "/health", timeout=10)
+        status, seconds = timed_request(port, "GET", "/health", timeout=10)
         latencies.append(seconds * 1000 if status == 200 else float("inf"))
-        await asyncio.sleep(0.1)
+        time.sleep(0.1)
 
 
 # --- the attacks ------------------------------------------------------------------------------------------
@@ -120,7 +138,7 @@ async def post_repeatedly(port: int, picture: bytes, until: float, content_type:
 async def huge_headers(port: int, until: float) -> None:
     """Send 100 MB of small headers on one connection, as fast as the server reads them."""
     try:
-        reader, writer = await asyncio.open_connection(HOST, port)
+        _, writer = await asyncio.open_connection(HOST, port)
         writer.write(f"GET /health HTTP/1.1\r\nHost: {HOST}\r\n".encode())
         filler = b"X-Filler: aaaaaaaaaaaaaaaa\r\n" * 4096
         sent = 0
@@ -153,7 +171,7 @@ async def stalled_body(port: int, until: float) -> None:
 async def slow_headers(port: int, until: float) -> None:
     """Slow loris: one header byte per second."""
     try:
-        reader, writer = await asyncio.open_connection(HOST, port)
+        _, writer = await asyncio.open_connection(HOST, port)
         writer.write(b"GET /health HTTP/1.1\r\n")
         while time.monotonic() < until and not writer.is_closing():
             writer.write(b"X")
@@ -172,6 +190,7 @@ def picture_attack(make, content_type: str, connections: int = 2):
 
 
 ATTACKS = {
+    "none": ("no attack (the reference)", lambda port, until: []),
     "ico": ("an ICO holding a 13000×13000 PNG, 2 connections", picture_attack(
         lambda: hostile_files.ico_holding_png(13_000), "image/x-icon")),
     "chunks": ("a PNG of 790,000 tiny chunks (9.5 MB), 2 connections", picture_attack(
@@ -189,14 +208,16 @@ ATTACKS = {
 
 async def run_attack(port: int, name: str, seconds: float, sampler: MemorySampler, legit: bytes) -> dict:
     description, attack = ATTACKS[name]
+    coroutines = attack(port, time.monotonic() + seconds)  # Builds the hostile file first.
     sampler.reset()
     until = time.monotonic() + seconds
     health: list[float] = []
-    attackers = [asyncio.ensure_future(coroutine) for coroutine in attack(port, until)]
-    watcher = asyncio.ensure_future(watch_health(port, until, health))
+    watcher = threading.Thread(target=watch_health, args=(port, until, health))
+    attackers = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    watcher.start()
     await asyncio.sleep(1.0)  # The attack is under way; now a person sends a drawing.
-    legit_status, legit_seconds = await request(port, "POST", "/predict", legit, timeout=seconds + 10)
-    await watcher
+    legit_status, legit_seconds = await asyncio.to_thread(timed_request, port, "POST", "/predict", legit, seconds + 10)
+    await asyncio.to_thread(watcher.join)
     for attacker in attackers:
         attacker.cancel()
     await asyncio.gather(*attackers, return_exceptions=True)
@@ -223,8 +244,9 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(ATTACKS), action="append", help="run only these attacks")
     args = parser.parse_args()
 
-    from digits import limits, workers
     from conftest import draw_digit_png  # The tests' drawn digit: what the page sends.
+
+    from digits import limits, workers
 
     legit = draw_digit_png(7)
     server, port = start_server()

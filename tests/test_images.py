@@ -242,7 +242,7 @@ def test_an_enormous_image_is_refused_before_decoding(tmp_path, side):
     path = tmp_path / "huge.png"
     Image.new("1", (side, side // 2)).save(path)  # Kilobytes that decode to 50 or 200 megapixels.
     assert side * side // 2 > MAX_PIXELS
-    with pytest.raises(ImageError, match=r"huge\.png (is .* = 50,000,000 pixels, more|has more) than the 40,000,000 pixels digits reads"):
+    with pytest.raises(ImageError, match=r"huge\.png (is .* pixels,|has) more than the 40,000,000 pixels digits reads"):
         load_image(path)
 
 

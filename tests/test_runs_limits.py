@@ -112,7 +112,8 @@ def test_an_unreadable_data_folder_is_one_sentence(tmp_path, monkeypatch):
 
 
 def digits(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "digits", *arguments], capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 QUICK = ["train", "quick-shallow", "--epochs", "1", "--train-limit", "2000", "--test-limit", "500"]
@@ -132,7 +133,7 @@ def small_disk(tmp_path):
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                      capture_output=True).returncode != 0:
+                      capture_output=True, check=False).returncode != 0:
         pytest.skip("mounting a small tmpfs needs root")
     yield mount_point
     subprocess.run(["umount", str(mount_point)], check=True)

@@ -11,9 +11,9 @@ import warnings
 import hypothesis.strategies as st
 import pytest
 import schemathesis
-from schemathesis import checks
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
+from schemathesis import checks
 
 from digits.predict import load_classifier
 from digits.serve import create_app

@@ -10,12 +10,12 @@ import time
 import warnings
 from pathlib import Path
 
+import hostile_files
 import httpx
 import pytest
 from PIL import Image
 
-import hostile_files
-from digits import images, limits, workers
+from digits import limits, workers
 from digits.predict import load_classifier
 from digits.serve import create_app
 
@@ -184,7 +184,8 @@ def test_bodies_a_cross_site_form_can_send_are_refused(client, digit_png):
 def test_the_model_description_shows_no_local_folders(tmp_path):
     class Stub:
         name, model = "mine", None
-        info = {"source": str(tmp_path / "secret" / "model.keras")}
+        def __init__(self):
+            self.info = {"source": str(tmp_path / "secret" / "model.keras")}
 
         def predict(self, images):
             raise AssertionError
@@ -245,6 +246,22 @@ def test_the_real_server_limits_headers_checks_hosts_stays_quiet_and_stops_clean
                           b"Content-Length: 100000\r\n\r\n" + b"\0" * 1000, read=False)
         base = f"http://127.0.0.1:{port}/"
         assert httpx.post(base + "predict", content=digit_png(1), timeout=30).json()["digit"] == 1
+        for size in (100_000, 5_000_000):  # Bodies far larger than the header limit are read whole, twice in a row.
+            with httpx.Client(timeout=30) as keep_alive:
+                for _ in range(2):
+                    refused = keep_alive.post(base + "predict", content=bytes(size), headers={"Content-Type": "image/png"})
+                    assert refused.status_code == 400 and "not an image" in refused.json()["detail"]
+        # A client that leaves while its (slow) picture is prepared: its worker is killed and replaced.
+        before = set(live_children(server.pid))
+        slow = hostile_files.progressive_jpeg(4000, 10_000)
+        with socket.create_connection(("127.0.0.1", int(port))) as leaving:
+            leaving.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(slow) + slow)
+            time.sleep(1.0)
+        deadline = time.monotonic() + 3
+        while before <= set(live_children(server.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not before <= set(live_children(server.pid))  # One of the workers was stopped well before 5 s.
         children = live_children(server.pid)
         server.send_signal(signal.SIGTERM)
         _, errors = server.communicate(timeout=30)
@@ -258,3 +275,87 @@ def test_the_real_server_limits_headers_checks_hosts_stays_quiet_and_stops_clean
     while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # No worker, no resource tracker left.
+
+
+# --- the header limit, chunk by chunk ---------------------------------------------------------------------
+
+
+class RecordingTransport(asyncio.Transport):
+    """What uvicorn's protocol writes, and whether it closed the connection: the socket's side, recorded."""
+
+    def __init__(self):
+        super().__init__()
+        self.written, self.closed = b"", False
+
+    def write(self, data):
+        self.written += data
+
+    def close(self):
+        self.closed = True
+
+    def is_closing(self):
+        return self.closed
+
+    def write_eof(self):
+        pass
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 1), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+async def body_length_app(scope, receive, send):
+    """A plain ASGI app: answers 200 with the length of the body it read."""
+    length, more = 0, True
+    while more:
+        message = await receive()
+        length, more = length + len(message.get("body", b"")), message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(length).encode()})
+
+
+def feed(*chunks: bytes) -> RecordingTransport:
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    async def run():
+        config = uvicorn.Config(body_length_app, http=limits.LimitedHttpToolsProtocol, lifespan="off")
+        config.load()
+        protocol = limits.LimitedHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        for chunk in chunks:
+            if not transport.closed:
+                protocol.data_received(chunk)
+            await asyncio.sleep(0.01)
+        protocol.connection_lost(None)
+        return transport
+
+    return asyncio.run(run())
+
+
+def post_head(length: int) -> bytes:
+    return b"POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % length
+
+
+def test_a_whole_request_in_one_chunk_never_counts_its_body_as_headers():
+    transport = feed(post_head(100_000) + bytes(100_000) + post_head(50_000) + bytes(50_000))
+    assert transport.written.count(b"HTTP/1.1 200") == 2 and b"100000" in transport.written
+
+
+def test_a_body_in_many_chunks_never_counts_as_headers():
+    transport = feed(post_head(300_000) + bytes(1000), *[bytes(65_536)] * 4, bytes(300_000 - 1000 - 4 * 65_536))
+    assert transport.written.startswith(b"HTTP/1.1 200") and b"\r\n300000\r\n" in transport.written
+
+
+def test_headers_over_the_limit_are_refused_whether_in_one_chunk_or_many():
+    filler = b"X-Filler: " + b"a" * 90 + b"\r\n"
+    one = feed(b"GET / HTTP/1.1\r\n" + filler * 200)
+    many = feed(b"GET / HTTP/1.1\r\n", *[filler * 20] * 10)
+    for transport in (one, many):
+        assert transport.written.startswith(b"HTTP/1.1 431") and transport.closed

@@ -56,6 +56,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     reading_head = True
     head_deadline: asyncio.TimerHandle | None = None
     refused = False
+    heads_read = 0
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -64,16 +65,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # Read and dropped until the connection closes; see refuse_head.
-        if self.reading_head and self.head_deadline is None:
+        was_reading_head, heads_before = self.reading_head, self.heads_read
+        if was_reading_head and self.head_deadline is None:
             self.start_head_clock()
         super().data_received(data)
-        # Counted after parsing, so a chunk that also holds the body's first bytes is not held against it.
-        if self.reading_head and not self.transport.is_closing():
+        # Only a chunk that holds nothing but (part of) one head counts: a body's bytes never count as a head,
+        # even when a whole request, head and body, arrives in one chunk.
+        if was_reading_head and self.heads_read == heads_before and not self.transport.is_closing():
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEADER_BYTES:
                 self.refuse_head(431, f"is over {MAX_HEADER_BYTES:,} bytes")
 
     def on_headers_complete(self) -> None:
+        self.heads_read += 1
         self.end_head()
         super().on_headers_complete()
 
@@ -131,7 +135,8 @@ class UploadBudget:
         if self.used + size > self.limit:
             raise HTTPException(
                 503, "The server is receiving too many uploads at once; send the picture again in a moment.",
-                headers={"retry-after": "5"},
+                # Closing the connection spares reading the rest of a body nobody will use.
+                headers={"retry-after": "5", "connection": "close"},
             )
         self.used += size
 
@@ -217,7 +222,7 @@ class RequestGuard:
 
     def host_allowed(self, host: str) -> bool:
         name = host_name(host)
-        if name in LOCAL_HOST_NAMES or name in self.allowed_hosts:
+        if name in LOCAL_HOST_NAMES or name in (self.allowed_hosts or ()):
             return True
         try:
             ipaddress.ip_address(name)
@@ -254,13 +259,16 @@ async def unless_client_leaves(receive, work):
     leaving = asyncio.ensure_future(wait_for_disconnect(receive))
     try:
         await asyncio.wait({work, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        work.cancel()  # This request was cancelled (the server is stopping): the work goes with it.
+        raise
     finally:
         leaving.cancel()
-        if not work.done():
-            work.cancel()  # The client left, or this request was cancelled: the work goes with it.
-    if work.cancelled():
-        raise ClientDisconnect()
-    return work.result()
+    if work.done():
+        return work.result()
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)  # Its worker is stopped before we go on.
+    raise ClientDisconnect()
 
 
 async def wait_for_disconnect(receive) -> None:

@@ -175,14 +175,14 @@ def load_keras_file(path: Path, *, compile: bool = True, damaged: str = "give a 
         )
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a damaged zip; all mean the same to a user.
+    except Exception as error:  # noqa: BLE001  Keras raises many types for a damaged zip; all mean the same.
         refused = refused_by_safe_mode(error)
         if refused:
             raise DigitsError(
                 f"The model {path} was refused: it holds {refused}, which Keras's safe loading does not allow "
                 "because it could run code; use a model saved by digits or built from standard Keras layers."
             ) from None
-        raise DigitsError(f"Cannot read {path} ({type(error).__name__}); {damaged}.") from None
+        raise DigitsError(f"Cannot load a Keras model from {path} ({type(error).__name__}); {damaged}.") from None
 
 
 def refused_by_safe_mode(error: Exception) -> str | None:

@@ -193,7 +193,8 @@ async def read_image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
     Bodies over `limit` bytes are refused with 413.
     """
     too_large = HTTPException(
-        413, f"The upload is larger than {limit:,} bytes; send a smaller image (a photo scaled down is enough)."
+        413, f"The upload is larger than {limit:,} bytes; send a smaller image (a photo scaled down is enough).",
+        headers={"connection": "close"},  # The rest of the body is not read.
     )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

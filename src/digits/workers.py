@@ -12,6 +12,7 @@ import multiprocessing
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -139,8 +140,8 @@ class PicturePreparer:
         self.start()
         worker = await self.idle_worker()
         try:
-            kind, answer = await worker.prepare(data, name, self.time_limit)
-        except asyncio.TimeoutError:
+            _, answer = await worker.prepare(data, name, self.time_limit)
+        except TimeoutError:
             self.replace(worker)
             raise PreparationFailed(
                 422, f"Preparing {name} took longer than the {self.time_limit:g} s this server allows for a picture; "
@@ -154,35 +155,42 @@ class PicturePreparer:
             self.replace(worker)  # The client left (the request was cancelled): its work stops with it.
             raise
         self.release(worker)
-        if kind == "error":
+        if isinstance(answer, BaseException):  # ("error", the ImageError the worker raised)
             raise answer
-        return answer
+        return np.asarray(answer)
 
     async def idle_worker(self) -> PreparationWorker:
-        while not self.idle:
+        """A worker for the next picture; first come, first served (a freed worker is handed to the next in line)."""
+        if self.idle and not self.waiting:
+            worker = self.idle.pop()
+        else:
             if len(self.waiting) >= MAX_WAITING_PICTURES:
                 raise PreparationFailed(
                     503, f"The server is already preparing {MAX_WAITING_PICTURES} pictures; send it again in a moment."
                 )
-            turn = asyncio.get_running_loop().create_future()
+            turn: asyncio.Future = asyncio.get_running_loop().create_future()
             self.waiting.append(turn)
             try:
-                await turn
+                worker = await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self.release(turn.result())  # Handed a worker just as its client left: pass it on.
+                raise
             finally:
                 if turn in self.waiting:
                     self.waiting.remove(turn)
-        worker = self.idle.pop()
         if not worker.process.is_alive():  # Killed while idle (out of memory elsewhere): use a fresh one.
             self.replace(worker)
             return await self.idle_worker()
         return worker
 
     def release(self, worker: PreparationWorker) -> None:
-        self.idle.append(worker)
-        for turn in self.waiting:
+        while self.waiting:
+            turn = self.waiting.pop(0)
             if not turn.done():
-                turn.set_result(None)
-                break
+                turn.set_result(worker)
+                return
+        self.idle.append(worker)
 
     def replace(self, worker: PreparationWorker) -> None:
         """Kill a worker whose picture was abandoned, and start another in the background."""
@@ -246,7 +254,12 @@ class PreparationWorker:
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
         descriptor = self.connection.fileno()
-        loop.add_reader(descriptor, lambda: ready.done() or ready.set_result(None))
+
+        def answered() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(descriptor, answered)
         try:
             await asyncio.wait_for(ready, timeout)
         finally:
@@ -286,7 +299,7 @@ def limit_memory(extra_bytes: int) -> None:
     try:
         import resource
 
-        pages = int(open("/proc/self/statm").read().split()[0])
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
         limit = pages * resource.getpagesize() + extra_bytes
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     except (ImportError, OSError, ValueError):
