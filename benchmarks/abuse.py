@@ -245,7 +245,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from conftest import draw_digit_png  # The tests' drawn digit: what the page sends.
-
     from digits import limits, workers
 
     legit = draw_digit_png(7)

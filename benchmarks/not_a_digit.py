@@ -32,7 +32,6 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).parent))
 import font_digits  # The digit generators of the robustness benchmark, shared, not copied.
-
 from digits.images import ImageError, prepare_image
 from digits.predict import PRETRAINED_DIR, load_classifier
 

@@ -126,7 +126,8 @@ def main() -> None:
     # Side by side in one process tree, one after the other: the study's code, then digits. On a shared machine
     # the load average printed first and last says whether the two sides saw the same machine.
     reference = {preset: reference_epoch_seconds(preset, data, args.epochs) for _, preset, _, _ in WORKLOADS}
-    print("reference seconds per epoch: " + ", ".join(f"{preset} {seconds:.2f}" for preset, seconds in reference.items()),
+    per_epoch = ", ".join(f"{preset} {seconds:.2f}" for preset, seconds in reference.items())
+    print(f"reference seconds per epoch: {per_epoch}",
           flush=True)
     first_seconds, _ = timed_digits_run(work / "runs-first", work / "cache")  # measures the precision, once
     walls, output = [], ""
@@ -155,8 +156,10 @@ def main() -> None:
     rows.append(["the same, first run on this CPU (measures float32 against bfloat16 once)", reference_total,
                  first_seconds, ""])
 
+    cnn_config = runs["quick-cnn"]["config"]
+    reason = cnn_config.get("precision_choice", {}).get("reason", "")
     print(f"\nCPU: {cpu}; load average at the end {os.getloadavg()[0]:.1f}; CNN precision "
-          f"{runs['quick-cnn']['config']['precision']} ({runs['quick-cnn']['config'].get('precision_choice', {}).get('reason', '')})\n")
+          f"{cnn_config['precision']} ({reason})\n")
     print("| workload | reference (plain Keras) | digits | ratio | accuracy reached |")
     print("|---|---:|---:|---:|---|")
     for name, reference_seconds, seconds, accuracy in rows:

@@ -7,10 +7,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-import hostile_files
 import pytest
 from PIL import Image
 
+import hostile_files
 from digits.errors import DigitsError
 from digits.predict import PRETRAINED_MODEL, load_classifier
 

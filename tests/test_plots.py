@@ -3,11 +3,11 @@ and leaves no pyplot figure open."""
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from PIL import Image
 
 from digits import plots
 from digits.evaluate import ClassScores, Mistake, ModelSummary, evaluate
-from matplotlib.figure import Figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

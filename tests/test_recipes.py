@@ -95,7 +95,8 @@ def test_bad_values_get_one_sentence(change, message):
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(DigitsError, match="seed-shallow-mse, seed-shallow-poisson, seed-cnn, quick-shallow-mse, quick-shallow-poisson"):
+    presets = "seed-shallow-mse, seed-shallow-poisson, seed-cnn, quick-shallow-mse, quick-shallow-poisson"
+    with pytest.raises(DigitsError, match=presets):
         get_preset("seed-resnet")
 
 

@@ -53,7 +53,8 @@ def test_run_trains_evaluates_and_reports_every_model_of_the_study(study):
     pointer = json.loads((studies[0] / "study.json").read_text())
     assert sorted(Path(path).name for path in pointer["runs"]) == sorted(run.name for run in runs)
     page = (studies[0] / "report.html").read_text(encoding="utf-8")
-    for section in ('id="data"', 'id="comparison"', 'id="conclusions"', *(f'id="model-{name}"' for name in QUICK_PRESETS)):
+    sections = ('id="data"', 'id="comparison"', 'id="conclusions"', *(f'id="model-{name}"' for name in QUICK_PRESETS))
+    for section in sections:
         assert section in page
 
     output = finished.stdout

@@ -10,11 +10,11 @@ import time
 import warnings
 from pathlib import Path
 
-import hostile_files
 import httpx
 import pytest
 from PIL import Image
 
+import hostile_files
 from digits import limits, workers
 from digits.predict import load_classifier
 from digits.serve import create_app

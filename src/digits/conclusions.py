@@ -59,7 +59,8 @@ def stopping_words(metrics: Mapping, recipe: Mapping) -> str:
     if metrics.get("status") == "interrupted":
         return f"interrupted after {epochs} of {planned} epochs"
     if target.get("reached"):
-        return f"stopped at epoch {target.get('epoch')} of {planned}, on reaching its target accuracy {target.get('target'):.2%}"
+        return (f"stopped at epoch {target.get('epoch')} of {planned}, on reaching its target accuracy "
+                f"{target.get('target'):.2%}")
     if planned is not None and epochs == planned:
         return f"its {epochs} planned epoch{'s' * (epochs != 1)}"
     return f"{epochs} of {planned} epochs"

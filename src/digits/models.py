@@ -144,7 +144,8 @@ def build_model(name: str, *, precision: str = "float32", shift: int = 0, rotati
     """A fresh, untrained model by registry name; its weights depend on Keras's random seed.
 
     precision is a name in PRECISIONS ("auto" is resolved here, by `digits.precision.choose_precision`);
-    shift (pixels), rotation (degrees), zoom (a fraction) and elastic (pixels) are the training-time augmentation (the CNNs only).
+    shift (pixels), rotation (degrees), zoom (a fraction) and elastic (pixels) are the training-time augmentation
+    (the CNNs only).
     """
     check_model_name(name)
     check_precision(precision)

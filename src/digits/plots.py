@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
 import numpy as np
 from matplotlib.figure import Figure
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.data import CLASSES, IMAGE_SIDE, to_model_input
+from digits.data import CLASSES, IMAGE_SIDE
 from digits.errors import DigitsError
 from digits.images import ImageError, load_image, prepare_image
 from digits.inference import CALIBRATION_FILE, OnnxModel, probabilities, with_temperature

@@ -30,8 +30,19 @@ from digits.errors import DigitsError
 from digits.models import build_model
 from digits.precision import PrecisionChoice, choose_precision
 from digits.recipes import HOLDOUT_SIZE, Recipe
-from digits.runs import (CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, MODEL_FILE, TENSORBOARD_DIR,
-                         check_writable, create_run_dir, read_history, save_model, write_json)
+from digits.runs import (
+    CONFIG_FILE,
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    TENSORBOARD_DIR,
+    check_writable,
+    create_run_dir,
+    read_history,
+    save_model,
+    write_json,
+)
 from digits.schedules import OneCycle
 
 REPRODUCIBILITY_NOTE = (
