@@ -200,9 +200,12 @@ ATTACKS = {
     "scans": ("a progressive JPEG of 20,000 scans, 2 connections", picture_attack(
         lambda: hostile_files.progressive_jpeg(4000, 20_000), "image/jpeg")),
     "nan": ("a float TIFF holding NaN, 2 connections", picture_attack(hostile_files.float_tiff_with_nan, "image/tiff")),
-    "headers": ("100 MB of small headers, 4 connections", lambda port, until: [huge_headers(port, until) for _ in range(4)]),
-    "stalled": ("9.9 MB bodies that stall, 100 connections", lambda port, until: [stalled_body(port, until) for _ in range(100)]),
-    "slowloris": ("headers at 1 byte/s, 200 connections", lambda port, until: [slow_headers(port, until) for _ in range(200)]),
+    "headers": ("100 MB of small headers, 4 connections",
+                lambda port, until: [huge_headers(port, until) for _ in range(4)]),
+    "stalled": ("9.9 MB bodies that stall, 100 connections",
+                lambda port, until: [stalled_body(port, until) for _ in range(100)]),
+    "slowloris": ("headers at 1 byte/s, 200 connections",
+                  lambda port, until: [slow_headers(port, until) for _ in range(200)]),
 }
 
 
@@ -267,7 +270,8 @@ def main() -> None:
           f"each attack {args.seconds:g} s; idle memory {idle_mb:.0f} MB (server + workers)")
     print(f"limits: preparation {workers.PREPARATION_SECONDS:g} s per picture, worker memory +"
           f"{workers.WORKER_MEMORY_BYTES / 2**20:.0f} MB, headers {limits.MAX_HEADER_BYTES:,} bytes in "
-          f"{limits.HEADER_SECONDS:g} s, body {limits.BODY_SECONDS:g} s, uploads {limits.UPLOAD_BUDGET_BYTES / 2**20:.0f} MB "
+          f"{limits.HEADER_SECONDS:g} s, body {limits.BODY_SECONDS:g} s, "
+          f"uploads {limits.UPLOAD_BUDGET_BYTES / 2**20:.0f} MB "
           "together")
     print()
     print("| attack | peak memory | /health p50 | /health max | legitimate request |")

@@ -98,8 +98,10 @@ def main() -> int:
     rows = {name: {**server_figures(model), **model_figures(model)} for name, model in MODELS.items()}
     print(f"shipped model, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"{'':28}" + "".join(f"{name:>20}" for name in rows) + f"{'goal':>10}")
-    lines = [("server start-up (s)", "start_seconds", "{:.2f}"), ("server resident memory (MB)", "resident_mb", "{:.0f}"),
-             ("model time, 1 picture (ms)", "model_ms", "{:.3f}"), ("throughput (images/s)", "images_per_second", "{:,.0f}")]
+    lines = [("server start-up (s)", "start_seconds", "{:.2f}"),
+             ("server resident memory (MB)", "resident_mb", "{:.0f}"),
+             ("model time, 1 picture (ms)", "model_ms", "{:.3f}"),
+             ("throughput (images/s)", "images_per_second", "{:,.0f}")]
     for label, key, form in lines:
         goal = GOALS.get(key)
         print(f"{label:28}" + "".join(f"{form.format(row[key]):>20}" for row in rows.values())

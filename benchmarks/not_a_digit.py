@@ -202,7 +202,8 @@ def main() -> int:
     for half, (half_fonts, seed, mnist_images) in {"choice": (fonts[0::2], 0, mnist.train_images[-10_000:]),
                                                    "evaluation": (fonts[1::2], 1, mnist.test_images)}.items():
         halves[half] = {"mnist": mnist_images, "font": prepared(font_digit_pictures(half_fonts, seed))[0]}
-        halves[half].update({kind: prepared(pictures)[0] for kind, pictures in non_digit_sets(half_fonts, seed).items()})
+        halves[half].update({kind: prepared(pictures)[0]
+                             for kind, pictures in non_digit_sets(half_fonts, seed).items()})
 
     scores = {"maximum probability": lambda images: classifier.predict(images).max(axis=1)}
     if args.feature_distance:
@@ -216,8 +217,10 @@ def main() -> int:
         counts = figures["counts"]
         print(f"\nscore: {name}, threshold {figures['threshold']:.4f}")
         print(f"ROC AUC (digits vs non-digits)     {figures['auc']:.4f}")
-        print(f"MNIST test digits rejected         {figures['mnist_rejected']:6.2%}   goal ≤ {GOALS['mnist_rejected']:.0%}")
-        print(f"font and stroke digits rejected    {figures['font_rejected']:6.2%}   goal ≤ {GOALS['font_rejected']:.0%}"
+        print(f"MNIST test digits rejected         {figures['mnist_rejected']:6.2%}   "
+              f"goal ≤ {GOALS['mnist_rejected']:.0%}")
+        print(f"font and stroke digits rejected    {figures['font_rejected']:6.2%}   "
+              f"goal ≤ {GOALS['font_rejected']:.0%}"
               f"   ({counts['font']} pictures)")
         print(f"non-digits caught                  {figures['caught_all']:6.2%}   goal ≥ {GOALS['caught']:.0%}")
         for kind, caught in figures["caught"].items():

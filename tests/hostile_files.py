@@ -26,7 +26,8 @@ def blank_png(width: int, height: int) -> bytes:
         parts.append(compressor.compress(row))
     parts.append(compressor.flush())
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", b"".join(parts))
+            + png_chunk(b"IEND", b""))
 
 
 def ico_holding_png(side: int) -> bytes:
@@ -62,7 +63,8 @@ def tiff_with_many_strips(count: int) -> bytes:
         (278, 4, 1, 1),  # RowsPerStrip
         (279, 4, count, counts_at),  # StripByteCounts
     ]
-    directory = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags) + struct.pack("<I", 0)
+    directory = (struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags)
+                 + struct.pack("<I", 0))
     offsets = np.arange(pixels_at, pixels_at + count, dtype="<u4").tobytes()
     counts = np.ones(count, dtype="<u4").tobytes()
     return b"II*\0" + struct.pack("<I", 8) + directory + offsets + counts + b"\x80" * count

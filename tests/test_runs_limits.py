@@ -36,7 +36,8 @@ DAMAGED = [
     ("metrics.json", '{"status": "complete", "parameters": true}'), ("metrics.json", b"\xff\xfe\x00{"),
     ("history.csv", ""), ("history.csv", "epoch\n"), ("history.csv", HEADER + "1,,,,,\n"),
     ("history.csv", HEADER + "a,b,c,d,e,f\n"), ("history.csv", HEADER + "1,2\n"), ("history.csv", HEADER + "1,\0,2\n"),
-    ("history.csv", HEADER + "x" * 200_000 + "\n"), ("history.csv", "loss,epoch,accuracy,val_loss,val_accuracy,seconds\n"),
+    ("history.csv", HEADER + "x" * 200_000 + "\n"),
+    ("history.csv", "loss,epoch,accuracy,val_loss,val_accuracy,seconds\n"),
     ("history.csv", HEADER + "1,0.1,0.9,0.1,0.9\n"), ("history.csv", b"\xff\xfe\x00\x01"),
 ]
 
@@ -55,7 +56,8 @@ def test_the_undamaged_run_folder_reads(run_folder):
     assert runs.load_run(run_folder).metrics["epochs"] == 1
 
 
-@pytest.mark.parametrize(("name", "content"), DAMAGED, ids=[f"{name}-{index}" for index, (name, _) in enumerate(DAMAGED)])
+@pytest.mark.parametrize(("name", "content"), DAMAGED,
+                         ids=[f"{name}-{index}" for index, (name, _) in enumerate(DAMAGED)])
 def test_a_hand_damaged_run_file_is_one_sentence(run_folder, name, content, capsys):
     target = run_folder / name
     target.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -104,7 +106,8 @@ def test_an_unreadable_data_folder_is_one_sentence(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")  # What a folder of another user's gives (tests run as root).
 
     monkeypatch.setattr(Path, "is_dir", refuse)
-    with pytest.raises(data.DataError, match=r"Cannot read the data directory .* \(Permission denied\); check its permissions"):
+    with pytest.raises(data.DataError,
+                       match=r"Cannot read the data directory .* \(Permission denied\); check its permissions"):
         data.load_mnist(tmp_path)
 
 

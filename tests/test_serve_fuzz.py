@@ -30,7 +30,8 @@ def seed_pictures() -> list[bytes]:
     canvas = Image.new("L", (40, 40), 255)
     canvas.paste(0, (18, 6, 22, 34))
     pictures = []
-    for image_format, mode in (("PNG", "L"), ("JPEG", "L"), ("GIF", "L"), ("BMP", "RGB"), ("TIFF", "F"), ("WEBP", "RGB")):
+    for image_format, mode in (("PNG", "L"), ("JPEG", "L"), ("GIF", "L"), ("BMP", "RGB"), ("TIFF", "F"),
+                               ("WEBP", "RGB")):
         buffer = io.BytesIO()
         canvas.convert(mode).save(buffer, image_format)
         pictures.append(buffer.getvalue())
@@ -89,7 +90,8 @@ def test_any_body_with_any_content_type_gets_an_answer_or_one_sentence(client, b
 
 
 @FUZZ
-@given(field=st.sampled_from(["file", "File", "picture", ""]), filename=st.text(max_size=40), picture=damaged_pictures())
+@given(field=st.sampled_from(["file", "File", "picture", ""]), filename=st.text(max_size=40),
+       picture=damaged_pictures())
 def test_any_multipart_upload_gets_an_answer_or_one_sentence(client, field, filename, picture):
     response = client.post("/predict", files={field or "x": (filename or "x", picture, "image/png")})
     assert_api_answer(response)

@@ -31,7 +31,8 @@ def classifier():
 
 @pytest.fixture(scope="module")
 def client(classifier):
-    with TestClient(create_app(classifier, allowed_hosts={"digits.example"}), base_url="http://127.0.0.1:8000") as test_client:
+    with TestClient(create_app(classifier, allowed_hosts={"digits.example"}),
+                    base_url="http://127.0.0.1:8000") as test_client:
         yield test_client
 
 
@@ -64,7 +65,8 @@ def test_an_icon_holding_a_huge_png_is_refused_with_413_and_costs_the_server_not
 
 def test_the_pixel_limit_message_states_the_exact_size(client):
     # 40,000,001 pixels: one more than the limit, which a rounded "40 megapixels" misstated.
-    png = hostile_files.png_chunk(b"IHDR", (40_000_001).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes([8, 0, 0, 0, 0]))
+    png = hostile_files.png_chunk(b"IHDR", (40_000_001).to_bytes(4, "big") + (1).to_bytes(4, "big")
+                                  + bytes([8, 0, 0, 0, 0]))
     response = post(client, b"\x89PNG\r\n\x1a\n" + png + hostile_files.png_chunk(b"IDAT", b""))
     assert_sentence(response, 413, "40,000,001×1 = 40,000,001 pixels", "40,000,000")
 
@@ -240,7 +242,8 @@ def test_the_real_server_limits_headers_checks_hosts_stays_quiet_and_stops_clean
         assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
         assert b"16,384 bytes" in answer
 
-        assert b"421" in raw_request(port, b"GET /health HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n").split(b"\r\n")[0]
+        assert b"421" in raw_request(port, b"GET /health HTTP/1.1\r\nHost: attacker.example\r\n"
+                                           b"Connection: close\r\n\r\n").split(b"\r\n")[0]
         # An upload abandoned halfway: the client closes the connection.
         raw_request(port, b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                           b"Content-Length: 100000\r\n\r\n" + b"\0" * 1000, read=False)
@@ -249,7 +252,8 @@ def test_the_real_server_limits_headers_checks_hosts_stays_quiet_and_stops_clean
         for size in (100_000, 5_000_000):  # Bodies far larger than the header limit are read whole, twice in a row.
             with httpx.Client(timeout=30) as keep_alive:
                 for _ in range(2):
-                    refused = keep_alive.post(base + "predict", content=bytes(size), headers={"Content-Type": "image/png"})
+                    refused = keep_alive.post(base + "predict", content=bytes(size),
+                                              headers={"Content-Type": "image/png"})
                     assert refused.status_code == 400 and "not an image" in refused.json()["detail"]
         # A client that leaves while its (slow) picture is prepared: its worker is killed and replaced.
         before = set(live_children(server.pid))

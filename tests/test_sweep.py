@@ -147,7 +147,8 @@ def test_a_sqlite_sweep_prunes_records_and_reports(tmp_path):
     assert json.loads((Path(pruned.user_attrs["run_dir"]) / "metrics.json").read_text())["status"] == "pruned"
     assert_trial_folders_honest(study)
     for trial in study.trials:  # the trial's folder lies in the sweep's own tree
-        assert Path(trial.user_attrs["run_dir"]).parent == tmp_path / "runs" / "sweeps" / "tiny" / f"trial-{trial.number:04d}"
+        assert (Path(trial.user_attrs["run_dir"]).parent
+                == tmp_path / "runs" / "sweeps" / "tiny" / f"trial-{trial.number:04d}")
     best = max(study.trials[0].value, study.trials[2].value)
     assert f"{best:.2%}" in finished.stdout and "1 pruned" in finished.stdout
 
@@ -268,7 +269,8 @@ def test_two_workers_on_postgres_survive_a_killed_worker(tmp_path):
 
 def test_the_command_line_loads_no_optuna_until_a_sweep_runs():
     # `digits --help` and every other command answer without importing Optuna, SQLAlchemy or Keras.
-    probe = "import sys, digits.cli; digits.cli.build_parser(); print(sorted({'optuna', 'sqlalchemy', 'keras'} & set(sys.modules)))"
+    probe = ("import sys, digits.cli; digits.cli.build_parser(); "
+             "print(sorted({'optuna', 'sqlalchemy', 'keras'} & set(sys.modules)))")
     finished = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     assert finished.stdout.strip() == "[]", finished.stderr[-2000:]
 

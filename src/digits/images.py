@@ -136,7 +136,8 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
 def _too_large(label: str, size: tuple[int, int] | None) -> ImageTooLarge:
     limit = f"{MAX_PIXELS:,} pixels"
     if size is None:
-        return ImageTooLarge(f"{label} has more than the {limit} digits reads; shrink it before reading a digit from it.")
+        return ImageTooLarge(f"{label} has more than the {limit} digits reads; "
+                             "shrink it before reading a digit from it.")
     width, height = size
     return ImageTooLarge(
         f"{label} is {width:,}×{height:,} = {width * height:,} pixels, more than the {limit} digits reads; "

@@ -58,7 +58,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     refused = False
     heads_read = 0
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.start_head_clock()  # A client that connects and sends nothing is closed too.
 

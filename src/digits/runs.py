@@ -200,16 +200,21 @@ def refused_by_safe_mode(error: Exception) -> str | None:
 
 # A run's JSON and CSV files are a few kilobytes; a bigger one was not written by digits.
 MAX_RUN_FILE_BYTES = 10 * 2**20
-NUMBER, TEXT, OPTIONAL_NUMBER, OPTIONAL_TEXT, OPTIONAL_COUNT = "number", "text", "number or null", "text or null", "count or null"
+NUMBER, TEXT, OPTIONAL_NUMBER, OPTIONAL_TEXT, OPTIONAL_COUNT = (
+    "number", "text", "number or null", "text or null", "count or null")
+# One of the words above, a type, or a tuple of types (for isinstance).
+FieldType = str | type | tuple[type, ...]
 # The types of the fields that digits reads back from a run ("recipe.model": the key `model` in `recipe`).
-FIELD_TYPES = {
+FIELD_TYPES: dict[str, dict[str, FieldType]] = {
     CONFIG_FILE: {"preset": OPTIONAL_TEXT, "recipe": dict, "data": dict, "versions": dict, "backend": OPTIONAL_TEXT,
-                  "started": OPTIONAL_TEXT, "validation": OPTIONAL_TEXT, "recipe.model": TEXT, "recipe.preset": OPTIONAL_TEXT,
-                  "recipe.validation": OPTIONAL_TEXT, "recipe.test_limit": OPTIONAL_COUNT, "recipe.train_limit": OPTIONAL_COUNT,
+                  "started": OPTIONAL_TEXT, "validation": OPTIONAL_TEXT, "recipe.model": TEXT,
+                  "recipe.preset": OPTIONAL_TEXT, "recipe.validation": OPTIONAL_TEXT,
+                  "recipe.test_limit": OPTIONAL_COUNT, "recipe.train_limit": OPTIONAL_COUNT,
                   "recipe.epochs": OPTIONAL_COUNT, "data.train_images": OPTIONAL_COUNT, "data.source": OPTIONAL_TEXT},
     METRICS_FILE: {"status": TEXT, "epochs": OPTIONAL_COUNT, "validation": OPTIONAL_TEXT,
                    "validation_accuracy": OPTIONAL_NUMBER, "validation_loss": OPTIONAL_NUMBER,
-                   "training_seconds": OPTIONAL_NUMBER, "parameters": OPTIONAL_COUNT, "samples_per_second": OPTIONAL_NUMBER,
+                   "training_seconds": OPTIONAL_NUMBER, "parameters": OPTIONAL_COUNT,
+                   "samples_per_second": OPTIONAL_NUMBER,
                    "model_epoch": OPTIONAL_COUNT, "target_accuracy": (dict, type(None))},
 }
 
@@ -220,7 +225,8 @@ def _read_json(path: Path) -> dict:
             raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
         content = json.loads(path.read_text())
     except RecursionError:
-        raise DigitsError(f"Cannot read {path} (it is nested too deeply); the run is damaged, so train it again.") from None
+        raise DigitsError(f"Cannot read {path} (it is nested too deeply); "
+                          "the run is damaged, so train it again.") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.") from None
     if not isinstance(content, dict):
@@ -236,7 +242,7 @@ def _read_json(path: Path) -> dict:
     return content
 
 
-def _has_type(value: object, expected) -> bool:
+def _has_type(value: object, expected: FieldType) -> bool:
     if not isinstance(expected, str):
         return isinstance(value, expected)
     if value is None:

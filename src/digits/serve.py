@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -35,11 +35,15 @@ class RankedDigit(BaseModel):
     probability: float = Field(ge=0.0, le=1.0)
 
 
+# The classifier's verdict on a picture (digits.predict's DIGIT and NOT_A_DIGIT).
+Verdict = Literal["digit", "not a digit"]
+
+
 class Prediction(BaseModel):
     """What the model read in one picture."""
 
     digit: int = Field(ge=0, le=9, description="The most probable digit.")
-    verdict: Literal["digit", "not a digit"] = Field(
+    verdict: Verdict = Field(
         description="`not a digit` when the picture does not look like any digit (the best digit's probability "
         "is under the model's measured threshold); `digit` and the other fields still give the best guess."
     )
@@ -247,7 +251,7 @@ def describe_prediction(model_name: str, view: np.ndarray, probabilities: np.nda
     ranking = np.argsort(-probabilities, kind="stable")
     return Prediction(
         digit=int(ranking[0]),
-        verdict=verdict,
+        verdict=cast(Verdict, verdict),
         probability=float(probabilities[ranking[0]]),
         probabilities=probabilities.tolist(),
         top=[RankedDigit(digit=int(digit), probability=float(probabilities[digit])) for digit in ranking[:TOP_COUNT]],

@@ -39,7 +39,8 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         app = create_app(classifier, allowed_hosts=limits.allowed_hosts_for(host))
         app.state.preparer.start()
         url_host = f"[{host}]" if ":" in host else host
-        print(f"Serving model {classifier.name} ({classifier.runtime}) at http://{url_host}:{listener.getsockname()[1]}/ "
+        print(f"Serving model {classifier.name} ({classifier.runtime}) "
+              f"at http://{url_host}:{listener.getsockname()[1]}/ "
               "(press Ctrl+C to stop).", flush=True)
         # Browsers keep idle connections for minutes; closing them after uvicorn's default 5 s races with
         # the page's next request on the same connection.

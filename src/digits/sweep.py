@@ -57,7 +57,7 @@ def default_storage(runs_dir: str | Path, *, create: bool = True) -> str:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise DigitsError(f"Cannot create {path.parent} ({error.strerror}); pass a writable --runs-dir.")
+            raise DigitsError(f"Cannot create {path.parent} ({error.strerror}); pass a writable --runs-dir.") from None
     elif not path.is_file():
         raise DigitsError(f"There is no sweep database {path}; run `digits sweep` first, or pass --storage.")
     return f"sqlite:///{path}"
@@ -91,7 +91,7 @@ def open_storage(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS):
     except Exception as error:  # noqa: BLE001  SQLAlchemy's and the drivers' many errors all mean "cannot use this database".
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DigitsError(f"Cannot open the sweep storage {url} ({reason}); check the URL and that the database "
-                          "is running and reachable.")
+                          "is running and reachable.") from None
 
 
 def has_heartbeat(storage) -> bool:
@@ -244,10 +244,10 @@ def _worker_process(job: SweepJob) -> None:
     try:
         work(job, progress=(lambda line: None) if job.quiet else (lambda line: print(line, flush=True)))
     except KeyboardInterrupt:
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     except DigitsError as error:
         print(f"digits: error: [worker {job.worker}] {error}", flush=True)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
 
 
 def run_sweep(job: SweepJob, workers: int = 1, progress=print) -> dict[str, int]:
@@ -283,6 +283,7 @@ def run_sweep(job: SweepJob, workers: int = 1, progress=print) -> dict[str, int]
         interrupted = True
         for process in processes:
             if process.is_alive():
+                assert process.pid is not None  # a started process has one
                 os.kill(process.pid, signal.SIGINT)
         for process in processes:
             process.join()
@@ -343,7 +344,7 @@ def train_final(study, data: Mnist, runs_dir: str | Path, *, seeds: int = 1, pro
         recipe = final_recipe(best, seed)
         progress(f"training the best recipe of trial {best.number} on all training images, seed {seed}")
         run_dir = train(recipe, data, runs_dir, verbose=0)
-        evaluated.append(evaluate_run(run_dir, data))
+        evaluated.append(evaluate_run(run_dir.folder, data))
     return evaluated
 
 

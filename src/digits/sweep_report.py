@@ -7,12 +7,15 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from digits import __version__
 from digits.errors import DigitsError
-from digits.report import CSS, _duration, _e, _figure, _table
+from digits.evaluate import format_duration
+from digits.report import CSS, _e, _figure, _table
 from digits.runs import METRICS_FILE, _read_json
 
 # Rows of the table of every trial; a long sweep's page stays readable.
@@ -63,7 +66,7 @@ def optuna_figures(study, folder: Path) -> list[tuple[Path, str]]:
     from matplotlib import pyplot
     from optuna.visualization import matplotlib as views
 
-    wanted = [
+    wanted: list[tuple[str, Callable[..., Any], str]] = [
         ("history", views.plot_optimization_history, ("Optimisation history: holdout accuracy of each trial and "
          "the best so far")),
         ("intermediate", views.plot_intermediate_values, ("Holdout accuracy per epoch of every trial; the short "
@@ -112,7 +115,7 @@ def render_sweep_report(study, figures: list[tuple[Path, str]], *, command: str 
         _card("Trials", f"{counts[TrialState.COMPLETE]}<small> complete</small>",
               f"{pruned} pruned · {counts[TrialState.FAIL]} failed · {counts[TrialState.RUNNING]} running · "
               f"{counts[TrialState.WAITING]} waiting"),
-        _card("Training time", _e(_duration(spent)), f"pruning saved about {_duration(saved)} "
+        _card("Training time", _e(format_duration(spent)), f"pruning saved about {format_duration(saved)} "
               f"({100 * saved / (spent + saved):.0f} % of the sweep)" if saved else "nothing pruned yet"),
     ]
     dimensions = ", ".join(dimension["name"] for dimension in space.get("dimensions", []))
@@ -124,13 +127,14 @@ def render_sweep_report(study, figures: list[tuple[Path, str]], *, command: str 
     parameter_names = sorted({name for trial in complete for name in trial.params})
     best_rows = [[str(rank), str(trial.number), f"{100 * trial.value:.2f} %",
                   *[_value(trial.params.get(name)) for name in parameter_names],
-                  _value(trial.user_attrs.get("epochs")), _duration(trial.user_attrs.get("seconds")),
+                  _value(trial.user_attrs.get("epochs")), format_duration(trial.user_attrs.get("seconds")),
                   trial.user_attrs.get("run_dir", "—")]
                  for rank, trial in enumerate(complete[:BEST_ROWS], start=1)]
     all_rows = []
     for trial in trials[-TRIAL_ROWS:]:
         facts = trial_row_facts(trial)
-        note = ("withdrawn" if trial.user_attrs.get("withdrawn") else "interrupted" if trial.user_attrs.get("interrupted")
+        note = ("withdrawn" if trial.user_attrs.get("withdrawn")
+                else "interrupted" if trial.user_attrs.get("interrupted")
                 else f"retry of {trial.system_attrs['failed_trial']}" if "failed_trial" in trial.system_attrs else "")
         all_rows.append([str(trial.number), trial.state.name.lower(),
                          "—" if trial.value is None else f"{100 * trial.value:.2f} %", note,
@@ -142,7 +146,8 @@ def render_sweep_report(study, figures: list[tuple[Path, str]], *, command: str 
         f'<header><h1>{_e(title)}</h1><p class="byline">{byline}</p>',
         ('<nav><a href="#summary">Summary</a><a href="#best">Best trials</a><a href="#figures">Figures</a>'
         '<a href="#trials">All trials</a></nav></header><main>'),
-        f'<section id="summary"><div class="cards">{"".join(cards)}</div><p class="verdict">{_e(verdict)}</p></section>',
+        f'<section id="summary"><div class="cards">{"".join(cards)}</div>'
+        f'<p class="verdict">{_e(verdict)}</p></section>',
         '<section id="best"><h2>Best trials</h2><div class="card">'
         + (_table(["rank", "trial", "holdout", *parameter_names, "epochs", "training", "run folder"], best_rows,
                   numeric_from=None) if best_rows else '<p class="muted">No complete trial yet.</p>')

@@ -105,9 +105,9 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
     try:
         content = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        raise DigitsError(f"Cannot read the space file {path} ({error}); check the path.")
+        raise DigitsError(f"Cannot read the space file {path} ({error}); check the path.") from None
     except tomllib.TOMLDecodeError as error:
-        raise DigitsError(f"The space file {path} is not valid TOML ({error}); fix that line.")
+        raise DigitsError(f"The space file {path} is not valid TOML ({error}); fix that line.") from None
     return parse_space(content, name=path.stem, source=str(path))
 
 
@@ -180,7 +180,8 @@ def _dimension(key: str, value, where: str) -> Dimension:
         extra = set(value) - {"choices"}
         choices = value["choices"]
         if extra:
-            raise DigitsError(f"{where}: search.{key} has choices and {', '.join(sorted(extra))}; give one or the other.")
+            raise DigitsError(f"{where}: search.{key} has choices and {', '.join(sorted(extra))}; "
+                              "give one or the other.")
         if not isinstance(choices, list) or not choices:
             raise DigitsError(f"{where}: search.{key}.choices must be a non-empty list.")
         if any(not isinstance(choice, (str, int, float, bool)) for choice in choices):
@@ -226,13 +227,15 @@ def _check_recipes(space: SearchSpace, where: str) -> None:
     try:
         base = space.base_recipe()
     except DigitsError as error:
-        raise DigitsError(f"{where}: the fixed fields do not make a recipe: {error}")
+        raise DigitsError(f"{where}: the fixed fields do not make a recipe: {error}") from None
     for dimension in space.dimensions:
         values = dimension.choices if dimension.choices is not None else (dimension.low, dimension.high)
         for value in values:
             try:
                 with_overrides(base, **{dimension.name: value})
             except DigitsError as error:
-                raise DigitsError(f"{where}: search.{dimension.name} = {value!r} does not make a recipe: {error}")
+                raise DigitsError(f"{where}: search.{dimension.name} = {value!r} "
+                                  f"does not make a recipe: {error}") from None
             except TypeError:
-                raise DigitsError(f"{where}: search.{dimension.name} = {value!r} is the wrong type for that field.")
+                raise DigitsError(f"{where}: search.{dimension.name} = {value!r} "
+                                  "is the wrong type for that field.") from None

@@ -66,6 +66,8 @@ def suggest(trial, dimension: Dimension):
     """The trial's value for one dimension of the space."""
     if dimension.choices is not None:
         return trial.suggest_categorical(dimension.name, list(dimension.choices))
+    # A dimension without choices is a range: parse_space gave it both ends.
+    assert dimension.low is not None and dimension.high is not None
     if dimension.integer:
         return trial.suggest_int(dimension.name, int(dimension.low), int(dimension.high),
                                  step=int(dimension.step or 1), log=dimension.log)
@@ -106,8 +108,8 @@ def run_trial(trial, space: SearchSpace, data: Mnist, runs_dir: Path, *, target_
         trial.set_user_attr("epochs", reporter.pruned_epoch)
         progress(f"trial {trial.number}: pruned after epoch {reporter.pruned_epoch} of {recipe.epochs} "
                  f"({metrics.get('training_seconds', 0):.0f} s) {_params(trial.params)}")
-        raise optuna.TrialPruned(f"pruned after epoch {reporter.pruned_epoch}")
-    metrics = load_run(run_dir).metrics
+        raise optuna.TrialPruned(f"pruned after epoch {reporter.pruned_epoch}") from None
+    metrics = load_run(run_dir.folder).metrics
     trial.set_user_attr("seconds", metrics["training_seconds"])
     trial.set_user_attr("epochs", metrics["epochs"])
     if reporter.budget_epoch is not None:

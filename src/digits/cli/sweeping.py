@@ -35,7 +35,8 @@ def add_sweep_commands(subcommands) -> None:
                        "or best, followed by STUDY")
     sweep.add_argument("study_name", nargs="?", metavar="STUDY", help="the study (after report or best)")
     sweep.add_argument("--trials", type=int, metavar="N", help="complete trials the study should hold")
-    sweep.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes on this machine (default 1)")
+    sweep.add_argument("--workers", type=int, default=1, metavar="K",
+                       help="worker processes on this machine (default 1)")
     sweep.add_argument("--storage", metavar="URL",
                        help="an SQLAlchemy URL (postgresql://user@host/db, sqlite:///file.db) or journal:PATH "
                        "(default: sqlite:///RUNS_DIR/sweeps/sweeps.db)")
@@ -116,7 +117,8 @@ def run_sweep(args) -> int:
 def _counts_sentence(counts: dict[str, int], asked: int | None = None) -> str:
     complete = counts.get("COMPLETE", 0)
     words = [f"{complete} complete" + (f" (of {asked} asked)" if asked else "")]
-    words += [f"{counts[state]} {state.lower()}" for state in ("PRUNED", "FAIL", "RUNNING", "WAITING") if counts.get(state)]
+    words += [f"{counts[state]} {state.lower()}"
+              for state in ("PRUNED", "FAIL", "RUNNING", "WAITING") if counts.get(state)]
     return "Trials: " + ", ".join(words) + "."
 
 

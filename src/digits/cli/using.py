@@ -96,7 +96,8 @@ def add_export_commands(subcommands) -> None:
         "describes the input, the preprocessing, the classes and the check. Existing files are never replaced.",
     )
     export.add_argument("source", metavar="RUN|FILE.keras", help="a run folder or a .keras file")
-    export.add_argument("--format", choices=["onnx", "litert", "saved_model"], default="onnx", help="the format to write (onnx)")
+    export.add_argument("--format", choices=["onnx", "litert", "saved_model"], default="onnx",
+                        help="the format to write (onnx)")
     export.add_argument("--out", type=Path, metavar="PATH",
                         help="where to write (default: beside the source: model.onnx, model.tflite, ...)")
     export.set_defaults(handler=run_export)
