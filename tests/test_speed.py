@@ -147,7 +147,7 @@ def test_config_records_precision_and_steps_per_execution(target_run):
     config = json.loads((target_run / "config.json").read_text())
     assert config["precision"] == "float32" and config["precision_choice"]["precision"] == "float32"
     assert config["steps_per_execution"] == 4  # 1,000 images in batches of 256: the whole epoch in one call
-    assert config["jit_compile"] is True  # XLA pays for the shallow network's tiny layers
+    assert config["jit_compile"] == "auto"  # over 10 epochs XLA's compile costs more than it saves
     assert config["recipe"]["schedule"] == "one-cycle" and config["recipe"]["target_accuracy"] == 0.0
 
 
