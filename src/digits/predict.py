@@ -19,7 +19,8 @@ from digits.images import ImageError, load_image, prepare_image
 
 PRETRAINED_DIR = Path(__file__).with_name("pretrained")
 PRETRAINED_MODEL = PRETRAINED_DIR / "model.keras"
-PRETRAINED_INFO = PRETRAINED_DIR / "model.json"
+# The shipped model is a run folder of `digits train pretrained`; `digits evaluate` measured its test accuracy.
+PRETRAINED_EVALUATION = PRETRAINED_DIR / "evaluation" / "evaluation.json"
 
 # Above this many images, Keras's batched `predict` beats calling the model directly.
 DIRECT_CALL_LIMIT = 256
@@ -66,17 +67,15 @@ def _load_pretrained() -> Classifier:
         raise DigitsError(
             f"The shipped model {PRETRAINED_MODEL} is missing; reinstall digits or pass --model RUN|FILE.keras."
         )
-    try:
-        info = json.loads(PRETRAINED_INFO.read_text())
-    except (OSError, ValueError):
-        info = {}
+    config = _read_optional_json(PRETRAINED_DIR / "config.json")
+    evaluation = _read_optional_json(PRETRAINED_EVALUATION).get("evaluation", {})
     model = _load_keras_file(PRETRAINED_MODEL)
     info = {
-        "architecture": info.get("architecture", model.name),
-        "parameters": info.get("parameters", model.count_params()),
-        "test_accuracy": info.get("test_accuracy"),
+        "architecture": config.get("recipe", {}).get("model", model.name),
+        "parameters": model.count_params(),
+        "test_accuracy": evaluation.get("accuracy"),
         "source": "shipped with digits (src/digits/pretrained/model.keras)",
-        "command": info.get("command"),
+        "command": f"digits train {config['preset']}" if "preset" in config else None,
     }
     return Classifier(name="pretrained", model=model, info=info)
 
