@@ -39,13 +39,7 @@ class Run:
 
 def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = None) -> Path:
     """Make a new, empty run folder named after the time and preset; never returns an existing one."""
-    runs_dir = Path(runs_dir)
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DigitsError(
-            f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable --runs-dir."
-        ) from None
+    runs_dir = make_folder(Path(runs_dir), "pass a writable --runs-dir")
     stem = f"{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{preset}"
     for attempt in range(1, 1000):
         path = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
@@ -56,6 +50,15 @@ def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = 
         except FileExistsError:
             continue
     raise DigitsError(f"Too many runs named {stem} in {runs_dir}; wait a second or use another --runs-dir.")
+
+
+def make_folder(folder: Path, fix: str) -> Path:
+    """Create `folder` and its parents if needed; one that cannot be created is one sentence ending in `fix`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DigitsError(f"Cannot create {folder} ({error.strerror or error}); {fix}.") from None
+    return folder
 
 
 def write_atomically(path: Path, text: str) -> None:
