@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import digits
+
 # --- the command -------------------------------------------------------------------------------------
 
 
 def run_digits(*arguments, cwd=None, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `digits ARGUMENTS` as a user does, in a new process (this source first on its path, via PYTHONPATH),
-    and return its exit code and captured text. `env` replaces the environment when given."""
+    """Run `digits ARGUMENTS` as a user does, in a new process, and return its exit code and captured text.
+
+    `env` replaces the environment when given. The process imports the same digits as these tests, whatever
+    its working directory: a relative PYTHONPATH=src would otherwise find another copy, or none.
+    """
+    env = dict(os.environ if env is None else env)
+    source = str(Path(digits.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([source, *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,9 @@ from PIL import Image, ImageDraw
 from conftest import run_digits
 from digits.errors import DigitsError
 from digits.images import prepare_image
-from digits.predict import PRETRAINED_MODEL, find_image_files, load_classifier
+from digits.predict import PRETRAINED_DIR, PRETRAINED_MODEL, find_image_files, load_classifier
+from digits.recipes import get_preset
+from digits.runs import load_run
 
 
 def draw_digit(digit: int, size=(240, 240), ink=0, paper=255) -> Image.Image:
@@ -41,9 +44,18 @@ def classifier():
 def test_the_shipped_model_is_small_and_described(classifier):
     assert PRETRAINED_MODEL.stat().st_size < 1_000_000
     assert classifier.name == "pretrained"
-    assert classifier.info["test_accuracy"] >= 0.98
+    assert classifier.info["test_accuracy"] >= 0.995  # measured once by `digits evaluate`, shipped beside it
+    assert classifier.info["architecture"] == "cnn-bn"
     assert classifier.info["parameters"] == load_classifier(PRETRAINED_MODEL).model.count_params()
-    assert "scripts/train_pretrained.py" in classifier.info["command"]
+    assert classifier.info["command"] == "digits train pretrained"
+
+
+def test_the_shipped_model_is_a_finished_run_of_the_pretrained_preset():
+    run = load_run(PRETRAINED_DIR)
+    recipe = get_preset("pretrained")
+    assert run.config["recipe"] == dataclasses.asdict(recipe)  # so `digits train pretrained` trains it again
+    assert run.config["data"]["train_images"] == 60_000 and run.config["data"]["validation_images"] == 0
+    assert run.metrics["status"] == "complete" and run.metrics["epochs"] == recipe.epochs
 
 
 def test_the_shipped_model_reads_drawn_digits(classifier):

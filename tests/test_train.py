@@ -184,6 +184,12 @@ def test_holdout_validates_on_the_last_10000_training_images(mnist, holdout_run)
     assert (run.config["data"]["train_images"], run.config["data"]["validation_images"]) == (1000, 300)
 
 
+def test_a_runs_folder_that_cannot_be_created_is_one_sentence_naming_the_option(tmp_path):
+    (tmp_path / "taken").write_text("a file, where the runs folder should go")
+    with pytest.raises(DigitsError, match=r"^Cannot create .*taken/runs \(.*\); pass a writable --runs-dir\.$"):
+        create_run_dir(tmp_path / "taken" / "runs", "seed-cnn")
+
+
 def test_runs_started_in_the_same_second_never_share_a_folder(tmp_path):
     now = datetime(2025, 1, 2, 3, 4, 5)
     folders: list[Path] = []

@@ -135,7 +135,7 @@ DESCRIPTIONS: dict[str, str] = {
     "cnn": "Conv 32 3×3 relu → MaxPool 2 → Conv 64 3×3 relu → MaxPool 2 → Flatten → Dropout 0.5 "
     "→ Dense 10 softmax",
     "cnn-bn": "3 × (Conv 3×3 → MaxPool 2 → BatchNorm → relu), 32-64-128 channels → Flatten → Dropout 0.4 "
-    "→ Dense 10 softmax",
+    "→ Dense 10 softmax (the shipped model's, trained by preset pretrained)",
 }
 
 

@@ -25,7 +25,8 @@ from digits.inference import CALIBRATION_FILE, OnnxModel, probabilities, with_te
 
 PRETRAINED_DIR = Path(__file__).with_name("pretrained")
 PRETRAINED_MODEL = PRETRAINED_DIR / "model.keras"
-PRETRAINED_INFO = PRETRAINED_DIR / "model.json"
+# The shipped model is a run folder of `digits train pretrained`; `digits evaluate` measured its test accuracy.
+PRETRAINED_EVALUATION = PRETRAINED_DIR / "evaluation" / "evaluation.json"
 # The shipped model exported by `digits export src/digits/pretrained/model.keras --format onnx`, and its sidecar.
 PRETRAINED_ONNX = PRETRAINED_DIR / "model.onnx"
 PRETRAINED_ONNX_INFO = PRETRAINED_DIR / "model.onnx.json"
@@ -99,8 +100,8 @@ def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
     if prefer_onnx and _shipped_onnx_usable():
         classifier = _load_onnx(PRETRAINED_ONNX, threads)
         classifier.name = "pretrained"
+        classifier.info.update({key: value for key, value in _pretrained_description().items() if value is not None})
         classifier.info["source"] = "shipped with digits (src/digits/pretrained/model.onnx)"
-        classifier.info["command"] = _read_optional_json(PRETRAINED_INFO).get("command")
         # calibration.json beside the model is the source of truth; the sidecar copies it at export time.
         if PRETRAINED_CALIBRATION.is_file():
             settings = _inference_settings(_read_optional_json(PRETRAINED_CALIBRATION))
@@ -110,17 +111,26 @@ def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
         raise DigitsError(
             f"The shipped model {PRETRAINED_MODEL} is missing; reinstall digits or pass --model RUN|FILE.keras."
         )
-    info = _read_optional_json(PRETRAINED_INFO)
     model = _load_keras_file(PRETRAINED_MODEL)
+    description = _pretrained_description()
     info = {
-        "architecture": info.get("architecture", model.name),
-        "parameters": info.get("parameters", model.count_params()),
-        "test_accuracy": info.get("test_accuracy"),
+        "architecture": description["architecture"] or model.name,
+        "parameters": model.count_params(),
+        "test_accuracy": description["test_accuracy"],
         "source": "shipped with digits (src/digits/pretrained/model.keras)",
-        "command": info.get("command"),
+        "command": description["command"],
     }
     calibration = _read_optional_json(PRETRAINED_CALIBRATION)
     return Classifier(name="pretrained", model=model, info=info, **_inference_settings(calibration))
+
+
+def _pretrained_description() -> dict:
+    """The shipped run's architecture, measured test accuracy and the command that trains it again."""
+    config = _read_optional_json(PRETRAINED_DIR / "config.json")
+    evaluation = _read_optional_json(PRETRAINED_EVALUATION).get("evaluation", {})
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    return {"architecture": recipe.get("model"), "test_accuracy": evaluation.get("accuracy"),
+            "command": f"digits train {config['preset']}" if "preset" in config else None}
 
 
 def _shipped_onnx_usable() -> bool:

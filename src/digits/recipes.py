@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from digits.errors import DigitsError
 from digits.models import check_augmentation, check_model_name, check_precision
@@ -196,6 +197,13 @@ def study_recipe_of(preset: str) -> str | None:
     return PRESETS[preset].study_recipe if preset in PRESETS else None
 
 
+# The record-accuracy recipe (preset best); the shipped model's (preset pretrained) changes two of its fields.
+_BEST: dict[str, Any] = dict(
+    model="cnn-bn", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.005, schedule="one-cycle",
+    label_smoothing=0.1, augment_shift=2, augment_rotation=10.0, augment_zoom=0.1, precision="auto", epochs=30,
+    validation="none",
+)
+
 # The seed presets keep the study's math; they only run it faster: a whole epoch per graph call (and XLA for the
 # shallow network), which changes no loss, optimizer, learning rate, batch or epoch count.
 PRESETS: dict[str, Preset] = {
@@ -276,9 +284,17 @@ PRESETS: dict[str, Preset] = {
             # three Keras layers resampling in turn 99.56 %, one RandomWarp resampling once 99.65 %; adding a 1.5 px
             # elastic bend was still 0.3 points behind at epoch 23 (99.28 %), so it is left out. Earlier: 36 epochs
             # 99.60 % against 99.44–99.51 % for 15; a deeper variant (two convolutions in blocks 2 and 3) 99.58 %.
-            model="cnn-bn", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.005,
-            schedule="one-cycle", label_smoothing=0.1, augment_shift=2, augment_rotation=10.0, augment_zoom=0.1,
-            precision="auto", epochs=30, validation="none",
+            **_BEST,
+        ),
+        _preset(
+            "pretrained",
+            "the model shipped inside digits (what `digits predict` and `digits serve` use without --model): best's "
+            "cnn-bn, random warp, label smoothing and Adam one-cycle to 0.005, in float32 so that it runs at full "
+            "speed on any CPU, 20 epochs on all 60,000 training images. Chosen with --validation holdout",
+            # Chosen on the holdout slice, seed 0: these 20 float32 epochs scored 99.62 % there, `best`'s 30 bfloat16
+            # epochs 99.65 %. A model trained in bfloat16 also computes in bfloat16 wherever it is loaded, which a CPU
+            # without native bfloat16 emulates slowly; the shipped model must be quick on every CPU.
+            **{**_BEST, "precision": "float32", "epochs": 20},
         ),
     ]
 }

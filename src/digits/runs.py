@@ -44,13 +44,7 @@ class Run:
 
 def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = None) -> Path:
     """Make a new, empty run folder named after the time and preset; never returns an existing one."""
-    runs_dir = Path(runs_dir)
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DigitsError(
-            f"Cannot create the runs folder {runs_dir} ({error.strerror}); pass a writable `runs_dir`."
-        ) from None
+    runs_dir = make_folder(Path(runs_dir), "pass a writable `runs_dir`")
     stem = f"{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{preset}"
     for attempt in range(1, 1000):
         path = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
@@ -78,6 +72,15 @@ def check_writable(runs_dir: str | Path) -> None:
     except OSError as error:
         raise DigitsError(f"Cannot write runs in {runs_dir} ({error.strerror or error}); free disk space there or "
                           "pass a writable --runs-dir.") from None
+
+
+def make_folder(folder: Path, fix: str) -> Path:
+    """Create `folder` and its parents if needed; one that cannot be created is one sentence ending in `fix`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DigitsError(f"Cannot create {folder} ({error.strerror or error}); {fix}.") from None
+    return folder
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -35,7 +35,7 @@ from digits.inference import CALIBRATION_FILE, TTA_WORDS, with_temperature
 from digits.inference import probabilities as model_probabilities
 from digits.recipes import HOLDOUT_SIZE
 from digits.report import GALLERY_SIZE, ComparisonSection, DataSection, ModelSection, write_report
-from digits.runs import Run, create_run_dir, load_run, write_json
+from digits.runs import Run, create_run_dir, load_run, make_folder, write_json
 
 EVALUATION_DIR = "evaluation"
 REPORT_FILE = "report.html"
@@ -234,7 +234,7 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
     The reliability diagram shows the probabilities as given and, with a temperature, rescaled by it.
     """
     out_dir = Path(out_dir)
-    _make_folder(out_dir)
+    make_folder(out_dir, "choose a writable --out folder")
     evaluation = evaluate(labels, probabilities)
     history = history or {}
     has_curves = len(history.get("loss", [])) > 0
@@ -434,7 +434,7 @@ def new_output_folder(out_dir: str | Path | None, runs_dir: Path, kind: str) -> 
         return create_run_dir(runs_dir, kind)
     out_dir = Path(out_dir)
     check_new_folder(out_dir)
-    _make_folder(out_dir)
+    make_folder(out_dir, "choose a writable --out folder")
     return out_dir
 
 
@@ -444,15 +444,6 @@ def check_new_folder(folder: str | Path) -> None:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise DigitsError(f"{folder} already exists and is not an empty folder; choose a new `out_dir`, "
                           "so nothing is overwritten.")
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DigitsError(
-            f"Cannot create {folder} ({error.strerror or error}); choose a writable `out_dir`."
-        ) from None
 
 
 def _disambiguate(models: list[EvaluatedModel]) -> None:
