@@ -127,8 +127,12 @@ def _summary(models: list[ModelSection], comparison: ComparisonSection | None) -
         verdict = f"{models[0].name}: {100 * models[0].evaluation.accuracy:.2f} % test accuracy."
     else:
         verdict = "No model was evaluated."
+    # The study's headline finding (its two configurations compared, or how the runs were scored) comes first;
+    # every conclusion is at the end.
+    finding = (f'<p class="verdict">{_e(comparison.conclusions[0])} <a href="#conclusions">All conclusions</a></p>'
+               if comparison is not None and comparison.conclusions else "")
     return (f'<section id="summary"><div class="cards">{"".join(cards)}</div>'
-            f'<p class="verdict">{_e(verdict)}</p></section>')
+            f'<p class="verdict">{_e(verdict)}</p>{finding}</section>')
 
 
 def _data_section(data: DataSection) -> str:
