@@ -143,16 +143,16 @@ def build_model(name: str, *, precision: str = "float32", shift: int = 0, rotati
                 zoom: float = 0.0, elastic: float = 0.0) -> keras.Model:
     """A fresh, untrained model by registry name; its weights depend on Keras's random seed.
 
-    precision is a name in PRECISIONS ("auto" is resolved here, by `digits.precision.choose_precision`);
+    precision is "float32" or "mixed_bfloat16" ("auto" is resolved by `digits.precision.choose_precision`);
     shift (pixels), rotation (degrees), zoom (a fraction) and elastic (pixels) are the training-time augmentation
     (the CNNs only).
     """
     check_model_name(name)
     check_precision(precision)
     if precision == "auto":
-        from digits.precision import choose_precision
-
-        precision = choose_precision(precision, name).precision
+        # Measuring needs models, so the measurement (digits.precision) sits above this module.
+        raise DigitsError("build_model needs float32 or mixed_bfloat16; resolve `precision=auto` with "
+                          "digits.precision.choose_precision first (digits.build_model does).")
     check_augmentation(name, shift=shift, rotation=rotation, zoom=zoom, elastic=elastic)
     import keras
 

@@ -31,9 +31,8 @@ from pathlib import Path
 from digits.data import Mnist
 from digits.errors import DigitsError
 from digits.recipes import Recipe
-from digits.sweep_space import SearchSpace
+from digits.sweep_space import SWEEPS_DIR, SearchSpace
 
-SWEEPS_DIR = "sweeps"  # under the runs folder: the default SQLite file and each study's trial folders
 DEFAULT_DATABASE = "sweeps.db"
 JOURNAL_PREFIX = "journal:"
 # A running trial writes a heartbeat every HEARTBEAT_SECONDS; one silent for GRACE_HEARTBEATS of them is stale,

@@ -37,6 +37,7 @@ from typing import Any
 from digits.errors import DigitsError
 from digits.recipes import PRESETS, Recipe, get_preset, with_overrides
 
+SWEEPS_DIR = "sweeps"  # under the runs folder: the default SQLite file and each study's trial folders
 # What every trial validates on; "test" would choose recipes on the test set, "none" would score nothing.
 SWEEP_VALIDATION = "holdout"
 PRUNERS = ("median", "successive-halving", "none")

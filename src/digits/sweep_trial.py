@@ -17,8 +17,7 @@ import keras
 
 from digits.data import Mnist
 from digits.runs import METRICS_FILE, load_run, write_json
-from digits.sweep import SWEEPS_DIR
-from digits.sweep_space import Dimension, SearchSpace
+from digits.sweep_space import SWEEPS_DIR, Dimension, SearchSpace
 from digits.train import RunInterrupted, train
 
 # --- reporting and pruning ------------------------------------------------------------------------------------
