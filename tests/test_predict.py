@@ -102,7 +102,7 @@ def test_bad_model_paths_are_one_sentence(tmp_path):
         load_classifier(broken_onnx)
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(DigitsError, match=r"Cannot read .*broken\.keras"):
+    with pytest.raises(DigitsError, match=r"Cannot load a Keras model from .*broken\.keras"):
         load_classifier(broken)
     with pytest.raises(DigitsError, match="not a run folder"):
         load_classifier(tmp_path)

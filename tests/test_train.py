@@ -186,7 +186,7 @@ def test_holdout_validates_on_the_last_10000_training_images(mnist, holdout_run)
 
 def test_a_runs_folder_that_cannot_be_created_is_one_sentence_naming_the_option(tmp_path):
     (tmp_path / "taken").write_text("a file, where the runs folder should go")
-    with pytest.raises(DigitsError, match=r"^Cannot create .*taken/runs \(.*\); pass a writable --runs-dir\.$"):
+    with pytest.raises(DigitsError, match=r"^Cannot create .*taken/runs \(.*\); pass a writable `runs_dir`\.$"):
         create_run_dir(tmp_path / "taken" / "runs", "seed-cnn")
 
 

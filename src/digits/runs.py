@@ -71,7 +71,7 @@ def check_writable(runs_dir: str | Path) -> None:
             os.fsync(probe.fileno())
     except OSError as error:
         raise DigitsError(f"Cannot write runs in {runs_dir} ({error.strerror or error}); free disk space there or "
-                          "pass a writable --runs-dir.") from None
+                          "pass a writable `runs_dir`.") from None
 
 
 def make_folder(folder: Path, fix: str) -> Path:
