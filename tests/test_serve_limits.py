@@ -363,3 +363,30 @@ def test_headers_over_the_limit_are_refused_whether_in_one_chunk_or_many():
     many = feed(b"GET / HTTP/1.1\r\n", *[filler * 20] * 10)
     for transport in (one, many):
         assert transport.written.startswith(b"HTTP/1.1 431") and transport.closed
+
+
+
+def test_a_declared_body_that_cannot_fit_the_budget_is_refused_before_a_byte_is_read():
+    budget = limits.UploadBudget(limit=10_000)
+    budget.take(9_000)  # other uploads in flight hold most of it
+    reached_the_app, sent = [], []
+
+    async def app(scope, receive, send):
+        reached_the_app.append(scope["path"])
+
+    async def receive():
+        raise AssertionError("the body must not be read")
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"image/png"), (b"content-length", b"5000")]}
+    asyncio.run(limits.RequestGuard(app, budget=budget)(scope, receive, send))
+    assert not reached_the_app and sent[0]["status"] == 503
+    assert (b"connection", b"close") in sent[0]["headers"] and (b"retry-after", b"5") in sent[0]["headers"]
+    assert b"too many uploads" in sent[1]["body"] and budget.used == 9_000  # nothing was kept
+    # One that fits is reserved while it is handled, then given back.
+    asyncio.run(limits.RequestGuard(app, budget=budget)({**scope, "headers": scope["headers"][:2] + [
+        (b"content-length", b"1000")]}, receive, send))
+    assert reached_the_app == ["/predict"] and budget.used == 9_000

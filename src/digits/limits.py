@@ -124,6 +124,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.loop.call_later(1.0, self.transport.close)
 
 
+BUSY_SENTENCE = "The server is receiving too many uploads at once; send the picture again in a moment."
+# Closing the connection spares reading the rest of a body nobody will use.
+BUSY_HEADERS = {"retry-after": "5", "connection": "close"}
+
+
 class UploadBudget:
     """Bytes held by the uploads being received now; `take` refuses what would go over the budget."""
 
@@ -133,11 +138,7 @@ class UploadBudget:
 
     def take(self, size: int) -> None:
         if self.used + size > self.limit:
-            raise HTTPException(
-                503, "The server is receiving too many uploads at once; send the picture again in a moment.",
-                # Closing the connection spares reading the rest of a body nobody will use.
-                headers={"retry-after": "5", "connection": "close"},
-            )
+            raise HTTPException(503, BUSY_SENTENCE, headers=BUSY_HEADERS)
         self.used += size
 
     def give_back(self, size: int) -> None:
@@ -175,6 +176,16 @@ class RequestGuard:
                 message = {**message, "headers": kept + encoded_security_headers()}
             await send(message)
 
+        # A body that declares its length reserves all of it at once: when the budget cannot hold it, the request
+        # is refused before a byte of it is read, instead of after many connections have each sent a part.
+        reserved = declared_length(headers)
+        if reserved > self.budget.limit:
+            reserved = 0  # Bigger than any upload may be: the application refuses it (413) from the header alone.
+        if reserved:
+            if self.budget.used + reserved > self.budget.limit:
+                await refuse(send, 503, BUSY_SENTENCE, BUSY_HEADERS)
+                return
+            self.budget.take(reserved)
         held, body_complete = 0, False
         deadline = time.monotonic() + self.body_seconds
 
@@ -192,7 +203,7 @@ class RequestGuard:
                 ) from None
             body_complete = message["type"] != "http.request" or not message.get("more_body", False)
             size = len(message.get("body", b""))
-            self.budget.take(size)
+            self.budget.take(max(0, held + size - max(held, reserved)))  # only what goes past the reservation
             held += size
             return message
 
@@ -201,7 +212,7 @@ class RequestGuard:
         except ClientDisconnect:
             pass  # The client left during its upload; nobody is there to answer, and it is no error of ours.
         finally:
-            self.budget.give_back(held)
+            self.budget.give_back(max(held, reserved))
 
     def refusal(self, method: str, headers: dict[str, str]) -> tuple[int, str] | None:
         """The status and sentence for a request refused from its headers alone, or None."""
@@ -243,9 +254,16 @@ def encoded_security_headers() -> list[tuple[bytes, bytes]]:
     return [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
 
-async def refuse(send, status: int, detail: str) -> None:
+def declared_length(headers: dict[str, str]) -> int:
+    """The body length a request's Content-Length declares (0 when it declares none or an unreadable one)."""
+    value = headers.get("content-length", "")
+    return int(value) if value.isdigit() and len(value) < 19 else 0
+
+
+async def refuse(send, status: int, detail: str, extra_headers: dict[str, str] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(name.encode(), value.encode()) for name, value in (extra_headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers + encoded_security_headers()})
     await send({"type": "http.response.body", "body": body})
 
