@@ -206,7 +206,7 @@ def _to_grey(image: Image.Image, label: str = "the picture") -> np.ndarray:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BOX, reducing_gap=2.0)  # Area averaging keeps thin strokes.
     pixels = np.asarray(image, dtype=np.float32)
-    if not np.isfinite(pixels).all():
+    if image.mode == "F" and not np.isfinite(pixels).all():
         # A floating-point TIFF can hold NaN or infinity, which no threshold can place.
         raise ImageError(f"{label} holds pixel values that are not numbers (NaN or infinity); export it again "
                          "as an 8- or 16-bit image.")
