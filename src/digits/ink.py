@@ -7,11 +7,8 @@ were measured on MNIST's test set (`benchmarks/font_digits.py` shows what they b
 from __future__ import annotations
 
 import numpy as np
-
-# SciPy loads a submodule when it is first used: `scipy.ndimage` takes 0.2 s to import, which a server
-# spends only in its picture-preparing workers, not in the process that must start answering.
-import scipy
 from PIL import Image
+from scipy import ndimage
 
 from digits.data import IMAGE_SIDE
 
@@ -78,7 +75,7 @@ def paper_is_light(grey: np.ndarray) -> bool:
         return True
     if paper <= lowest and highest - paper > 0.01:
         return False
-    smooth = scipy.ndimage.gaussian_filter(grey, 1.0, truncate=2.0) if min(height, width) >= 8 else grey
+    smooth = ndimage.gaussian_filter(grey, 1.0, truncate=2.0) if min(height, width) >= 8 else grey
     darkest, lightest = float(smooth.min()), float(smooth.max())
     return (paper - darkest) > (lightest - paper)
 
@@ -98,12 +95,12 @@ def remove_background(ink: np.ndarray) -> np.ndarray:
     small = _resize_to(ink, small_size, Image.Resampling.BOX)
     size = max(3, round(max(small_size) / 3))
     # The opening is this erosion followed by a dilation.
-    eroded = scipy.ndimage.grey_erosion(small, size=(size, size), mode="nearest")
+    eroded = ndimage.grey_erosion(small, size=(size, size), mode="nearest")
     if not eroded.any():
         # The paper is exactly black (a canvas drawing): the estimate would be 0 everywhere.
         return np.clip(ink, 0.0, 1.0)
-    paper = scipy.ndimage.grey_dilation(eroded, size=(size, size), mode="nearest")
-    paper = scipy.ndimage.gaussian_filter(paper, size / 4, mode="nearest")
+    paper = ndimage.grey_dilation(eroded, size=(size, size), mode="nearest")
+    paper = ndimage.gaussian_filter(paper, size / 4, mode="nearest")
     paper = _resize_to(paper, (height, width), Image.Resampling.BILINEAR)
     return np.clip(ink - paper, 0.0, 1.0)
 
@@ -122,7 +119,7 @@ def find_ink(residual: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int
     height, width = residual.shape
     if min(height, width) >= 8:
         around = _nonzero_box(residual, margin=2)  # The blur reaches 2 pixels.
-        peak = float(scipy.ndimage.gaussian_filter(residual[around], 1.0, truncate=2.0).max())
+        peak = float(ndimage.gaussian_filter(residual[around], 1.0, truncate=2.0).max())
     else:
         peak = float(residual.max())
     if peak < MIN_CONTRAST:
@@ -166,7 +163,7 @@ def _frame_edges(strokes: np.ndarray) -> np.ndarray:
     """Marks that run along the picture's edge (the paper's edge, a table, a scanner lid), not ink."""
     if not (strokes[0].any() or strokes[-1].any() or strokes[:, 0].any() or strokes[:, -1].any()):
         return np.zeros_like(strokes)  # Nothing touches the edge (a canvas drawing, most photos).
-    labels, count = scipy.ndimage.label(strokes, structure=np.ones((3, 3)))
+    labels, count = ndimage.label(strokes, structure=np.ones((3, 3)))
     if count == 0:
         return np.zeros_like(strokes)
     height, width = strokes.shape
@@ -186,7 +183,7 @@ def _digit_parts(strokes: np.ndarray, gap: int) -> np.ndarray | None:
     Pieces up to `gap` pixels apart count as one mark.
     """
     grouped = _dilate(strokes, gap)
-    groups, count = scipy.ndimage.label(grouped, structure=np.ones((3, 3)))
+    groups, count = ndimage.label(grouped, structure=np.ones((3, 3)))
     if count == 0:
         return None
     groups = groups * strokes
@@ -194,7 +191,7 @@ def _digit_parts(strokes: np.ndarray, gap: int) -> np.ndarray | None:
     largest = int(areas.max())
     if largest < 4:
         return None
-    boxes = scipy.ndimage.find_objects(groups)
+    boxes = ndimage.find_objects(groups)
     candidates = [index for index in range(count) if areas[index] >= MIN_PART_FRACTION * largest]
     main = int(np.argmax(areas))
     top, bottom = boxes[main][0].start, boxes[main][0].stop
@@ -253,14 +250,14 @@ def fit_box(ink: np.ndarray) -> np.ndarray:
     if width < MIN_STROKE_WIDTH:
         radius = (TARGET_STROKE_WIDTH - width) / 2 * FIT_SIDE / BOX_SIDE
         ink = np.pad(ink, int(np.ceil(radius)) + 1)
-        ink = scipy.ndimage.grey_dilation(ink, footprint=_disk(radius))
+        ink = ndimage.grey_dilation(ink, footprint=_disk(radius))
         ink = _crop_to_ink(ink)
     elif width > MAX_STROKE_WIDTH:
         # Bold strokes fill MNIST's small box and hide the shape (a bold 1 with a foot looks like a 2).
         radius = (width - MAX_STROKE_WIDTH) / 2 * FIT_SIDE / BOX_SIDE
-        thinned = scipy.ndimage.grey_erosion(ink, footprint=_disk(radius))
+        thinned = ndimage.grey_erosion(ink, footprint=_disk(radius))
         # Unless that would break a hairline (a bold serif font's thin strokes), so the shape changes.
-        if scipy.ndimage.label(thinned > 0.5)[1] == scipy.ndimage.label(ink > 0.5)[1]:
+        if ndimage.label(thinned > 0.5)[1] == ndimage.label(ink > 0.5)[1]:
             ink = _crop_to_ink(thinned)
     digit = np.clip(_resize(ink, BOX_SIDE / max(ink.shape)), 0.0, None)
     peak = float(digit.max())
@@ -318,7 +315,7 @@ def centre_in_field(digit: np.ndarray) -> np.ndarray:
     """Place the digit in IMAGE_SIDE² so its centre of mass is at the centre, as MNIST did (whole pixels)."""
     height, width = digit.shape
     if digit.sum() > 0:
-        centre_row, centre_column = scipy.ndimage.center_of_mass(digit)
+        centre_row, centre_column = ndimage.center_of_mass(digit)
     else:
         centre_row, centre_column = height / 2, width / 2
     middle = IMAGE_SIDE / 2
