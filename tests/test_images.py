@@ -332,3 +332,15 @@ def test_the_page_s_opaque_colour_canvas_reads_like_the_same_drawing_in_greyscal
         # The page sends RGBA, opaque, ink and paper grey: the colour shortcuts must not change the view.
         np.testing.assert_array_equal(prepare_image(drawing.convert("RGB")), greyscale)
         np.testing.assert_array_equal(prepare_image(drawing.convert("RGBA")), greyscale)
+
+
+def test_the_numpy_mask_filters_give_what_scipy_s_give():
+    # The fast dilation and erosion on the common path must keep every view as SciPy's filters made it.
+    generator = np.random.default_rng(0)
+    for _ in range(300):
+        shape = tuple(int(side) for side in generator.integers(1, 40, 2))
+        mask = generator.random(shape) < generator.random()
+        reach = int(generator.integers(1, 6))
+        np.testing.assert_array_equal(ink._dilate(mask, reach),
+                                      ndimage.maximum_filter(mask.view(np.uint8), size=2 * reach + 1) > 0)
+        np.testing.assert_array_equal(ink._erode_cross(mask), ndimage.binary_erosion(mask))

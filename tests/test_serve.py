@@ -326,7 +326,9 @@ def test_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_png):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        first_line = server.stdout.readline()  # Printed once the model is loaded and the port is bound.
+        # Printed once the model is loaded and the port is bound; the workers may still be starting, and this
+        # first picture waits for them.
+        first_line = server.stdout.readline()
         address = re.search(r"http://127\.0\.0\.1:\d+/", first_line)
         assert address, first_line
         answer = httpx.post(address.group() + "predict", content=digit_png(1), timeout=30).json()
@@ -372,3 +374,32 @@ def test_dead_preparation_workers_are_replaced_and_the_next_picture_is_read(clas
         answer = post_png(own_client, digit_png(7))
         assert answer.status_code == 200 and answer.json()["digit"] == 7
     assert not preparer.workers  # The app's shutdown stopped its workers.
+
+
+def test_pictures_sent_while_the_workers_are_still_starting_wait_for_them_and_are_read(classifier, digit_png):
+    with TestClient(create_app(classifier)) as own_client:
+        preparer = own_client.app.state.preparer
+        preparer.start(wait=False)  # As `digits serve` does before it prints its address.
+        assert len(preparer.workers) == 2 and not preparer.idle
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda digit: post_png(own_client, digit_png(digit)), [7, 1, 7, 1]))
+        assert [answer.json()["digit"] for answer in answers] == [7, 1, 7, 1]
+        deadline = time.monotonic() + 20  # The first worker ready may have read all four.
+        while len(preparer.idle) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(preparer.idle) == 2  # Both joined once ready, and are free again.
+
+
+@pytest.mark.slow
+def test_workers_that_die_while_starting_answer_503_and_the_next_picture_is_read(classifier, digit_png):
+    import os
+
+    with TestClient(create_app(classifier)) as own_client:
+        preparer = own_client.app.state.preparer
+        preparer.start(wait=False)
+        for worker in list(preparer.workers):
+            os.kill(worker.process.pid, signal.SIGKILL)
+            worker.process.join(timeout=10)
+        assert_one_sentence_error(post_png(own_client, digit_png(7)), 503, "failed to start")
+        answer = post_png(own_client, digit_png(7))  # Fresh workers start for the next picture.
+        assert answer.status_code == 200 and answer.json()["digit"] == 7

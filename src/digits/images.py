@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from digits import ink
 from digits.errors import DigitsError
 
 # Refuse pictures above 40 megapixels (a 7,700 × 5,200 photo) before decoding them: a decompression bomb
@@ -170,6 +169,10 @@ def prepare_image(image: Image.Image, *, name: str | None = None) -> np.ndarray:
 
     Raises NoDigitError naming the picture when it holds no ink (blank, uniform or noise only).
     """
+    # digits.ink imports SciPy's filters (0.2 s), which a server needs only in its picture workers, not in
+    # the process that must start answering; so each function here imports it when it runs.
+    from digits import ink
+
     label = name or getattr(image, "filename", "") or "the image"
     grey = _to_grey(image, label)  # (H, W) float32 in [0, 1], at most WORK_SIDE on a side
     found = _find_digit(grey)
@@ -190,6 +193,7 @@ def prepare_image(image: Image.Image, *, name: str | None = None) -> np.ndarray:
 
 
 def _find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    from digits import ink
     light_ink = ink.ink_on_black(grey)  # light ink on dark, whatever the picture's polarity
     residual = ink.remove_background(light_ink)  # paper ≈ 0, ink > 0, lighting evened out
     return ink.find_ink(residual)  # cropped to the digit, strokes ≈ 1; and where it was
@@ -206,7 +210,7 @@ def _to_grey(image: Image.Image, label: str = "the picture") -> np.ndarray:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BOX, reducing_gap=2.0)  # Area averaging keeps thin strokes.
     pixels = np.asarray(image, dtype=np.float32)
-    if not np.isfinite(pixels).all():
+    if image.mode == "F" and not np.isfinite(pixels).all():
         # A floating-point TIFF can hold NaN or infinity, which no threshold can place.
         raise ImageError(f"{label} holds pixel values that are not numbers (NaN or infinity); export it again "
                          "as an 8- or 16-bit image.")
@@ -266,6 +270,7 @@ def _colour_to_grey(colour: np.ndarray) -> np.ndarray:
     Red ink on green paper can have the same luminance; the principal axis of the pixel colours still
     separates them. Whichever grey image splits into two classes most clearly (Otsu) wins.
     """
+    from digits import ink
     luminance = colour @ np.array([0.299, 0.587, 0.114], np.float32)
     red, green, blue = colour[..., 0], colour[..., 1], colour[..., 2]
     if np.array_equal(red, green) and np.array_equal(green, blue):
@@ -289,4 +294,5 @@ def _colour_to_grey(colour: np.ndarray) -> np.ndarray:
 
 def is_dark_on_light(image: Image.Image) -> bool:
     """Whether the picture shows dark ink on light paper (the polarity `prepare_image` detects)."""
+    from digits import ink
     return ink.paper_is_light(_to_grey(image))

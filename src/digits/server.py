@@ -37,7 +37,10 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
             use_one_thread_per_inference()
         classifier = load_classifier(model, threads=1)
         app = create_app(classifier, allowed_hosts=limits.allowed_hosts_for(host))
-        app.state.preparer.start()
+        # The picture-preparing workers get ready (about half a second each) while uvicorn starts; a picture
+        # that arrives before them waits for the first one that is. Started here, not first: on 2 cores, workers
+        # importing beside this process slowed it more than they gained (docs/inference.md has the figures).
+        app.state.preparer.start(wait=False)
         url_host = f"[{host}]" if ":" in host else host
         print(f"Serving model {classifier.name} ({classifier.runtime}) "
               f"at http://{url_host}:{listener.getsockname()[1]}/ "

@@ -12,6 +12,7 @@ import multiprocessing
 import signal
 import time
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,10 @@ PREPARATION_SECONDS = 5.0
 WORKER_MEMORY_BYTES = 1024 * 2**20
 # Pictures waiting for a free worker beyond this many are refused (503) rather than queued without end.
 MAX_WAITING_PICTURES = 64
+# A picture (pickled with its name) up to this size is written to an idle worker's pipe at once: the empty
+# pipe (64 KB on Linux) takes it without blocking. A bigger one is written from a thread, which waits while
+# the worker reads it. The page's drawings are 2–5 KB; the thread's round trip cost each about 0.1 ms of CPU.
+DIRECT_SEND_BYTES = 32 * 1024
 # The most pictures one inference call classifies; more wait for the next call.
 MAX_BATCH = 64
 
@@ -99,11 +104,6 @@ class BatchClassifier:
                     answer.cancel()
 
 
-# Pictures up to this size are written to an idle worker's pipe from the event loop: a pipe buffers 64 KB, so the
-# write never waits.
-DIRECT_SEND_BYTES = 32 * 1024
-
-
 class PicturePreparer:
     """Prepares pictures in worker processes, each picture within a time limit, so the event loop only speaks HTTP.
 
@@ -119,30 +119,40 @@ class PicturePreparer:
     def __init__(self, processes: int = PREPARATION_PROCESSES, time_limit: float = PREPARATION_SECONDS):
         self.processes = processes
         self.time_limit = time_limit
-        self.workers: list[PreparationWorker] = []  # All live workers, idle or busy.
+        self.workers: list[PreparationWorker] = []  # All live workers: starting, idle or busy.
         self.idle: list[PreparationWorker] = []
+        self.starting: list[PreparationWorker] = []  # Started, not yet ready, and not yet watched by a task.
         self.waiting: list[asyncio.Future] = []  # Requests waiting for an idle worker, first come first served.
-        self.replacements: set[asyncio.Task] = set()
+        self.becoming_ready: set[asyncio.Task] = set()
 
     @property
     def started(self) -> bool:
-        return bool(self.workers) or bool(self.replacements)
+        return bool(self.workers) or bool(self.becoming_ready)
 
-    def start(self) -> None:
-        """Start the workers and wait until each has imported the preparation code (about a second)."""
-        if self.started:
-            return
-        fresh = [PreparationWorker() for _ in range(self.processes)]
-        for worker in fresh:
-            worker.wait_ready()
-        self.workers, self.idle = list(fresh), list(fresh)
+    def start(self, wait: bool = True) -> None:
+        """Start the workers; with `wait`, wait until each has imported the preparation code (about half a second).
+
+        Without waiting, the workers get ready while the caller goes on (a server loads its model and starts
+        listening meanwhile); a picture that arrives before any is ready waits for the first one.
+        """
+        if not self.started:
+            self.starting = [PreparationWorker() for _ in range(self.processes)]
+            self.workers = list(self.starting)
+        if wait:
+            for worker in self.starting:
+                worker.wait_ready()
+            self.idle += self.starting
+            self.starting = []
 
     async def __call__(self, data: bytes, name: str) -> np.ndarray:
         """The (28, 28) uint8 view of an image file's bytes, exactly as `digits predict` reads a file.
 
         Raises what `images.prepare_file` raises (ImageError, NoDigitError), or PreparationFailed.
         """
-        self.start()
+        self.start(wait=False)
+        for worker in self.starting:  # Workers started before the event loop ran: each joins when ready.
+            self.join_when_ready(worker)
+        self.starting = []
         worker = await self.idle_worker()
         try:
             _, answer = await worker.prepare(data, name, self.time_limit)
@@ -204,25 +214,39 @@ class PicturePreparer:
             self.workers.remove(worker)
         fresh = PreparationWorker()
         self.workers.append(fresh)
-        task = asyncio.get_running_loop().create_task(self.when_ready(fresh))
-        self.replacements.add(task)
-        task.add_done_callback(self.replacements.discard)
+        self.join_when_ready(fresh)
+
+    def join_when_ready(self, worker: PreparationWorker) -> None:
+        task = asyncio.get_running_loop().create_task(self.when_ready(worker))
+        self.becoming_ready.add(task)
+        task.add_done_callback(self.becoming_ready.discard)
 
     async def when_ready(self, worker: PreparationWorker) -> None:
         try:
             await worker.readable(timeout=None)
-            worker.connection.recv()  # "ready"
+            ready = worker.connection.recv()
         except (EOFError, OSError):
-            return  # It died while importing; the next replacement will try again.
-        if worker in self.workers:
+            ready = None
+        if worker not in self.workers:
+            return  # Stopped meanwhile (the server is closing, or it was replaced).
+        if ready == "ready":
             self.release(worker)
+            return
+        # It died while importing. Requests wait for the others; with none left, they hear why.
+        worker.stop()
+        self.workers.remove(worker)
+        if not self.workers:
+            for turn in self.waiting:
+                if not turn.done():
+                    turn.set_exception(PreparationFailed(
+                        503, "The server's picture preparation workers failed to start; send the picture again."))
 
     def close(self) -> None:
-        for task in self.replacements:
+        for task in self.becoming_ready:
             task.cancel()
         for worker in self.workers:
             worker.stop()
-        self.workers, self.idle = [], []
+        self.workers, self.idle, self.starting = [], [], []
         for turn in self.waiting:
             if not turn.done():
                 turn.set_exception(PreparationFailed(503, "The server is stopping; send the picture again later."))
@@ -248,13 +272,12 @@ class PreparationWorker:
 
     async def prepare(self, data: bytes, name: str, time_limit: float) -> tuple[str, object]:
         deadline = time.monotonic() + time_limit
-        if len(data) + len(name) <= DIRECT_SEND_BYTES:
-            # An idle worker's empty pipe takes a small picture (a drawing is a few kilobytes) at once: no thread
-            # hop, which under load cost more waiting than the preparation itself.
-            self.connection.send((data, name))
+        message = ForkingPickler.dumps((data, name))  # What `connection.send((data, name))` writes.
+        if len(message) <= DIRECT_SEND_BYTES:
+            self.connection.send_bytes(message)
         else:
             # Sending 10 MB through a pipe waits for the worker to read it; a thread keeps the loop free.
-            sending = asyncio.get_running_loop().run_in_executor(None, self.connection.send, (data, name))
+            sending = asyncio.get_running_loop().run_in_executor(None, self.connection.send_bytes, message)
             await asyncio.wait_for(sending, time_limit)
         await self.readable(timeout=max(0.0, deadline - time.monotonic()))
         return self.connection.recv()
@@ -285,6 +308,7 @@ class PreparationWorker:
 def serve_preparations(connection, memory_limit: int) -> None:
     """A worker's life: prepare each picture the pipe brings, answer its view or its error, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    images.prepare_file(warm_up_png())  # Loads what the first picture needs (SciPy's filters, Pillow's PNG reader).
     limit_memory(memory_limit)
     connection.send("ready")
     while True:
