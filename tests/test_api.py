@@ -105,7 +105,7 @@ def test_a_trained_run_evaluates_compares_and_shows_itself(tmp_path):
 
 
 def test_epoch_lines_print_one_line_per_epoch(capsys):
-    from digits.train import EpochLines
+    from digits.callbacks import EpochLines
 
     lines = EpochLines(total_epochs=3)
     for epoch in range(3):

@@ -9,10 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from digits.calibration import expected_calibration_error, fit_temperature, reliability
+from digits.calibration import expected_calibration_error, fit_temperature, holdout_unseen, reliability
 from digits.inference import with_temperature
 from digits.predict import load_classifier
-from digits.study import holdout_unseen
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

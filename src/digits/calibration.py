@@ -3,16 +3,24 @@
 Pure NumPy on (labels, probabilities): `reliability` bins the predictions by confidence, and
 `expected_calibration_error` is the bins' mean gap between confidence and accuracy, weighted by size
 (Guo et al. 2017). `fit_temperature` finds the T that minimises the cross-entropy of softmax(log p / T) on
-held-out images; `digits.inference.with_temperature` applies it.
+held-out images; `digits.inference.with_temperature` applies it. `calibrate_run` fits a run's temperature on
+the holdout and keeps it in the run's calibration.json, where predict, serve and export read it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from digits.inference import with_temperature
+from digits.data import Mnist
+from digits.errors import DigitsError
+from digits.inference import CALIBRATION_FILE, with_temperature
+from digits.inference import probabilities as model_probabilities
+from digits.recipes import HOLDOUT_SIZE
+from digits.runs import Run, write_json
 
 # 15 equal-width confidence bins, as in Guo et al.; fewer hide the gap, more leave bins nearly empty.
 BINS = 15
@@ -72,3 +80,41 @@ def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
     best = minimize_scalar(cross_entropy, bounds=tuple(np.log(TEMPERATURE_RANGE)), method="bounded",
                            options={"xatol": 1e-4})
     return float(np.exp(best.x))
+
+
+# --- a run's temperature ------------------------------------------------------------------------
+
+
+def calibrate_run(run: Run, model, data: Mnist) -> float:
+    """Fit the run's temperature on the holdout (the last 10,000 training images, never the test set) and
+    record it in the run's calibration.json, which `digits predict`, `digits serve` and `digits export` read."""
+    split = len(data.train_images) - HOLDOUT_SIZE
+    if not holdout_unseen(run.config["recipe"], len(data.train_images)):
+        raise DigitsError(f"The run in {run.path} was trained on the last {HOLDOUT_SIZE:,} training images, so "
+                          "they cannot calibrate it; train with --validation holdout to use --calibrate.")
+    holdout_images, holdout_labels = data.train_images[split:], data.train_labels[split:]
+    temperature = fit_temperature(holdout_labels, model_probabilities(model, holdout_images))
+    path = run.path / CALIBRATION_FILE
+    settings = _read_json_object(path)
+    settings.update({"temperature": round(temperature, 6),
+                     "fitted_on": f"the holdout: the last {HOLDOUT_SIZE:,} training images"})
+    write_json(path, settings)
+    return temperature
+
+
+def holdout_unseen(recipe: dict, train_count: int) -> bool:
+    """Whether a run's recipe kept the last HOLDOUT_SIZE of `train_count` training images out of training."""
+    limit = recipe.get("train_limit")
+    return recipe.get("validation") == "holdout" or (limit is not None and limit <= train_count - HOLDOUT_SIZE)
+
+
+def recorded_temperature(run: Run) -> float | None:
+    return _read_json_object(run.path / CALIBRATION_FILE).get("temperature")
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}

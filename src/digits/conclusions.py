@@ -145,3 +145,18 @@ def configurations_sentence(runs: Sequence[tuple[ModelSummary, Mapping]]) -> str
                      f"Nesterov momentum {mse_recipe.get('momentum', 0):g} at {mse_recipe.get('learning_rate'):g}, "
                      f"{mse_recipe.get('epochs')} epochs each.")
     return sentence
+
+
+def summary_table(models: list[ModelSummary]) -> str:
+    """A fixed-width table for the terminal, one row per model, best first."""
+    headers = ["model", "test accuracy", "mistakes", "loss", "training time", "epochs", "parameters"]
+    rows = [[model.name, f"{100 * model.accuracy:.2f} %", f"{model.mistakes:,} / {model.count:,}",
+             f"{model.loss:.4f}", "—" if model.training_seconds is None else f"{model.training_seconds:,.1f} s",
+             "—" if model.epochs is None else str(model.epochs),
+             "—" if model.parameters is None else f"{model.parameters:,}"] for model in models]
+    widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
+    lines = ["  ".join(text.ljust(width) if column == 0 else text.rjust(width)
+                       for column, (text, width) in enumerate(zip(row, widths, strict=True)))
+             for row in [headers, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)

@@ -54,8 +54,8 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
     The output goes to out_dir (new or empty) or a new `<first member's runs folder>/<time>-ensemble/`.
     """
     from digits.evaluate import ModelSummary, evaluate
-    from digits.runs import load_model, write_json
-    from digits.study import evaluate_predictions, new_output_folder, test_set
+    from digits.runs import load_model, new_output_folder, write_json
+    from digits.study import evaluate_predictions, test_set
 
     runs = load_members(paths)
     folder = new_output_folder(out_dir, runs[0].path.parent, "ensemble")

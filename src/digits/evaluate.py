@@ -330,7 +330,7 @@ def compare(models: Sequence[ModelSummary]) -> Comparison:
 
     others = [model for model in ranked if model not in winners]
     if len(winners) > 1:
-        names = _join([model.name for model in winners])
+        names = join_names([model.name for model in winners])
         sentence = (f"{names} tie on accuracy at {_percent(top.accuracy)} "
                     f"({top.mistakes:,} mistakes each out of {top.count:,}); "
                     f"{_tie_breakers(winners)}.")
@@ -425,5 +425,6 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def _join(names: list[str]) -> str:
+def join_names(names: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -275,3 +275,21 @@ def read_history(path: Path) -> dict[str, np.ndarray]:
     history = dict(zip(HISTORY_COLUMNS, columns, strict=False))
     history["epoch"] = history["epoch"].astype(int)
     return history
+
+
+def new_output_folder(out_dir: str | Path | None, runs_dir: Path, kind: str) -> Path:
+    """The given `out_dir` folder (new or empty), else a fresh runs/<time>-<kind>/ that no one else uses."""
+    if out_dir is None:
+        return create_run_dir(runs_dir, kind)
+    out_dir = Path(out_dir)
+    check_new_folder(out_dir)
+    make_folder(out_dir, "choose a writable `out_dir`")
+    return out_dir
+
+
+def check_new_folder(folder: str | Path) -> None:
+    """Refuse an `out_dir` folder that already holds files, so no earlier result is overwritten."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise DigitsError(f"{folder} already exists and is not an empty folder; choose a new `out_dir`, "
+                          "so nothing is overwritten.")

@@ -8,7 +8,6 @@ probabilities get the same evaluation folder, figures and report as one trained 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from digits import display, plots
-from digits.calibration import fit_temperature, reliability
+from digits.calibration import calibrate_run, recorded_temperature, reliability
 from digits.conclusions import configurations_sentence, model_conclusion
 from digits.data import Mnist, class_counts
 from digits.errors import DigitsError
@@ -29,13 +28,13 @@ from digits.evaluate import (
     OverfittingVerdict,
     compare,
     evaluate,
+    join_names,
     overfitting_verdict,
 )
-from digits.inference import CALIBRATION_FILE, TTA_WORDS, with_temperature
+from digits.inference import TTA_WORDS, with_temperature
 from digits.inference import probabilities as model_probabilities
-from digits.recipes import HOLDOUT_SIZE
 from digits.report import GALLERY_SIZE, ComparisonSection, DataSection, ModelSection, write_report
-from digits.runs import Run, create_run_dir, load_run, make_folder, write_json
+from digits.runs import Run, check_new_folder, load_run, make_folder, new_output_folder, write_json
 
 EVALUATION_DIR = "evaluation"
 REPORT_FILE = "report.html"
@@ -189,41 +188,6 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
     )
 
 
-def calibrate_run(run: Run, model, data: Mnist) -> float:
-    """Fit the run's temperature on the holdout (the last 10,000 training images, never the test set) and
-    record it in the run's calibration.json, which `digits predict`, `digits serve` and `digits export` read."""
-    split = len(data.train_images) - HOLDOUT_SIZE
-    if not holdout_unseen(run.config["recipe"], len(data.train_images)):
-        raise DigitsError(f"The run in {run.path} was trained on the last {HOLDOUT_SIZE:,} training images, so "
-                          "they cannot calibrate it; train with --validation holdout to use --calibrate.")
-    holdout_images, holdout_labels = data.train_images[split:], data.train_labels[split:]
-    temperature = fit_temperature(holdout_labels, model_probabilities(model, holdout_images))
-    path = run.path / CALIBRATION_FILE
-    settings = _read_json_object(path)
-    settings.update({"temperature": round(temperature, 6),
-                     "fitted_on": f"the holdout: the last {HOLDOUT_SIZE:,} training images"})
-    write_json(path, settings)
-    return temperature
-
-
-def holdout_unseen(recipe: dict, train_count: int) -> bool:
-    """Whether a run's recipe kept the last HOLDOUT_SIZE of `train_count` training images out of training."""
-    limit = recipe.get("train_limit")
-    return recipe.get("validation") == "holdout" or (limit is not None and limit <= train_count - HOLDOUT_SIZE)
-
-
-def recorded_temperature(run: Run) -> float | None:
-    return _read_json_object(run.path / CALIBRATION_FILE).get("temperature")
-
-
-def _read_json_object(path: Path) -> dict:
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return content if isinstance(content, dict) else {}
-
-
 def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarray, images: np.ndarray,
                          out_dir: str | Path, *, source: str, config: dict | None = None,
                          metrics: dict | None = None, history: dict | None = None,
@@ -288,7 +252,7 @@ def describe_data(data: Mnist, models: list[EvaluatedModel], out_dir: Path) -> D
         if trained_on is not None:
             setup = f"trained on {trained_on:,} images; validation: {model.config.get('validation', 'unknown')}."
             setups.setdefault(setup, []).append(model.name)
-    notes = [f"{_join(names)} {setup}" for setup, names in setups.items()]
+    notes = [f"{join_names(names)} {setup}" for setup, names in setups.items()]
     for model in models:
         trained_source = model.config.get("data", {}).get("source")
         if trained_source and trained_source != data.source:
@@ -410,42 +374,6 @@ def study_recipes(*, exact: bool = False, train_limit: int | None = None, test_l
             for name in (EXACT_PRESETS if exact else QUICK_PRESETS)]
 
 
-def summary_table(models: list[ModelSummary]) -> str:
-    """A fixed-width table for the terminal, one row per model, best first."""
-    headers = ["model", "test accuracy", "mistakes", "loss", "training time", "epochs", "parameters"]
-    rows = [[model.name, f"{100 * model.accuracy:.2f} %", f"{model.mistakes:,} / {model.count:,}",
-             f"{model.loss:.4f}", "—" if model.training_seconds is None else f"{model.training_seconds:,.1f} s",
-             "—" if model.epochs is None else str(model.epochs),
-             "—" if model.parameters is None else f"{model.parameters:,}"] for model in models]
-    widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
-    lines = ["  ".join(text.ljust(width) if column == 0 else text.rjust(width)
-                       for column, (text, width) in enumerate(zip(row, widths, strict=True)))
-             for row in [headers, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-# --- folders --------------------------------------------------------------------------------------
-
-
-def new_output_folder(out_dir: str | Path | None, runs_dir: Path, kind: str) -> Path:
-    """The given --out folder (new or empty), else a fresh runs/<time>-<kind>/ that no one else uses."""
-    if out_dir is None:
-        return create_run_dir(runs_dir, kind)
-    out_dir = Path(out_dir)
-    check_new_folder(out_dir)
-    make_folder(out_dir, "choose a writable --out folder")
-    return out_dir
-
-
-def check_new_folder(folder: str | Path) -> None:
-    """Refuse a --out folder that already holds files, so no earlier result is overwritten."""
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise DigitsError(f"{folder} already exists and is not an empty folder; choose a new `out_dir`, "
-                          "so nothing is overwritten.")
-
-
 def _disambiguate(models: list[EvaluatedModel]) -> None:
     """Models of the same preset are named by their run folders instead, so tables tell them apart."""
     names = [model.name for model in models]
@@ -456,10 +384,6 @@ def _disambiguate(models: list[EvaluatedModel]) -> None:
     for number, model in enumerate(models, start=1):
         if names.count(model.name) > 1:  # Same folder name under different parents.
             model.name = f"{model.name} ({number})"
-
-
-def _join(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _finite(value):

@@ -65,8 +65,8 @@ def add_study_commands(subcommands) -> None:
 
 def run_evaluate(args) -> int:
     from digits.api import evaluate, load_mnist
+    from digits.conclusions import summary_table
     from digits.runs import load_run
-    from digits.study import summary_table
 
     load_run(args.run)  # A bad folder is reported before MNIST and Keras load.
     evaluated = evaluate(args.run, load_mnist(args.data_dir), args.out, tta=args.tta, calibrate=args.calibrate)
@@ -83,8 +83,8 @@ def run_evaluate(args) -> int:
 
 def run_compare(args) -> int:
     from digits.api import compare, load_mnist
+    from digits.conclusions import summary_table
     from digits.runs import load_run
-    from digits.study import summary_table
 
     if len(args.runs) < 2:
         raise DigitsError("Comparing needs at least two run folders; name two or more after `digits compare`.")
@@ -103,7 +103,9 @@ def run_study_command(args) -> int:
     import time
 
     from digits.api import load_mnist, run_study
-    from digits.study import check_new_folder, study_recipes, summary_table
+    from digits.conclusions import summary_table
+    from digits.runs import check_new_folder
+    from digits.study import study_recipes
 
     # Bad limits or a used --out folder are refused at once, not after loading Keras, data and training.
     study_recipes(exact=args.exact, train_limit=args.train_limit, test_limit=args.test_limit, epochs=args.epochs)
@@ -184,12 +186,12 @@ def run_ensemble(args) -> int:
         # Beside the trial folders (runs/sweeps/STUDY/), not inside the first member's trial folder.
         args.out = create_run_dir(Path(args.runs[0]).parent.parent, "ensemble")
     if args.out is not None:
-        from digits.study import check_new_folder
+        from digits.runs import check_new_folder
 
         check_new_folder(args.out)
+    from digits.conclusions import summary_table
     from digits.data import load_mnist
     from digits.ensemble import evaluate_ensemble
-    from digits.study import summary_table
 
     result = evaluate_ensemble(args.runs, load_mnist(args.data_dir), args.out, tta=args.tta, command=_command_line())
     print(summary_table([result.ensemble.summary(), *result.members]))

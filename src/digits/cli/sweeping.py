@@ -159,8 +159,8 @@ def run_best(args) -> int:
     _print_best(study, args.top)
     if not args.train_final:
         return 0
+    from digits.conclusions import summary_table
     from digits.data import load_mnist
-    from digits.study import summary_table
     from digits.sweep import train_final
 
     evaluated = train_final(study, load_mnist(args.data_dir), args.runs_dir, seeds=args.seeds,
