@@ -102,3 +102,15 @@ def draw_digit_png(digit: int | None, *, side: int = 280, dark_on_light: bool = 
 def digit_png():
     """The `draw_digit_png(digit, side=280, dark_on_light=True)` helper: PNG bytes of a drawn 1 or 7, or blank."""
     return draw_digit_png
+
+
+def child_processes(parent: int) -> list[int]:
+    """The ids of the live processes whose parent is `parent`, from /proc (Linux)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                children.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return children

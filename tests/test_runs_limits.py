@@ -2,13 +2,10 @@
 
 import gzip
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from digits import data, runs
@@ -161,28 +158,4 @@ def test_a_read_only_runs_dir_is_refused_in_one_sentence(small_disk):
     assert result.returncode == 1 and "Read-only file system" in result.stderr and "Traceback" not in result.stderr
 
 
-# --- SIGTERM during training ------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_sigterm_during_training_keeps_the_last_finished_epoch_like_ctrl_c(tmp_path):
-    command = [sys.executable, "-m", "digits", "train", "quick-shallow", "--epochs", "1000", "--train-limit", "2000",
-               "--test-limit", "500", "--runs-dir", str(tmp_path)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            histories = list(tmp_path.glob("*/history.csv"))
-            if histories and len(histories[0].read_text().splitlines()) >= 2:  # header and one finished epoch
-                break
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)  # what systemd, Docker and Kubernetes send
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130 and "interrupted after" in stderr and "Traceback" not in stderr, stderr
-    [run_dir] = tmp_path.iterdir()
-    run = runs.load_run(run_dir, require_complete=False)
-    assert run.metrics["status"] == "interrupted" and run.metrics["model_epoch"] >= 1
-    assert (run_dir / "model.keras").is_file()
-    assert np.isfinite(run.history["loss"]).all()
+# SIGTERM during training: tests/test_train.py, beside Ctrl-C (one test, both signals).

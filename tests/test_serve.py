@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import run_digits
+from conftest import child_processes, run_digits
 from digits import images
 from digits.data import load_mnist
 from digits.predict import load_classifier
@@ -347,18 +347,6 @@ def test_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_png):
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # none outlives the server
-
-
-def child_processes(parent: int) -> list[int]:
-    """The ids of the live processes whose parent is `parent`, from /proc (Linux)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                children.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return children
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 import hostile_files
+from conftest import child_processes
 from digits import limits, workers
 from digits.predict import load_classifier
 from digits.serve import create_app
@@ -222,17 +223,6 @@ def raw_request(port: str, request: bytes, *, read: bool = True) -> bytes:
         return answer
 
 
-def live_children(parent: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                children.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return children
-
-
 @pytest.mark.slow
 def test_the_real_server_limits_headers_checks_hosts_stays_quiet_and_stops_cleanly_on_sigterm(digit_png):
     server, port = start_server()
@@ -256,17 +246,17 @@ def test_the_real_server_limits_headers_checks_hosts_stays_quiet_and_stops_clean
                                               headers={"Content-Type": "image/png"})
                     assert refused.status_code == 400 and "not an image" in refused.json()["detail"]
         # A client that leaves while its (slow) picture is prepared: its worker is killed and replaced.
-        before = set(live_children(server.pid))
+        before = set(child_processes(server.pid))
         slow = hostile_files.progressive_jpeg(4000, 10_000)
         with socket.create_connection(("127.0.0.1", int(port))) as leaving:
             leaving.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
                             b"Content-Length: %d\r\n\r\n" % len(slow) + slow)
             time.sleep(1.0)
         deadline = time.monotonic() + 3
-        while before <= set(live_children(server.pid)) and time.monotonic() < deadline:
+        while before <= set(child_processes(server.pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not before <= set(live_children(server.pid))  # One of the workers was stopped well before 5 s.
-        children = live_children(server.pid)
+        assert not before <= set(child_processes(server.pid))  # One of the workers was stopped well before 5 s.
+        children = child_processes(server.pid)
         server.send_signal(signal.SIGTERM)
         _, errors = server.communicate(timeout=30)
     finally:

@@ -106,7 +106,9 @@ def test_train_command_writes_every_file_of_the_run_folder(mnist, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_a_consistent_incomplete_run(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_leaves_a_consistent_incomplete_run(tmp_path, stop):
+    # SIGTERM is what systemd, Docker and Kubernetes send; it must end training as Ctrl-C (SIGINT) does.
     command = [sys.executable, "-m", "digits", "train", "quick-shallow", "--epochs", "1000", "--train-limit", "2000",
                "--test-limit", "500", "--runs-dir", str(tmp_path)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -117,7 +119,7 @@ def test_ctrl_c_leaves_a_consistent_incomplete_run(tmp_path):
             if histories and len(histories[0].read_text().splitlines()) >= 2:  # header and one finished epoch
                 break
             time.sleep(0.1)
-        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        process.send_signal(stop)
         _, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
@@ -134,6 +136,7 @@ def test_ctrl_c_leaves_a_consistent_incomplete_run(tmp_path):
     assert run.metrics["validation_accuracy"] == pytest.approx(run.history["val_accuracy"][-1])
     assert 1 <= run.metrics["model_epoch"] <= run.metrics["epochs"]
     assert load_model(run).count_params() == 50_890
+    assert np.isfinite(run.history["loss"]).all()
 
 
 @pytest.mark.slow
