@@ -267,6 +267,37 @@ def test_two_workers_on_postgres_survive_a_killed_worker(tmp_path):
     assert_trial_folders_honest(study)
 
 
+OPEN_AT_ONCE = """
+import sys, time
+from digits.sweep import open_storage
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every worker past its imports, then all at once
+open_storage(sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_workers_starting_together_on_an_empty_postgres_database_all_get_in(tmp_path):
+    url = os.environ.get("DIGITS_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("DIGITS_TEST_POSTGRES_URL is not set; .ci/run starts a PostgreSQL server and sets it")
+    import sqlalchemy
+
+    # A brand-new database, as on the first day of a sweep across machines: every worker creates Optuna's tables.
+    database = f"digits_empty_{os.getpid()}_{time.time_ns()}"
+    server = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
+    empty_url = sqlalchemy.engine.make_url(url).set(database=database).render_as_string(hide_password=False)
+    start_at = str(time.time() + 8)
+    workers = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, empty_url, start_at], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 4, "\n".join(outputs)[-3000:]
+    with sqlalchemy.create_engine(empty_url).connect() as connection:
+        tables = set(sqlalchemy.inspect(connection).get_table_names())
+    assert {"studies", "trials", "version_info", "alembic_version"} <= tables
+
+
 def test_the_command_line_loads_no_optuna_until_a_sweep_runs():
     # `digits --help` and every other command answer without importing Optuna, SQLAlchemy or Keras.
     probe = ("import sys, digits.cli; digits.cli.build_parser(); "

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -44,6 +45,8 @@ MAX_RETRIES = 3
 POLL_SECONDS = 2.0
 # SQLite lets one writer in at a time; several workers wait this long for the lock instead of failing.
 SQLITE_TIMEOUT_SECONDS = 60
+# How many times a worker tries to set up the storage's tables while other workers set them up too.
+SCHEMA_ATTEMPTS = 6
 
 
 # --- storage and study ----------------------------------------------------------------------------
@@ -82,15 +85,26 @@ def open_storage(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS):
         # SQLAlchemy's default PostgreSQL driver is psycopg2; digits installs psycopg (3), so plain URLs use it.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
-            grace_period=GRACE_HEARTBEATS * heartbeat_seconds,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
-    except Exception as error:  # noqa: BLE001  SQLAlchemy's and the drivers' many errors all mean "cannot use this database".
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DigitsError(f"Cannot open the sweep storage {url} ({reason}); check the URL and that the database "
-                          "is running and reachable.") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    last_error: Exception = RuntimeError("no attempt")
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
+                grace_period=GRACE_HEARTBEATS * heartbeat_seconds,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+        except (IntegrityError, ProgrammingError) as error:
+            # Workers that start together on an empty database all create Optuna's tables; all but one lose that
+            # race ("duplicate key", "already exists"). Each step checks before it creates, so trying again is safe.
+            last_error = error
+            time.sleep(random.uniform(0.1, 0.5) * attempt)
+        except Exception as error:  # noqa: BLE001  SQLAlchemy's and the drivers' many errors all mean "cannot use it".
+            last_error = error
+            break
+    reason = str(last_error).strip().splitlines()[0] if str(last_error).strip() else type(last_error).__name__
+    raise DigitsError(f"Cannot open the sweep storage {url} ({reason}); check the URL and that the database "
+                      "is running and reachable.") from None
 
 
 def has_heartbeat(storage) -> bool:
