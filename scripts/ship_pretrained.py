@@ -7,6 +7,7 @@
 Copies the run's config.json, history.csv and metrics.json and its evaluation/evaluation.json, and saves its
 model without the optimizer's state: the same weights in a third of the size (Adam keeps two numbers per
 weight, which nobody needs to read digits). Refuses a run of another preset, an unfinished or unevaluated one.
+Removes the previous model's not-a-digit detector and thresholds (calibration.json), fitted to that model.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from digits.detector import DETECTOR_FILE
 from digits.errors import DigitsError
-from digits.predict import PRETRAINED_DIR, PRETRAINED_EVALUATION, PRETRAINED_MODEL
+from digits.predict import PRETRAINED_CALIBRATION, PRETRAINED_DIR, PRETRAINED_EVALUATION, PRETRAINED_MODEL
 from digits.runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, load_run
 
 
@@ -39,7 +41,11 @@ def ship(run_dir: Path) -> None:
         shutil.copyfile(run.path / name, PRETRAINED_DIR / name)
     shutil.copyfile(evaluation, PRETRAINED_EVALUATION)
     model.save(PRETRAINED_MODEL)
-    print(f"{PRETRAINED_DIR}: the model of {run.path.name} ({PRETRAINED_MODEL.stat().st_size:,} bytes)")
+    # The not-a-digit detector and thresholds were fitted to the previous model's features and probabilities.
+    for stale in (PRETRAINED_DIR / DETECTOR_FILE, PRETRAINED_CALIBRATION):
+        stale.unlink(missing_ok=True)
+    print(f"{PRETRAINED_DIR}: the model of {run.path.name} ({PRETRAINED_MODEL.stat().st_size:,} bytes); now fit its "
+          "not-a-digit detector (benchmarks/not_a_digit.py --write) and export it again")
 
 
 def main() -> int:

@@ -47,7 +47,7 @@ def test_the_shipped_model_exports_and_reads_back_the_same(tmp_path, mnist, kera
     assert sidecar["format"] == format and sidecar["class_names"] == [str(digit) for digit in range(10)]
     assert sidecar["input"]["shape"] == [None, 28, 28, 1] and sidecar["check"]["agreement"] == 1.0
     assert sidecar["test_accuracy"] == keras_classifier.info["test_accuracy"]
-    exported = run_export(out, format, mnist.test_images[200:400])  # Images the check did not see.
+    exported, _ = run_export(out, format, mnist.test_images[200:400])  # Images the check did not see.
     np.testing.assert_allclose(exported, keras_classifier.predict(mnist.test_images[200:400]), atol=1e-4)
 
 

@@ -135,8 +135,10 @@ def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_o
     together = asyncio.run(all_at_once())
 
     assert batch_sizes == [8, 8, 4]
-    for view, probabilities in zip(views, together, strict=True):
-        np.testing.assert_allclose(probabilities, classifier.predict(view[np.newaxis])[0], atol=1e-5)
+    for view, (probabilities, digit_score) in zip(views, together, strict=True):
+        alone_probabilities, alone_scores = classifier.read(view[np.newaxis])
+        np.testing.assert_allclose(probabilities, alone_probabilities[0], atol=1e-5)
+        np.testing.assert_allclose(digit_score, alone_scores[0], atol=1e-5)
 
 
 def test_a_failed_inference_answers_every_waiting_picture_and_the_next_one_is_classified(classifier):
@@ -158,7 +160,7 @@ def test_a_failed_inference_answers_every_waiting_picture_and_the_next_one_is_cl
     first, after = asyncio.run(three_then_one())
 
     assert [str(answer) for answer in first] == ["the first call fails"] * 3
-    np.testing.assert_allclose(after, classifier.predict(views[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(after[0], classifier.predict(views[:1])[0], atol=1e-5)
 
 
 def test_concurrent_requests_get_the_answers_they_get_one_at_a_time(client, digit_png):
@@ -239,7 +241,7 @@ def test_an_image_with_too_many_pixels_is_refused_from_its_header(client):
 
 def test_an_unexpected_failure_still_answers_json(digit_png):
     class BrokenClassifier:
-        name, model, info = "broken", None, {}
+        name, model, reading_model, info, temperature = "broken", None, None, {}, 1.0
 
         def predict(self, images):
             raise RuntimeError("a bug")

@@ -186,7 +186,7 @@ def test_bodies_a_cross_site_form_can_send_are_refused(client, digit_png):
 
 def test_the_model_description_shows_no_local_folders(tmp_path):
     class Stub:
-        name, model = "mine", None
+        name, model, reading_model, temperature = "mine", None, None, 1.0
         def __init__(self):
             self.info = {"source": str(tmp_path / "secret" / "model.keras")}
 

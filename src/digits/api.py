@@ -139,9 +139,10 @@ def predict(images_or_paths, model=None, *, keep_originals: bool = False) -> lis
         if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
             raise DigitsError(f"predict() takes uint8 images of shape (N, 28, 28) as MNIST stores them, not "
                               f"{images.dtype} {images.shape}; pass picture files to have them prepared.")
-        probabilities = classifier.predict(images)
-        return [FileResult(path=f"image {number}", view=image, probabilities=row)
-                for number, (image, row) in enumerate(zip(images, probabilities, strict=True))]
+        probabilities, digit_scores = classifier.read(images)
+        verdicts = classifier.verdicts(probabilities, digit_scores)
+        return [FileResult(path=f"image {number}", view=image, probabilities=row, verdict=verdict)
+                for number, (image, row, verdict) in enumerate(zip(images, probabilities, verdicts, strict=True))]
     paths = [images_or_paths] if isinstance(images_or_paths, str | Path) else list(images_or_paths)
     files = find_image_files(paths)
     if not files:

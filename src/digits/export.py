@@ -20,8 +20,9 @@ import numpy as np
 
 from digits import __version__
 from digits.data import to_model_input
+from digits.detector import DETECTOR_FILE
 from digits.errors import DigitsError
-from digits.inference import OnnxModel, probabilities
+from digits.inference import OnnxModel, read
 from digits.predict import PRETRAINED_MODEL, Classifier, file_sha256, load_classifier
 
 # The file name ending each format gets by default.
@@ -42,12 +43,16 @@ class ExportCheck:
     images: int
     max_difference: float  # The largest |Δ probability| over all images and classes.
     agreement: float  # The fraction of images given the same digit.
+    max_score_difference: float | None = None  # The largest |Δ digit score|, for a model exported with its detector.
 
     def passed(self, max_difference: float = MAX_DIFFERENCE) -> bool:
-        return self.agreement == 1.0 and self.max_difference <= max_difference
+        scores_agree = self.max_score_difference is None or self.max_score_difference <= max_difference
+        return self.agreement == 1.0 and self.max_difference <= max_difference and scores_agree
 
     def line(self) -> str:
-        return (f"checked on {self.images:,} MNIST test images: max |Δp| = {self.max_difference:.2e}, "
+        scores = ("" if self.max_score_difference is None
+                  else f", max |Δ digit score| = {self.max_score_difference:.2e}")
+        return (f"checked on {self.images:,} MNIST test images: max |Δp| = {self.max_difference:.2e}{scores}, "
                 f"digits agree on {self.agreement:.2%}")
 
 
@@ -102,9 +107,15 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
         from digits.data import load_mnist
 
         test_images = load_mnist().test_images[:CHECK_IMAGES]
-    # The reference is Keras running what is exported: for a mixed-precision run, its weights in float32.
+    # The reference is Keras running what is exported: for a mixed-precision run, its weights in float32. An ONNX
+    # export carries the not-a-digit detector as a second output; the other formats hold the classifier alone.
     model = inference_form(classifier.model)
-    reference = probabilities(model, test_images)
+    with_detector = format == "onnx" and classifier.detector is not None
+    if format == "onnx" and classifier.detector is not None:
+        from digits.detector import with_digit_score
+
+        model = with_digit_score(model, classifier.detector)
+    reference, reference_scores = read(model, test_images)
 
     if format == "litert" and out.suffix != ".tflite":
         raise DigitsError(f"A LiteRT model's file name ends in .tflite; choose an --out such as {out.stem}.tflite.")
@@ -119,12 +130,16 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
         except Exception as error:  # noqa: BLE001  Each runtime has its own errors; all mean the file is unusable.
             raise DigitsError(f"The {format} export cannot be run in its own runtime ({type(error).__name__}), "
                               "so nothing was written.") from None
-        check = compare_probabilities(reference, exported)
+        check = compare_probabilities(reference, exported[0])
+        if reference_scores is not None:
+            if exported[1] is None:
+                raise DigitsError(f"The {format} export lost the digit score output, so nothing was written.")
+            check.max_score_difference = float(np.max(np.abs(reference_scores - exported[1])))
         if not check.passed(max_difference):
             raise DigitsError(f"The {format} export does not match Keras ({check.line()}; allowed: "
                               f"{max_difference:.0e} and 100 %), so nothing was written.")
         sidecar = sidecar_path(out)
-        description = describe(classifier, _keras_file(spec), format, out, check, command)
+        description = describe(classifier, _keras_file(spec), format, out, check, command, with_detector)
         sidecar.write_text(json.dumps(description, indent=2, ensure_ascii=False) + "\n")
         os.replace(partial, out)
     finally:
@@ -185,23 +200,24 @@ def _write(model, path: Path, format: str) -> None:
                           f"{str(error).splitlines()[0] if str(error) else ''}).") from None
 
 
-def run_export(path: str | Path, format: str, images: np.ndarray) -> np.ndarray:
-    """Classify uint8 (N, 28, 28) images with an exported model in its own runtime → (N, 10)."""
+def run_export(path: str | Path, format: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Classify uint8 (N, 28, 28) images with an exported model in its own runtime → (N, 10) probabilities, and
+    (N,) digit scores for an ONNX file exported with its detector (else None)."""
     model_input = to_model_input(images)
     if format == "onnx":
-        return probabilities(OnnxModel(path), images)
+        return read(OnnxModel(path), images)
     if format == "saved_model":
         import tensorflow as tf
 
         saved_model = tf.saved_model.load(str(path))  # Kept in a name: its variables live as long as it does.
-        return np.asarray(saved_model.serve(model_input))
+        return np.asarray(saved_model.serve(model_input)), None
     interpreter = _litert_interpreter(path)
     index = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(index, model_input.shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(index, model_input)
     interpreter.invoke()
-    return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])), None
 
 
 def _litert_interpreter(path):
@@ -217,18 +233,24 @@ def _litert_interpreter(path):
 
 
 def describe(classifier: Classifier, keras_file: Path, format: str, out: Path, check: ExportCheck,
-             command: str | None) -> dict:
+             command: str | None, with_detector: bool = False) -> dict:
     """The sidecar: what the exported model takes, gives, and where it came from."""
     import keras
 
     info = classifier.info
+    outputs: dict[str, object] = {"shape": [None, 10], "meaning": "softmax probabilities of the digits 0..9"}
+    if with_detector:
+        outputs = {"probabilities": outputs, "digit_score": {
+            "shape": [None, 1], "meaning": "how sure the not-a-digit detector is that the picture is a digit "
+                                           "(0..1); under not_a_digit.threshold the answer is 'not a digit'"}}
+    detector_file = keras_file.with_name(DETECTOR_FILE)
     return {
         "format": format,
         "file": out.name,
         "input": {"name": INPUT_NAME, "shape": [None, 28, 28, 1], "dtype": "float32", "layout": "NHWC",
                   "range": [0.0, 1.0]},
         "preprocessing": PREPROCESSING,
-        "output": {"shape": [None, 10], "meaning": "softmax probabilities of the digits 0..9"},
+        "output": outputs,
         "class_names": [str(digit) for digit in range(10)],
         "name": classifier.name,
         "architecture": info.get("architecture"),
@@ -239,6 +261,7 @@ def describe(classifier: Classifier, keras_file: Path, format: str, out: Path, c
         "source": str(info.get("source")),
         # Lets a reader tell whether the .keras file changed since (the shipped model falls back to it then).
         "source_sha256": file_sha256(keras_file),
+        "detector_sha256": file_sha256(detector_file) if with_detector and detector_file.is_file() else None,
         "check": {"images": check.images, "max_abs_difference": check.max_difference, "agreement": check.agreement,
                   "against": f"Keras {keras.__version__} ({keras.backend.backend()})"},
         "digits_version": __version__,

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from digits.data import CLASSES, IMAGE_SIDE
+from digits.detector import DETECTOR_FILE, DigitDetector, load_detector
 from digits.errors import DigitsError
 from digits.images import ImageError, load_image, prepare_image
-from digits.inference import CALIBRATION_FILE, OnnxModel, probabilities, with_temperature
+from digits.inference import CALIBRATION_FILE, OnnxModel, probabilities, read, with_temperature
 
 PRETRAINED_DIR = Path(__file__).with_name("pretrained")
 PRETRAINED_MODEL = PRETRAINED_DIR / "model.keras"
@@ -41,29 +42,65 @@ DIGIT, NOT_A_DIGIT = "digit", "not a digit"
 class Classifier:
     """A loaded model and what is known about it (architecture, parameters, test_accuracy, source).
 
-    `model` is a keras.Model or a `digits.inference.OnnxModel`; `predict` answers the same for both.
+    `model` is a keras.Model or a `digits.inference.OnnxModel`; `predict` answers the same for both. `read`
+    adds the not-a-digit detector's digit score when the model has one (`digits.detector`).
     """
 
     name: str
     model: object  # Typed loosely so that importing this module imports neither Keras nor ONNX Runtime.
     info: dict = field(default_factory=dict)
     temperature: float = 1.0  # Divides the logits; fitted on the holdout by `digits evaluate --calibrate`.
-    not_a_digit: dict | None = None  # {"score": ..., "threshold": ...}: when a picture is called no digit.
+    # When a picture is called no digit: {"score": "digit_score" or "max_probability", "threshold": ...,
+    # "max_probability_threshold": ... (used where the digit score is not available)}.
+    not_a_digit: dict | None = None
+    detector: DigitDetector | None = None  # For a Keras model; an exported ONNX model carries its own.
+    _reading_model: object = field(default=None, repr=False)
 
     @property
     def runtime(self) -> str:
         return "onnxruntime" if isinstance(self.model, OnnxModel) else "keras"
 
+    @property
+    def reading_model(self):
+        """The model `read` calls: the Keras model joined to its detector (built once), or the model itself."""
+        if self.detector is None or isinstance(self.model, OnnxModel):
+            return self.model
+        if self._reading_model is None:
+            from digits.detector import with_digit_score
+
+            self._reading_model = with_digit_score(self.model, self.detector)
+        return self._reading_model
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, 28, 28) MNIST-style images → float32 (N, 10) class probabilities (calibrated)."""
         return with_temperature(probabilities(self.model, images), self.temperature)
 
-    def verdict(self, probabilities: np.ndarray) -> str:
-        """DIGIT, or NOT_A_DIGIT when the best digit's probability is under the model's measured threshold
-        (benchmarks/not_a_digit.py); always DIGIT for a model without one."""
-        if self.not_a_digit is None or float(np.max(probabilities)) >= self.not_a_digit["threshold"]:
+    def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 (N, 28, 28) images → (N, 10) calibrated probabilities and (N,) digit scores (None without a
+        detector)."""
+        model_probabilities, digit_scores = read(self.reading_model, images)
+        return with_temperature(model_probabilities, self.temperature), digit_scores
+
+    def verdict(self, probabilities: np.ndarray, digit_score: float | None = None) -> str:
+        """DIGIT, or NOT_A_DIGIT when the digit score (or, without one, the best digit's probability) is under
+        the model's measured threshold (benchmarks/not_a_digit.py); always DIGIT for a model without one."""
+        settings = self.not_a_digit
+        if settings is None:
+            return DIGIT
+        if settings.get("score") == "digit_score":
+            if digit_score is not None:
+                return NOT_A_DIGIT if digit_score < settings["threshold"] else DIGIT
+            threshold = settings.get("max_probability_threshold")
+        else:
+            threshold = settings["threshold"]
+        if threshold is None or float(np.max(probabilities)) >= threshold:
             return DIGIT
         return NOT_A_DIGIT
+
+    def verdicts(self, probabilities: np.ndarray, digit_scores: np.ndarray | None) -> list[str]:
+        """`verdict` for each row of (N, 10) probabilities and (N,) digit scores."""
+        scores = [None] * len(probabilities) if digit_scores is None else [float(score) for score in digit_scores]
+        return [self.verdict(row, score) for row, score in zip(probabilities, scores, strict=True)]
 
 
 def load_classifier(spec: str | Path | None = None, *, threads: int | None = None,
@@ -104,7 +141,7 @@ def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
         classifier.info["source"] = "shipped with digits (src/digits/pretrained/model.onnx)"
         # calibration.json beside the model is the source of truth; the sidecar copies it at export time.
         if PRETRAINED_CALIBRATION.is_file():
-            settings = _inference_settings(_read_optional_json(PRETRAINED_CALIBRATION))
+            settings = _inference_settings(_read_optional_json(PRETRAINED_CALIBRATION))  # no detector: ONNX has it
             classifier.temperature, classifier.not_a_digit = settings["temperature"], settings["not_a_digit"]
         return classifier
     if not PRETRAINED_MODEL.is_file():
@@ -121,7 +158,7 @@ def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
         "command": description["command"],
     }
     calibration = _read_optional_json(PRETRAINED_CALIBRATION)
-    return Classifier(name="pretrained", model=model, info=info, **_inference_settings(calibration))
+    return Classifier(name="pretrained", model=model, info=info, **_inference_settings(calibration, PRETRAINED_DIR))
 
 
 def _pretrained_description() -> dict:
@@ -137,9 +174,12 @@ def _shipped_onnx_usable() -> bool:
     """ONNX Runtime is installed and model.onnx was exported from the model.keras shipped beside it."""
     if importlib.util.find_spec("onnxruntime") is None or not PRETRAINED_ONNX.is_file():
         return False
-    recorded = _read_optional_json(PRETRAINED_ONNX_INFO).get("source_sha256")
-    # A model.keras retrained without exporting again must not be shadowed by the old model.onnx.
-    return not PRETRAINED_MODEL.is_file() or recorded == file_sha256(PRETRAINED_MODEL)
+    sidecar = _read_optional_json(PRETRAINED_ONNX_INFO)
+    # A model.keras retrained, or a detector fitted again, without exporting again must not be shadowed by the
+    # old model.onnx.
+    detector = PRETRAINED_DIR / DETECTOR_FILE
+    return ((not PRETRAINED_MODEL.is_file() or sidecar.get("source_sha256") == file_sha256(PRETRAINED_MODEL))
+            and (not detector.is_file() or sidecar.get("detector_sha256") == file_sha256(detector)))
 
 
 def file_sha256(path: Path) -> str:
@@ -158,15 +198,19 @@ def _load_onnx(path: Path, threads: int | None) -> Classifier:
     return Classifier(name=name, model=OnnxModel(path, threads=threads), info=info, **_inference_settings(sidecar))
 
 
-def _inference_settings(settings: dict) -> dict:
-    """The temperature and not-a-digit threshold recorded in a sidecar or calibration.json, checked."""
+def _inference_settings(settings: dict, folder: Path | None = None) -> dict:
+    """The temperature, not-a-digit settings and detector recorded in a sidecar or in a folder's calibration.json,
+    checked. The detector is read from `folder` (a run or the shipped model); an ONNX file carries its own."""
     temperature = settings.get("temperature") or 1.0
     not_a_digit = settings.get("not_a_digit")
     if not isinstance(temperature, (int, float)) or temperature <= 0:
         temperature = 1.0
     if not (isinstance(not_a_digit, dict) and isinstance(not_a_digit.get("threshold"), (int, float))):
         not_a_digit = None
-    return {"temperature": float(temperature), "not_a_digit": not_a_digit}
+    detector = None
+    if folder is not None and not_a_digit is not None and not_a_digit.get("score") == "digit_score":
+        detector = load_detector(folder / DETECTOR_FILE)
+    return {"temperature": float(temperature), "not_a_digit": not_a_digit, "detector": detector}
 
 
 def _load_run(path: Path) -> Classifier:
@@ -193,7 +237,7 @@ def _load_run(path: Path) -> Classifier:
         "source": str(path),
     }
     calibration = _read_optional_json(path / CALIBRATION_FILE)
-    return Classifier(name=path.name, model=model, info=info, **_inference_settings(calibration))
+    return Classifier(name=path.name, model=model, info=info, **_inference_settings(calibration, path))
 
 
 def _read_optional_json(path: Path) -> dict:
@@ -291,10 +335,10 @@ def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: 
             result.error = str(error)
     readable = [result for result in results if result.error is None]
     if readable:
-        probabilities = classifier.predict(np.stack([result.view for result in readable]))
-        for result, row in zip(readable, probabilities, strict=True):
-            result.probabilities = row
-            result.verdict = classifier.verdict(row)
+        probabilities, digit_scores = classifier.read(np.stack([result.view for result in readable]))
+        verdicts = classifier.verdicts(probabilities, digit_scores)
+        for result, row, verdict in zip(readable, probabilities, verdicts, strict=True):
+            result.probabilities, result.verdict = row, verdict
     return results
 
 

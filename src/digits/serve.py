@@ -168,8 +168,8 @@ def create_app(
             raise HTTPException(400, sentence(error)) from error
         except PreparationFailed as error:
             raise HTTPException(error.status, str(error)) from error
-        probabilities = await classify(view)
-        return describe_prediction(classifier.name, view, probabilities, classifier.verdict(probabilities))
+        probabilities, digit_score = await classify(view)
+        return describe_prediction(classifier.name, view, probabilities, classifier.verdict(probabilities, digit_score))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

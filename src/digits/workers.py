@@ -51,13 +51,18 @@ class PreparationFailed(Exception):
         self.status = status
 
 
-def compiled_predict(classifier: Classifier) -> Callable[[np.ndarray], np.ndarray]:
-    """`classifier.predict` for many small calls: `digits.inference.fast_probabilities` (a traced graph for
-    Keras on TensorFlow, the bare session for ONNX), then the classifier's temperature."""
-    from digits.inference import fast_probabilities, with_temperature
+def compiled_predict(classifier: Classifier) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
+    """`classifier.read` for many small calls: `digits.inference.fast_reader` (a traced graph for Keras on
+    TensorFlow, the bare session for ONNX), then the classifier's temperature."""
+    from digits.inference import fast_reader, with_temperature
 
-    fast = fast_probabilities(classifier.model)
-    return lambda views: with_temperature(fast(views), classifier.temperature)  # (N, 28, 28) -> (N, 10)
+    fast = fast_reader(classifier.reading_model)
+
+    def predict(views: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # (N, 28, 28) -> (N, 10), (N,)
+        model_probabilities, digit_scores = fast(views)
+        return with_temperature(model_probabilities, classifier.temperature), digit_scores
+
+    return predict
 
 
 class BatchClassifier:
@@ -69,14 +74,15 @@ class BatchClassifier:
     the probabilities a call for it alone gives, up to float rounding.
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int = MAX_BATCH):
+    def __init__(self, predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
+                 max_batch: int = MAX_BATCH):
         self.predict = predict
         self.max_batch = max_batch
         self.waiting: list[tuple[np.ndarray, asyncio.Future]] = []
         self.worker: asyncio.Task | None = None
 
-    async def __call__(self, view: np.ndarray) -> np.ndarray:
-        """The ten probabilities for one (28, 28) view."""
+    async def __call__(self, view: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """The ten probabilities and the digit score (None without a detector) for one (28, 28) view."""
         answer = asyncio.get_running_loop().create_future()
         self.waiting.append((view, answer))
         if self.worker is None or self.worker.done():
@@ -90,10 +96,12 @@ class BatchClassifier:
             answers = [answer for _, answer in batch]
             try:
                 views = np.stack([view for view, _ in batch])  # (N, 28, 28)
-                probabilities = await anyio.to_thread.run_sync(self.predict, views)  # (N, 10)
-                for answer, row in zip(answers, np.asarray(probabilities, dtype=np.float64), strict=True):
+                probabilities, digit_scores = await anyio.to_thread.run_sync(self.predict, views)  # (N, 10), (N,)
+                scores = [None] * len(batch) if digit_scores is None else [float(score) for score in digit_scores]
+                for answer, row, score in zip(answers, np.asarray(probabilities, dtype=np.float64), scores,
+                                              strict=True):
                     if not answer.done():  # A request whose client left is cancelled.
-                        answer.set_result(row)
+                        answer.set_result((row, score))
             except Exception as error:  # noqa: BLE001  Whatever failed, every waiting request hears of it.
                 for answer in answers:
                     if not answer.done():
