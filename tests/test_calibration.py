@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from digits.calibration import expected_calibration_error, fit_temperature, holdout_unseen, reliability
+from digits.data import load_mnist
+from digits.export import inference_form
 from digits.inference import with_temperature
-from digits.predict import load_classifier
+from digits.predict import Classifier, load_classifier
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -67,7 +69,28 @@ def test_evaluate_calibrate_fits_on_the_holdout_and_predict_uses_it(tmp_path):
     calibration = json.loads((run / "evaluation" / "evaluation.json").read_text())["calibration"]
     assert calibration["temperature"] == pytest.approx(temperature)
     assert (run / "evaluation" / "reliability.png").is_file()
-    assert load_classifier(run).temperature == pytest.approx(temperature)
+    classifier = load_classifier(run)
+    assert classifier.temperature == pytest.approx(temperature)
+
+    # --calibrate also fits the run's own not-a-digit detector, which predict, serve and export then use.
+    assert "Not a digit: the detector calls" in evaluated.stdout
+    not_a_digit = json.loads((run / "calibration.json").read_text())["not_a_digit"]
+    assert not_a_digit["score"] == "digit_score" and 0 < not_a_digit["threshold"] < 1
+    assert calibration["not_a_digit"]["threshold"] == not_a_digit["threshold"]
+    assert (run / "not_a_digit.npz").is_file() and classifier.detector is not None
+    exported = digits("export", run)
+    assert exported.returncode == 0 and "max |Δ digit score|" in exported.stdout, exported.stderr
+    onnx_classifier = load_classifier(run / "model.onnx")
+    # The run trained in mixed bfloat16; the export holds its weights in float32, so compare with those.
+    float32_classifier = Classifier(name="float32", model=inference_form(classifier.model),
+                                    temperature=classifier.temperature, not_a_digit=classifier.not_a_digit,
+                                    detector=classifier.detector)
+    images = load_mnist().test_images[1000:1300]  # Images the export's own check did not see.
+    keras_probabilities, keras_scores = float32_classifier.read(images)
+    onnx_probabilities, onnx_scores = onnx_classifier.read(images)
+    np.testing.assert_allclose(onnx_scores, keras_scores, atol=1e-4)
+    assert onnx_classifier.verdicts(onnx_probabilities, onnx_scores) == float32_classifier.verdicts(
+        keras_probabilities, keras_scores)
 
 
 def test_only_a_run_that_never_saw_the_holdout_can_be_calibrated_on_it():

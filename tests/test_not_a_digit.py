@@ -132,6 +132,27 @@ def test_a_fitted_detector_separates_what_it_trained_on_and_saves_without_pickle
     np.testing.assert_array_equal(again.scores(digit_features), detector.scores(digit_features))
 
 
+def test_each_threshold_is_chosen_on_the_choice_part_and_measured_on_the_other():
+    from digits.rejection import measure
+
+    choice = {"mnist": np.linspace(0.0, 1.0, 1001), "font": np.linspace(0.5, 1.0, 101)}
+    evaluation = {"mnist": np.array([0.001, 0.5, 0.9, 1.0]), "font": np.array([0.6, 0.7]),
+                  "scribbles": np.array([0.0, 0.002, 0.8]), "noise": np.array([0.001])}
+    figures = measure(evaluation, choice, mnist_limit=0.005)
+    # 0.5 % of the choice MNIST scores lie under 0.005; 2 % of its font scores under 0.51: the lower one wins.
+    assert figures["threshold"] == pytest.approx(0.005)
+    assert figures["mnist_rejected"] == pytest.approx(0.25) and figures["font_rejected"] == 0.0
+    assert figures["caught"] == {"scribbles": pytest.approx(2 / 3), "noise": 1.0}
+    assert figures["caught_all"] == pytest.approx(0.75)
+
+
+def test_fitting_a_detector_without_fonts_is_one_sentence():
+    from digits.rejection import fit_not_a_digit
+
+    with pytest.raises(DigitsError, match="needs two TrueType fonts or more.*apt-get install fonts-dejavu-core"):
+        fit_not_a_digit(load_classifier(None, prefer_onnx=False).model, load_mnist(), fonts=[])
+
+
 def test_the_detector_joined_to_keras_gives_the_numpy_scores():
     from digits.detector import feature_model
 

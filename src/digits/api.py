@@ -93,7 +93,8 @@ def evaluate(run, data: Mnist | None = None, out_dir: str | Path | None = None, 
 
     Writes evaluation.json, the figures and report.html into `<run>/evaluation/` (or out_dir). The result's
     methods draw the figures again inline: `learning_curves()`, `confusion_matrix()`, `mistakes()`,
-    `per_class_table()`. calibrate fits a temperature on the holdout first (see `digits evaluate --calibrate`).
+    `per_class_table()`. calibrate fits a temperature and the not-a-digit detector on the holdout first (see
+    `digits evaluate --calibrate`).
     """
     from digits.study import evaluate_run
 

@@ -4,7 +4,8 @@ Pure NumPy on (labels, probabilities): `reliability` bins the predictions by con
 `expected_calibration_error` is the bins' mean gap between confidence and accuracy, weighted by size
 (Guo et al. 2017). `fit_temperature` finds the T that minimises the cross-entropy of softmax(log p / T) on
 held-out images; `digits.inference.with_temperature` applies it. `calibrate_run` fits a run's temperature on
-the holdout and keeps it in the run's calibration.json, where predict, serve and export read it.
+the holdout and keeps it in the run's calibration.json, where predict, serve and export read it;
+`fit_run_not_a_digit` fits the run's not-a-digit detector and thresholds beside it (`digits.rejection`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from digits.data import Mnist
+from digits.detector import DETECTOR_FILE
 from digits.errors import DigitsError
 from digits.inference import CALIBRATION_FILE, with_temperature
 from digits.inference import probabilities as model_probabilities
 from digits.recipes import HOLDOUT_SIZE
 from digits.runs import Run, write_json
+
+if TYPE_CHECKING:
+    from digits.rejection import NotADigitFit
 
 # 15 equal-width confidence bins, as in Guo et al.; fewer hide the gap, more leave bins nearly empty.
 BINS = 15
@@ -95,11 +101,31 @@ def calibrate_run(run: Run, model, data: Mnist) -> float:
     holdout_images, holdout_labels = data.train_images[split:], data.train_labels[split:]
     temperature = fit_temperature(holdout_labels, model_probabilities(model, holdout_images))
     path = run.path / CALIBRATION_FILE
-    settings = _read_json_object(path)
+    settings = read_settings(path)
     settings.update({"temperature": round(temperature, 6),
                      "fitted_on": f"the holdout: the last {HOLDOUT_SIZE:,} training images"})
     write_json(path, settings)
     return temperature
+
+
+def fit_run_not_a_digit(run: Run, model, data: Mnist, temperature: float) -> NotADigitFit:
+    """Fit the run's not-a-digit detector and thresholds (`digits.rejection`) and record them beside its model:
+    not_a_digit.npz and calibration.json, which `digits predict`, `digits serve` and `digits export` read."""
+    from digits.rejection import fit_not_a_digit
+
+    fit = fit_not_a_digit(model, data, temperature=temperature,
+                          seen_holdout=not holdout_unseen(run.config["recipe"], len(data.train_images)))
+    record_not_a_digit(run.path, fit, f"digits evaluate {run.path.name} --calibrate")
+    return fit
+
+
+def record_not_a_digit(folder: Path, fit: NotADigitFit, command: str) -> None:
+    """Write a fitted detector into `folder` and its settings into the folder's calibration.json (other keys kept)."""
+    fit.detector.save(folder / DETECTOR_FILE)
+    path = folder / CALIBRATION_FILE
+    settings = read_settings(path)
+    settings["not_a_digit"] = {**fit.settings, "command": command}
+    write_json(path, settings)
 
 
 def holdout_unseen(recipe: dict, train_count: int) -> bool:
@@ -109,10 +135,11 @@ def holdout_unseen(recipe: dict, train_count: int) -> bool:
 
 
 def recorded_temperature(run: Run) -> float | None:
-    return _read_json_object(run.path / CALIBRATION_FILE).get("temperature")
+    return read_settings(run.path / CALIBRATION_FILE).get("temperature")
 
 
-def _read_json_object(path: Path) -> dict:
+def read_settings(path: Path) -> dict:
+    """A calibration.json's settings ({} when there is none or it is not a JSON object)."""
     try:
         content = json.loads(path.read_text())
     except (OSError, ValueError):

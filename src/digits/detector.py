@@ -14,6 +14,7 @@ without Keras or this module.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,8 +54,15 @@ class DigitDetector:
         return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
 
     def save(self, path: str | Path) -> None:
-        with open(path, "wb") as file:
-            np.savez(file, **{field.name: getattr(self, field.name) for field in fields(self)})
+        """Write the arrays as .npz through a temporary file beside `path`, so no half-written detector is left."""
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        try:
+            with open(partial, "wb") as file:
+                np.savez(file, **{field.name: getattr(self, field.name) for field in fields(self)})
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def load_detector(path: str | Path) -> DigitDetector:

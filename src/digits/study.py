@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from digits import display, plots
-from digits.calibration import calibrate_run, recorded_temperature, reliability
+from digits.calibration import calibrate_run, fit_run_not_a_digit, recorded_temperature, reliability
 from digits.conclusions import configurations_sentence, model_conclusion
 from digits.data import Mnist, class_counts
 from digits.errors import DigitsError
@@ -93,13 +93,15 @@ class EvaluatedModel:
                                             epochs=self.metrics.get("epochs"), parameters=parameters)
 
     def calibration_line(self) -> str:
-        """One sentence on the expected calibration error, before and after the temperature if there is one."""
+        """One sentence on the expected calibration error, before and after the temperature if there is one, and
+        one on the not-a-digit detector when it was fitted now."""
         calibration = self.calibration or {}
         line = f"Expected calibration error: {100 * calibration.get('expected_calibration_error', float('nan')):.2f} %"
         if calibration.get("temperature"):
             line += (f", {100 * calibration['expected_calibration_error_calibrated']:.2f} % at temperature "
                      f"{calibration['temperature']:.3f} (fitted on the holdout)")
-        return line + "."
+        not_a_digit = calibration.get("not_a_digit")
+        return line + "." + (f"\n{not_a_digit['sentence']}" if not_a_digit else "")
 
     def section(self) -> ModelSection:
         return ModelSection(name=self.name, run_path=self.source, config=self.config, metrics=self.metrics,
@@ -164,7 +166,8 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
     still one model, 5 times the inference. The output goes to `<run>/evaluation/` (`evaluation-tta/`) unless
     out_dir says otherwise; evaluating again replaces it. test_limit scores only the first N test images. With
     calibrate, a temperature is fitted on the holdout (`calibrate_run`) and the report shows the reliability
-    before and after; a temperature fitted earlier (calibration.json in the run) is shown the same way.
+    before and after; a temperature fitted earlier (calibration.json in the run) is shown the same way. calibrate
+    also fits the run's not-a-digit detector and thresholds (`fit_run_not_a_digit`; about a minute).
     """
     from digits.runs import load_model
 
@@ -175,6 +178,8 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
     images, labels = test_set(run, data, test_limit)
     probabilities = model_probabilities(model, images, tta=tta)  # (N, 28, 28) uint8 -> (N, 10)
     temperature = calibrate_run(run, model, data) if calibrate else recorded_temperature(run)
+    # The not-a-digit detector reads the model's features, fitted with the temperature the verdict will use.
+    not_a_digit = fit_run_not_a_digit(run, model, data, temperature or 1.0) if calibrate else None
     # The preset names the model in tables ("quick-cnn"); the run folder stays in `source`.
     name = str(run.config.get("preset") or run.name) + (" with TTA" if tta else "")
     config = run.config
@@ -185,6 +190,7 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
         name, labels, probabilities, images, Path(out_dir) if out_dir else default_dir,
         source=str(run.path), config=config, metrics=run.metrics, history=run.history,
         layers=architecture(model), data=data if with_data_section else None, temperature=temperature,
+        not_a_digit={**not_a_digit.settings, "sentence": not_a_digit.line()} if not_a_digit else None,
     )
 
 
@@ -192,10 +198,11 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
                          out_dir: str | Path, *, source: str, config: dict | None = None,
                          metrics: dict | None = None, history: dict | None = None,
                          layers: list[dict] | None = None, data: Mnist | None = None,
-                         temperature: float | None = None) -> EvaluatedModel:
+                         temperature: float | None = None, not_a_digit: dict | None = None) -> EvaluatedModel:
     """Evaluate any (labels, probabilities) of `images`, and write its evaluation folder and report.
 
     The reliability diagram shows the probabilities as given and, with a temperature, rescaled by it.
+    not_a_digit: the settings and sentence of a not-a-digit detector fitted now, kept with the calibration.
     """
     out_dir = Path(out_dir)
     make_folder(out_dir, "choose a writable --out folder")
@@ -217,7 +224,8 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
     figures["reliability"] = out_dir / "reliability.png"
     plots.reliability_diagram(before, after, figures["reliability"])
     calibration = {"expected_calibration_error": before.expected_calibration_error, "temperature": temperature,
-                   "expected_calibration_error_calibrated": after.expected_calibration_error if after else None}
+                   "expected_calibration_error_calibrated": after.expected_calibration_error if after else None,
+                   "not_a_digit": not_a_digit}
     evaluated = EvaluatedModel(name=name, source=source, config=config or {}, metrics=metrics or {},
                                architecture=layers or [], evaluation=evaluation, overfitting=verdict,
                                figures=figures, out_dir=out_dir, images=images, history=history,
