@@ -122,7 +122,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seeds every random choice of the set")
     args = parser.parse_args()
 
-    from digits.predict import NOT_A_DIGIT, load_classifier, predict_files
+    from digits.classifier import NOT_A_DIGIT, load_classifier
+    from digits.predict import predict_files
 
     rows = generate(args.out, args.seed)
     classifier = load_classifier(args.model)

@@ -40,7 +40,7 @@ import json, sys, time
 import numpy as np
 from digits.data import load_mnist
 from digits.inference import fast_reader, read
-from digits.predict import load_classifier, runs_on_onnx
+from digits.classifier import load_classifier, runs_on_onnx
 from digits.server import use_one_thread_per_inference
 model = sys.argv[1]
 if not runs_on_onnx(model):

@@ -37,9 +37,9 @@ import sys
 from pathlib import Path
 
 from digits.calibration import holdout_unseen, record_not_a_digit
+from digits.classifier import PRETRAINED_DIR, load_classifier
 from digits.data import load_mnist
 from digits.errors import DigitsError
-from digits.predict import PRETRAINED_DIR, load_classifier
 from digits.rejection import GOALS, NON_DIGIT_KINDS, fit_not_a_digit, goals_met
 from digits.synthetic import find_fonts
 

@@ -17,9 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from digits.classifier import PRETRAINED_CALIBRATION, PRETRAINED_DIR, PRETRAINED_EVALUATION, PRETRAINED_MODEL
 from digits.detector import DETECTOR_FILE
 from digits.errors import DigitsError
-from digits.predict import PRETRAINED_CALIBRATION, PRETRAINED_DIR, PRETRAINED_EVALUATION, PRETRAINED_MODEL
 from digits.runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, load_run
 
 

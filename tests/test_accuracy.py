@@ -265,7 +265,7 @@ def test_a_saved_model_with_its_augmentation_layer_reloads_in_a_fresh_process(tm
     images = np.random.default_rng(0).random((4, 28, 28, 1), dtype="float32")
     np.save(tmp_path / "images.npy", images)
     np.save(tmp_path / "expected.npy", model.predict(images, verbose=0))
-    script = ("import numpy as np, sys; from pathlib import Path; from digits.predict import _load_keras_file; "
+    script = ("import numpy as np, sys; from pathlib import Path; from digits.classifier import _load_keras_file;"
               "folder = Path(sys.argv[1]); model = _load_keras_file(folder / 'model.keras'); "
               "np.testing.assert_allclose(model.predict(np.load(folder / 'images.npy'), verbose=0), "
               "np.load(folder / 'expected.npy'), rtol=1e-5, atol=1e-6); "

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from digits.calibration import expected_calibration_error, fit_temperature, holdout_unseen, reliability
+from digits.classifier import Classifier, load_classifier
 from digits.data import load_mnist
 from digits.export import inference_form
 from digits.inference import with_temperature
-from digits.predict import Classifier, load_classifier
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

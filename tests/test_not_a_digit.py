@@ -11,12 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from digits.data import load_mnist
-from digits.detector import DETECTOR_FILE, fit_detector, load_detector, with_digit_score
-from digits.errors import DigitsError
-from digits.images import prepare_image
-from digits.inference import OnnxModel, read
-from digits.predict import (
+from digits.classifier import (
     DIGIT,
     NOT_A_DIGIT,
     PRETRAINED_CALIBRATION,
@@ -25,6 +20,11 @@ from digits.predict import (
     Classifier,
     load_classifier,
 )
+from digits.data import load_mnist
+from digits.detector import DETECTOR_FILE, fit_detector, load_detector, with_digit_score
+from digits.errors import DigitsError
+from digits.images import prepare_image
+from digits.inference import OnnxModel, read
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import run_digits
+from digits.classifier import PRETRAINED_DIR, PRETRAINED_MODEL, load_classifier
 from digits.errors import DigitsError
 from digits.images import prepare_image
-from digits.predict import PRETRAINED_DIR, PRETRAINED_MODEL, find_image_files, load_classifier
+from digits.predict import find_image_files
 from digits.recipes import get_preset
 from digits.runs import load_run
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from digits import data, runs
+from digits.classifier import PRETRAINED_MODEL
 from digits.cli import main
 from digits.errors import DigitsError
-from digits.predict import PRETRAINED_MODEL
 
 HEADER = ",".join(runs.HISTORY_COLUMNS) + "\n"
 GOOD = {

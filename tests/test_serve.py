@@ -19,8 +19,8 @@ import pytest
 
 from conftest import child_processes, run_digits
 from digits import images
+from digits.classifier import load_classifier
 from digits.data import load_mnist
-from digits.predict import load_classifier
 from digits.serve import MAX_UPLOAD_BYTES, create_app
 from digits.server import is_loopback
 from digits.workers import BatchClassifier, compiled_predict

@@ -40,7 +40,7 @@ def server_url():
     """The real application under uvicorn on a free loopback port, in a thread of this process."""
     import uvicorn
 
-    from digits.predict import load_classifier
+    from digits.classifier import load_classifier
     from digits.serve import create_app
     from digits.server import open_listener
 

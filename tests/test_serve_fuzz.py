@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from PIL import Image
 from schemathesis import checks
 
-from digits.predict import load_classifier
+from digits.classifier import load_classifier
 from digits.serve import create_app
 
 with warnings.catch_warnings():

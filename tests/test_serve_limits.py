@@ -17,7 +17,7 @@ from PIL import Image
 import hostile_files
 from conftest import child_processes
 from digits import limits, workers
-from digits.predict import load_classifier
+from digits.classifier import load_classifier
 from digits.serve import create_app
 
 with warnings.catch_warnings():

@@ -131,7 +131,8 @@ def predict(images_or_paths, model=None, *, keep_originals: bool = False) -> lis
     that cannot be read has `.error` instead. keep_originals keeps a small copy of each picture (for
     `digits.predict.save_views`).
     """
-    from digits.predict import Classifier, FileResult, find_image_files, load_classifier, predict_files
+    from digits.classifier import Classifier, load_classifier
+    from digits.predict import FileResult, find_image_files, predict_files
 
     classifier = model if isinstance(model, Classifier) else load_classifier(
         None if model is None else _run_folder(model))

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from digits import __version__
+from digits.classifier import PRETRAINED_MODEL, Classifier, file_sha256, load_classifier
 from digits.data import to_model_input
 from digits.detector import DETECTOR_FILE
 from digits.errors import DigitsError
 from digits.inference import OnnxModel, read
-from digits.predict import PRETRAINED_MODEL, Classifier, file_sha256, load_classifier
 
 # The file name ending each format gets by default.
 FORMATS = {"onnx": ".onnx", "litert": ".tflite", "saved_model": ""}

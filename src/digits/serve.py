@@ -21,7 +21,7 @@ from digits import __version__, images, limits
 from digits.workers import BatchClassifier, PicturePreparer, PreparationFailed, compiled_predict
 
 if TYPE_CHECKING:
-    from digits.predict import Classifier
+    from digits.classifier import Classifier
 
 # A phone photo is a few MB; a canvas drawing is a few KB. Anything larger is refused unread.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -35,7 +35,7 @@ class RankedDigit(BaseModel):
     probability: float = Field(ge=0.0, le=1.0)
 
 
-# The classifier's verdict on a picture (digits.predict's DIGIT and NOT_A_DIGIT).
+# The classifier's verdict on a picture (digits.classifier's DIGIT and NOT_A_DIGIT).
 Verdict = Literal["digit", "not a digit"]
 
 

@@ -21,7 +21,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     """Load the model once, then answer on http://host:port/ until Ctrl+C."""
     import uvicorn
 
-    from digits.predict import load_classifier, runs_on_onnx
+    from digits.classifier import load_classifier, runs_on_onnx
 
     # Bind first, so a busy port is reported before the model takes seconds to load.
     listener = open_listener(host, port)

@@ -23,7 +23,7 @@ from PIL import Image
 from digits import images
 
 if TYPE_CHECKING:
-    from digits.predict import Classifier
+    from digits.classifier import Classifier
 
 # Worker processes that prepare pictures, one per core of a small machine; more pictures wait their turn.
 PREPARATION_PROCESSES = 2

@@ -36,7 +36,8 @@ def run_predict(args) -> int:
     import json
 
     from digits.api import predict
-    from digits.predict import find_image_files, load_classifier, result_line, results_document, save_views
+    from digits.classifier import load_classifier
+    from digits.predict import find_image_files, result_line, results_document, save_views
 
     if not 1 <= args.top <= 10:
         raise DigitsError(f"--top must be between 1 and 10, not {args.top}.")
