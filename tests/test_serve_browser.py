@@ -199,6 +199,26 @@ def test_a_chosen_file_is_read(open_page, digit_png, tmp_path):
     assert len(bar_percentages(page)) == 10
 
 
+def test_a_smiley_is_gently_called_no_digit_with_the_best_guess(open_page, tmp_path):
+    from PIL import Image, ImageDraw
+
+    smiley = Image.new("L", (300, 300), 255)
+    draw = ImageDraw.Draw(smiley)
+    draw.ellipse((30, 30, 270, 270), outline=0, width=12)
+    for eye_x in (105, 195):
+        draw.ellipse((eye_x - 12, 95, eye_x + 12, 125), fill=0)
+    draw.arc((80, 105, 220, 225), 20, 160, fill=0, width=12)
+    smiley.save(tmp_path / "smiley.png")
+    page = open_page()
+
+    page.set_input_files("#file", str(tmp_path / "smiley.png"))
+
+    expect(page.locator("#confidence")).to_have_text(
+        re.compile(r"This doesn't look like a digit\. Best guess: \d \(\d{1,3}\.\d %\)\."), timeout=15_000)
+    expect(page.locator("#digit")).to_have_class(re.compile(r"\bmuted\b"))
+    assert len(bar_percentages(page)) == 10
+
+
 def test_a_dropped_file_is_read(open_page, digit_png):
     page = open_page()
     png = base64.b64encode(digit_png(7, side=360)).decode()
