@@ -13,6 +13,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import digits
+from digits.classifier import PRETRAINED_DIR
 
 SMALL = dict(train_limit=2000, test_limit=500, epochs=2)
 
@@ -63,6 +64,23 @@ def test_library_errors_name_parameters_and_the_cli_names_flags():
     assert result.returncode == 1
     assert "--validation holdout" in result.stderr and "--target-accuracy none" in result.stderr
     assert "`" not in result.stderr
+
+
+def test_sweep_and_export_errors_name_parameters_too(tmp_path):
+    from digits.export import export_model
+    from digits.sweep import default_storage, open_storage
+
+    for call, parameter in [(lambda: default_storage(tmp_path, create=False), "`storage`"),
+                            (lambda: open_storage("not-a-url"), "`storage`"),
+                            (lambda: export_model(PRETRAINED_DIR / "model.keras", "litert", tmp_path / "m.onnx"),
+                             "`out`")]:
+        with pytest.raises(digits.DigitsError) as caught:
+            call()
+        assert parameter in str(caught.value) and "--" not in str(caught.value)
+
+    result = subprocess.run([sys.executable, "-m", "digits", "sweep", "report", "mine", "--runs-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--storage" in result.stderr and "`" not in result.stderr
 
 
 @pytest.mark.slow

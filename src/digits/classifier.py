@@ -143,7 +143,8 @@ def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
         return classifier
     if not PRETRAINED_MODEL.is_file():
         raise DigitsError(
-            f"The shipped model {PRETRAINED_MODEL} is missing; reinstall digits or pass --model RUN|FILE.keras."
+            f"The shipped model {PRETRAINED_MODEL} is missing; reinstall digits or give `model` (a run folder, "
+            ".keras or .onnx file)."
         )
     model = _load_keras_file(PRETRAINED_MODEL)
     description = _pretrained_description()

@@ -118,7 +118,7 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
     reference, reference_scores = read(model, test_images)
 
     if format == "litert" and out.suffix != ".tflite":
-        raise DigitsError(f"A LiteRT model's file name ends in .tflite; choose an --out such as {out.stem}.tflite.")
+        raise DigitsError(f"A LiteRT model's file name ends in .tflite; choose an `out` such as {out.stem}.tflite.")
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")  # Keras checks the ending of the name.
     _remove(partial)
     try:

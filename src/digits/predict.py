@@ -156,7 +156,8 @@ def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DigitsError(f"Cannot create the --show folder {folder} ({error.strerror}); choose another.") from None
+        raise DigitsError(f"Cannot create the folder {folder} for the pictures ({error.strerror}); "
+                          "choose another.") from None
     written = []
     for result in results:
         if result.error is not None or result.original is None or result.view is None:
@@ -179,13 +180,15 @@ def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
             except FileExistsError:
                 target, copy = folder / f"{name}-{copy}.png", copy + 1
             except OSError as error:
-                raise DigitsError(f"Cannot write {target} ({error.strerror}); check the --show folder.") from None
+                raise DigitsError(f"Cannot write {target} ({error.strerror}); choose another folder for the "
+                                  "pictures.") from None
         try:
             with os.fdopen(descriptor, "wb") as output:
                 sheet.save(output, "PNG")
         except OSError as error:
             target.unlink(missing_ok=True)
-            raise DigitsError(f"Cannot write {target} ({error.strerror}); check the --show folder.") from None
+            raise DigitsError(f"Cannot write {target} ({error.strerror}); choose another folder for the "
+                              "pictures.") from None
         written.append(target)
     return written
 

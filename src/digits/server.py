@@ -106,10 +106,10 @@ def open_listener(host: str, port: int) -> socket.socket:
         listener.close()
         if error.errno == errno.EADDRINUSE:
             raise DigitsError(
-                f"Port {port} on {host} is already in use; stop the program using it or choose another with --port."
+                f"Port {port} on {host} is already in use; stop the program using it or choose another `port`."
             ) from error
         raise DigitsError(
-            f"Cannot listen on {host} port {port} ({error.strerror}); choose another --host or --port."
+            f"Cannot listen on {host} port {port} ({error.strerror}); choose another `host` or `port`."
         ) from error
     # Listening now queues the connections of a client that reads the printed address at once; until
     # uvicorn starts serving they would be refused.

@@ -59,9 +59,9 @@ def default_storage(runs_dir: str | Path, *, create: bool = True) -> str:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise DigitsError(f"Cannot create {path.parent} ({error.strerror}); pass a writable --runs-dir.") from None
+            raise DigitsError(f"Cannot create {path.parent} ({error.strerror}); give a writable `runs_dir`.") from None
     elif not path.is_file():
-        raise DigitsError(f"There is no sweep database {path}; run `digits sweep` first, or pass --storage.")
+        raise DigitsError(f"There is no sweep database {path}; run a sweep first, or give its `storage`.")
     return f"sqlite:///{path}"
 
 
@@ -79,7 +79,7 @@ def open_storage(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS):
 
         return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
-        raise DigitsError(f"--storage takes an SQLAlchemy URL (sqlite:///sweeps.db, postgresql://host/db) or "
+        raise DigitsError(f"`storage` takes an SQLAlchemy URL (sqlite:///sweeps.db, postgresql://host/db) or "
                           f"journal:PATH, not {url!r}.")
     if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg2") is None:
         # SQLAlchemy's default PostgreSQL driver is psycopg2; digits installs psycopg (3), so plain URLs use it.
@@ -366,5 +366,5 @@ def member_runs(study, top: int) -> list[Path]:
     trials = best_trials(study, top)
     if len(trials) < top:
         raise DigitsError(f"The study {study.study_name!r} has {len(trials)} different complete recipe(s), fewer "
-                          f"than --top {top}; run more trials or ask for fewer.")
+                          f"than `top={top}`; run more trials or ask for fewer.")
     return [Path(trial.user_attrs["run_dir"]) for trial in trials]
