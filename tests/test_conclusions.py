@@ -4,9 +4,9 @@ study's two shallow configurations compared against the study's own figures."""
 
 import pytest
 
+from digits.comparison import ModelSummary, compare
 from digits.conclusions import configurations_sentence, first_reaching, model_conclusion, stopping_words
 from digits.errors import DigitsError
-from digits.evaluate import ModelSummary, compare
 from digits.recipes import get_preset
 
 

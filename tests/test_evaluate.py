@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from digits.evaluate import Evaluation, ModelSummary, compare, evaluate, overfitting_verdict
+from digits.comparison import ModelSummary, compare
+from digits.evaluate import Evaluation, evaluate, overfitting_verdict
 
 
 def one_hot_probabilities(predicted, confidence):

@@ -7,7 +7,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from digits import plots
-from digits.evaluate import ClassScores, Mistake, ModelSummary, evaluate
+from digits.comparison import ModelSummary
+from digits.evaluate import ClassScores, Mistake, evaluate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from digits import plots
-from digits.evaluate import ModelSummary, compare, evaluate, overfitting_verdict
+from digits.comparison import ModelSummary, compare
+from digits.evaluate import evaluate, overfitting_verdict
 from digits.report import ComparisonSection, DataSection, ModelSection, render_report, write_report
 
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from digits.evaluate import ModelSummary, noise_points
+from digits.comparison import ModelSummary, noise_points
 from digits.recipes import DEFAULT_LEARNING_RATES, STUDY_ACCURACY, STUDY_RESULTS, study_recipe_of
 
 # The study's two configurations of its shallow network, in the order it tried them.

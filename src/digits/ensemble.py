@@ -24,7 +24,7 @@ ENSEMBLE_FILE = "ensemble.json"
 class EnsembleResult:
     folder: Path
     ensemble: Any  # digits.study.EvaluatedModel
-    members: list  # digits.evaluate.ModelSummary, one per member, in the order given
+    members: list  # digits.comparison.ModelSummary, one per member, in the order given
 
 
 def load_members(paths: Sequence[str | Path]) -> list:
@@ -53,7 +53,8 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
 
     The output goes to out_dir (new or empty) or a new `<first member's runs folder>/<time>-ensemble/`.
     """
-    from digits.evaluate import ModelSummary, evaluate
+    from digits.comparison import ModelSummary
+    from digits.evaluate import evaluate
     from digits.runs import load_model, new_output_folder, write_json
     from digits.study import evaluate_predictions, test_set
 

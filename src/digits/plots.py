@@ -237,7 +237,7 @@ def _confidence(probability: float) -> str:
 
 
 def comparison_chart(models, path: str | Path | None = None, *, title: str | None = None) -> Figure:
-    """Test error, test loss and training time of each model (digits.evaluate.ModelSummary rows), side by side.
+    """Test error, test loss and training time of each model (digits.comparison.ModelSummary rows), side by side.
 
     Every panel starts at zero, so bar lengths compare honestly: the error (100 % minus the accuracy) rather than
     the accuracy, whose bars would all look full or, cut off near the worst model, make a small gap fill the chart.

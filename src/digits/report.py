@@ -15,8 +15,9 @@ from datetime import datetime
 from pathlib import Path
 
 from digits import __version__
+from digits.comparison import Comparison, format_duration
 from digits.conclusions import stopping_words
-from digits.evaluate import Comparison, Evaluation, OverfittingVerdict, format_duration
+from digits.evaluate import Evaluation, OverfittingVerdict
 from digits.runs import write_atomically
 
 # Mistakes shown per model: three rows of eight, enough to see what kind of mistakes a model makes.

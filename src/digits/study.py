@@ -18,19 +18,11 @@ import numpy as np
 
 from digits import display, plots
 from digits.calibration import calibrate_run, fit_run_not_a_digit, recorded_temperature, reliability
+from digits.comparison import Comparison, ModelSummary, compare, join_names
 from digits.conclusions import configurations_sentence, model_conclusion
 from digits.data import Mnist, class_counts
 from digits.errors import DigitsError
-from digits.evaluate import (
-    Comparison,
-    Evaluation,
-    ModelSummary,
-    OverfittingVerdict,
-    compare,
-    evaluate,
-    join_names,
-    overfitting_verdict,
-)
+from digits.evaluate import Evaluation, OverfittingVerdict, evaluate, overfitting_verdict
 from digits.inference import TTA_WORDS, with_temperature
 from digits.inference import probabilities as model_probabilities
 from digits.report import GALLERY_SIZE, ComparisonSection, DataSection, ModelSection, write_report

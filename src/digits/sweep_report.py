@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from digits import __version__
+from digits.comparison import format_duration
 from digits.errors import DigitsError
-from digits.evaluate import format_duration
 from digits.report import CSS, _e, _figure, _table
 from digits.runs import METRICS_FILE, _read_json
 
