@@ -3,7 +3,7 @@
 Each runtime is measured in its own fresh processes, one after the other:
 - start-up: `digits serve --model FILE --port 0` from launch until it prints its address (model loaded,
   listening; the picture-preparing workers may still be starting), and until its first answer to a picture
-  (the median of --starts launches); the server process's resident memory (VmRSS) after answering 20 pictures;
+  (the median of --starts launches); the server process's resident memory (RSS) after answering 20 pictures;
 - model time: one picture per call through `digits.inference.fast_reader` (what the server calls: the
   probabilities and the not-a-digit detector's digit score), median of 500 calls, with one inference thread as
   the server uses;
@@ -29,6 +29,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 PRETRAINED = Path(__file__).parents[1] / "src" / "digits" / "pretrained"
 MODELS = {"Keras/TensorFlow": PRETRAINED, "ONNX Runtime": PRETRAINED / "model.onnx"}
@@ -86,8 +88,7 @@ def server_figures(model: Path, starts: int) -> dict:
                 urllib.request.urlopen(request, timeout=30).read()
                 if answer == 0:
                     first_answer_seconds.append(time.perf_counter() - start)
-            status = Path(f"/proc/{server.pid}/status").read_text()
-            resident_kb = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+            resident_kb = psutil.Process(server.pid).memory_info().rss / 1024
         finally:
             server.send_signal(signal.SIGINT)
             try:

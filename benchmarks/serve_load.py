@@ -26,10 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import aiohttp
 import numpy as np
+import psutil
 from PIL import Image
 
 TARGET_P99_MS = 50.0
@@ -75,19 +75,17 @@ def start_server(model: str | None) -> tuple[subprocess.Popen, str, io.TextIOBas
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """User + system CPU time so far of a process and of its live children (the server's picture-preparing
-    workers), from /proc (Linux)."""
-    own = children = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    workers)."""
+    server = psutil.Process(pid)
+    own = server.cpu_times()
+    children = 0.0
+    for child in server.children():
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # fields[1] is the parent, [11] and [12] the times
-        except OSError:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
             continue  # The process ended meanwhile.
-        ticks = int(fields[11]) + int(fields[12])
-        if int(stat.parent.name) == pid:
-            own += ticks
-        elif int(fields[1]) == pid:
-            children += ticks
-    return own / os.sysconf("SC_CLK_TCK"), children / os.sysconf("SC_CLK_TCK")
+        children += times.user + times.system
+    return own.user + own.system, children
 
 
 async def one_client(session: aiohttp.ClientSession, url: str, pngs: list[bytes], number: int, clients: int,

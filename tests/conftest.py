@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 import digits
@@ -105,12 +106,8 @@ def digit_png():
 
 
 def child_processes(parent: int) -> list[int]:
-    """The ids of the live processes whose parent is `parent`, from /proc (Linux)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                children.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return children
+    """The ids of the live processes whose parent is `parent` (none once it has ended)."""
+    try:
+        return [child.pid for child in psutil.Process(parent).children()]
+    except psutil.NoSuchProcess:
+        return []

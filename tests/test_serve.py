@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 from conftest import child_processes, run_digits
@@ -346,9 +347,9 @@ def test_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_png):
     assert server.returncode == 0 and "Traceback" not in errors, errors
     assert len(workers) >= 2
     deadline = time.monotonic() + 10  # The workers finish their exit just after the server's.
-    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+    while any(psutil.pid_exists(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # none outlives the server
+    assert not [pid for pid in workers if psutil.pid_exists(pid)]  # none outlives the server
 
 
 @pytest.mark.slow
