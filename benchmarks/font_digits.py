@@ -19,7 +19,7 @@ Subsets:
            proportions, wobble, pen width from hairline to marker, both polarities
 
 The generators are `digits.synthetic`'s. Fonts are found with `fc-list` or under /usr/share/fonts; on Debian,
-`apt-get install fonts-dejavu-core fonts-liberation` gives 34 of them.
+`apt-get install fonts-dejavu-core fonts-liberation` gives 34 or more of them (38 on the development machine).
 """
 
 from __future__ import annotations
