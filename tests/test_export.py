@@ -47,6 +47,9 @@ def test_the_shipped_model_exports_and_reads_back_the_same(tmp_path, mnist, kera
     assert sidecar["format"] == format and sidecar["class_names"] == [str(digit) for digit in range(10)]
     assert sidecar["input"]["shape"] == [None, 28, 28, 1] and sidecar["check"]["agreement"] == 1.0
     assert sidecar["test_accuracy"] == keras_classifier.info["test_accuracy"]
+    # Only the ONNX file gives the digit score; a LiteRT file's reader is told to use the largest probability.
+    expected_rule = "digit_score" if format == "onnx" else "max_probability"
+    assert sidecar["not_a_digit"]["score"] == expected_rule and 0 < sidecar["not_a_digit"]["threshold"] < 1
     exported, _ = run_export(out, format, mnist.test_images[200:400])  # Images the check did not see.
     np.testing.assert_allclose(exported, keras_classifier.predict(mnist.test_images[200:400]), atol=1e-4)
 
@@ -74,6 +77,11 @@ def test_export_never_replaces_a_file_and_names_bad_sources(tmp_path):
     assert taken.read_text() == "the user's own file"
     result = digits("export", PRETRAINED_ONNX, "--out", tmp_path / "again.onnx")
     assert result.returncode == 1 and "already an exported model" in result.stderr
+    # Without --out the source is named first, never an output path the user did not give.
+    result = digits("export", PRETRAINED_ONNX)
+    assert result.returncode == 1 and "already an exported model" in result.stderr
+    result = digits("export", tmp_path / "missing" / "model.keras")
+    assert result.returncode == 1 and "There is no model at" in result.stderr
 
 
 def test_the_shipped_onnx_model_agrees_with_keras_on_the_whole_test_set(mnist, keras_classifier):

@@ -27,6 +27,10 @@ from digits.errors import DigitsError
 DETECTOR_FILE = "not_a_digit.npz"
 # Units of the hidden layer: 64 caught 94 % of non-digits where 32 caught 92 % (benchmarks/not_a_digit.py).
 HIDDEN_UNITS = 64
+# What to do about a damaged detector: a run's is fitted again by `digits evaluate --calibrate`; the shipped
+# model's comes with the package.
+REFIT = ("fit it again with `digits evaluate RUN --calibrate` (for the shipped model, reinstall digits), or remove "
+         "the \"not_a_digit\" entry from the calibration.json beside it.")
 # The name of the exported model's second output.
 SCORE_OUTPUT = "digit_score"
 
@@ -71,14 +75,13 @@ def load_detector(path: str | Path) -> DigitDetector:
         with np.load(path, allow_pickle=False) as saved:  # Never unpickle: the file may come from anyone.
             arrays = {field.name: np.asarray(saved[field.name], np.float64) for field in fields(DigitDetector)}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise DigitsError(f"Cannot read the not-a-digit detector {path} ({type(error).__name__}); write it again "
-                          "with `python benchmarks/not_a_digit.py --write`.") from None
+        raise DigitsError(f"Cannot read the not-a-digit detector {path} ({type(error).__name__}); {REFIT}") from None
     hidden = arrays["hidden_weights"].shape
     if (len(hidden) != 2 or arrays["hidden_bias"].shape != hidden[1:] or arrays["output_weights"].shape
             != (hidden[1], 1) or arrays["output_bias"].shape != (1,) or not all(np.isfinite(a).all()
                                                                                for a in arrays.values())):
         raise DigitsError(f"The not-a-digit detector {path} holds arrays of the wrong shapes or non-finite "
-                          "numbers; write it again with `python benchmarks/not_a_digit.py --write`.")
+                          f"numbers; {REFIT}")
     return DigitDetector(**arrays)
 
 

@@ -96,7 +96,10 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
     """
     if format not in FORMATS:
         raise DigitsError(f"Unknown format {format!r}; choose one of {', '.join(FORMATS)}.")
+    _check_source(spec)  # Before the output: a wrong source is the first thing to hear about.
     out = Path(out) if out is not None else default_path(spec, format)
+    if format == "litert" and out.suffix != ".tflite":
+        raise DigitsError(f"A LiteRT model's file name ends in .tflite; choose an `out` such as {out.stem}.tflite.")
     for taken in (out, sidecar_path(out)):
         if taken.exists():
             raise DigitsError(f"{taken} already exists; remove it or choose another output path.")
@@ -110,15 +113,14 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
     # The reference is Keras running what is exported: for a mixed-precision run, its weights in float32. An ONNX
     # export carries the not-a-digit detector as a second output; the other formats hold the classifier alone.
     model = inference_form(classifier.model)
-    with_detector = format == "onnx" and classifier.detector is not None
-    if format == "onnx" and classifier.detector is not None:
+    detector = classifier.detector if format == "onnx" else None
+    with_detector = detector is not None
+    if detector is not None:
         from digits.detector import with_digit_score
 
-        model = with_digit_score(model, classifier.detector)
+        model = with_digit_score(model, detector)
     reference, reference_scores = read(model, test_images)
 
-    if format == "litert" and out.suffix != ".tflite":
-        raise DigitsError(f"A LiteRT model's file name ends in .tflite; choose an `out` such as {out.stem}.tflite.")
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")  # Keras checks the ending of the name.
     _remove(partial)
     try:
@@ -147,12 +149,19 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
     return ExportResult(path=out, sidecar=sidecar, check=check)
 
 
-def _load_source(spec: str | Path) -> Classifier:
+def _check_source(spec: str | Path) -> None:
     path = Path(spec)
     if not path.exists():
         raise DigitsError(f"There is no model at {path}; give a run folder written by `digits train` or a .keras file.")
     if path.suffix in (".onnx", ".tflite"):
         raise DigitsError(f"{path} is already an exported model; export from a run folder or a .keras file.")
+    if path.is_file() and path.suffix != ".keras":
+        raise DigitsError(f"{path} is not a .keras model file; give a run folder written by `digits train` or a "
+                          ".keras file.")
+
+
+def _load_source(spec: str | Path) -> Classifier:
+    path = Path(spec)
     # The shipped model's facts (test accuracy, how it was trained) live beside it, not in the .keras file.
     if path.is_file() and path.resolve() == PRETRAINED_MODEL.resolve():
         return load_classifier(None, prefer_onnx=False)
@@ -203,9 +212,9 @@ def _write(model, path: Path, format: str) -> None:
 def run_export(path: str | Path, format: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Classify uint8 (N, 28, 28) images with an exported model in its own runtime → (N, 10) probabilities, and
     (N,) digit scores for an ONNX file exported with its detector (else None)."""
-    model_input = to_model_input(images)
     if format == "onnx":
         return read(OnnxModel(path), images)
+    model_input = to_model_input(images)
     if format == "saved_model":
         import tensorflow as tf
 
@@ -257,7 +266,7 @@ def describe(classifier: Classifier, keras_file: Path, format: str, out: Path, c
         "parameters": info.get("parameters"),
         "test_accuracy": info.get("test_accuracy"),
         "temperature": classifier.temperature,
-        "not_a_digit": classifier.not_a_digit,
+        "not_a_digit": classifier.not_a_digit if with_detector else _probability_rule(classifier.not_a_digit),
         "source": str(info.get("source")),
         # Lets a reader tell whether the .keras file changed since (the shipped model falls back to it then).
         "source_sha256": file_sha256(keras_file),
@@ -267,6 +276,14 @@ def describe(classifier: Classifier, keras_file: Path, format: str, out: Path, c
         "digits_version": __version__,
         "command": command,
     }
+
+
+def _probability_rule(not_a_digit: dict | None) -> dict | None:
+    """The not-a-digit rule of a file without the digit score: the largest probability and its own threshold."""
+    if not_a_digit is None or not_a_digit.get("score") != "digit_score":
+        return not_a_digit
+    threshold = not_a_digit.get("max_probability_threshold")
+    return None if threshold is None else {"score": "max_probability", "threshold": threshold}
 
 
 def _remove(path: Path) -> None:
