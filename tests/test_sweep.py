@@ -93,6 +93,7 @@ def assert_trial_folders_honest(study):
     ('base = "quick-cnn"\n[search.learning_rate]\nlow = 0.0\nhigh = 0.01\nlog = true\n', "low must be above 0"),
     ('base = "quick-cnn"\n[search.augment_shift]\nlow = 0\nhigh = 12\n', "between 0 and 8 pixels"),
     ('base = "quick-cnn"\n[search.batch_size]\nlow = 16.5\nhigh = 64\n', "whole-number low and high"),
+    ('base = "quick-cnn"\n[search.batch_size]\nlow = 16\nhigh = 64\nstep = 0.5\n', "step must be one too"),
     ('base = "no-such-preset"\n[search.epochs]\nlow = 1\nhigh = 3\n', "base must name a preset"),
     ('base = "quick-cnn"\n', "at least one [search.FIELD]"),
     ('base = "quick-cnn"\n[search.learning_rate\n', "not valid TOML"),
@@ -157,7 +158,7 @@ def test_a_sqlite_sweep_prunes_records_and_reports(tmp_path):
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") >= 3  # history, intermediate values, and more
     assert study.best_trial.user_attrs["run_dir"] in page and f"{100 * best:.2f} %" in page
-    assert "pruned" in page and "http://" not in page and "https://" not in page
+    assert "1 pruned" in page and "http://" not in page and "https://" not in page
 
     listed = digits("sweep", "best", "tiny", "--storage", storage, "--top", 2, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr[-3000:]
@@ -333,5 +334,38 @@ def test_a_journal_file_holds_a_sweep_too(tmp_path):
     job = SweepJob(space=load_space(write_space(tmp_path, epochs=1, pruner="none")), storage_url=storage,
                    study_name="journal", trials=2, runs_dir=tmp_path)
     assert run_sweep(job, progress=lambda line: None) == {"COMPLETE": 2}
-    assert (tmp_path / "sweep.log").stat().st_size > 0
     assert_trial_folders_honest(load_study(storage, "journal"))
+
+
+@pytest.mark.parametrize("storage, words", [
+    ("journal:", "needs the path of a file"),
+    ("journal:{tmp}", "needs the path of a file"),
+    ("journal:{tmp}/notes.txt", "Cannot use"),
+    ("postgresql://someone:s3cret@127.0.0.1:1/sweeps", "Cannot open the sweep storage"),
+])
+def test_a_bad_storage_is_one_sentence_that_never_shows_a_password(tmp_path, capsys, storage, words):
+    (tmp_path / "notes.txt").write_text("not a journal\n")
+    assert main(["sweep", "report", "any", "--storage", storage.format(tmp=tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert words in error and "s3cret" not in error and "Traceback" not in error and error.count("\n") == 1
+
+
+def test_a_study_refuses_a_changed_space_but_not_a_renamed_file(tmp_path):
+    import dataclasses
+
+    from digits.sweep import create_study, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'sweeps.db'}")
+    space = load_space(write_space(tmp_path))
+    create_study(space, storage, "s")
+    create_study(dataclasses.replace(space, name="the-same-space-elsewhere"), storage, "s")  # joins it
+    changed = dataclasses.replace(space, fixed={**space.fixed, "epochs": space.fixed["epochs"] + 1})
+    with pytest.raises(DigitsError, match=r"searched a space with other fixed \(from tiny\)"):
+        create_study(changed, storage, "s")
+
+
+def test_leftover_trial_folders_of_another_storage_are_refused(tmp_path, capsys):
+    space = write_space(tmp_path)
+    (tmp_path / "runs" / "sweeps" / "tiny" / "trial-0000").mkdir(parents=True)
+    assert main(["sweep", str(space), "--trials", "1", "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "holds trial folders of another sweep named 'tiny'" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -73,15 +74,28 @@ def open_storage(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS):
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial says what matters
     if url.startswith(JOURNAL_PREFIX):
         path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
+        if not url[len(JOURNAL_PREFIX):] or path.is_dir():
+            raise DigitsError(f"journal:PATH needs the path of a file, not {str(path)!r}; give one such as "
+                              "journal:sweeps.log.")
         if not path.parent.is_dir():
             raise DigitsError(f"The folder of the journal file {path} does not exist; create it or pick another path.")
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(str(path)))
+        try:
+            # Optuna reads the file lazily and takes a bad last line for a torn write, so look at the first one now.
+            if path.is_file() and path.stat().st_size:
+                with path.open("rb") as journal:
+                    json.loads(journal.readline())
+            return JournalStorage(JournalFileBackend(str(path)))
+        except (OSError, ValueError) as error:  # unreadable, or not a journal (its lines are not Optuna's JSON)
+            raise DigitsError(f"Cannot use {path} as a sweep journal ({type(error).__name__}); give a journal file "
+                              "written by `digits sweep`, or a new path.") from None
     if "://" not in url:
         raise DigitsError(f"`storage` takes an SQLAlchemy URL (sqlite:///sweeps.db, postgresql://host/db) or "
                           f"journal:PATH, not {url!r}.")
-    if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg2") is None:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.split("://", 1)[1]  # Heroku-style; SQLAlchemy knows only "postgresql".
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
         # SQLAlchemy's default PostgreSQL driver is psycopg2; digits installs psycopg (3), so plain URLs use it.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") else {}
@@ -103,8 +117,21 @@ def open_storage(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS):
             last_error = error
             break
     reason = str(last_error).strip().splitlines()[0] if str(last_error).strip() else type(last_error).__name__
-    raise DigitsError(f"Cannot open the sweep storage {url} ({reason}); check the URL and that the database "
-                      "is running and reachable.") from None
+    raise DigitsError(f"Cannot open the sweep storage {shown_url(url)} ({reason}); check the URL and that the "
+                      "database is running and reachable.") from None
+
+
+def shown_url(url: str) -> str:
+    """A storage URL fit to print or save in a report: any password replaced by ***."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url
 
 
 def has_heartbeat(storage) -> bool:
@@ -132,9 +159,13 @@ def create_study(space: SearchSpace, storage, study_name: str, worker: str = "1"
     if recorded is None:
         study.set_user_attr("space", described)
         study.set_user_attr("objective", "holdout accuracy of the last epoch (maximised)")
-    elif recorded != described:
-        raise DigitsError(f"The study {study_name!r} in this storage searches another space ({recorded['name']}); "
-                          "give the same space file, or a new --study name.")
+    else:
+        # The file's name does not matter, only what it searches.
+        changed = sorted(key for key in described if key != "name" and recorded.get(key) != described[key])
+        if changed:
+            raise DigitsError(f"The study {study_name!r} in this storage searched a space with other "
+                              f"{', '.join(changed)} (from {recorded['name']}); undo that change, or give a new "
+                              "`study` name.")
     return study
 
 
@@ -165,7 +196,7 @@ def load_study(storage_url: str, study_name: str):
     storage = open_storage(storage_url)
     names = optuna.get_all_study_names(storage)
     if study_name not in names:
-        raise DigitsError(f"There is no study {study_name!r} in {storage_url}; it holds "
+        raise DigitsError(f"There is no study {study_name!r} in {shown_url(storage_url)}; it holds "
                           f"{', '.join(names) if names else 'none'}.")
     return optuna.load_study(study_name=study_name, storage=storage)
 
@@ -259,7 +290,7 @@ def _worker_process(job: SweepJob) -> None:
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except DigitsError as error:
-        print(f"digits: error: [worker {job.worker}] {error}", flush=True)
+        print(f"digits: error: [worker {job.worker}] {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
 
 
@@ -274,7 +305,11 @@ def run_sweep(job: SweepJob, workers: int = 1, progress=print) -> dict[str, int]
         raise DigitsError(f"The number of trials must be at least 1, not {job.trials}.")
     if job.heartbeat_seconds < 1:
         raise DigitsError(f"The heartbeat interval must be at least 1 second, not {job.heartbeat_seconds}.")
-    create_study(job.space, open_storage(job.storage_url), job.study_name)  # a bad storage or space: one sentence
+    study = create_study(job.space, open_storage(job.storage_url), job.study_name)  # bad storage or space: a sentence
+    trial_folders = job.runs_dir / SWEEPS_DIR / job.study_name
+    if not study.trials and any(trial_folders.glob("trial-*")):
+        raise DigitsError(f"{trial_folders} holds trial folders of another sweep named {job.study_name!r} (its "
+                          "storage is not this one); give a new `study` name or another `runs_dir`.")
     if workers == 1:
         return work(job, progress=progress)
     import multiprocessing

@@ -206,6 +206,8 @@ def _dimension(key: str, value, where: str) -> Dimension:
         raise DigitsError(f"{where}: search.{key} is log-uniform, so low must be above 0, not {low!r}.")
     if step is not None and (not _is_number(step) or step <= 0 or log):
         raise DigitsError(f"{where}: search.{key}.step must be a positive number, and cannot go with log = true.")
+    if integer and step is not None and not isinstance(step, int):
+        raise DigitsError(f"{where}: {key} is a whole number, so search.{key}.step must be one too, not {step!r}.")
     return Dimension(key, low=low, high=high, log=log, step=step, integer=integer)
 
 

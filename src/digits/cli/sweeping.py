@@ -92,14 +92,14 @@ def run_sweep(args) -> int:
     space = load_space(args.space)  # A bad space file is one sentence before Optuna and Keras load.
     if args.trials < 1 or args.workers < 1:
         raise DigitsError("--trials and --workers must be at least 1.")
-    from digits.sweep import SweepJob, default_storage, load_study, trial_counts
+    from digits.sweep import SweepJob, default_storage, load_study, shown_url, trial_counts
     from digits.sweep import run_sweep as sweep
 
     storage = args.storage or default_storage(args.runs_dir)
     study_name = args.study or space.name
     job = SweepJob(space=space, storage_url=storage, study_name=study_name, trials=args.trials,
                    runs_dir=args.runs_dir.resolve(), data_dir=args.data_dir, heartbeat_seconds=args.heartbeat_seconds)
-    print(f"Sweep {study_name!r} ({space.source}) in {storage}: until {args.trials} trials are complete, "
+    print(f"Sweep {study_name!r} ({space.source}) in {shown_url(storage)}: until {args.trials} trials are complete, "
           f"{args.workers} worker(s) here. Trial folders: {args.runs_dir / 'sweeps' / study_name}/", flush=True)
     try:
         counts = sweep(job, workers=args.workers, progress=lambda line: print(line, flush=True))
@@ -110,7 +110,9 @@ def run_sweep(args) -> int:
         return 130
     print("\n" + _counts_sentence(counts, args.trials))
     _print_best(load_study(storage, study_name), 3)
-    print(f"\nReport: digits sweep report {study_name}" + (f" --storage {storage}" if args.storage else ""))
+    where = (f" --storage {shown_url(storage)}" if args.storage
+             else f" --runs-dir {args.runs_dir}" if args.runs_dir != Path("runs") else "")
+    print(f"\nReport: digits sweep report {study_name}{where}")
     return 0
 
 
@@ -139,12 +141,14 @@ def _storage(args) -> str:
 
 
 def run_report(args) -> int:
-    from digits.sweep import SWEEPS_DIR, load_study
+    from digits.sweep import SWEEPS_DIR, load_study, shown_url
     from digits.sweep_report import write_sweep_report
 
     study = load_study(_storage(args), args.study_name)
     out = args.out or args.runs_dir / SWEEPS_DIR / args.study_name / "report.html"
-    path = write_sweep_report(study, out, command="digits " + " ".join(sys.argv[1:]))
+    # The command goes into a page people share: no database password in it.
+    command = "digits " + " ".join(shown_url(argument) for argument in sys.argv[1:])
+    path = write_sweep_report(study, out, command=command)
     print(f"Report: {path}")
     return 0
 
