@@ -46,15 +46,24 @@ def test_public_names_are_the_functions_even_after_their_modules_load():
         digits.no_such_function  # noqa: B018
 
 
-def test_get_preset_takes_overrides_and_removes_a_target():
+def test_get_preset_takes_overrides_and_keeps_the_rest():
     recipe = digits.get_preset("quick-cnn", epochs=2, target_accuracy=None, validation="none")
     assert (recipe.epochs, recipe.target_accuracy, recipe.validation) == (2, None, "none")
+    assert recipe.learning_rate == digits.get_preset("quick-cnn").learning_rate  # None and absent keep the preset's
     assert "quick-cnn" in digits.presets()
 
 
 def test_library_errors_name_parameters_and_the_cli_names_flags():
     with pytest.raises(digits.DigitsError, match="`epochs` must be at least 1"):
         digits.get_preset("quick-shallow", epochs=0)
+    with pytest.raises(digits.DigitsError, match="`epoch` is not a recipe setting; did you mean `epochs`"):
+        digits.get_preset("quick-shallow", epoch=3)
+    with pytest.raises(digits.DigitsError, match="`epochs` must be a number, not '3'"):
+        digits.get_preset("quick-shallow", epochs="3")
+    with pytest.raises(digits.DigitsError, match="Expected a run"):
+        digits.evaluate(None)
+    with pytest.raises(digits.DigitsError, match='`verbose` is 0, 1, 2 or "epochs"'):
+        digits.train("quick-shallow", verbose="loud", runs_dir="/nonexistent-runs")
     with pytest.raises(digits.DigitsError) as caught:
         digits.get_preset("quick-shallow", validation="none", target_accuracy=0.9)
     assert "`validation=holdout`" in str(caught.value) and "--" not in str(caught.value)

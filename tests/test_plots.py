@@ -35,7 +35,8 @@ def test_learning_curves_write_a_two_panel_png(tmp_path, history):
     assert width > 1.8 * height  # two panels side by side
 
 
-def test_learning_curves_without_validation_still_draw(tmp_path, history):
+def test_learning_curves_without_validation_still_draw(tmp_path, history, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # A file saved anywhere by default would land here.
     training_only = {key: history[key] for key in ("epoch", "loss", "accuracy")}
     figure = plots.learning_curves(training_only)
     assert [len(axes.get_lines()) for axes in figure.axes] == [1, 1]  # training only, nothing saved

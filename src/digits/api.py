@@ -28,15 +28,9 @@ def presets() -> dict[str, Preset]:
 
 
 def get_preset(name: str, **overrides) -> Recipe:
-    """The recipe of preset `name` with some fields replaced, e.g. `get_preset("quick-cnn", epochs=2)`.
-
-    `target_accuracy=None` removes a preset's stopping target; other None values keep the preset's value.
-    """
-    recipe = recipes.get_preset(name)
-    if "target_accuracy" in overrides and overrides["target_accuracy"] is None:
-        # Removed before the other overrides apply, which may need it gone (validation="none").
-        recipe = dataclasses.replace(recipe, target_accuracy=None)
-    return recipes.with_overrides(recipe, **overrides)
+    """The recipe of preset `name` with some fields replaced, e.g. `get_preset("quick-cnn", epochs=2)`; None
+    values keep the preset's value (no preset has a stopping target, so `target_accuracy=None` means none)."""
+    return recipes.with_overrides(recipes.get_preset(name), **overrides)
 
 
 def build_model(name: str, **options):
@@ -153,6 +147,9 @@ def predict(images_or_paths, model=None, *, keep_originals: bool = False) -> lis
 
 
 def _run_folder(run) -> Path:
-    """The folder of a run given as a `TrainedRun`, a `digits.runs.Run` or a path."""
-    folder = getattr(run, "folder", None) or getattr(run, "path", None) or run
+    """The folder of a run given as a `TrainedRun`, a `digits.runs.Run`, an evaluation of one, or a path."""
+    folder = getattr(run, "folder", None) or getattr(run, "path", None) or getattr(run, "source", None) or run
+    if not isinstance(folder, str | Path):
+        raise DigitsError(f"Expected a run (what `train` or `load_run` returns, an evaluation of one, or a run "
+                          f"folder's path), not {type(run).__name__}.")
     return Path(folder)

@@ -97,7 +97,7 @@ def calibrate_run(run: Run, model, data: Mnist) -> float:
     split = len(data.train_images) - HOLDOUT_SIZE
     if not holdout_unseen(run.config["recipe"], len(data.train_images)):
         raise DigitsError(f"The run in {run.path} was trained on the last {HOLDOUT_SIZE:,} training images, so "
-                          "they cannot calibrate it; train with --validation holdout to use --calibrate.")
+                          "they cannot calibrate it; train with `validation=holdout` to use `calibrate`.")
     holdout_images, holdout_labels = data.train_images[split:], data.train_labels[split:]
     temperature = fit_temperature(holdout_labels, model_probabilities(model, holdout_images))
     path = run.path / CALIBRATION_FILE

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from digits.comparison import ModelSummary, noise_points
+from digits.comparison import ModelSummary, format_duration, noise_points
 from digits.recipes import DEFAULT_LEARNING_RATES, STUDY_ACCURACY, STUDY_RESULTS, study_recipe_of
 
 # The study's two configurations of its shallow network, in the order it tried them.
@@ -151,7 +151,7 @@ def summary_table(models: list[ModelSummary]) -> str:
     """A fixed-width table for the terminal, one row per model, best first."""
     headers = ["model", "test accuracy", "mistakes", "loss", "training time", "epochs", "parameters"]
     rows = [[model.name, f"{100 * model.accuracy:.2f} %", f"{model.mistakes:,} / {model.count:,}",
-             f"{model.loss:.4f}", "—" if model.training_seconds is None else f"{model.training_seconds:,.1f} s",
+             f"{model.loss:.4f}", format_duration(model.training_seconds),
              "—" if model.epochs is None else str(model.epochs),
              "—" if model.parameters is None else f"{model.parameters:,}"] for model in models]
     widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]

@@ -122,7 +122,7 @@ def load_mnist(data_dir: str | Path | None = None) -> Mnist:
             return _load_explicit(path, origin)
         except OSError as error:  # A folder we may not read or enter (its permissions, a broken mount).
             raise DataError(f"Cannot read the data directory {path} ({error.strerror or error}); check its "
-                            "permissions, or give another --data-dir.") from None
+                            "permissions, or give another `data_dir`.") from None
 
     vendored = _find_files(VENDORED_DIR)
     if vendored:

@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 
 from digits import plots
+from digits.comparison import format_duration
 from digits.evaluate import overfitting_verdict
 
 # Wide enough to read, narrow enough that a card and its figures fit beside a notebook's code.
@@ -22,8 +23,7 @@ VERDICT_COLORS = {"none": "#1f8a5b", "mild": "#b86e00", "clear": "#b3261e", "unk
 
 def run_curves(run):
     """A trained run's learning curves (a Figure), titled with its preset."""
-    loss_name = run.recipe.loss.replace("_", " ")
-    return plots.learning_curves(run.history, title=run.recipe.preset, loss_name=loss_name)
+    return plots.learning_curves(run.history, title=run.recipe.preset, loss_name=plots.loss_name(run.config))
 
 
 def run_card(run) -> str:
@@ -62,8 +62,8 @@ def comparison_card(compared) -> str:
         f"<td style='text-align:right'>{100 * model.accuracy:.2f} %</td>"
         f"<td style='text-align:right'>{model.mistakes:,} / {model.count:,}</td>"
         f"<td style='text-align:right'>{model.loss:.4f}</td>"
-        f"<td style='text-align:right'>{'—' if model.training_seconds is None else f'{model.training_seconds:.1f} s'}"
-        f"</td></tr>" for model in comparison.models)
+        f"<td style='text-align:right'>{format_duration(model.training_seconds)}</td></tr>"
+        for model in comparison.models)
     table = ("<table style='border-collapse:collapse;font-size:13px'><tr><th>model</th><th>test accuracy</th>"
              f"<th>mistakes</th><th>loss</th><th>training</th></tr>{rows}</table>")
     chart = _file_image(compared.folder / "comparison.png", "comparison chart")

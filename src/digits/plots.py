@@ -129,6 +129,11 @@ def to_png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def loss_name(config: dict | None) -> str:
+    """The loss a run's curves show, named for an axis ("categorical crossentropy", "mse", "poisson")."""
+    return str((config or {}).get("recipe", {}).get("loss", "loss")).replace("_", " ")
+
+
 def learning_curves(history: dict, path: str | Path | None = None, *, title: str | None = None,
                     loss_name: str = "loss") -> Figure:
     """Accuracy and loss per epoch, training against validation, side by side; marks the lowest validation loss."""

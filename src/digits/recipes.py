@@ -7,6 +7,7 @@ model, loss or optimizer name at once.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +129,11 @@ class Recipe:
 
     def __post_init__(self) -> None:
         # Recipes are built from command-line values, so every check ends in a sentence for the user.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            numeric = str(field.type).split(" | ")[0] in ("int", "float")
+            if numeric and value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise DigitsError(f"`{field.name}` must be a number, not {value!r}.")
         check_model_name(self.model)
         if self.loss not in LOSSES:
             raise DigitsError(f"Unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}.")
@@ -314,9 +320,11 @@ def with_overrides(recipe: Recipe, **overrides) -> Recipe:
     momentum), so `--optimizer adam` on an SGD recipe means Adam as Keras ships it, not Adam at SGD's rate.
     """
     changes = {name: value for name, value in overrides.items() if value is not None}
-    unknown = set(changes) - {field.name for field in dataclasses.fields(Recipe)}
-    if unknown:
-        raise TypeError(f"Recipe has no field(s) {', '.join(sorted(unknown))}")
+    names = [field.name for field in dataclasses.fields(Recipe)]
+    for name in sorted(set(changes) - set(names)):
+        close = difflib.get_close_matches(name, names, n=1)
+        raise DigitsError(f"`{name}` is not a recipe setting" + (f"; did you mean `{close[0]}`?" if close else
+                                                                 f"; the settings are {', '.join(names)}."))
     optimizer = changes.get("optimizer")
     if optimizer in DEFAULT_LEARNING_RATES and optimizer != recipe.optimizer:
         changes.setdefault("learning_rate", DEFAULT_LEARNING_RATES[optimizer])

@@ -62,7 +62,7 @@ class EvaluatedModel:
     def learning_curves(self):
         if not self.history or not len(self.history.get("loss", [])):
             raise DigitsError(f"{self.name} has no learning curves (it was not trained as one run).")
-        return plots.learning_curves(self.history, title=self.name)
+        return plots.learning_curves(self.history, title=self.name, loss_name=plots.loss_name(self.config))
 
     def confusion_matrix(self):
         return plots.confusion_figure(self.evaluation.confusion, title=self.name)
@@ -115,7 +115,7 @@ class StudyResult:
         return self.folder / REPORT_FILE
 
     def chart(self):
-        """Test accuracy, mistakes and training time of each model, as a matplotlib Figure."""
+        """Test error, cross-entropy and training time of each model, as a matplotlib Figure."""
         return plots.comparison_chart(self.comparison.models)
 
     def _repr_html_(self) -> str:
@@ -197,16 +197,15 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
     not_a_digit: the settings and sentence of a not-a-digit detector fitted now, kept with the calibration.
     """
     out_dir = Path(out_dir)
-    make_folder(out_dir, "choose a writable --out folder")
+    make_folder(out_dir, "choose a writable `out_dir`")
     evaluation = evaluate(labels, probabilities)
     history = history or {}
     has_curves = len(history.get("loss", [])) > 0
     verdict = overfitting_verdict(history) if has_curves else None
-    loss_name = (config or {}).get("recipe", {}).get("loss", "loss").replace("_", " ")
     figures = {}
     if has_curves:
         figures["curves"] = out_dir / "learning_curves.png"
-        plots.learning_curves(history, figures["curves"], loss_name=loss_name)
+        plots.learning_curves(history, figures["curves"], loss_name=plots.loss_name(config))
     figures["confusion"] = out_dir / "confusion.png"
     plots.confusion_figure(evaluation.confusion, figures["confusion"])
     figures["mistakes"] = out_dir / "mistakes.png"
@@ -329,7 +328,7 @@ def compare_runs(paths: Sequence[Run | str | Path], data: Mnist, out_dir: str | 
 
 def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_limit: int | None = None,
               test_limit: int | None = None, epochs: int | None = None,
-              out_dir: str | Path | None = None, command: str | None = None, verbose: int = 2,
+              out_dir: str | Path | None = None, command: str | None = None, verbose: int | str = "epochs",
               progress=print) -> StudyResult:
     """Train the study's models, evaluate them, compare them and write the study report.
 

@@ -345,6 +345,8 @@ def train(
     Raises RunInterrupted (a KeyboardInterrupt) after closing the folder consistently if the user presses
     Ctrl-C.
     """
+    if verbose not in ("epochs", 0, 1, 2):
+        raise DigitsError(f'`verbose` is 0, 1, 2 or "epochs", not {verbose!r}.')
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise DigitsError("`tensorboard` needs the tensorboard package, which TensorFlow no longer brings; "
                           "install it with: pip install 'digits[tensorboard]'.")

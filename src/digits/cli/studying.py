@@ -120,7 +120,7 @@ def run_study_command(args) -> int:
             load_mnist(args.data_dir), args.runs_dir, exact=args.exact, train_limit=args.train_limit,
             test_limit=args.test_limit, epochs=args.epochs, out_dir=args.out,
             command=_command_line(),
-            verbose=1 if sys.stdout.isatty() else 2, progress=lambda line: print(line, flush=True),
+            verbose=1 if sys.stdout.isatty() else "epochs", progress=lambda line: print(line, flush=True),
         )
     except RunInterrupted as stopped:
         print(f"digits: the study was interrupted after {stopped.epochs} of {stopped.total_epochs} epochs of "

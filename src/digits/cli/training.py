@@ -196,7 +196,7 @@ def run_train(args) -> int:
 
     check_writable(args.runs_dir)  # Likewise a read-only or full --runs-dir, before MNIST loads.
     data = load_mnist(args.data_dir)
-    verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2  # a progress bar only on a terminal
+    verbose: int | str = 0 if args.quiet else 1 if sys.stdout.isatty() else "epochs"  # a bar only on a terminal
     try:
         run = train(recipe, data, args.runs_dir, verbose=verbose, tensorboard=args.tensorboard)
     except RunInterrupted as stopped:
