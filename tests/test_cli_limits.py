@@ -58,12 +58,13 @@ def rewrite_config(source: Path, target: Path, change) -> Path:
     return target
 
 
-def test_a_model_naming_os_system_is_refused_saying_why(tmp_path):
+def test_a_model_naming_os_system_is_refused_saying_why(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Where `touch pwned` would leave its file.
     calling_os = rewrite_config(PRETRAINED_MODEL, tmp_path / "evil.keras", lambda config: {
         "module": "os", "class_name": "system", "config": {"command": "touch pwned"}, "registered_name": "system"})
     with pytest.raises(DigitsError, match=r"was refused: it holds a class named 'os\.system'.*safe loading"):
         load_classifier(calling_os)
-    assert not Path("pwned").exists()
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_a_model_with_a_lambda_layer_is_refused_saying_it_holds_code(tmp_path):

@@ -22,6 +22,7 @@ from conftest import child_processes, run_digits
 from digits import images
 from digits.classifier import load_classifier
 from digits.data import load_mnist
+from digits.inference import OnnxModel
 from digits.serve import MAX_UPLOAD_BYTES, create_app
 from digits.server import is_loopback
 from digits.workers import BatchClassifier, compiled_predict
@@ -241,11 +242,16 @@ def test_an_image_with_too_many_pixels_is_refused_from_its_header(client):
 
 
 def test_an_unexpected_failure_still_answers_json(digit_png):
-    class BrokenClassifier:
-        name, model, reading_model, info, temperature = "broken", None, None, {}, 1.0
+    class BrokenModel(OnnxModel):
+        def __init__(self):  # No session: every call fails.
+            pass
 
-        def predict(self, images):
+        def __call__(self, model_input):
             raise RuntimeError("a bug")
+
+    class BrokenClassifier:  # Its model fails on every picture, as a bug in inference would.
+        name, model, info, temperature = "broken", None, {}, 1.0
+        reading_model = BrokenModel()
 
     with TestClient(create_app(BrokenClassifier()), raise_server_exceptions=False) as broken_client:
         assert_one_sentence_error(post_png(broken_client, digit_png(7)), 500, "failed unexpectedly")

@@ -65,7 +65,8 @@ def client(app):
 
 
 def assert_api_answer(response):
-    assert response.status_code < 500 or response.status_code == 503, response.text
+    # A 503 only for "busy"; a worker that crashed on a picture (503 "send it again") or a bug (500) fails.
+    assert response.status_code < 500 or "already preparing" in response.text, response.text
     assert response.headers["x-content-type-options"] == "nosniff"
     if response.status_code >= 400:
         detail = response.json()["detail"]
@@ -112,4 +113,4 @@ def test_requests_generated_from_the_openapi_schema_get_documented_answers(api_o
     # Every check but positive_data_acceptance: the schema says "binary", and most bytes are no picture (400).
     case.validate_response(response, checks=[checks.not_a_server_error, checks.status_code_conformance,
                                              checks.content_type_conformance, checks.response_schema_conformance])
-    assert response.status_code < 500 or response.status_code == 503
+    assert response.status_code < 500 or "already preparing" in response.text, response.text

@@ -44,8 +44,9 @@ class Prediction(BaseModel):
 
     digit: int = Field(ge=0, le=9, description="The most probable digit.")
     verdict: Verdict = Field(
-        description="`not a digit` when the picture does not look like any digit (the best digit's probability "
-        "is under the model's measured threshold); `digit` and the other fields still give the best guess."
+        description="`not a digit` when the picture does not look like any digit (the model's not-a-digit "
+        "detector, or without one the best digit's probability, is under its measured threshold); `digit` and "
+        "the other fields still give the best guess."
     )
     probability: float = Field(ge=0.0, le=1.0, description="The model's probability for `digit`.")
     probabilities: list[float] = Field(

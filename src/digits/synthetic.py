@@ -2,7 +2,7 @@
 digits (letters and symbols, scribbles, shapes, noise).
 
 `digits evaluate --calibrate` fits the not-a-digit detector on them (`digits.rejection`), and the benchmarks
-measure with them (`benchmarks/py`, `benchmarks/not_a_digit.py`). Every generator takes a seed, so
+measure with them (`benchmarks/font_digits.py`, `benchmarks/not_a_digit.py`). Every generator takes a seed, so
 the same call draws the same pictures. Fonts are found with `fc-list` or under /usr/share/fonts; on Debian,
 `apt-get install fonts-dejavu-core fonts-liberation` gives 34 or more of them (38 on the development machine).
 """

@@ -11,6 +11,7 @@ import io
 import multiprocessing
 import signal
 import time
+import traceback
 from collections.abc import Callable
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
@@ -163,7 +164,7 @@ class PicturePreparer:
         self.starting = []
         worker = await self.idle_worker()
         try:
-            _, answer = await worker.prepare(data, name, self.time_limit)
+            kind, answer = await worker.prepare(data, name, self.time_limit)
         except TimeoutError:
             self.replace(worker)
             raise PreparationFailed(
@@ -178,6 +179,8 @@ class PicturePreparer:
             self.replace(worker)  # The client left (the request was cancelled): its work stops with it.
             raise
         self.release(worker)
+        if kind == "bug":
+            raise PreparationFailed(500, f"The server failed to prepare {name}; see its log.")
         if isinstance(answer, BaseException):  # ("error", the ImageError the worker raised)
             raise answer
         return np.asarray(answer)
@@ -332,6 +335,9 @@ def serve_preparations(connection, memory_limit: int) -> None:
             answer = ("error", images.ImageTooLarge(
                 f"{name} needs more than the {memory_limit / 2**20:,.0f} MB of memory this "
                 "server gives one picture; send a smaller picture."))
+        except Exception:  # noqa: BLE001  A bug, not the picture's fault: the log gets the traceback, the client a 500.
+            traceback.print_exc()
+            answer = ("bug", None)
         del data
         connection.send(answer)
 
