@@ -73,7 +73,8 @@ def test_train_command_writes_every_file_of_the_run_folder(mnist, tmp_path):
     assert result.returncode == 0, result.stderr
     [run_dir] = tmp_path.iterdir()
     assert RUN_NAME.match(run_dir.name) and run_dir.name.endswith("-quick-cnn")
-    assert "val_accuracy" in result.stdout  # Keras's per-epoch progress
+    # One line per epoch in a log or pipe, the same format a notebook shows.
+    assert re.search(r"^epoch 1/1 · .* · validation accuracy \d+\.\d\d %$", result.stdout, re.MULTILINE)
     assert f"Run complete: {run_dir}" in result.stdout
     files = sorted(path.name for path in run_dir.iterdir())
     assert files == ["config.json", "history.csv", "metrics.json", "model.keras"]
