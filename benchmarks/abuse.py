@@ -244,7 +244,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from conftest import draw_digit_png  # The tests' drawn digit: what the page sends.
-    from digits import limits, workers
+    from digits.serving import limits, workers
 
     legit = draw_digit_png(7)
     server, port = start_server()

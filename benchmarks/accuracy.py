@@ -34,11 +34,11 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs-accuracy"), help="where the runs go")
     args = parser.parse_args()
 
-    from digits.data import load_mnist
+    from digits.data.mnist import load_mnist
     from digits.ensemble import evaluate_ensemble
-    from digits.recipes import get_preset, with_overrides
     from digits.study import evaluate_run
-    from digits.train import train
+    from digits.training.fit import train
+    from digits.training.recipes import get_preset, with_overrides
 
     data = load_mnist()
     recipe = with_overrides(get_preset(args.preset), epochs=args.epochs, train_limit=args.train_limit,

@@ -18,7 +18,7 @@ Subsets:
   strokes  digits drawn as pen strokes from a handwriting-like skeleton: random slant, rotation,
            proportions, wobble, pen width from hairline to marker, both polarities
 
-The generators are `digits.synthetic`'s. Fonts are found with `fc-list` or under /usr/share/fonts; on Debian,
+The generators are `digits.data.synthetic`'s. Fonts are found with `fc-list` or under /usr/share/fonts; on Debian,
 `apt-get install fonts-dejavu-core fonts-liberation` gives 34 or more of them (38 on the development machine).
 """
 
@@ -38,7 +38,7 @@ from PIL import Image
 from scipy import ndimage
 
 # The generators live in the package: `digits evaluate --calibrate` draws with them too.
-from digits.synthetic import (
+from digits.data.synthetic import (
     DIGITS,
     SKELETONS,
     clean_picture,
@@ -122,8 +122,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seeds every random choice of the set")
     args = parser.parse_args()
 
-    from digits.classifier import NOT_A_DIGIT, load_classifier
-    from digits.predict import predict_files
+    from digits.inference.classifier import NOT_A_DIGIT, load_classifier
+    from digits.inference.files import predict_files
 
     rows = generate(args.out, args.seed)
     classifier = load_classifier(args.model)
@@ -159,8 +159,8 @@ def main() -> int:
 
 def mnist_round_trip(classifier) -> str:
     """MNIST's own test digits, printed dark on white and prepared again: the preparation should not hurt."""
-    from digits.data import load_mnist
-    from digits.images import prepare_image
+    from digits.data.mnist import load_mnist
+    from digits.pictures.prepare import prepare_image
 
     data = load_mnist()
     prepared = np.stack([prepare_image(Image.fromarray(255 - image)) for image in data.test_images])

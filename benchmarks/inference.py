@@ -4,10 +4,10 @@ Each runtime is measured in its own fresh processes, one after the other:
 - start-up: `digits serve --model FILE --port 0` from launch until it prints its address (model loaded,
   listening; the picture-preparing workers may still be starting), and until its first answer to a picture
   (the median of --starts launches); the server process's resident memory (RSS) after answering 20 pictures;
-- model time: one picture per call through `digits.inference.fast_reader` (what the server calls: the
+- model time: one picture per call through `digits.inference.runtime.fast_reader` (what the server calls: the
   probabilities and the not-a-digit detector's digit score), median of 500 calls, with one inference thread as
   the server uses;
-- throughput: the 10,000 MNIST test images through `digits.inference.read` (batches of 1,000).
+- throughput: the 10,000 MNIST test images through `digits.inference.runtime.read` (batches of 1,000).
 Both runtimes run the classifier joined to its detector: Keras reads the shipped run folder (model.keras and
 not_a_digit.npz), ONNX Runtime the exported model.onnx, which holds both.
 
@@ -40,10 +40,10 @@ GOALS = {"start_seconds": 2.0, "resident_mb": 300.0, "model_ms": 1.0}
 MODEL_TIMING = """
 import json, sys, time
 import numpy as np
-from digits.data import load_mnist
-from digits.inference import fast_reader, read
-from digits.classifier import load_classifier, runs_on_onnx
-from digits.server import use_one_thread_per_inference
+from digits.data.mnist import load_mnist
+from digits.inference.runtime import fast_reader, read
+from digits.inference.classifier import load_classifier, runs_on_onnx
+from digits.serving.process import use_one_thread_per_inference
 model = sys.argv[1]
 if not runs_on_onnx(model):
     use_one_thread_per_inference()
@@ -70,7 +70,7 @@ print(json.dumps({"model_ms": 1000 * float(np.median(calls)), "images_per_second
 def server_figures(model: Path, starts: int) -> dict:
     """Median seconds until `digits serve` prints its address and until it answers its first picture, over
     `starts` launches; the server's resident memory after 20 answers (in the last launch)."""
-    from digits.workers import warm_up_png
+    from digits.serving.workers import warm_up_png
 
     start_seconds, first_answer_seconds = [], []
     for _ in range(starts):

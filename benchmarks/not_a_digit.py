@@ -4,12 +4,12 @@
 
 Two scores are measured side by side:
   maximum probability  the model's largest probability (maximum softmax)
-  digit score          the not-a-digit detector (digits.detector): a small network over the features the
+  digit score          the not-a-digit detector (digits.inference.not_a_digit): a small network over the features the
                        classifier's last layer reads, trained here on digits and generated non-digits
 A picture whose score is under the threshold is called "not a digit". The fitting, choosing and measuring are
-`digits.rejection.fit_not_a_digit`'s, which `digits evaluate --calibrate` runs for a run too; this script prints
-every figure. Every set is generated offline by `digits.synthetic` and read through
-`digits.images.prepare_image`, exactly as `digits predict` reads a file:
+`digits.inference.not_a_digit_fit.fit_not_a_digit`'s, which `digits evaluate --calibrate` runs for a run too; this
+script prints every figure. Every set is generated offline by `digits.data.synthetic` and read through
+`digits.pictures.prepare.prepare_image`, exactly as `digits predict` reads a file:
   digits      MNIST images; font digits and pen-stroke digits (the generators of benchmarks/font_digits.py)
   non-digits  letters and symbols in every font on the machine (those that look like digits, such as O, l, S,
               Z, B, g, left out), random scribbles, shapes (boxes, triangles, stars, a smiley), noise blobs
@@ -36,12 +36,12 @@ import json
 import sys
 from pathlib import Path
 
-from digits.calibration import holdout_unseen, record_not_a_digit
-from digits.classifier import PRETRAINED_DIR, load_classifier
-from digits.data import load_mnist
+from digits.data.mnist import load_mnist
+from digits.data.synthetic import find_fonts
 from digits.errors import DigitsError
-from digits.rejection import GOALS, NON_DIGIT_KINDS, fit_not_a_digit, goals_met
-from digits.synthetic import find_fonts
+from digits.evaluation.calibration import holdout_unseen, record_not_a_digit
+from digits.inference.classifier import PRETRAINED_DIR, load_classifier
+from digits.inference.not_a_digit_fit import GOALS, NON_DIGIT_KINDS, fit_not_a_digit, goals_met
 
 
 def seen_holdout(model: str | None) -> bool:

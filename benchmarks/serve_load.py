@@ -38,13 +38,13 @@ PAYLOAD_COUNT = 200
 PNG_HEADERS = {"Content-Type": "image/png"}
 
 
-# The page sends its drawing square at this size (SEND_SIDE in src/digits/static/app.js).
+# The page sends its drawing square at this size (SEND_SIDE in src/digits/serving/static/app.js).
 CANVAS_SIDE = 140
 
 
 def canvas_pngs(count: int) -> list[bytes]:
     """MNIST test digits as the page sends a drawing: dark ink on a white square, an opaque RGBA PNG."""
-    from digits.data import load_mnist
+    from digits.data.mnist import load_mnist
 
     mnist = load_mnist()
     pngs = []

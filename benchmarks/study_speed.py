@@ -36,12 +36,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from digits.conclusions import first_reaching  # noqa: E402
-from digits.data import load_mnist  # noqa: E402
-from digits.models import build_model  # noqa: E402
-from digits.precision import cpu_description  # noqa: E402
-from digits.recipes import STUDY_RESULTS  # noqa: E402
-from digits.runs import load_run  # noqa: E402
+from digits.data.mnist import load_mnist  # noqa: E402
+from digits.evaluation.conclusions import first_reaching  # noqa: E402
+from digits.training.models import build_model  # noqa: E402
+from digits.training.precision import cpu_description  # noqa: E402
+from digits.training.recipes import STUDY_RESULTS  # noqa: E402
+from digits.training.runs import load_run  # noqa: E402
 
 # The study's recipes, the epochs the reference needs, and the quick preset `digits run` retells each with.
 WORKLOADS = [
@@ -65,7 +65,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def reference_epoch_seconds(preset: str, data, epochs: int) -> float:
     """Median seconds per epoch (after the first) of the study's recipe in plain Keras, as the study wrote it."""
-    from digits.data import to_model_input
+    from digits.data.mnist import to_model_input
 
     one_hot = np.eye(10, dtype="float32")
     train_images, train_labels = to_model_input(data.train_images), one_hot[data.train_labels]

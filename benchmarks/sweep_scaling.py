@@ -7,7 +7,7 @@ Tiny trials (the shallow network, 1,000 training images, 2 epochs) make the stor
 last minutes, so the storage's share shrinks by as much. Two parts:
 1. Storage overhead: a trial that trains nothing but does what a sweep trial does to the storage (ask, fail stale
    trials, suggest 2 parameters, report 2 epochs, set 6 attributes, tell), with heartbeats on; milliseconds each.
-2. Throughput: `digits.sweep.run_sweep` with 1 and 2 worker processes on this machine, trials per hour, wall
+2. Throughput: `digits.sweeps.run.run_sweep` with 1 and 2 worker processes on this machine, trials per hour, wall
    clock from start to the last trial's end. One worker runs in this process (warmed up first); two workers are
    spawned processes, so their TensorFlow import and data loading are counted, as a user would wait for them.
 With K workers on K machines the database sees K / (trial seconds) trials per second, each costing the overhead
@@ -43,8 +43,8 @@ def storage_overhead(url: str, trials: int) -> float:
     """Milliseconds of storage work per trial, training nothing."""
     import optuna
 
-    from digits.sweep import create_study, open_storage
-    from digits.sweep_space import parse_space
+    from digits.sweeps.run import create_study, open_storage
+    from digits.sweeps.space import parse_space
 
     space = parse_space(__import__("tomllib").loads(SPACE), name="overhead")
     storage = open_storage(url, heartbeat_seconds=10)
@@ -69,8 +69,8 @@ def storage_overhead(url: str, trials: int) -> float:
 
 def throughput(url: str, workers: int, trials: int, runs_dir: Path) -> tuple[float, float]:
     """(trials per hour, mean training seconds per trial) of a real sweep of tiny trials."""
-    from digits.sweep import SweepJob, load_study, run_sweep
-    from digits.sweep_space import parse_space
+    from digits.sweeps.run import SweepJob, load_study, run_sweep
+    from digits.sweeps.space import parse_space
 
     space = parse_space(__import__("tomllib").loads(SPACE), name="scaling")
     name = f"scaling-{workers}-{os.getpid()}-{time.time_ns()}"

@@ -17,10 +17,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from digits.classifier import PRETRAINED_CALIBRATION, PRETRAINED_DIR, PRETRAINED_EVALUATION, PRETRAINED_MODEL
-from digits.detector import DETECTOR_FILE
 from digits.errors import DigitsError
-from digits.runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, load_run
+from digits.inference.classifier import PRETRAINED_CALIBRATION, PRETRAINED_DIR, PRETRAINED_EVALUATION, PRETRAINED_MODEL
+from digits.inference.not_a_digit import DETECTOR_FILE
+from digits.training.runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, load_run
 
 
 def ship(run_dir: Path) -> None:
@@ -32,7 +32,7 @@ def ship(run_dir: Path) -> None:
         raise DigitsError(f"{run_dir} has not been evaluated; run `digits evaluate {run_dir}` first.")
     import keras
 
-    import digits.augment  # noqa: F401  Registers the augmentation layer the model holds.
+    import digits.training.augment  # noqa: F401  Registers the augmentation layer the model holds.
 
     # Loaded uncompiled, so saving it again leaves the optimizer and its state out.
     model = keras.saving.load_model(run.model_path, compile=False)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import run_digits
-from digits.augment import augment_images, shift_images
-from digits.data import load_mnist, to_model_input
+from digits.data.mnist import load_mnist, to_model_input
 from digits.ensemble import average_probabilities
 from digits.errors import DigitsError
-from digits.recipes import get_preset, with_overrides
+from digits.training.augment import augment_images, shift_images
+from digits.training.recipes import get_preset, with_overrides
 
 TINY = ["--epochs", "1", "--train-limit", "1000", "--test-limit", "200"]
 
@@ -46,7 +46,7 @@ def test_augmentation_is_off_at_inference(mnist):
 
 
 def test_a_trained_cnn_bn_predicts_the_same_twice():
-    from digits.models import build_model
+    from digits.training.models import build_model
 
     model = build_model("cnn-bn", shift=2, rotation=10, zoom=0.1)
     images = np.random.default_rng(0).random((8, 28, 28, 1), dtype="float32")
@@ -65,7 +65,7 @@ def test_whole_pixel_shifts_fill_with_black():
 
 
 def test_best_trains_on_every_training_image_and_never_sees_the_test_set():
-    from digits.recipes import PRESETS
+    from digits.training.recipes import PRESETS
 
     recipe = get_preset("best")
     assert (recipe.model, recipe.validation, recipe.schedule) == ("cnn-bn", "none", "one-cycle")
@@ -110,7 +110,7 @@ def test_best_trains_from_the_command_line(members):
     config = json.loads((runs[0] / "config.json").read_text())
     assert config["recipe"]["model"] == "cnn-bn" and config["recipe"]["augment_rotation"] == 10
     assert config["data"]["validation_images"] == 0
-    from digits.runs import load_model, load_run
+    from digits.training.runs import load_model, load_run
 
     model = load_model(load_run(runs[0]))  # the saved model is the cnn-bn the recipe names, and it reads digits
     assert model.count_params() == 104_874
@@ -184,8 +184,8 @@ def test_bad_members_are_one_sentence(members, tmp_path, capsys, damage, words):
 
 @pytest.mark.slow
 def test_weight_averaging_saves_the_average_and_scores_both(mnist, tmp_path):
-    from digits.runs import load_model, load_run
-    from digits.train import train
+    from digits.training.fit import train
+    from digits.training.runs import load_model, load_run
 
     recipe = with_overrides(get_preset("best"), epochs=1, train_limit=1000, test_limit=200, weight_averaging=True,
                             validation="holdout")
@@ -199,7 +199,7 @@ def test_weight_averaging_saves_the_average_and_scores_both(mnist, tmp_path):
 
 
 def test_validation_none_trains_on_all_60000_images_and_leaves_the_test_set_alone(mnist):
-    from digits.train import prepare_data
+    from digits.training.fit import prepare_data
 
     recipe = with_overrides(get_preset("best"), validation="none")
     split = prepare_data(recipe, mnist)
@@ -209,9 +209,9 @@ def test_validation_none_trains_on_all_60000_images_and_leaves_the_test_set_alon
 
 @pytest.mark.slow
 def test_a_run_without_validation_records_training_curves_only_and_still_evaluates(mnist, tmp_path):
-    from digits.runs import load_run
     from digits.study import evaluate_run
-    from digits.train import train
+    from digits.training.fit import train
+    from digits.training.runs import load_run
 
     recipe = with_overrides(get_preset("best"), epochs=2, train_limit=600, validation="none")
     run = load_run(train(recipe, mnist, tmp_path / "runs", verbose=0))
@@ -258,14 +258,15 @@ def test_elastic_distortion_bends_strokes_but_keeps_the_digit(mnist):
 
 @pytest.mark.slow
 def test_a_saved_model_with_its_augmentation_layer_reloads_in_a_fresh_process(tmp_path):
-    from digits.models import build_model
+    from digits.training.models import build_model
 
     model = build_model("cnn-bn", shift=2, rotation=10, zoom=0.1, elastic=1.5)
     model.save(tmp_path / "model.keras")
     images = np.random.default_rng(0).random((4, 28, 28, 1), dtype="float32")
     np.save(tmp_path / "images.npy", images)
     np.save(tmp_path / "expected.npy", model.predict(images, verbose=0))
-    script = ("import numpy as np, sys; from pathlib import Path; from digits.classifier import _load_keras_file;"
+    script = ("import numpy as np, sys; from pathlib import Path; "
+              "from digits.inference.classifier import _load_keras_file; "
               "folder = Path(sys.argv[1]); model = _load_keras_file(folder / 'model.keras'); "
               "np.testing.assert_allclose(model.predict(np.load(folder / 'images.npy'), verbose=0), "
               "np.load(folder / 'expected.npy'), rtol=1e-5, atol=1e-6); "
@@ -286,7 +287,7 @@ def test_a_preset_with_a_target_trains_without_validation_once_the_target_is_dro
 
 
 def test_bilinear_sampling_reads_whole_pixels_exactly_and_blends_between_them():
-    from digits.augment import sample_bilinear
+    from digits.training.augment import sample_bilinear
 
     images = np.random.default_rng(3).random((3, 28, 28), dtype="float32")
     rows, columns = np.meshgrid(np.arange(28, dtype="float32"), np.arange(28, dtype="float32"), indexing="ij")
@@ -303,7 +304,7 @@ def test_bilinear_sampling_reads_whole_pixels_exactly_and_blends_between_them():
 def test_a_warp_with_nothing_to_do_leaves_training_images_unchanged(mnist):
     import keras
 
-    from digits.augment import RandomWarp
+    from digits.training.augment import RandomWarp
 
     images = to_model_input(mnist.train_images[:16])
     unchanged = keras.ops.convert_to_numpy(RandomWarp()(images, training=True))

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from digits.calibration import expected_calibration_error, fit_temperature, holdout_unseen, reliability
-from digits.classifier import Classifier, load_classifier
-from digits.data import load_mnist
-from digits.export import inference_form
-from digits.inference import with_temperature
+from digits.data.mnist import load_mnist
+from digits.evaluation.calibration import expected_calibration_error, fit_temperature, holdout_unseen, reliability
+from digits.inference.classifier import Classifier, load_classifier
+from digits.inference.export import inference_form
+from digits.inference.runtime import with_temperature
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

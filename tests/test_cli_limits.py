@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import hostile_files
-from digits.classifier import PRETRAINED_MODEL, load_classifier
 from digits.errors import DigitsError
+from digits.inference.classifier import PRETRAINED_MODEL, load_classifier
 
 
 def digits(*arguments: str, timeout: float = 120, **environment) -> subprocess.CompletedProcess:

@@ -4,10 +4,10 @@ study's two shallow configurations compared against the study's own figures."""
 
 import pytest
 
-from digits.comparison import ModelSummary, compare
-from digits.conclusions import configurations_sentence, first_reaching, model_conclusion, stopping_words
 from digits.errors import DigitsError
-from digits.recipes import get_preset
+from digits.evaluation.comparison import ModelSummary, compare
+from digits.evaluation.conclusions import configurations_sentence, first_reaching, model_conclusion, stopping_words
+from digits.training.recipes import get_preset
 
 
 def config(preset, **recipe_changes):
@@ -80,7 +80,7 @@ def test_comparing_models_tested_on_different_images_is_refused():
 def test_evaluations_and_comparisons_show_themselves_in_a_notebook():
     import numpy as np
 
-    from digits.evaluate import evaluate
+    from digits.evaluation.metrics import evaluate
 
     labels = np.array([0, 1, 2, 3])
     probabilities = np.eye(10)[[0, 1, 2, 5]] * 0.9 + 0.01

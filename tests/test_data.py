@@ -1,4 +1,4 @@
-"""digits.data: parsing, every kind of damage, the lookup order, checksums, npz and downloads (offline)."""
+"""digits.data.mnist: parsing, every kind of damage, the lookup order, checksums, npz and downloads (offline)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from digits import data
+from digits.data import mnist as data
 from digits.errors import DigitsError
 
 NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from digits.comparison import ModelSummary, compare
-from digits.evaluate import Evaluation, evaluate, overfitting_verdict
+from digits.evaluation.comparison import ModelSummary, compare
+from digits.evaluation.metrics import Evaluation, evaluate, overfitting_verdict
 
 
 def one_hot_probabilities(predicted, confidence):

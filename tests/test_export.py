@@ -13,11 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
-from digits.classifier import PRETRAINED_MODEL, PRETRAINED_ONNX, load_classifier
-from digits.data import load_mnist
+from digits.data.mnist import load_mnist
 from digits.errors import DigitsError
-from digits.export import compare_probabilities, export_model, inference_form, run_export
-from digits.inference import OnnxModel, probabilities
+from digits.inference.classifier import PRETRAINED_MODEL, PRETRAINED_ONNX, load_classifier
+from digits.inference.export import compare_probabilities, export_model, inference_form, run_export
+from digits.inference.runtime import OnnxModel, probabilities
 
 
 def digits(*arguments, timeout=300) -> subprocess.CompletedProcess:
@@ -120,8 +120,8 @@ def test_predicting_with_onnx_never_imports_tensorflow(tmp_path, digit_png):
     program = (
         "import sys, json\n"
         "import digits\n"
-        "from digits.classifier import load_classifier\n"
-        "from digits.predict import predict_files\n"
+        "from digits.inference.classifier import load_classifier\n"
+        "from digits.inference.files import predict_files\n"
         f"classifier = load_classifier({str(PRETRAINED_ONNX)!r})\n"
         f"(result,) = predict_files(classifier, [{str(picture)!r}])\n"
         f"(through_the_api,) = digits.predict([{str(picture)!r}])\n"

@@ -1,4 +1,4 @@
-"""digits.images: every preprocessing step on constructed pictures, and every kind of bad input."""
+"""digits.pictures.decode: every preprocessing step on constructed pictures, and every kind of bad input."""
 
 from __future__ import annotations
 
@@ -9,17 +9,10 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from digits import ink
 from digits.errors import DigitsError
-from digits.images import (
-    MAX_PIXELS,
-    ImageError,
-    NoDigitError,
-    is_dark_on_light,
-    load_image,
-    prepare_file,
-    prepare_image,
-)
+from digits.pictures import prepare as ink
+from digits.pictures.decode import MAX_PIXELS, ImageError, NoDigitError, load_image
+from digits.pictures.prepare import is_dark_on_light, prepare_file, prepare_image
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
@@ -256,7 +249,7 @@ def test_every_image_error_is_a_digits_error():
 
 def canvas_greys(count: int = 30) -> list[np.ndarray]:
     """MNIST digits as the page sends them, dark ink on exactly white paper at 140 pixels, in [0, 1]."""
-    from digits.data import load_mnist
+    from digits.data.mnist import load_mnist
 
     greys = []
     for image in load_mnist().test_images[:count]:

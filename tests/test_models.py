@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_digits
 from digits.errors import DigitsError
-from digits.models import MODELS, build_model
+from digits.training.models import MODELS, build_model
 
 STUDY_PARAMETERS = {"shallow": 50_890, "cnn": 34_826}
 

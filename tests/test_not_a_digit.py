@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from digits.classifier import (
+from digits.data.mnist import load_mnist
+from digits.data.synthetic import scribble_pictures, shape_pictures
+from digits.errors import DigitsError
+from digits.inference.classifier import (
     DIGIT,
     NOT_A_DIGIT,
     PRETRAINED_CALIBRATION,
@@ -20,13 +23,10 @@ from digits.classifier import (
     Classifier,
     load_classifier,
 )
-from digits.data import load_mnist
-from digits.detector import DETECTOR_FILE, fit_detector, load_detector, with_digit_score
-from digits.errors import DigitsError
-from digits.images import prepare_image
-from digits.inference import OnnxModel, read
-from digits.rejection import prepared
-from digits.synthetic import scribble_pictures, shape_pictures
+from digits.inference.not_a_digit import DETECTOR_FILE, fit_detector, load_detector, with_digit_score
+from digits.inference.not_a_digit_fit import prepared
+from digits.inference.runtime import OnnxModel, read
+from digits.pictures.prepare import prepare_image
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def classifier():
     return load_classifier()
 
 
-# Drawn with digits.synthetic's generators, at a seed that benchmarks/not_a_digit.py never uses (it trains on 2-4,
+# Drawn with digits.data.synthetic's generators, at a seed that benchmarks/not_a_digit.py never uses (it trains on 2-4,
 # chooses on 0 and measures on 1).
 UNSEEN_SEED = 5
 
@@ -124,7 +124,7 @@ def test_a_fitted_detector_separates_what_it_trained_on_and_saves_without_pickle
 
 
 def test_each_threshold_is_chosen_on_the_choice_part_and_measured_on_the_other():
-    from digits.rejection import measure
+    from digits.inference.not_a_digit_fit import measure
 
     choice = {"mnist": np.linspace(0.0, 1.0, 1001), "font": np.linspace(0.5, 1.0, 101)}
     evaluation = {"mnist": np.array([0.001, 0.5, 0.9, 1.0]), "font": np.array([0.6, 0.7]),
@@ -138,14 +138,14 @@ def test_each_threshold_is_chosen_on_the_choice_part_and_measured_on_the_other()
 
 
 def test_fitting_a_detector_without_fonts_is_one_sentence():
-    from digits.rejection import fit_not_a_digit
+    from digits.inference.not_a_digit_fit import fit_not_a_digit
 
     with pytest.raises(DigitsError, match="needs two TrueType fonts or more.*apt-get install fonts-dejavu-core"):
         fit_not_a_digit(load_classifier(None, prefer_onnx=False).model, load_mnist(), fonts=[])
 
 
 def test_the_detector_joined_to_keras_gives_the_numpy_scores():
-    from digits.detector import feature_model
+    from digits.inference.not_a_digit import feature_model
 
     keras_classifier = load_classifier(None, prefer_onnx=False)
     images = np.r_[load_mnist().test_images[:200], scribbles(50)]
@@ -203,7 +203,7 @@ def test_the_api_answers_not_a_digit_and_keeps_the_best_guess(classifier):
 
     from fastapi.testclient import TestClient
 
-    from digits.serve import create_app
+    from digits.serving.app import create_app
 
     # The first of a fixed set of scribbles the model calls no digit (most are).
     for picture in scribble_pictures(100, UNSEEN_SEED):

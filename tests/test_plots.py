@@ -6,9 +6,9 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from digits import plots
-from digits.comparison import ModelSummary
-from digits.evaluate import ClassScores, Mistake, evaluate
+from digits.evaluation.comparison import ModelSummary
+from digits.evaluation.metrics import ClassScores, Mistake, evaluate
+from digits.reporting import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,12 +12,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import run_digits
-from digits.classifier import PRETRAINED_DIR, PRETRAINED_MODEL, load_classifier
 from digits.errors import DigitsError
-from digits.images import prepare_image
-from digits.predict import find_image_files
-from digits.recipes import get_preset
-from digits.runs import load_run
+from digits.inference.classifier import PRETRAINED_DIR, PRETRAINED_MODEL, load_classifier
+from digits.inference.files import find_image_files
+from digits.pictures.prepare import prepare_image
+from digits.training.recipes import get_preset
+from digits.training.runs import load_run
 
 
 def draw_digit(digit: int, size=(240, 240), ink=0, paper=255) -> Image.Image:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_digits
 from digits.errors import DigitsError
-from digits.recipes import PRESETS, Recipe, get_preset, with_overrides
+from digits.training.recipes import PRESETS, Recipe, get_preset, with_overrides
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from digits import plots
-from digits.comparison import ModelSummary, compare
-from digits.evaluate import evaluate, overfitting_verdict
-from digits.report import ComparisonSection, DataSection, ModelSection, render_report, write_report
+from digits.evaluation.comparison import ModelSummary, compare
+from digits.evaluation.metrics import evaluate, overfitting_verdict
+from digits.reporting import plots
+from digits.reporting.html import ComparisonSection, DataSection, ModelSection, render_report, write_report
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from digits import data, runs
-from digits.classifier import PRETRAINED_MODEL
 from digits.cli import main
+from digits.data import mnist as data
 from digits.errors import DigitsError
+from digits.inference.classifier import PRETRAINED_MODEL
+from digits.training import runs
 
 HEADER = ",".join(runs.HISTORY_COLUMNS) + "\n"
 GOOD = {

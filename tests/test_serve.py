@@ -19,20 +19,21 @@ import psutil
 import pytest
 
 from conftest import child_processes, run_digits
-from digits import images
-from digits.classifier import load_classifier
-from digits.data import load_mnist
-from digits.inference import OnnxModel
-from digits.serve import MAX_UPLOAD_BYTES, create_app
-from digits.server import is_loopback
-from digits.workers import BatchClassifier, compiled_predict
+from digits.data.mnist import load_mnist
+from digits.inference.classifier import load_classifier
+from digits.inference.runtime import OnnxModel
+from digits.pictures import decode as images
+from digits.pictures.prepare import prepare_file
+from digits.serving.app import MAX_UPLOAD_BYTES, create_app
+from digits.serving.process import is_loopback
+from digits.serving.workers import BatchClassifier, compiled_predict
 
 with warnings.catch_warnings():
     # Starlette's test client warns, on import, that it will move to another HTTP library; not our concern.
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-STATIC_DIR = Path(__file__).parents[1] / "src" / "digits" / "static"
+STATIC_DIR = Path(__file__).parents[1] / "src" / "digits" / "serving" / "static"
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, dig
     assert cli_answer["digit"] == answer["digit"] == 7
     np.testing.assert_allclose(cli_answer["probabilities"], answer["probabilities"], atol=1e-5)
     # The library the CLI calls sees the same 28×28 image and gives the same ten probabilities.
-    view = images.prepare_file(picture)
+    view = prepare_file(picture)
     assert view.tolist() == answer["view"]
     np.testing.assert_allclose(classifier.predict(view[np.newaxis])[0], answer["probabilities"], atol=1e-5)
 

@@ -40,9 +40,9 @@ def server_url():
     """The real application under uvicorn on a free loopback port, in a thread of this process."""
     import uvicorn
 
-    from digits.classifier import load_classifier
-    from digits.serve import create_app
-    from digits.server import open_listener
+    from digits.inference.classifier import load_classifier
+    from digits.serving.app import create_app
+    from digits.serving.process import open_listener
 
     listener = open_listener("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(create_app(load_classifier()), log_level="warning"))

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from PIL import Image
 from schemathesis import checks
 
-from digits.classifier import load_classifier
-from digits.serve import create_app
+from digits.inference.classifier import load_classifier
+from digits.serving.app import create_app
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -16,9 +16,9 @@ from PIL import Image
 
 import hostile_files
 from conftest import child_processes
-from digits import limits, workers
-from digits.classifier import load_classifier
-from digits.serve import create_app
+from digits.inference.classifier import load_classifier
+from digits.serving import limits, workers
+from digits.serving.app import create_app
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -8,15 +8,15 @@ import keras
 import numpy as np
 import pytest
 
-from digits.callbacks import StopAtAccuracy
-from digits.data import load_mnist
+from digits.data.mnist import load_mnist
 from digits.errors import DigitsError
-from digits.models import build_model
-from digits.precision import choose_precision, measure_step_seconds
-from digits.recipes import get_preset, with_overrides
-from digits.runs import load_model, load_run
-from digits.schedules import OneCycle
-from digits.train import train
+from digits.training.callbacks import StopAtAccuracy
+from digits.training.fit import train
+from digits.training.models import build_model
+from digits.training.precision import choose_precision, measure_step_seconds
+from digits.training.recipes import get_preset, with_overrides
+from digits.training.runs import load_model, load_run
+from digits.training.schedules import OneCycle
 
 CPUINFO_ZEN4 = "processor : 0\nflags : fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
 CPUINFO_SAPPHIRE_RAPIDS = "flags : fpu avx512f amx_bf16 amx_tile amx_int8\n"

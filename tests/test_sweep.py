@@ -12,9 +12,9 @@ import pytest
 
 from digits.cli import main
 from digits.errors import DigitsError
-from digits.runs import load_run
-from digits.sweep import final_recipe
-from digits.sweep_space import load_space, shipped_spaces
+from digits.sweeps.run import final_recipe
+from digits.sweeps.space import load_space, shipped_spaces
+from digits.training.runs import load_run
 
 # Tiny trials: the shallow network on 1,000 images, scored on 200 holdout images.
 TINY_SPACE = """
@@ -57,7 +57,7 @@ def load(storage: str, name: str):
 
 
 def states(study) -> dict[str, int]:
-    from digits.sweep import trial_counts
+    from digits.sweeps.run import trial_counts
 
     return trial_counts(study)
 
@@ -128,7 +128,7 @@ def test_a_missing_space_names_the_shipped_ones(tmp_path, capsys):
 def test_a_sqlite_sweep_prunes_records_and_reports(tmp_path):
     import optuna
 
-    from digits.sweep import create_study, open_storage
+    from digits.sweeps.run import create_study, open_storage
 
     space = write_space(tmp_path)
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
@@ -176,7 +176,7 @@ def test_a_sqlite_sweep_prunes_records_and_reports(tmp_path):
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_rerun_ends_with_exactly_the_asked_trials(tmp_path):
-    from digits.sweep import create_study, open_storage
+    from digits.sweeps.run import create_study, open_storage
 
     space = write_space(tmp_path, epochs=4, pruner="none")
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
@@ -270,7 +270,7 @@ def test_two_workers_on_postgres_survive_a_killed_worker(tmp_path):
 
 OPEN_AT_ONCE = """
 import sys, time
-from digits.sweep import open_storage
+from digits.sweeps.run import open_storage
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every worker past its imports, then all at once
 open_storage(sys.argv[1])
 """
@@ -311,8 +311,8 @@ def test_the_command_line_loads_no_optuna_until_a_sweep_runs():
 def test_a_trial_stops_at_the_first_epoch_end_past_its_time_budget(tmp_path):
     import tomllib
 
-    from digits.sweep import SweepJob, load_study, run_sweep
-    from digits.sweep_space import parse_space
+    from digits.sweeps.run import SweepJob, load_study, run_sweep
+    from digits.sweeps.space import parse_space
 
     content = tomllib.loads(TINY_SPACE.format(epochs=3, pruner="none"))
     space = parse_space({**content, "trial_seconds": 0.001}, name="budget")
@@ -328,7 +328,7 @@ def test_a_trial_stops_at_the_first_epoch_end_past_its_time_budget(tmp_path):
 
 @pytest.mark.slow
 def test_a_journal_file_holds_a_sweep_too(tmp_path):
-    from digits.sweep import SweepJob, load_study, run_sweep
+    from digits.sweeps.run import SweepJob, load_study, run_sweep
 
     storage = f"journal:{tmp_path / 'sweep.log'}"
     job = SweepJob(space=load_space(write_space(tmp_path, epochs=1, pruner="none")), storage_url=storage,
@@ -353,7 +353,7 @@ def test_a_bad_storage_is_one_sentence_that_never_shows_a_password(tmp_path, cap
 def test_a_study_refuses_a_changed_space_but_not_a_renamed_file(tmp_path):
     import dataclasses
 
-    from digits.sweep import create_study, open_storage
+    from digits.sweeps.run import create_study, open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'sweeps.db'}")
     space = load_space(write_space(tmp_path))

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from conftest import run_digits
-from digits.data import load_mnist, to_model_input
+from digits.data.mnist import load_mnist, to_model_input
 from digits.errors import DigitsError
-from digits.recipes import Recipe, get_preset, with_overrides
-from digits.runs import HISTORY_COLUMNS, create_run_dir, load_model, load_run
-from digits.train import RunInterrupted, prepare_data, train
+from digits.training.fit import RunInterrupted, prepare_data, train
+from digits.training.recipes import Recipe, get_preset, with_overrides
+from digits.training.runs import HISTORY_COLUMNS, create_run_dir, load_model, load_run
 
 RUN_NAME = re.compile(r"^\d{8}-\d{6}-[a-z-]+$")
 

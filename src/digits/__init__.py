@@ -9,9 +9,9 @@ The public API is a handful of functions, imported on first use so that `import 
     evaluation.confusion_matrix()                  # a matplotlib Figure, shown inline
 """
 
+import importlib
 import os
 import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -39,8 +39,6 @@ __all__ = ["__version__", *_PUBLIC]
 
 def __getattr__(name: str):
     if name in _PUBLIC:
-        import importlib
-
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'digits' has no attribute {name!r}")
 
@@ -49,14 +47,19 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
 
 
-class _Package(types.ModuleType):
-    """`digits.train`, `digits.evaluate` and `digits.predict` stay the functions after their same-named
-    modules are imported: Python would otherwise set the package attribute to the module."""
+def _show_runs_in_notebooks() -> None:
+    """In Jupyter a TrainedRun shows itself as a card. It is registered here, by the class's name, because training
+    never imports drawing (digits.reporting comes after it) and `import digits` must not load TensorFlow."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return
 
-    def __setattr__(self, name: str, value) -> None:
-        if name in _PUBLIC and isinstance(value, types.ModuleType):
-            return  # The module stays reachable as sys.modules["digits.<name>"] and `from digits.<name> import`.
-        super().__setattr__(name, value)
+    def run_card(run) -> str:
+        # By name, like the public functions above: the package root is the API's layer, above every stage.
+        return importlib.import_module("digits.reporting.display").run_card(run)
+
+    shell.display_formatter.formatters["text/html"].for_type_by_name("digits.training.fit", "TrainedRun", run_card)
 
 
-sys.modules[__name__].__class__ = _Package
+_show_runs_in_notebooks()

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import recipes
-from digits.data import Mnist, load_mnist
+from digits.data.mnist import Mnist, load_mnist
 from digits.errors import DigitsError
-from digits.recipes import Preset, Recipe
+from digits.training import recipes
+from digits.training.recipes import Preset, Recipe
 
 __all__ = ["load_mnist", "presets", "get_preset", "build_model", "train", "load_run", "evaluate", "compare",
            "predict", "run_study"]
@@ -36,13 +36,13 @@ def get_preset(name: str, **overrides) -> Recipe:
 def build_model(name: str, **options):
     """A fresh, uncompiled Keras model of an architecture ("shallow", "cnn", "cnn-bn"); see `digits models`.
 
-    `precision="auto"` takes bfloat16 where a short measurement on this CPU found it faster (digits.precision).
+    `precision="auto"` takes bfloat16 where a short measurement on this CPU found it faster (digits.training.precision).
     """
     # Imported here: Keras (and TensorFlow) load only once a model is needed, not to list presets or data.
-    from digits.models import build_model as build
+    from digits.training.models import build_model as build
 
     if options.get("precision") == "auto":
-        from digits.precision import choose_precision
+        from digits.training.precision import choose_precision
 
         options["precision"] = choose_precision("auto", name).precision
     return build(name, **options)
@@ -56,7 +56,7 @@ def train(recipe: str | Recipe = "quick-cnn", data: Mnist | None = None, runs_di
     0 nothing, 1 Keras's progress bar. With tensorboard=True the run folder gets TensorBoard logs
     (`tensorboard --logdir <run>/tensorboard`).
     """
-    from digits.train import train as train_recipe
+    from digits.training.fit import train as train_recipe
 
     if isinstance(recipe, str):
         recipe = get_preset(recipe, **overrides)
@@ -68,8 +68,8 @@ def train(recipe: str | Recipe = "quick-cnn", data: Mnist | None = None, runs_di
 
 def load_run(path: str | Path):
     """A finished run folder, read back as a `TrainedRun` (its model loaded) that shows itself in a notebook."""
-    from digits import runs
-    from digits.train import TrainedRun
+    from digits.training import runs
+    from digits.training.fit import TrainedRun
 
     run = runs.load_run(path)
     known = {field.name for field in dataclasses.fields(Recipe)}
@@ -123,10 +123,10 @@ def predict(images_or_paths, model=None, *, keep_originals: bool = False) -> lis
     `model` is None (the shipped model), a run (or its folder), a .keras file, or a loaded Classifier.
     Returns one result per image or file, each with `.digit`, `.probabilities` and `.top(3)`; a file
     that cannot be read has `.error` instead. keep_originals keeps a small copy of each picture (for
-    `digits.predict.save_views`).
+    `digits.inference.files.save_views`).
     """
-    from digits.classifier import Classifier, load_classifier
-    from digits.predict import FileResult, find_image_files, predict_files
+    from digits.inference.classifier import Classifier, load_classifier
+    from digits.inference.files import FileResult, find_image_files, predict_files
 
     classifier = model if isinstance(model, Classifier) else load_classifier(
         None if model is None else _run_folder(model))
@@ -147,7 +147,7 @@ def predict(images_or_paths, model=None, *, keep_originals: bool = False) -> lis
 
 
 def _run_folder(run) -> Path:
-    """The folder of a run given as a `TrainedRun`, a `digits.runs.Run`, an evaluation of one, or a path."""
+    """The folder of a run given as a `TrainedRun`, a `digits.training.runs.Run`, an evaluation of one, or a path."""
     folder = getattr(run, "folder", None) or getattr(run, "path", None) or getattr(run, "source", None) or run
     if not isinstance(folder, str | Path):
         raise DigitsError(f"Expected a run (what `train` or `load_run` returns, an evaluation of one, or a run "

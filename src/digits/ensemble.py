@@ -1,6 +1,6 @@
 """Ensembles: several trained runs vote by averaging their predicted probabilities on the test set.
 
-`digits.inference.average_probabilities` is the whole method, pure NumPy. `evaluate_ensemble` loads the members,
+`digits.inference.runtime.average_probabilities` is the whole method, pure NumPy. `evaluate_ensemble` loads the members,
 predicts the test images once per member (and per test-time shift with tta=True), averages, and hands the result to
 `digits.study.evaluate_predictions`, so an ensemble gets the same evaluation.json, figures and report as one
 model (without learning curves: it was never trained as one run).
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from digits.errors import DigitsError
-from digits.inference import TTA_WORDS, average_probabilities
-from digits.inference import probabilities as model_probabilities
+from digits.inference.runtime import TTA_WORDS, average_probabilities
+from digits.inference.runtime import probabilities as model_probabilities
 
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -24,12 +24,12 @@ ENSEMBLE_FILE = "ensemble.json"
 class EnsembleResult:
     folder: Path
     ensemble: Any  # digits.study.EvaluatedModel
-    members: list  # digits.comparison.ModelSummary, one per member, in the order given
+    members: list  # digits.evaluation.comparison.ModelSummary, one per member, in the order given
 
 
 def load_members(paths: Sequence[str | Path]) -> list:
     """The member runs, checked before any slow work: complete, distinct, scored on the same test images."""
-    from digits.runs import load_run
+    from digits.training.runs import load_run
 
     if len(paths) < 2:
         raise DigitsError("An ensemble needs at least two run folders; name two or more after `digits ensemble`.")
@@ -53,10 +53,10 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
 
     The output goes to out_dir (new or empty) or a new `<first member's runs folder>/<time>-ensemble/`.
     """
-    from digits.comparison import ModelSummary
-    from digits.evaluate import evaluate
-    from digits.runs import load_model, new_output_folder, write_json
+    from digits.evaluation.comparison import ModelSummary
+    from digits.evaluation.metrics import evaluate
     from digits.study import evaluate_predictions, test_set
+    from digits.training.runs import load_model, new_output_folder, write_json
 
     runs = load_members(paths)
     folder = new_output_folder(out_dir, runs[0].path.parent, "ensemble")

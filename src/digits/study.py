@@ -1,8 +1,8 @@
 """The study from data to conclusions: evaluate runs, compare them, and train-evaluate-compare in one go.
 
 This is the glue behind `digits evaluate`, `digits compare` and `digits run`. It reads run folders
-through digits.runs, scores models with digits.evaluate, draws with digits.plots and writes pages with
-digits.report. `evaluate_predictions` takes plain (labels, probabilities), so an ensemble's averaged
+through digits.training.runs, scores models with digits.evaluate, draws with digits.reporting.plots and writes pages
+with digits.reporting.html. `evaluate_predictions` takes plain (labels, probabilities), so an ensemble's averaged
 probabilities get the same evaluation folder, figures and report as one trained model.
 """
 
@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import display, plots
-from digits.calibration import calibrate_run, fit_run_not_a_digit, recorded_temperature, reliability
-from digits.comparison import Comparison, ModelSummary, compare, join_names
-from digits.conclusions import configurations_sentence, model_conclusion
-from digits.data import Mnist, class_counts
+from digits.data.mnist import Mnist, class_counts
 from digits.errors import DigitsError
-from digits.evaluate import Evaluation, OverfittingVerdict, evaluate, overfitting_verdict
-from digits.inference import TTA_WORDS, with_temperature
-from digits.inference import probabilities as model_probabilities
-from digits.report import GALLERY_SIZE, ComparisonSection, DataSection, ModelSection, write_report
-from digits.runs import Run, check_new_folder, load_run, make_folder, new_output_folder, write_json
+from digits.evaluation.calibration import calibrate_run, fit_run_not_a_digit, recorded_temperature, reliability
+from digits.evaluation.comparison import Comparison, ModelSummary, compare, join_names
+from digits.evaluation.conclusions import configurations_sentence, model_conclusion
+from digits.evaluation.metrics import Evaluation, OverfittingVerdict, evaluate, overfitting_verdict
+from digits.inference.runtime import TTA_WORDS, with_temperature
+from digits.inference.runtime import probabilities as model_probabilities
+from digits.reporting import display, plots
+from digits.reporting.html import GALLERY_SIZE, ComparisonSection, DataSection, ModelSection, write_report
+from digits.training.runs import Run, check_new_folder, load_run, make_folder, new_output_folder, write_json
 
 EVALUATION_DIR = "evaluation"
 REPORT_FILE = "report.html"
@@ -161,7 +161,7 @@ def evaluate_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None 
     before and after; a temperature fitted earlier (calibration.json in the run) is shown the same way. calibrate
     also fits the run's not-a-digit detector and thresholds (`fit_run_not_a_digit`; about a minute).
     """
-    from digits.runs import load_model
+    from digits.training.runs import load_model
 
     run = run if isinstance(run, Run) else load_run(run)
     if not isinstance(run.config.get("recipe"), dict):
@@ -336,7 +336,7 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
     Adadelta) with fast settings, the shallow network at its best (cross-entropy) and the CNN, each for a fixed
     number of epochs. With exact, the study's own three recipes, unchanged.
     """
-    from digits.train import train
+    from digits.training.fit import train
 
     presets = EXACT_PRESETS if exact else QUICK_PRESETS
     recipes = study_recipes(exact=exact, train_limit=train_limit, test_limit=test_limit, epochs=epochs)
@@ -367,7 +367,7 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
 def study_recipes(*, exact: bool = False, train_limit: int | None = None, test_limit: int | None = None,
                   epochs: int | None = None) -> list:
     """The recipes `digits run` trains, with the quick-try limits applied (DigitsError for bad values)."""
-    from digits.recipes import get_preset, with_overrides
+    from digits.training.recipes import get_preset, with_overrides
 
     return [with_overrides(get_preset(name), train_limit=train_limit, test_limit=test_limit, epochs=epochs)
             for name in (EXACT_PRESETS if exact else QUICK_PRESETS)]

@@ -66,8 +66,8 @@ def add_study_commands(subcommands) -> None:
 
 def run_evaluate(args) -> int:
     from digits.api import evaluate, load_mnist
-    from digits.conclusions import summary_table
-    from digits.runs import load_run
+    from digits.evaluation.conclusions import summary_table
+    from digits.training.runs import load_run
 
     load_run(args.run)  # A bad folder is reported before MNIST and Keras load.
     evaluated = evaluate(args.run, load_mnist(args.data_dir), args.out, tta=args.tta, calibrate=args.calibrate)
@@ -84,8 +84,8 @@ def run_evaluate(args) -> int:
 
 def run_compare(args) -> int:
     from digits.api import compare, load_mnist
-    from digits.conclusions import summary_table
-    from digits.runs import load_run
+    from digits.evaluation.conclusions import summary_table
+    from digits.training.runs import load_run
 
     if len(args.runs) < 2:
         raise DigitsError("Comparing needs at least two run folders; name two or more after `digits compare`.")
@@ -104,15 +104,15 @@ def run_study_command(args) -> int:
     import time
 
     from digits.api import load_mnist, run_study
-    from digits.conclusions import summary_table
-    from digits.runs import check_new_folder
+    from digits.evaluation.conclusions import summary_table
     from digits.study import study_recipes
+    from digits.training.runs import check_new_folder
 
     # Bad limits or a used --out folder are refused at once, not after loading Keras, data and training.
     study_recipes(exact=args.exact, train_limit=args.train_limit, test_limit=args.test_limit, epochs=args.epochs)
     if args.out is not None:
         check_new_folder(args.out)
-    from digits.train import RunInterrupted
+    from digits.training.fit import RunInterrupted
 
     started = time.perf_counter()
     try:
@@ -176,23 +176,23 @@ def run_ensemble(args) -> int:
     if args.from_sweep:
         if args.runs:
             raise DigitsError("Give either run folders or --from-sweep STUDY, not both.")
-        from digits.sweep import default_storage, load_study, member_runs
+        from digits.sweeps.run import default_storage, load_study, member_runs
 
         storage = args.storage or default_storage(Path("runs"), create=False)
         args.runs = member_runs(load_study(storage, args.from_sweep), args.top)
     load_members(args.runs)  # Bad folders are reported before MNIST and Keras load.
     if args.from_sweep and args.out is None:
-        from digits.runs import create_run_dir
+        from digits.training.runs import create_run_dir
 
         # Beside the trial folders (runs/sweeps/STUDY/), not inside the first member's trial folder.
         args.out = create_run_dir(Path(args.runs[0]).parent.parent, "ensemble")
     if args.out is not None:
-        from digits.runs import check_new_folder
+        from digits.training.runs import check_new_folder
 
         check_new_folder(args.out)
-    from digits.conclusions import summary_table
-    from digits.data import load_mnist
+    from digits.data.mnist import load_mnist
     from digits.ensemble import evaluate_ensemble
+    from digits.evaluation.conclusions import summary_table
 
     result = evaluate_ensemble(args.runs, load_mnist(args.data_dir), args.out, tta=args.tta, command=_command_line())
     print(summary_table([result.ensemble.summary(), *result.members]))

@@ -87,13 +87,13 @@ def _refuse(args, names: list[str], form: str) -> None:
 
 
 def run_sweep(args) -> int:
-    from digits.sweep_space import load_space
+    from digits.sweeps.space import load_space
 
     space = load_space(args.space)  # A bad space file is one sentence before Optuna and Keras load.
     if args.trials < 1 or args.workers < 1:
         raise DigitsError("--trials and --workers must be at least 1.")
-    from digits.sweep import SweepJob, default_storage, load_study, shown_url, trial_counts
-    from digits.sweep import run_sweep as sweep
+    from digits.sweeps.run import SweepJob, default_storage, load_study, shown_url, trial_counts
+    from digits.sweeps.run import run_sweep as sweep
 
     storage = args.storage or default_storage(args.runs_dir)
     study_name = args.study or space.name
@@ -125,7 +125,7 @@ def _counts_sentence(counts: dict[str, int], asked: int | None = None) -> str:
 
 
 def _print_best(study, top: int) -> None:
-    from digits.sweep import best_trials
+    from digits.sweeps.run import best_trials
 
     print("Best trials (holdout accuracy):")
     for trial in best_trials(study, top, distinct=False):
@@ -135,14 +135,14 @@ def _print_best(study, top: int) -> None:
 
 
 def _storage(args) -> str:
-    from digits.sweep import default_storage
+    from digits.sweeps.run import default_storage
 
     return args.storage or default_storage(args.runs_dir, create=False)
 
 
 def run_report(args) -> int:
-    from digits.sweep import SWEEPS_DIR, load_study, shown_url
-    from digits.sweep_report import write_sweep_report
+    from digits.sweeps.report import write_sweep_report
+    from digits.sweeps.run import SWEEPS_DIR, load_study, shown_url
 
     study = load_study(_storage(args), args.study_name)
     out = args.out or args.runs_dir / SWEEPS_DIR / args.study_name / "report.html"
@@ -154,7 +154,7 @@ def run_report(args) -> int:
 
 
 def run_best(args) -> int:
-    from digits.sweep import load_study, trial_counts
+    from digits.sweeps.run import load_study, trial_counts
 
     if args.top < 1 or args.seeds < 1:
         raise DigitsError("--top and --seeds must be at least 1.")
@@ -163,9 +163,9 @@ def run_best(args) -> int:
     _print_best(study, args.top)
     if not args.train_final:
         return 0
-    from digits.conclusions import summary_table
-    from digits.data import load_mnist
-    from digits.sweep import train_final
+    from digits.data.mnist import load_mnist
+    from digits.evaluation.conclusions import summary_table
+    from digits.sweeps.run import train_final
 
     evaluated = train_final(study, load_mnist(args.data_dir), args.runs_dir, seeds=args.seeds,
                             progress=lambda line: print(line, flush=True))

@@ -25,11 +25,11 @@ def add_data_commands(subcommands) -> None:
 
 def run_data(args) -> int:
     from digits.api import load_mnist
-    from digits.data import describe
+    from digits.data.mnist import describe
 
     mnist = load_mnist(args.data_dir)
     print(describe(mnist))
-    from digits import plots  # matplotlib takes a moment to import; only needed once the data is good.
+    from digits.reporting import plots  # matplotlib takes a moment to import; only needed once the data is good.
 
     grid = args.out / "sample_grid.png"
     plots.sample_grid(mnist.train_images, mnist.train_labels, grid)
@@ -146,7 +146,7 @@ def recipe_overrides(args) -> dict:
     """Every option named like a Recipe field (--batch-size → batch_size); None where not given."""
     import dataclasses
 
-    from digits.recipes import Recipe
+    from digits.training.recipes import Recipe
 
     # PRESET names the starting recipe; it is not an override.
     return {field.name: getattr(args, field.name, None)
@@ -167,7 +167,7 @@ def recipe_from_args(args):
 
 def run_models(args) -> int:
     from digits.api import build_model
-    from digits.models import DESCRIPTIONS, MODELS
+    from digits.training.models import DESCRIPTIONS, MODELS
 
     if args.name:
         build_model(args.name).summary()
@@ -191,8 +191,8 @@ def run_train(args) -> int:
     # The recipe is checked before MNIST and Keras load, so a typo costs no waiting.
     recipe = recipe_from_args(args)
     from digits.api import load_mnist, train
-    from digits.runs import check_writable
-    from digits.train import RunInterrupted
+    from digits.training.fit import RunInterrupted
+    from digits.training.runs import check_writable
 
     check_writable(args.runs_dir)  # Likewise a read-only or full --runs-dir, before MNIST loads.
     data = load_mnist(args.data_dir)

@@ -36,8 +36,8 @@ def run_predict(args) -> int:
     import json
 
     from digits.api import predict
-    from digits.classifier import load_classifier
-    from digits.predict import find_image_files, result_line, results_document, save_views
+    from digits.inference.classifier import load_classifier
+    from digits.inference.files import find_image_files, result_line, results_document, save_views
 
     if not 1 <= args.top <= 10:
         raise DigitsError(f"--top must be between 1 and 10, not {args.top}.")
@@ -78,7 +78,7 @@ def add_serve_commands(subcommands) -> None:
 
 
 def run_serve(args) -> int:
-    from digits.server import serve
+    from digits.serving.process import serve
 
     serve(args.model, host=args.host, port=args.port)
     return 0
@@ -105,7 +105,7 @@ def add_export_commands(subcommands) -> None:
 
 
 def run_export(args) -> int:
-    from digits.export import export_model
+    from digits.inference.export import export_model
 
     result = export_model(args.source, args.format, args.out, command=" ".join(["digits", *sys.argv[1:]]))
     print(f"Wrote {result.path} and {result.sidecar.name}; {result.check.line()}.")

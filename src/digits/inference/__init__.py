@@ -1,0 +1,5 @@
+"""Inference: one way to read prepared digits with a model (Keras or ONNX Runtime), the not-a-digit detector,
+exporting models, and reading picture files.
+
+May import: `digits.training` (run folders, custom layers), `digits.pictures`, `digits.data`, `digits.errors`.
+"""

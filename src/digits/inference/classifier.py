@@ -1,0 +1,259 @@
+"""A loaded model that reads prepared 28×28 digits: the shipped model, a run's model, a .keras or an .onnx file.
+
+`load_classifier()` loads once (the shipped model on ONNX Runtime when it is installed, without TensorFlow).
+`Classifier.predict` takes uint8 (N, 28, 28) arrays from `digits.pictures.decode` and returns (N, 10) probabilities
+through `digits.inference.runtime`, rescaled by the model's temperature; `Classifier.read` adds the not-a-digit
+detector's digit score, and `Classifier.verdict` says whether a picture looks like a digit at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from digits.data.mnist import CLASSES, IMAGE_SIDE
+from digits.errors import DigitsError
+from digits.inference.not_a_digit import DETECTOR_FILE, DigitDetector, load_detector
+from digits.inference.runtime import CALIBRATION_FILE, OnnxModel, probabilities, read, with_temperature
+
+PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
+PRETRAINED_MODEL = PRETRAINED_DIR / "model.keras"
+# The shipped model is a run folder of `digits train pretrained`; `digits evaluate` measured its test accuracy.
+PRETRAINED_EVALUATION = PRETRAINED_DIR / "evaluation" / "evaluation.json"
+# The shipped model exported by `digits export src/digits/pretrained/model.keras --format onnx`, and its sidecar.
+PRETRAINED_ONNX = PRETRAINED_DIR / "model.onnx"
+PRETRAINED_ONNX_INFO = PRETRAINED_DIR / "model.onnx.json"
+PRETRAINED_CALIBRATION = PRETRAINED_DIR / CALIBRATION_FILE
+
+
+# The verdicts `Classifier.verdict` gives, in the JSON of `digits predict` and of the API.
+DIGIT, NOT_A_DIGIT = "digit", "not a digit"
+
+
+@dataclass
+class Classifier:
+    """A loaded model and what is known about it (architecture, parameters, test_accuracy, source).
+
+    `model` is a keras.Model or a `digits.inference.runtime.OnnxModel`; `predict` answers the same for both. `read`
+    adds the not-a-digit detector's digit score when the model has one (`digits.inference.not_a_digit`).
+    """
+
+    name: str
+    model: object  # Typed loosely so that importing this module imports neither Keras nor ONNX Runtime.
+    info: dict = field(default_factory=dict)
+    temperature: float = 1.0  # Divides the logits; fitted on the holdout by `digits evaluate --calibrate`.
+    # When a picture is called no digit: {"score": "digit_score" or "max_probability", "threshold": ...,
+    # "max_probability_threshold": ... (used where the digit score is not available)}.
+    not_a_digit: dict | None = None
+    detector: DigitDetector | None = None  # For a Keras model; an exported ONNX model carries its own.
+    _reading_model: object = field(default=None, repr=False)
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if isinstance(self.model, OnnxModel) else "keras"
+
+    @property
+    def reading_model(self):
+        """The model `read` calls: the Keras model joined to its detector (built once), or the model itself."""
+        if self.detector is None or isinstance(self.model, OnnxModel):
+            return self.model
+        if self._reading_model is None:
+            from digits.inference.not_a_digit import with_digit_score
+
+            self._reading_model = with_digit_score(self.model, self.detector)
+        return self._reading_model
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, 28, 28) MNIST-style images → float32 (N, 10) class probabilities (calibrated)."""
+        return with_temperature(probabilities(self.model, images), self.temperature)
+
+    def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 (N, 28, 28) images → (N, 10) calibrated probabilities and (N,) digit scores (None without a
+        detector)."""
+        model_probabilities, digit_scores = read(self.reading_model, images)
+        return with_temperature(model_probabilities, self.temperature), digit_scores
+
+    def verdict(self, probabilities: np.ndarray, digit_score: float | None = None) -> str:
+        """DIGIT, or NOT_A_DIGIT when the digit score (or, without one, the best digit's probability) is under
+        the model's measured threshold (benchmarks/not_a_digit.py); always DIGIT for a model without one."""
+        settings = self.not_a_digit
+        if settings is None:
+            return DIGIT
+        if settings.get("score") == "digit_score":
+            if digit_score is not None:
+                return NOT_A_DIGIT if digit_score < settings["threshold"] else DIGIT
+            threshold = settings.get("max_probability_threshold")
+        else:
+            threshold = settings["threshold"]
+        if threshold is None or float(np.max(probabilities)) >= threshold:
+            return DIGIT
+        return NOT_A_DIGIT
+
+    def verdicts(self, probabilities: np.ndarray, digit_scores: np.ndarray | None) -> list[str]:
+        """`verdict` for each row of (N, 10) probabilities and (N,) digit scores."""
+        scores = [None] * len(probabilities) if digit_scores is None else [float(score) for score in digit_scores]
+        return [self.verdict(row, score) for row, score in zip(probabilities, scores, strict=True)]
+
+
+def load_classifier(spec: str | Path | None = None, *, threads: int | None = None,
+                    prefer_onnx: bool = True) -> Classifier:
+    """The shipped model (None), a run folder written by `digits train`, a .keras or an exported .onnx file.
+
+    The shipped model runs on ONNX Runtime when it is installed (no TensorFlow) and prefer_onnx, else on Keras.
+    threads: ONNX Runtime's threads per call (None: one per core).
+    """
+    if spec is None:
+        return _load_pretrained(threads, prefer_onnx)
+    path = Path(spec)
+    if not path.exists():
+        raise DigitsError(
+            f"There is no model at {path}; give a run folder, a .keras or .onnx file, or leave `model` out."
+        )
+    if path.is_dir():
+        return _load_run(path)
+    if path.suffix == ".onnx":
+        return _load_onnx(path, threads)
+    if path.suffix != ".keras":
+        raise DigitsError(f"{path} is not a .keras or .onnx model file; give a run folder or such a file.")
+    model = _load_keras_file(path)
+    info = {"architecture": model.name, "parameters": model.count_params(), "test_accuracy": None, "source": str(path)}
+    return Classifier(name=path.stem if path.stem != "model" else path.parent.name or "model", model=model, info=info)
+
+
+def runs_on_onnx(spec: str | Path | None) -> bool:
+    """Whether `load_classifier(spec)` will run the model on ONNX Runtime (and never import TensorFlow)."""
+    return _shipped_onnx_usable() if spec is None else Path(spec).suffix == ".onnx"
+
+
+def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
+    if prefer_onnx and _shipped_onnx_usable():
+        classifier = _load_onnx(PRETRAINED_ONNX, threads)
+        classifier.name = "pretrained"
+        classifier.info.update({key: value for key, value in _pretrained_description().items() if value is not None})
+        classifier.info["source"] = "shipped with digits (src/digits/pretrained/model.onnx)"
+        # calibration.json beside the model is the source of truth; the sidecar copies it at export time.
+        if PRETRAINED_CALIBRATION.is_file():
+            settings = _inference_settings(_read_optional_json(PRETRAINED_CALIBRATION))  # no detector: ONNX has it
+            classifier.temperature, classifier.not_a_digit = settings["temperature"], settings["not_a_digit"]
+        return classifier
+    if not PRETRAINED_MODEL.is_file():
+        raise DigitsError(
+            f"The shipped model {PRETRAINED_MODEL} is missing; reinstall digits or give `model` (a run folder, "
+            ".keras or .onnx file)."
+        )
+    model = _load_keras_file(PRETRAINED_MODEL)
+    description = _pretrained_description()
+    info = {
+        "architecture": description["architecture"] or model.name,
+        "parameters": model.count_params(),
+        "test_accuracy": description["test_accuracy"],
+        "source": "shipped with digits (src/digits/pretrained/model.keras)",
+        "command": description["command"],
+    }
+    calibration = _read_optional_json(PRETRAINED_CALIBRATION)
+    return Classifier(name="pretrained", model=model, info=info, **_inference_settings(calibration, PRETRAINED_DIR))
+
+
+def _pretrained_description() -> dict:
+    """The shipped run's architecture, measured test accuracy and the command that trains it again."""
+    config = _read_optional_json(PRETRAINED_DIR / "config.json")
+    evaluation = _read_optional_json(PRETRAINED_EVALUATION).get("evaluation", {})
+    recipe = config.get("recipe")
+    recipe = recipe if isinstance(recipe, dict) else {}
+    return {"architecture": recipe.get("model"), "test_accuracy": evaluation.get("accuracy"),
+            "command": f"digits train {config['preset']}" if "preset" in config else None}
+
+
+def _shipped_onnx_usable() -> bool:
+    """ONNX Runtime is installed and model.onnx was exported from the model.keras shipped beside it."""
+    if importlib.util.find_spec("onnxruntime") is None or not PRETRAINED_ONNX.is_file():
+        return False
+    sidecar = _read_optional_json(PRETRAINED_ONNX_INFO)
+    # A model.keras retrained, or a detector fitted again, without exporting again must not be shadowed by the
+    # old model.onnx.
+    detector = PRETRAINED_DIR / DETECTOR_FILE
+    return ((not PRETRAINED_MODEL.is_file() or sidecar.get("source_sha256") == file_sha256(PRETRAINED_MODEL))
+            and (not detector.is_file() or sidecar.get("detector_sha256") == file_sha256(detector)))
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_onnx(path: Path, threads: int | None) -> Classifier:
+    sidecar = _read_optional_json(path.with_name(path.name + ".json"))
+    info = {
+        "architecture": sidecar.get("architecture"),
+        "parameters": sidecar.get("parameters"),
+        "test_accuracy": sidecar.get("test_accuracy"),
+        "source": str(path),
+    }
+    name = sidecar.get("name") or (path.stem if path.stem != "model" else path.parent.name or "model")
+    return Classifier(name=name, model=OnnxModel(path, threads=threads), info=info, **_inference_settings(sidecar))
+
+
+def _inference_settings(settings: dict, folder: Path | None = None) -> dict:
+    """The temperature, not-a-digit settings and detector recorded in a sidecar or in a folder's calibration.json,
+    checked. The detector is read from `folder` (a run or the shipped model); an ONNX file carries its own."""
+    temperature = settings.get("temperature") or 1.0
+    not_a_digit = settings.get("not_a_digit")
+    if not isinstance(temperature, (int, float)) or temperature <= 0:
+        temperature = 1.0
+    if not (isinstance(not_a_digit, dict) and isinstance(not_a_digit.get("threshold"), (int, float))):
+        not_a_digit = None
+    detector = None
+    if folder is not None and not_a_digit is not None and not_a_digit.get("score") == "digit_score":
+        detector = load_detector(folder / DETECTOR_FILE)
+    return {"temperature": float(temperature), "not_a_digit": not_a_digit, "detector": detector}
+
+
+def _load_run(path: Path) -> Classifier:
+    from digits.training.runs import load_model, load_run
+
+    run = load_run(path)  # Refuses a missing, damaged or unfinished run in one sentence.
+    model = load_model(run)
+    config, metrics = run.config, run.metrics
+    _check_model(model, run.model_path)
+    on_test = metrics.get("validation") == "test"
+    info = {
+        "architecture": config.get("recipe", {}).get("model", model.name),
+        "parameters": model.count_params(),
+        "test_accuracy": metrics.get("validation_accuracy") if on_test else None,
+        "source": str(path),
+    }
+    calibration = _read_optional_json(path / CALIBRATION_FILE)
+    return Classifier(name=path.name, model=model, info=info, **_inference_settings(calibration, path))
+
+
+def _read_optional_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _load_keras_file(path: Path):
+    from digits.training.runs import load_keras_file
+
+    model = load_keras_file(path, compile=False)
+    _check_model(model, path)
+    return model
+
+
+def _check_model(model, path: Path) -> None:
+    """Refuse models that do not read 28×28 digits into 10 classes, before they give odd answers."""
+    try:
+        input_shape = tuple(model.input_shape[1:])
+        output_shape = tuple(model.output_shape[1:])
+    except (AttributeError, ValueError):
+        return
+    if input_shape not in ((IMAGE_SIDE, IMAGE_SIDE, 1), (IMAGE_SIDE, IMAGE_SIDE)) or output_shape != (CLASSES,):
+        raise DigitsError(
+            f"The model in {path} takes {input_shape} and gives {output_shape}; digits needs a model from "
+            "28×28 images to 10 classes."
+        )

@@ -1,0 +1,220 @@
+"""Read picture files with a classifier: what `digits predict` runs.
+
+`predict_files` prepares every file (`digits.pictures.decode`) and classifies the readable ones in one batch with a
+`digits.inference.classifier.Classifier`: every file gets a result, and a file that cannot be read gets its error
+instead of stopping the others. `results_document` and `result_line` are its JSON and its line per file; `save_views`
+draws each picture beside the 28×28 view the model read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digits.errors import DigitsError
+from digits.inference.classifier import NOT_A_DIGIT, Classifier
+from digits.pictures.decode import ImageError, load_image
+from digits.pictures.prepare import prepare_image
+
+# --- predicting files ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FileResult:
+    """One file's answer: the prepared 28×28 view and its probabilities, or the error that stopped it."""
+
+    path: str
+    view: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    error: str | None = None
+    verdict: str | None = None  # DIGIT or NOT_A_DIGIT
+    original: Any = None  # A small RGB copy of the picture (PIL), kept for --show.
+
+    @property
+    def answer(self) -> np.ndarray:
+        """The (10,) probabilities; a ValueError for a file that could not be read."""
+        if self.probabilities is None:
+            raise ValueError(f"{self.path} has no answer: {self.error or 'it was not classified'}")
+        return self.probabilities
+
+    @property
+    def digit(self) -> int:
+        return int(np.argmax(self.answer))
+
+    @property
+    def probability(self) -> float:
+        """The probability of the digit given."""
+        return float(self.answer[self.digit])
+
+    def top(self, count: int = 3) -> list[tuple[int, float]]:
+        order = np.argsort(self.answer)[::-1][:count]
+        return [(int(digit), float(self.answer[digit])) for digit in order]
+
+    def as_dict(self, top: int = 3) -> dict:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {
+            "path": self.path,
+            "digit": self.digit,
+            "verdict": self.verdict,
+            "probability": round(self.probability, 6),
+            "top": [{"digit": digit, "probability": round(probability, 6)} for digit, probability in self.top(top)],
+            "probabilities": [round(float(value), 6) for value in self.answer],
+        }
+
+
+def find_image_files(paths: list[str | Path]) -> list[Path]:
+    """Files to read: each file as given, and each directory walked in sorted order, skipping hidden names."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(
+                sorted(
+                    candidate
+                    for candidate in path.rglob("*")
+                    if candidate.is_file()
+                    and not any(part.startswith(".") for part in candidate.relative_to(path).parts)
+                )
+            )
+        else:
+            found.append(path)  # A missing path still gets its own line ("does not exist").
+    return found
+
+
+def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: bool = False) -> list[FileResult]:
+    """Prepare every file, classify the readable ones in one batch; errors stay per file."""
+    results = [FileResult(path=str(path)) for path in paths]
+    readable, views = [], []
+    for result in results:
+        try:
+            image = load_image(result.path)
+            result.view = prepare_image(image, name=result.path)
+            if keep_originals:
+                result.original = _display_copy(image)
+        except ImageError as error:
+            result.error = str(error)
+            continue
+        readable.append(result)
+        views.append(result.view)
+    if readable:
+        probabilities, digit_scores = classifier.read(np.stack(views))  # (N, 28, 28) -> (N, 10), (N,)
+        verdicts = classifier.verdicts(probabilities, digit_scores)
+        for result, row, verdict in zip(readable, probabilities, verdicts, strict=True):
+            result.probabilities, result.verdict = row, verdict
+    return results
+
+
+def result_line(result: FileResult, top: int = 3) -> str:
+    """One line for `digits predict`: the path, the digit, its probability and the likeliest digits.
+
+    Control characters in a file name (a newline) are escaped, so a name cannot forge another line.
+    """
+    if result.error is not None:
+        return one_line(f"{result.path}: error: {result.error}")
+    likeliest = ", ".join(f"{digit} {probability:.1%}" for digit, probability in result.top(top))
+    answer = f"{result.digit} ({result.probability:.1%})"
+    if result.verdict == NOT_A_DIGIT:
+        answer = f"does not look like a digit; best guess {answer}"
+    return one_line(f"{result.path}: {answer}  top {top}: {likeliest}")
+
+
+def one_line(text: str) -> str:
+    """`text` with every unprintable character (newline, carriage return, escape) written as a Python escape."""
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
+
+
+def results_document(classifier: Classifier, results: list[FileResult], top: int = 3) -> dict:
+    """The `--json` document: the model, then one entry per file (a prediction or an error)."""
+    return {
+        "model": {"name": classifier.name, **_without(classifier.info, "command")},
+        "results": [result.as_dict(top) for result in results],
+        "failed": sum(result.error is not None for result in results),
+    }
+
+
+def _without(info: dict, key: str) -> dict:
+    return {name: value for name, value in info.items() if name != key}
+
+
+# Each --show picture: the original, at most SHOW_HEIGHT tall, beside the 28×28 view at 10× (nearest).
+SHOW_HEIGHT = 280
+SHOW_MARGIN = 10
+
+
+def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
+    """Write, for each read file, a PNG of the original beside the 28×28 view the model saw.
+
+    Each is a new file: a name already taken in the folder (the input picture itself, or anything else)
+    gets the next free "-2", "-3"... instead, so no existing file is ever written over.
+    """
+    from PIL import Image, ImageDraw
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DigitsError(f"Cannot create the folder {folder} for the pictures ({error.strerror}); "
+                          "choose another.") from None
+    written = []
+    for result in results:
+        if result.error is not None or result.original is None or result.view is None:
+            continue
+        original = result.original
+        view = Image.fromarray(result.view).resize((SHOW_HEIGHT, SHOW_HEIGHT), Image.Resampling.NEAREST)
+        width = original.width + SHOW_HEIGHT + 3 * SHOW_MARGIN
+        sheet = Image.new("RGB", (width, SHOW_HEIGHT + 2 * SHOW_MARGIN + 20), (128, 128, 128))
+        sheet.paste(original, (SHOW_MARGIN, SHOW_MARGIN + (SHOW_HEIGHT - original.height) // 2))
+        sheet.paste(view.convert("RGB"), (original.width + 2 * SHOW_MARGIN, SHOW_MARGIN))
+        caption = f"{result.digit} ({result.probability:.1%})   original | 28x28 view the model saw"
+        ImageDraw.Draw(sheet).text((SHOW_MARGIN, SHOW_HEIGHT + SHOW_MARGIN + 4), caption, fill=(255, 255, 255))
+        name = Path(result.path).stem or "image"
+        target, copy = folder / f"{name}.png", 2
+        while True:
+            try:
+                # Created exclusively: an existing file, or a link planted at the name, is never written through.
+                descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                target, copy = folder / f"{name}-{copy}.png", copy + 1
+            except OSError as error:
+                raise DigitsError(f"Cannot write {target} ({error.strerror}); choose another folder for the "
+                                  "pictures.") from None
+        try:
+            with os.fdopen(descriptor, "wb") as output:
+                sheet.save(output, "PNG")
+        except OSError as error:
+            target.unlink(missing_ok=True)
+            raise DigitsError(f"Cannot write {target} ({error.strerror}); choose another folder for the "
+                              "pictures.") from None
+        written.append(target)
+    return written
+
+
+def _display_copy(image):
+    """The picture as RGB, at most SHOW_HEIGHT tall (and twice that wide), transparency over mid grey."""
+    from PIL import Image
+
+    flat = _flatten_for_display(image)
+    scale = min(SHOW_HEIGHT / flat.height, 2 * SHOW_HEIGHT / flat.width)
+    size = (max(1, round(flat.width * scale)), max(1, round(flat.height * scale)))
+    return flat.resize(size, Image.Resampling.LANCZOS)
+
+
+def _flatten_for_display(image):
+    """The picture as RGB; transparency shown over mid grey so both light and dark ink stay visible."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        backdrop = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
+        return Image.alpha_composite(backdrop, rgba).convert("RGB")
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        pixels = np.asarray(image, dtype=np.float32)
+        pixels = pixels / max(float(pixels.max()), 1.0) * 255
+        return Image.fromarray(pixels.astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+

@@ -1,0 +1,182 @@
+"""The one way to turn prepared digits into probabilities, for a Keras model or an ONNX Runtime session.
+
+`probabilities(model, images)` takes uint8 (N, 28, 28) MNIST-style images and returns float32 (N, 10)
+probabilities; evaluation, ensembles, `digits predict` and the server all call it, through `read`, which also
+gives the digit score of a model joined to its not-a-digit detector (the server through `fast_reader`, the
+same computation as a traced graph or a bare session call). It sits below the
+study, the export and the server, and imports only `digits.data.mnist`: Keras or TensorFlow are imported only when
+the model is a Keras model, so an ONNX model runs without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from digits.data.mnist import to_model_input
+from digits.errors import DigitsError
+
+# Images per inference call: large batches amortise the per-call overhead, and 1,000 MNIST images are 3 MB.
+BATCH_SIZE = 1000
+# How test-time copies (augment.TTA_SHIFTS) are described in tables and reports.
+TTA_WORDS = "mean over 5 copies: the image and 1-pixel shifts up, down, left and right"
+# A run folder's fitted temperature and not-a-digit threshold, read by `digits predict` and `digits serve`.
+CALIBRATION_FILE = "calibration.json"
+
+
+class OnnxModel:
+    """An ONNX model read by ONNX Runtime: float32 (N, 28, 28, 1) in [0, 1] → float32 (N, 10) probabilities,
+    and (N, 1) digit scores when it was exported with a not-a-digit detector.
+
+    `threads` is ONNX Runtime's intra-op thread count (None: its default, one per core); a server answering
+    one picture at a time wants 1, so that the other cores keep preparing pictures.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        # Silence ONNX Runtime's start-up warnings (3 = errors only); a broken file still raises.
+        options.log_severity_level = 3
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001  onnxruntime raises its own exception types for damaged or foreign files.
+            raise DigitsError(
+                f"Cannot load an ONNX model from {path} ({type(error).__name__}); give a file written by "
+                "`digits export`."
+            ) from None
+        (model_input,) = self.session.get_inputs()
+        self.input_name = model_input.name
+        self.path = Path(path)
+        input_shape = tuple(model_input.shape[1:])
+        output_shapes = [tuple(output.shape[1:]) for output in self.session.get_outputs()]
+        if input_shape != (28, 28, 1) or output_shapes not in ([(10,)], [(10,), (1,)]):
+            raise DigitsError(
+                f"The ONNX model in {path} takes {input_shape} and gives {', '.join(map(str, output_shapes))}; "
+                "digits needs a model from 28×28×1 images to 10 classes (and optionally a digit score)."
+            )
+        # A model exported with its not-a-digit detector (digits.inference.not_a_digit) gives the digit score second.
+        self.gives_digit_score = len(output_shapes) == 2
+
+    def __call__(self, model_input: np.ndarray) -> list[np.ndarray]:
+        """float32 (N, 28, 28, 1) → [(N, 10) probabilities] or [(N, 10) probabilities, (N, 1) digit scores]."""
+        return self.session.run(None, {self.input_name: model_input})
+
+
+def is_keras_model(model) -> bool:
+    """True for a Keras model, decided without importing Keras when it was never imported."""
+    return not isinstance(model, OnnxModel) and hasattr(model, "predict") and hasattr(model, "layers")
+
+
+def probabilities(model, images: np.ndarray, *, tta: bool = False, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """uint8 (N, 28, 28) images → float32 (N, 10) probabilities of a Keras model or an `OnnxModel`.
+
+    With tta, each image is read 5 times (itself and 1-pixel shifts) and the probabilities averaged.
+    """
+    if tta:
+        from digits.training.augment import shifted_copies
+
+        return average_probabilities([probabilities(model, copy, batch_size=batch_size)
+                                      for copy in shifted_copies(np.asarray(images))]).astype(np.float32)
+    return read(model, images, batch_size=batch_size)[0]
+
+
+def read(model, images: np.ndarray, *, batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 (N, 28, 28) images → float32 (N, 10) probabilities, and float32 (N,) digit scores for a model that
+    gives them (joined to its detector by `digits.inference.not_a_digit.with_digit_score`, or exported so), else
+    None."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    images = np.asarray(images)
+    to_model_input(images[:0])  # Checks the dtype and shape before any work.
+    call = _model_call(model)
+    if len(images) == 0:
+        return np.zeros((0, 10), np.float32), (np.zeros(0, np.float32) if gives_digit_score(model) else None)
+    batches = [call(to_model_input(images[start:start + batch_size])) for start in range(0, len(images), batch_size)]
+    return _joined(batches)
+
+
+def gives_digit_score(model) -> bool:
+    """Whether the model's second output is a digit score (see `read`)."""
+    if isinstance(model, OnnxModel):
+        return model.gives_digit_score
+    return is_keras_model(model) and len(model.outputs) == 2
+
+
+def _joined(batches: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each batch's [probabilities] or [probabilities, digit scores] → the whole (N, 10) and (N,) arrays."""
+    probabilities = np.concatenate([np.asarray(batch[0]) for batch in batches]).astype(np.float32, copy=False)
+    if len(batches[0]) < 2:
+        return probabilities, None
+    return probabilities, np.concatenate([np.asarray(batch[1]).reshape(-1) for batch in batches]).astype(np.float32)
+
+
+def _model_call(model) -> Callable[[np.ndarray], list[np.ndarray]]:
+    if isinstance(model, OnnxModel):
+        return model
+    if is_keras_model(model):
+        # Calling the model directly costs less than `model.predict`'s loop machinery for one batch.
+        def call(model_input: np.ndarray) -> list[np.ndarray]:
+            outputs = model(model_input, training=False)
+            return [np.asarray(output) for output in outputs] if isinstance(outputs, list | tuple) else [
+                np.asarray(outputs)]
+
+        return call
+    raise TypeError(f"Expected a Keras model or an OnnxModel, got {type(model).__name__}")
+
+
+def fast_reader(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
+    """`read(model, ·)` for a server calling it many times with a few images each.
+
+    An `OnnxModel` is called as is. A Keras model on TensorFlow is traced once into a graph: calling it eagerly
+    costs several milliseconds per call whatever the batch size. The answers are those of `read`, up to float
+    rounding.
+    """
+    if isinstance(model, OnnxModel) or not is_keras_model(model):
+        return lambda images: read(model, images)
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return lambda images: read(model, images)
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
+    def traced(model_input):
+        return model(model_input, training=False)
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = traced(to_model_input(images))
+        return _joined([[output.numpy() for output in outputs] if isinstance(outputs, list | tuple)
+                        else [outputs.numpy()]])
+
+    predict(np.zeros((1, 28, 28), np.uint8))  # Trace now, so the first caller does not wait for it.
+    return predict
+
+
+def average_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of several (N, 10) probability arrays for the same N images: each row still sums to 1."""
+    if not probabilities:
+        raise ValueError("average_probabilities needs at least one array")
+    shapes = {np.shape(member) for member in probabilities}
+    if len(shapes) != 1:
+        raise ValueError(f"members predicted arrays of different shapes: {sorted(shapes)}")
+    # (members, N, 10) -> (N, 10)
+    return np.mean(np.stack([np.asarray(member, dtype="float64") for member in probabilities]), axis=0)
+
+
+def with_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities softened (temperature > 1) or sharpened (< 1): softmax(log p / T), the same as dividing
+    the logits by T, since log p differs from the logits by a constant per row."""
+    if temperature == 1.0:
+        return np.asarray(probabilities, dtype=np.float32)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, not {temperature}")
+    scaled = np.log(np.maximum(np.asarray(probabilities, dtype=np.float64), 1e-30)) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exponentials = np.exp(scaled)
+    return (exponentials / exponentials.sum(axis=-1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,6 @@
+"""Serving: the draw-a-digit page and REST API (`app`), the process around it (`process`), the worker processes that
+prepare pictures (`workers`) and the limits on what a request may cost (`limits`).
+
+May import: `digits.inference`, `digits.pictures` and the stages below them; never training or evaluation code
+paths at request time.
+"""

@@ -1,0 +1,279 @@
+"""The draw-a-digit page and a REST API over one classifier, served by FastAPI and uvicorn.
+
+Every picture, whether drawn on the page, uploaded, or posted by a program, goes through
+`digits.pictures.prepare.prepare_file`, the same preprocessing `digits predict` uses, so the three agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from digits import __version__
+from digits.pictures import decode
+from digits.serving import limits
+from digits.serving.workers import BatchClassifier, PicturePreparer, PreparationFailed, compiled_predict
+
+if TYPE_CHECKING:
+    from digits.inference.classifier import Classifier
+
+# A phone photo is a few MB; a canvas drawing is a few KB. Anything larger is refused unread.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# How many of the most probable digits a prediction lists.
+TOP_COUNT = 3
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class RankedDigit(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+# The classifier's verdict on a picture (digits.inference.classifier's DIGIT and NOT_A_DIGIT).
+Verdict = Literal["digit", "not a digit"]
+
+
+class Prediction(BaseModel):
+    """What the model read in one picture."""
+
+    digit: int = Field(ge=0, le=9, description="The most probable digit.")
+    verdict: Verdict = Field(
+        description="`not a digit` when the picture does not look like any digit (the model's not-a-digit "
+        "detector, or without one the best digit's probability, is under its measured threshold); `digit` and "
+        "the other fields still give the best guess."
+    )
+    probability: float = Field(ge=0.0, le=1.0, description="The model's probability for `digit`.")
+    probabilities: list[float] = Field(
+        min_length=10, max_length=10, description="One probability per digit 0..9; they sum to 1."
+    )
+    top: list[RankedDigit] = Field(description=f"The {TOP_COUNT} most probable digits, most probable first.")
+    model: str = Field(description="Name of the model that answered.")
+    view: list[list[int]] = Field(
+        min_length=28,
+        max_length=28,
+        description="The 28×28 image the model saw: 28 rows of 28 values in 0..255, light ink on black.",
+    )
+
+
+class ModelInfo(BaseModel):
+    """The model this server loaded at start-up."""
+
+    name: str
+    architecture: str | None = Field(description="Model architecture, e.g. `cnn` or `shallow`.")
+    parameters: int | None = Field(description="Number of trainable and non-trainable weights.")
+    test_accuracy: float | None = Field(description="Accuracy on the 10,000 MNIST test images, when known.")
+    source: str | None = Field(description="Where the model was loaded from.")
+
+
+class Health(BaseModel):
+    status: str = Field(description="`ok` when the server is up and the model is loaded.")
+    model: str
+
+
+class ErrorMessage(BaseModel):
+    detail: str = Field(description="One sentence naming the cause and the fix.")
+
+
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorMessage, "description": "The upload is empty, not an image, or unreadable."},
+    403: {"model": ErrorMessage, "description": "The request comes from a page of another site (its `Origin`)."},
+    408: {"model": ErrorMessage, "description": f"The body took longer than {limits.BODY_SECONDS:g} s to arrive."},
+    413: {
+        "model": ErrorMessage,
+        "description": f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MB, or the image has more pixels "
+        "than the server accepts, or needs more memory to prepare.",
+    },
+    415: {"model": ErrorMessage, "description": "A `text/plain` body, or a form-encoded one from a browser."},
+    422: {"model": ErrorMessage, "description": "The picture is readable but holds no digit (no ink), or took "
+          "longer to prepare than the server allows."},
+    503: {"model": ErrorMessage, "description": "The server is busy (too many uploads or pictures at once); "
+          "send it again in a moment."},
+}
+
+BINARY = {"type": "string", "format": "binary"}
+PREDICT_REQUEST_BODY = {
+    "required": True,
+    "description": "An image file (PNG, JPEG, BMP, GIF, TIFF or WebP): either the multipart form field "
+    "`file`, or the raw request body.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": BINARY}, "required": ["file"]}
+        },
+        "image/*": {"schema": BINARY},
+        "application/octet-stream": {"schema": BINARY},
+    },
+}
+
+
+def create_app(
+    classifier: Classifier, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_hosts: set[str] | None = None
+) -> FastAPI:
+    """The web application: the page at `/`, its assets under `/static/`, and the JSON API.
+
+    `allowed_hosts`: host names it answers to besides localhost and IP addresses (None: any; see digits.serving.limits).
+    """
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        app.state.preparer.close()  # An ASGI server that runs the lifespan stops the workers with the app.
+
+    # Swagger UI and ReDoc load their scripts from a CDN, so they are off; the schema itself is served.
+    app = FastAPI(
+        lifespan=lifespan,
+        title="digits",
+        version=__version__,
+        description="Read handwritten digits with an MNIST classifier. Errors are JSON `{\"detail\": sentence}`.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts)
+    classify = BatchClassifier(compiled_predict(classifier))
+    prepare = app.state.preparer = PicturePreparer()
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")  # limits.RequestGuard adds the security headers.
+
+    @app.get("/health", response_model=Health, summary="Is the server up?")
+    def health() -> Health:
+        return Health(status="ok", model=classifier.name)
+
+    @app.get("/model", response_model=ModelInfo, summary="The model that answers")
+    def model_info() -> ModelInfo:
+        return describe_model(classifier)
+
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        summary="Read the digit in an image",
+        responses=PREDICT_ERRORS,
+        openapi_extra={"requestBody": PREDICT_REQUEST_BODY},
+    )
+    async def predict(request: Request) -> Prediction:
+        data, name = await read_image_bytes(request, max_upload_bytes)
+        try:
+            # (28, 28) uint8, exactly as `digits predict` reads a file; given up if the client leaves.
+            view = await limits.unless_client_leaves(request.receive, prepare(data, name))
+        except decode.ImageTooLarge as error:
+            raise HTTPException(413, sentence(error)) from error
+        except decode.NoDigitError as error:
+            raise HTTPException(422, sentence(error)) from error
+        except decode.ImageError as error:
+            raise HTTPException(400, sentence(error)) from error
+        except PreparationFailed as error:
+            raise HTTPException(error.status, str(error)) from error
+        probabilities, digit_score = await classify(view)
+        return describe_prediction(classifier.name, view, probabilities, classifier.verdict(probabilities, digit_score))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        # A bug still answers in the API's shape; Starlette re-raises it so uvicorn logs the traceback.
+        return JSONResponse({"detail": "The server failed unexpectedly; see its log."}, status_code=500,
+                            headers=limits.SECURITY_HEADERS)
+
+    return app
+
+
+def describe_model(classifier: Classifier) -> ModelInfo:
+    info = classifier.info or {}
+    return ModelInfo(
+        name=classifier.name,
+        architecture=info.get("architecture"),
+        parameters=info.get("parameters"),
+        test_accuracy=info.get("test_accuracy"),
+        source=public_source(info.get("source")),
+    )
+
+
+async def read_image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
+    """The image's bytes and a name for messages, from a multipart field `file` or from the raw body.
+
+    Bodies over `limit` bytes are refused with 413.
+    """
+    too_large = HTTPException(
+        413, f"The upload is larger than {limit:,} bytes; send a smaller image (a photo scaled down is enough).",
+        headers={"connection": "close"},  # The rest of the body is not read.
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    # The declared length can lie or be missing (chunked uploads), so the limit is also kept while reading.
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    body, name = b"".join(chunks), "the request body"
+
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        body, filename = await file_field(request, body)
+        name = f"the uploaded file {filename}" if filename else name
+    if not body:
+        raise HTTPException(400, "The upload is empty; send the bytes of an image file (PNG, JPEG, ...).")
+    return body, name
+
+
+async def file_field(request: Request, body: bytes) -> tuple[bytes, str | None]:
+    """The bytes and file name of the form field `file` in a multipart body that has already been read."""
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
+    except StarletteHTTPException as error:
+        raise HTTPException(
+            400,
+            f"The multipart form cannot be read ({str(error.detail).rstrip('.')}); send the image as the form "
+            "field 'file' or as the raw request body.",
+        ) from error
+    try:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(
+                400, "The form has no file field named 'file'; send the image as multipart field 'file'."
+            )
+        return await upload.read(), upload.filename
+    finally:
+        await form.close()
+
+
+def describe_prediction(model_name: str, view: np.ndarray, probabilities: np.ndarray,
+                        verdict: str = "digit") -> Prediction:
+    """The API's answer for one view, its ten probabilities and the classifier's verdict."""
+    ranking = np.argsort(-probabilities, kind="stable")
+    return Prediction(
+        digit=int(ranking[0]),
+        verdict=cast(Verdict, verdict),
+        probability=float(probabilities[ranking[0]]),
+        probabilities=probabilities.tolist(),
+        top=[RankedDigit(digit=int(digit), probability=float(probabilities[digit])) for digit in ranking[:TOP_COUNT]],
+        model=model_name,
+        view=view.tolist(),
+    )
+
+
+def sentence(error: Exception) -> str:
+    """The library's message as a sentence: it may start with a lower-case name such as "the request body"."""
+    text = str(error)
+    return text[:1].upper() + text[1:]
+
+
+def public_source(source: object) -> str | None:
+    """Where the model came from, without the server's local folders: a path is cut to its last part."""
+    if source is None:
+        return None
+    text = str(source)
+    if Path(text).is_absolute() or Path(text).exists():
+        return f"{Path(text).name} (a file or run folder on the server)"
+    return text

@@ -1,0 +1,304 @@
+"""What a request to `digits serve` may cost, and who may send one: the server's limits in one place.
+
+Two layers, so that no request can make the server hold more than a bounded amount of memory:
+
+- `LimitedHttpToolsProtocol`, uvicorn's fast HTTP parser with a cap on the request line and headers and a
+  deadline for receiving them (httptools has neither, so a client could send headers without end);
+- `RequestGuard`, an ASGI middleware: a deadline for receiving the body, one budget of memory shared by
+  all uploads being received, the Host and Origin checks that stop DNS rebinding and cross-site posts, and
+  the security headers on every response.
+
+The body's own size limit (10 MB) stays with the endpoint (`digits.serving.app`), and the preparation time limit
+with the workers (`digits.serving.workers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from collections.abc import Collection
+
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# The request line and headers of a browser's request are under 2 KB; 16 KB is h11's default limit too.
+MAX_HEADER_BYTES = 16 * 1024
+# A client has this long to send the request line and headers (a slow-loris client holds a connection).
+HEADER_SECONDS = 10.0
+# A client has this long to send a body; 10 MB in 30 s needs 2.8 Mbit/s.
+BODY_SECONDS = 30.0
+# All uploads being received at once may hold this much memory together; beyond it the server answers 503.
+UPLOAD_BUDGET_BYTES = 128 * 2**20
+
+# The page loads nothing from elsewhere and may not be framed by another site; the browser enforces it.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+# Host names that are always this machine. An IP address is accepted too: DNS rebinding needs a name.
+LOCAL_HOST_NAMES = ("localhost", "localhost.")
+# Bodies a page on another site can post without asking (a "simple" cross-origin request).
+SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded")
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with MAX_HEADER_BYTES and HEADER_SECONDS for each request's head."""
+
+    head_bytes = 0
+    reading_head = True
+    head_deadline: asyncio.TimerHandle | None = None
+    refused = False
+    heads_read = 0
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.start_head_clock()  # A client that connects and sends nothing is closed too.
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # Read and dropped until the connection closes; see refuse_head.
+        was_reading_head, heads_before = self.reading_head, self.heads_read
+        if was_reading_head and self.head_deadline is None:
+            self.start_head_clock()
+        super().data_received(data)
+        # Only a chunk that holds nothing but (part of) one head counts: a body's bytes never count as a head,
+        # even when a whole request, head and body, arrives in one chunk.
+        if was_reading_head and self.heads_read == heads_before and not self.transport.is_closing():
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEADER_BYTES:
+                self.refuse_head(431, f"is over {MAX_HEADER_BYTES:,} bytes")
+
+    def on_headers_complete(self) -> None:
+        self.heads_read += 1
+        self.end_head()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.reading_head, self.head_bytes = True, 0  # The next request on this connection starts afresh.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.end_head()
+        super().connection_lost(exc)
+
+    def start_head_clock(self) -> None:
+        self.head_deadline = self.loop.call_later(HEADER_SECONDS, self.refuse_head, 408, "took too long")
+
+    def end_head(self) -> None:
+        self.reading_head = False
+        if self.head_deadline is not None:
+            self.head_deadline.cancel()
+            self.head_deadline = None
+
+    def refuse_head(self, status: int, why: str) -> None:
+        """Answer in one sentence and close, without passing the request to the app."""
+        self.end_head()
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request arrives while the previous one is being answered: that answer comes first.
+            if status == 408:
+                self.reading_head = True
+                self.start_head_clock()
+            else:
+                self.transport.close()
+            return
+        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        body = json.dumps({"detail": f"The request line and headers {why}; send a shorter request."}).encode()
+        head = [b"HTTP/1.1 %d %s" % (status, reason), b"content-type: application/json",
+                b"content-length: %d" % len(body), b"connection: close"]
+        head += [name.encode() + b": " + value.encode() for name, value in SECURITY_HEADERS.items()]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        # Closing with unread data would reset the connection and lose the answer on the way: the rest of the
+        # request is read and dropped for a second, after the answer and the end of it are sent.
+        self.refused = True
+        self.transport.write_eof()
+        self.loop.call_later(1.0, self.transport.close)
+
+
+BUSY_SENTENCE = "The server is receiving too many uploads at once; send the picture again in a moment."
+# Closing the connection spares reading the rest of a body nobody will use.
+BUSY_HEADERS = {"retry-after": "5", "connection": "close"}
+
+
+class UploadBudget:
+    """Bytes held by the uploads being received now; `take` refuses what would go over the budget."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = UPLOAD_BUDGET_BYTES if limit is None else limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        if self.used + size > self.limit:
+            raise HTTPException(503, BUSY_SENTENCE, headers=BUSY_HEADERS)
+        self.used += size
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+
+
+class RequestGuard:
+    """ASGI middleware: body deadline and memory budget, Host and Origin checks, security headers.
+
+    `allowed_hosts` are the names this server answers to besides localhost and IP addresses; None turns the
+    Host check off (an application embedded behind another server that checks it).
+    """
+
+    def __init__(self, app, allowed_hosts: Collection[str] | None = None, budget: UploadBudget | None = None,
+                 body_seconds: float | None = None):
+        self.app = app
+        self.allowed_hosts = None if allowed_hosts is None else {name.lower() for name in allowed_hosts}
+        self.budget = budget or UploadBudget()
+        self.body_seconds = BODY_SECONDS if body_seconds is None else body_seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        refusal = self.refusal(scope["method"], headers)
+        if refusal is not None:
+            await refuse(send, *refusal)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                kept = [(name, value) for name, value in message.get("headers", [])
+                        if name.decode("latin-1").lower() not in SECURITY_HEADERS]
+                message = {**message, "headers": kept + encoded_security_headers()}
+            await send(message)
+
+        # A body that declares its length reserves all of it at once: when the budget cannot hold it, the request
+        # is refused before a byte of it is read, instead of after many connections have each sent a part.
+        reserved = declared_length(headers)
+        if reserved > self.budget.limit:
+            reserved = 0  # Bigger than any upload may be: the application refuses it (413) from the header alone.
+        if reserved:
+            if self.budget.used + reserved > self.budget.limit:
+                await refuse(send, 503, BUSY_SENTENCE, BUSY_HEADERS)
+                return
+            self.budget.take(reserved)
+        held, body_complete = 0, False
+        deadline = time.monotonic() + self.body_seconds
+
+        async def limited_receive():
+            nonlocal held, body_complete
+            if body_complete:
+                return await receive()  # Only the disconnect is left to come; no deadline for it.
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"The upload took longer than {self.body_seconds:g} s; send it again on a faster "
+                    "connection or send a smaller picture.", headers={"connection": "close"},
+                ) from None
+            body_complete = message["type"] != "http.request" or not message.get("more_body", False)
+            size = len(message.get("body", b""))
+            self.budget.take(max(0, held + size - max(held, reserved)))  # only what goes past the reservation
+            held += size
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except ClientDisconnect:
+            pass  # The client left during its upload; nobody is there to answer, and it is no error of ours.
+        finally:
+            self.budget.give_back(max(held, reserved))
+
+    def refusal(self, method: str, headers: dict[str, str]) -> tuple[int, str] | None:
+        """The status and sentence for a request refused from its headers alone, or None."""
+        host = headers.get("host", "")
+        if self.allowed_hosts is not None and not self.host_allowed(host):
+            return 421, (f"This server does not answer to the host name {host_name(host)!r}; open it as "
+                         "http://127.0.0.1 or http://localhost, or start it with --host naming that host.")
+        if method not in ("GET", "HEAD", "OPTIONS"):
+            origin = headers.get("origin")
+            if origin is not None and origin.lower().split("://", 1)[-1] != host.lower():
+                return 403, "Requests from pages of other sites are refused; use the page this server serves."
+            content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+            from_browser = origin is not None or "sec-fetch-site" in headers
+            if content_type == "text/plain" or (content_type in SIMPLE_FORM_TYPES and from_browser):
+                return 415, (f"A {content_type} body is refused; send the image as multipart field 'file' or "
+                             "as a raw body of type image/* or application/octet-stream.")
+        return None
+
+    def host_allowed(self, host: str) -> bool:
+        name = host_name(host)
+        if name in LOCAL_HOST_NAMES or name in (self.allowed_hosts or ()):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port and brackets: "[::1]:8000" → "::1"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def encoded_security_headers() -> list[tuple[bytes, bytes]]:
+    return [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+
+def declared_length(headers: dict[str, str]) -> int:
+    """The body length a request's Content-Length declares (0 when it declares none or an unreadable one)."""
+    value = headers.get("content-length", "")
+    return int(value) if value.isdigit() and len(value) < 19 else 0
+
+
+async def refuse(send, status: int, detail: str, extra_headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(name.encode(), value.encode()) for name, value in (extra_headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers + encoded_security_headers()})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def unless_client_leaves(receive, work):
+    """Await `work`, cancelling it when the client disconnects first (its answer would go nowhere).
+
+    `receive` is the request's ASGI receive, whose body has been read: its next message is the disconnect.
+    """
+    work = asyncio.ensure_future(work)
+    leaving = asyncio.ensure_future(wait_for_disconnect(receive))
+    try:
+        await asyncio.wait({work, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        work.cancel()  # This request was cancelled (the server is stopping): the work goes with it.
+        raise
+    finally:
+        leaving.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)  # Its worker is stopped before we go on.
+    raise ClientDisconnect()
+
+
+async def wait_for_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def allowed_hosts_for(host: str) -> set[str]:
+    """Host names a server listening on `host` answers to, besides localhost and IP addresses."""
+    import socket
+
+    names = {host.lower()}
+    if host in ("0.0.0.0", "::", ""):  # Every interface: the machine's own names reach it too.
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return names

@@ -1,0 +1,366 @@
+"""The server's workers: pictures are prepared in worker processes, and classified in batches in a thread.
+
+`digits.serving.app` hands each request's picture to a `PicturePreparer` and the resulting 28×28 view to a
+`BatchClassifier`; both keep the event loop free to answer other requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import multiprocessing
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+import numpy as np
+from PIL import Image
+
+from digits.pictures import decode
+
+if TYPE_CHECKING:
+    from digits.inference.classifier import Classifier
+
+# Worker processes that prepare pictures, one per core of a small machine; more pictures wait their turn.
+PREPARATION_PROCESSES = 2
+# A picture taking longer than this to prepare is abandoned and its worker killed: an ordinary photo takes
+# 2–3 ms and a 40-megapixel PNG about a second, while a hostile file can take minutes of CPU.
+PREPARATION_SECONDS = 5.0
+# Memory a worker may use beyond its own code, for one picture: a 40-megapixel RGBA picture is 160 MB
+# decoded, and Pillow and NumPy make a few copies of it.
+WORKER_MEMORY_BYTES = 1024 * 2**20
+# Pictures waiting for a free worker beyond this many are refused (503) rather than queued without end.
+MAX_WAITING_PICTURES = 64
+# A picture (pickled with its name) up to this size is written to an idle worker's pipe at once: the empty
+# pipe (64 KB on Linux) takes it without blocking. A bigger one is written from a thread, which waits while
+# the worker reads it. The page's drawings are 2–5 KB; the thread's round trip cost each about 0.1 ms of CPU.
+DIRECT_SEND_BYTES = 32 * 1024
+# The most pictures one inference call classifies; more wait for the next call.
+MAX_BATCH = 64
+
+
+class PreparationFailed(Exception):
+    """A picture was not prepared (too slow, worker died, server busy); a sentence and an HTTP status for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def compiled_predict(classifier: Classifier) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
+    """`classifier.read` for many small calls: `digits.inference.runtime.fast_reader` (a traced graph for Keras on
+    TensorFlow, the bare session for ONNX), then the classifier's temperature."""
+    from digits.inference.runtime import fast_reader, with_temperature
+
+    fast = fast_reader(classifier.reading_model)
+
+    def predict(views: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # (N, 28, 28) -> (N, 10), (N,)
+        model_probabilities, digit_scores = fast(views)
+        return with_temperature(model_probabilities, classifier.temperature), digit_scores
+
+    return predict
+
+
+class BatchClassifier:
+    """Classifies the pictures of concurrent requests together: one inference call answers all who wait.
+
+    A call costs about 0.7 ms of CPU for one picture but 0.18 ms per picture for 16 or more: most of it is
+    Python and TensorFlow overhead, which batching shares. With 16 requests at once, each cost the whole
+    server 2.4 ms of CPU instead of 3.0 ms. A picture alone is classified at once, and each picture gets
+    the probabilities a call for it alone gives, up to float rounding.
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
+                 max_batch: int = MAX_BATCH):
+        self.predict = predict
+        self.max_batch = max_batch
+        self.waiting: list[tuple[np.ndarray, asyncio.Future]] = []
+        self.worker: asyncio.Task | None = None
+
+    async def __call__(self, view: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """The ten probabilities and the digit score (None without a detector) for one (28, 28) view."""
+        answer = asyncio.get_running_loop().create_future()
+        self.waiting.append((view, answer))
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.create_task(self.answer_waiting())
+        return await answer
+
+    async def answer_waiting(self) -> None:
+        # The worker ends as soon as nobody waits, so nothing is left running when the server stops.
+        while self.waiting:
+            batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
+            answers = [answer for _, answer in batch]
+            try:
+                views = np.stack([view for view, _ in batch])  # (N, 28, 28)
+                probabilities, digit_scores = await anyio.to_thread.run_sync(self.predict, views)  # (N, 10), (N,)
+                scores = [None] * len(batch) if digit_scores is None else [float(score) for score in digit_scores]
+                for answer, row, score in zip(answers, np.asarray(probabilities, dtype=np.float64), scores,
+                                              strict=True):
+                    if not answer.done():  # A request whose client left is cancelled.
+                        answer.set_result((row, score))
+            except Exception as error:  # noqa: BLE001  Whatever failed, every waiting request hears of it.
+                for answer in answers:
+                    if not answer.done():
+                        answer.set_exception(error)
+            finally:
+                # Answers still open here mean the worker itself was cancelled (the server is stopping).
+                for answer in answers:
+                    answer.cancel()
+
+
+class PicturePreparer:
+    """Prepares pictures in worker processes, each picture within a time limit, so the event loop only speaks HTTP.
+
+    Preparing a picture is 2–3 ms of NumPy, SciPy and Pillow that mostly holds Python's GIL: done on the event
+    loop it delays every other request, and threads only take turns with the loop. Separate processes run on
+    the other cores. A hostile file can cost minutes (a progressive JPEG of 20,000 scans) or gigabytes: a worker
+    that has not answered within `time_limit` seconds, or whose client left, is killed and replaced, and each
+    worker's memory is capped. Workers are spawned, not forked: the server has TensorFlow's threads running,
+    and a fork copies none of them safely. They import digits.pictures.decode, not TensorFlow (about 60 MB each),
+    ignore Ctrl+C, which the server handles by closing them, and exit when the server's end of their pipe closes.
+    """
+
+    def __init__(self, processes: int = PREPARATION_PROCESSES, time_limit: float = PREPARATION_SECONDS):
+        self.processes = processes
+        self.time_limit = time_limit
+        self.workers: list[PreparationWorker] = []  # All live workers: starting, idle or busy.
+        self.idle: list[PreparationWorker] = []
+        self.starting: list[PreparationWorker] = []  # Started, not yet ready, and not yet watched by a task.
+        self.waiting: list[asyncio.Future] = []  # Requests waiting for an idle worker, first come first served.
+        self.becoming_ready: set[asyncio.Task] = set()
+
+    @property
+    def started(self) -> bool:
+        return bool(self.workers) or bool(self.becoming_ready)
+
+    def start(self, wait: bool = True) -> None:
+        """Start the workers; with `wait`, wait until each has imported the preparation code (about half a second).
+
+        Without waiting, the workers get ready while the caller goes on (a server loads its model and starts
+        listening meanwhile); a picture that arrives before any is ready waits for the first one.
+        """
+        if not self.started:
+            self.starting = [PreparationWorker() for _ in range(self.processes)]
+            self.workers = list(self.starting)
+        if wait:
+            for worker in self.starting:
+                worker.wait_ready()
+            self.idle += self.starting
+            self.starting = []
+
+    async def __call__(self, data: bytes, name: str) -> np.ndarray:
+        """The (28, 28) uint8 view of an image file's bytes, exactly as `digits predict` reads a file.
+
+        Raises what `digits.pictures.prepare.prepare_file` raises (ImageError, NoDigitError), or PreparationFailed.
+        """
+        self.start(wait=False)
+        for worker in self.starting:  # Workers started before the event loop ran: each joins when ready.
+            self.join_when_ready(worker)
+        self.starting = []
+        worker = await self.idle_worker()
+        try:
+            kind, answer = await worker.prepare(data, name, self.time_limit)
+        except TimeoutError:
+            self.replace(worker)
+            raise PreparationFailed(
+                422, f"Preparing {name} took longer than the {self.time_limit:g} s this server allows for a picture; "
+                "send a simpler picture (a PNG or a baseline JPEG)."
+            ) from None
+        except (EOFError, OSError):
+            # The worker died (killed, or out of memory): the next request gets a new one.
+            self.replace(worker)
+            raise PreparationFailed(503, "The server's picture preparation failed; send the picture again.") from None
+        except BaseException:
+            self.replace(worker)  # The client left (the request was cancelled): its work stops with it.
+            raise
+        self.release(worker)
+        if kind == "bug":
+            raise PreparationFailed(500, f"The server failed to prepare {name}; see its log.")
+        if isinstance(answer, BaseException):  # ("error", the ImageError the worker raised)
+            raise answer
+        return np.asarray(answer)
+
+    async def idle_worker(self) -> PreparationWorker:
+        """A worker for the next picture; first come, first served (a freed worker is handed to the next in line)."""
+        if self.idle and not self.waiting:
+            worker = self.idle.pop()
+        else:
+            if len(self.waiting) >= MAX_WAITING_PICTURES:
+                raise PreparationFailed(
+                    503, f"The server is already preparing {MAX_WAITING_PICTURES} pictures; send it again in a moment."
+                )
+            turn: asyncio.Future = asyncio.get_running_loop().create_future()
+            self.waiting.append(turn)
+            try:
+                worker = await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self.release(turn.result())  # Handed a worker just as its client left: pass it on.
+                raise
+            finally:
+                if turn in self.waiting:
+                    self.waiting.remove(turn)
+        if not worker.process.is_alive():  # Killed while idle (out of memory elsewhere): use a fresh one.
+            self.replace(worker)
+            return await self.idle_worker()
+        return worker
+
+    def release(self, worker: PreparationWorker) -> None:
+        while self.waiting:
+            turn = self.waiting.pop(0)
+            if not turn.done():
+                turn.set_result(worker)
+                return
+        self.idle.append(worker)
+
+    def replace(self, worker: PreparationWorker) -> None:
+        """Kill a worker whose picture was abandoned, and start another in the background."""
+        worker.stop()
+        if worker in self.workers:
+            self.workers.remove(worker)
+        fresh = PreparationWorker()
+        self.workers.append(fresh)
+        self.join_when_ready(fresh)
+
+    def join_when_ready(self, worker: PreparationWorker) -> None:
+        task = asyncio.get_running_loop().create_task(self.when_ready(worker))
+        self.becoming_ready.add(task)
+        task.add_done_callback(self.becoming_ready.discard)
+
+    async def when_ready(self, worker: PreparationWorker) -> None:
+        try:
+            await worker.readable(timeout=None)
+            ready = worker.connection.recv()
+        except (EOFError, OSError):
+            ready = None
+        if worker not in self.workers:
+            return  # Stopped meanwhile (the server is closing, or it was replaced).
+        if ready == "ready":
+            self.release(worker)
+            return
+        # It died while importing. Requests wait for the others; with none left, they hear why.
+        worker.stop()
+        self.workers.remove(worker)
+        if not self.workers:
+            for turn in self.waiting:
+                if not turn.done():
+                    turn.set_exception(PreparationFailed(
+                        503, "The server's picture preparation workers failed to start; send the picture again."))
+
+    def close(self) -> None:
+        for task in self.becoming_ready:
+            task.cancel()
+        for worker in self.workers:
+            worker.stop()
+        self.workers, self.idle, self.starting = [], [], []
+        for turn in self.waiting:
+            if not turn.done():
+                turn.set_exception(PreparationFailed(503, "The server is stopping; send the picture again later."))
+
+
+class PreparationWorker:
+    """One process that prepares pictures sent through its pipe, one at a time."""
+
+    def __init__(self):
+        context = multiprocessing.get_context("spawn")
+        self.connection, worker_end = context.Pipe()
+        self.process = context.Process(target=serve_preparations, args=(worker_end, WORKER_MEMORY_BYTES), daemon=True)
+        self.process.start()
+        worker_end.close()
+
+    def wait_ready(self) -> None:
+        try:
+            ready = self.connection.recv()
+        except (EOFError, OSError):
+            ready = None
+        if ready != "ready":
+            raise PreparationFailed(503, "A picture preparation worker failed to start.")
+
+    async def prepare(self, data: bytes, name: str, time_limit: float) -> tuple[str, object]:
+        deadline = time.monotonic() + time_limit
+        message = ForkingPickler.dumps((data, name))  # What `connection.send((data, name))` writes.
+        if len(message) <= DIRECT_SEND_BYTES:
+            self.connection.send_bytes(message)
+        else:
+            # Sending 10 MB through a pipe waits for the worker to read it; a thread keeps the loop free.
+            sending = asyncio.get_running_loop().run_in_executor(None, self.connection.send_bytes, message)
+            await asyncio.wait_for(sending, time_limit)
+        await self.readable(timeout=max(0.0, deadline - time.monotonic()))
+        return self.connection.recv()
+
+    async def readable(self, timeout: float | None) -> None:
+        """Wait until the worker answered (or died, which reads as end of file)."""
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        descriptor = self.connection.fileno()
+
+        def answered() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(descriptor, answered)
+        try:
+            await asyncio.wait_for(ready, timeout)
+        finally:
+            loop.remove_reader(descriptor)
+
+    def stop(self) -> None:
+        self.connection.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+
+
+def serve_preparations(connection, memory_limit: int) -> None:
+    """A worker's life: prepare each picture the pipe brings, answer its view or its error, until the pipe closes."""
+    # Imported here: SciPy's filters (0.2 s) are needed in the workers, not in the server that must start answering.
+    from digits.pictures.prepare import prepare_file
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    prepare_file(warm_up_png())  # Loads what the first picture needs (SciPy's filters, Pillow's PNG reader).
+    limit_memory(memory_limit)
+    connection.send("ready")
+    while True:
+        try:
+            data, name = connection.recv()
+        except (EOFError, OSError):
+            return  # The server has gone.
+        try:
+            answer: tuple[str, object] = ("view", prepare_file(data, name=name))
+        except decode.ImageError as error:
+            answer = ("error", error)
+        except MemoryError:
+            answer = ("error", decode.ImageTooLarge(
+                f"{name} needs more than the {memory_limit / 2**20:,.0f} MB of memory this "
+                "server gives one picture; send a smaller picture."))
+        except Exception:  # noqa: BLE001  A bug, not the picture's fault: the log gets the traceback, the client a 500.
+            traceback.print_exc()
+            answer = ("bug", None)
+        del data
+        connection.send(answer)
+
+
+def limit_memory(extra_bytes: int) -> None:
+    """Cap this process's address space at what it uses now plus `extra_bytes` (Linux; elsewhere nothing)."""
+    try:
+        import resource
+
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+        limit = pages * resource.getpagesize() + extra_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, OSError, ValueError):
+        pass
+
+
+def warm_up_png() -> bytes:
+    """A small PNG of a "1" (a dark bar on white) that runs the whole preparation."""
+    canvas = np.full((28, 28), 255, np.uint8)
+    canvas[5:23, 12:16] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, "PNG")
+    return buffer.getvalue()

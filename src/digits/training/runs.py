@@ -1,0 +1,295 @@
+"""Run folders: creating them (atomically, never reused) and reading them back, checked.
+
+A run folder `runs/<YYYYmmdd-HHMMSS>-<preset>[-2, -3…]/` holds config.json, history.csv (one row per
+finished epoch), metrics.json (written last: it marks the run complete or interrupted) and model.keras.
+Everyone reads runs through `load_run`, so a missing, unfinished or damaged run is always one sentence.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import stat
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from digits.errors import DigitsError
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+# `digits train --tensorboard` writes TensorBoard's event files here: `tensorboard --logdir RUN/tensorboard`.
+TENSORBOARD_DIR = "tensorboard"
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder as read from disk."""
+
+    path: Path
+    name: str
+    config: dict
+    metrics: dict
+    history: dict[str, np.ndarray]  # the columns of history.csv, one entry per finished epoch
+    model_path: Path
+
+
+def create_run_dir(runs_dir: str | Path, preset: str, *, now: datetime | None = None) -> Path:
+    """Make a new, empty run folder named after the time and preset; never returns an existing one."""
+    runs_dir = make_folder(Path(runs_dir), "pass a writable `runs_dir`")
+    stem = f"{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{preset}"
+    for attempt in range(1, 1000):
+        path = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            # os.mkdir fails if the folder exists, so two runs started in the same second cannot share it.
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise DigitsError(f"Too many runs named {stem} in {runs_dir}; wait a second or use another `runs_dir`.")
+
+
+def check_writable(runs_dir: str | Path) -> None:
+    """Raise DigitsError at once if runs cannot be written in `runs_dir`: not a folder, read-only, or full.
+
+    Called before data loading and compiling, so a bad --runs-dir costs no waiting.
+    """
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir) as probe:  # Gone when closed, whatever happens.
+            probe.write(bytes(64 * 1024))  # Room for at least a run's small files.
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise DigitsError(f"Cannot write runs in {runs_dir} ({error.strerror or error}); free disk space there or "
+                          "pass a writable `runs_dir`.") from None
+
+
+def make_folder(folder: Path, fix: str) -> Path:
+    """Create `folder` and its parents if needed; one that cannot be created is one sentence ending in `fix`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DigitsError(f"Cannot create {folder} ({error.strerror or error}); {fix}.") from None
+    return folder
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write text (UTF-8) through a temporary file beside `path`, so a reader never sees half a file (nor an
+    empty one left over on a full disk)."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write JSON atomically (`write_atomically`)."""
+    write_atomically(path, json.dumps(content, indent=2) + "\n")
+
+
+def save_model(model, path: Path) -> None:
+    """`model.save(path)` through a temporary file: on a full disk no truncated model.keras is left."""
+    partial = path.with_name(path.stem + ".partial" + path.suffix)  # Keras insists on the .keras suffix.
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
+    """Read and check a run folder. With require_complete=False an interrupted run is returned too."""
+    path = Path(path)
+    if not path.exists():
+        raise DigitsError(f"There is no run folder at {path}; give the path of a folder that `digits train` wrote.")
+    if not path.is_dir() or not (path / CONFIG_FILE).is_file():
+        raise DigitsError(
+            f"{path} is not a run folder (it has no {CONFIG_FILE}); give a folder that `digits train` wrote."
+        )
+    config = _read_json(path / CONFIG_FILE)
+    if (path / METRICS_FILE).is_file():
+        metrics = _read_json(path / METRICS_FILE)
+    elif require_complete:
+        raise DigitsError(
+            f"The run in {path} is incomplete (it has no {METRICS_FILE}: still training, killed, or its disk was "
+            "full); wait for it to finish or train it again."
+        )
+    else:
+        metrics = {"status": "unfinished"}
+    status = metrics.get("status")
+    if require_complete and status != "complete":
+        raise DigitsError(
+            f"The run in {path} is incomplete (status {status!r}, {metrics.get('epochs', 0)} epochs finished); "
+            "train it again to completion."
+        )
+    history = read_history(path / HISTORY_FILE)
+    model_path = path / MODEL_FILE
+    if require_complete and not model_path.is_file():
+        raise DigitsError(f"The run in {path} has no {MODEL_FILE}; it was damaged, so train it again.")
+    return Run(path=path, name=path.name, config=config, metrics=metrics, history=history, model_path=model_path)
+
+
+def load_model(run: Run):
+    """The run's trained Keras model."""
+    if not run.model_path.is_file():
+        raise DigitsError(f"The run in {run.path} has no {MODEL_FILE} (no epoch finished); train it again.")
+    return load_keras_file(run.model_path, damaged=f"the file is damaged, so train {run.path.name} again")
+
+
+# A model file bigger than this is not a digits model (the largest preset's is about 20 MB).
+MAX_MODEL_BYTES = 2 * 2**30
+
+
+def load_keras_file(path: Path, *, compile: bool = True, damaged: str = "give a .keras file saved by Keras 3"):
+    """A Keras model from a .keras file, loaded in Keras's safe mode; DigitsError in one sentence otherwise.
+
+    The path must name a regular file of sane size: a link to /dev/zero or a named pipe would otherwise grow
+    without end or wait for ever. `damaged` ends the sentence for a file Keras cannot read.
+    """
+    import keras
+
+    import digits.training.augment  # noqa: F401  Registers the augmentation layer a model.keras may hold.
+    import digits.training.schedules  # noqa: F401  Registers the learning-rate schedules a model.keras may name.
+
+    try:
+        status = path.stat()
+    except OSError as error:
+        raise DigitsError(f"Cannot read the model {path} ({error.strerror}); check the path.") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise DigitsError(f"The model {path} is not a regular file (a device, a pipe or a socket); give a .keras file.")
+    if status.st_size > MAX_MODEL_BYTES:
+        raise DigitsError(
+            f"The model {path} is {status.st_size / 2**30:.1f} GB, more than the {MAX_MODEL_BYTES / 2**30:.0f} GB "
+            "a digits model can be; give the right .keras file."
+        )
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # noqa: BLE001  Keras raises many types for a damaged zip; all mean the same.
+        refused = refused_by_safe_mode(error)
+        if refused:
+            raise DigitsError(
+                f"The model {path} was refused: it holds {refused}, which Keras's safe loading does not allow "
+                "because it could run code; use a model saved by digits or built from standard Keras layers."
+            ) from None
+        raise DigitsError(f"Cannot load a Keras model from {path} ({type(error).__name__}); {damaged}.") from None
+
+
+def refused_by_safe_mode(error: Exception) -> str | None:
+    """What in a .keras file Keras's safe mode refused (code, or a name it does not know), or None."""
+    message = str(error)
+    if "safe_mode" in message or "arbitrary code" in message:
+        return "Python code (a Lambda layer or a function)"
+    unknown = re.search(r"Could not locate (class|function) '([^']{1,80})'", message)
+    if unknown:
+        module = re.search(r"'module': '([^']{1,80})'", message)
+        name = f"{module.group(1)}.{unknown.group(2)}" if module else unknown.group(2)
+        return f"a {unknown.group(1)} named {name!r} that Keras does not know"
+    return None
+
+
+# A run's JSON and CSV files are a few kilobytes; a bigger one was not written by digits.
+MAX_RUN_FILE_BYTES = 10 * 2**20
+NUMBER, TEXT, OPTIONAL_NUMBER, OPTIONAL_TEXT, OPTIONAL_COUNT = (
+    "number", "text", "number or null", "text or null", "count or null")
+# One of the words above, a type, or a tuple of types (for isinstance).
+FieldType = str | type | tuple[type, ...]
+# The types of the fields that digits reads back from a run ("recipe.model": the key `model` in `recipe`).
+FIELD_TYPES: dict[str, dict[str, FieldType]] = {
+    CONFIG_FILE: {"preset": OPTIONAL_TEXT, "recipe": dict, "data": dict, "versions": dict, "backend": OPTIONAL_TEXT,
+                  "started": OPTIONAL_TEXT, "validation": OPTIONAL_TEXT, "recipe.model": TEXT,
+                  "recipe.preset": OPTIONAL_TEXT, "recipe.validation": OPTIONAL_TEXT,
+                  "recipe.test_limit": OPTIONAL_COUNT, "recipe.train_limit": OPTIONAL_COUNT,
+                  "recipe.epochs": OPTIONAL_COUNT, "data.train_images": OPTIONAL_COUNT, "data.source": OPTIONAL_TEXT},
+    METRICS_FILE: {"status": TEXT, "epochs": OPTIONAL_COUNT, "validation": OPTIONAL_TEXT,
+                   "validation_accuracy": OPTIONAL_NUMBER, "validation_loss": OPTIONAL_NUMBER,
+                   "training_seconds": OPTIONAL_NUMBER, "parameters": OPTIONAL_COUNT,
+                   "samples_per_second": OPTIONAL_NUMBER,
+                   "model_epoch": OPTIONAL_COUNT, "target_accuracy": (dict, type(None))},
+}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        if path.stat().st_size > MAX_RUN_FILE_BYTES:
+            raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
+        content = json.loads(path.read_text())
+    except RecursionError:
+        raise DigitsError(f"Cannot read {path} (it is nested too deeply); "
+                          "the run is damaged, so train it again.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.") from None
+    if not isinstance(content, dict):
+        raise DigitsError(f"{path} does not hold a JSON object; the run is damaged, so train it again.")
+    for field, expected in FIELD_TYPES.get(path.name, {}).items():
+        *parents, key = field.split(".")
+        holder = content.get(parents[0], {}) if parents else content
+        if isinstance(holder, dict) and key in holder and not _has_type(holder[key], expected):
+            shown = json.dumps(holder[key])[:40]
+            wanted = expected if isinstance(expected, str) else "an object"
+            raise DigitsError(f"{path} gives {field} as {shown} where {wanted} belongs; the run is damaged, so train "
+                              "it again.")
+    return content
+
+
+def _has_type(value: object, expected: FieldType) -> bool:
+    if not isinstance(expected, str):
+        return isinstance(value, expected)
+    if value is None:
+        return "null" in expected
+    if expected.startswith("count"):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if expected.startswith("number"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def read_history(path: Path) -> dict[str, np.ndarray]:
+    """The columns of a history.csv, one entry per finished epoch (`epoch` as integers)."""
+    if not path.is_file():
+        raise DigitsError(f"The run in {path.parent} has no {HISTORY_FILE}; it was damaged, so train it again.")
+    try:
+        if path.stat().st_size > MAX_RUN_FILE_BYTES:
+            raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
+        with path.open(newline="") as file:
+            rows = list(csv.reader(file))
+        header, body = rows[0], rows[1:]
+        if tuple(header) != HISTORY_COLUMNS:
+            raise ValueError(f"header {','.join(header)}")
+        columns = np.array(body, dtype=float).reshape(len(body), len(header)).T
+    except (OSError, UnicodeDecodeError, IndexError, ValueError, csv.Error) as error:
+        raise DigitsError(f"Cannot read {path} ({str(error)[:80]}); the run is damaged, so train it again.") from None
+    history = dict(zip(HISTORY_COLUMNS, columns, strict=False))
+    history["epoch"] = history["epoch"].astype(int)
+    return history
+
+
+def new_output_folder(out_dir: str | Path | None, runs_dir: Path, kind: str) -> Path:
+    """The given `out_dir` folder (new or empty), else a fresh runs/<time>-<kind>/ that no one else uses."""
+    if out_dir is None:
+        return create_run_dir(runs_dir, kind)
+    out_dir = Path(out_dir)
+    check_new_folder(out_dir)
+    make_folder(out_dir, "choose a writable `out_dir`")
+    return out_dir
+
+
+def check_new_folder(folder: str | Path) -> None:
+    """Refuse an `out_dir` folder that already holds files, so no earlier result is overwritten."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise DigitsError(f"{folder} already exists and is not an empty folder; choose a new `out_dir`, "
+                          "so nothing is overwritten.")
