@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from digits.data import mnist as data
+from digits.data import statistics
 from digits.errors import DigitsError
 
 NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
@@ -99,13 +100,14 @@ def test_vendored_mnist_is_the_official_data():
     assert mnist.train_images.shape == (60000, 28, 28) and mnist.test_images.shape == (10000, 28, 28)
     assert mnist.train_labels[:12].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5]
     assert mnist.test_labels[0] == 7
-    assert data.class_counts(mnist.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert data.pixel_statistics(mnist.train_images)["mean"] == pytest.approx(33.318, abs=5e-4)
+    assert statistics.class_counts(mnist.test_labels).tolist() == [
+        980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert statistics.pixel_statistics(mnist.train_images)["mean"] == pytest.approx(33.318, abs=5e-4)
 
 
 def test_pixel_statistics_agree_with_numpy(tiny_mnist):
     images = tiny_mnist["train_images"]
-    stats = data.pixel_statistics(images)
+    stats = statistics.pixel_statistics(images)
     assert stats == pytest.approx({"min": 0, "max": 255, "mean": images.mean(), "std": images.std()})
 
 
@@ -217,7 +219,7 @@ def test_a_different_sized_split_beside_official_files_is_unverified(tiny_is_off
 
 
 def test_describe_shows_counts_and_flags_unverified_data(tiny_mnist_dir):
-    report = data.describe(data.load_mnist(tiny_mnist_dir))
+    report = statistics.describe(data.load_mnist(tiny_mnist_dir))
     assert "UNVERIFIED" in report
     assert "(60, 28, 28)" in report
     counts_section = report.split("Class counts\n")[1].split("\n\n")[0]

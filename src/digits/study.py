@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.data.mnist import Mnist, class_counts
+from digits.data.mnist import Mnist
+from digits.data.statistics import class_counts
 from digits.errors import DigitsError
 from digits.evaluation.calibration import calibrate_run, fit_run_not_a_digit, recorded_temperature, reliability
 from digits.evaluation.comparison import Comparison, ModelSummary, compare, join_names

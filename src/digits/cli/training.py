@@ -25,7 +25,7 @@ def add_data_commands(subcommands) -> None:
 
 def run_data(args) -> int:
     from digits.api import load_mnist
-    from digits.data.mnist import describe
+    from digits.data.statistics import describe
 
     mnist = load_mnist(args.data_dir)
     print(describe(mnist))
