@@ -98,3 +98,19 @@ def test_only_a_run_that_never_saw_the_holdout_can_be_calibrated_on_it():
     assert holdout_unseen({"validation": "test", "train_limit": 2000}, 60_000)
     assert not holdout_unseen({"validation": "test", "train_limit": None}, 60_000)
     assert not holdout_unseen({"validation": "none", "train_limit": 55_000}, 60_000)
+
+
+def test_calibration_json_is_written_only_with_values_its_readers_accept(tmp_path):
+    from digits.evaluation.calibration import read_settings, write_settings
+    from digits.training.run_files import TEMPERATURE_RANGE
+    from digits.training.runs import read_calibration
+
+    path = tmp_path / "calibration.json"
+    with pytest.raises(ValueError, match="temperature as nan, but it must be a finite number"):
+        write_settings(path, {"temperature": float("nan")})
+    assert not path.exists()
+    write_settings(path, {"temperature": TEMPERATURE_RANGE[1], "note": "kept"})
+    assert read_calibration(path) == {"temperature": 20.0, "note": "kept"}
+    # A damaged file is what `digits evaluate --calibrate` replaces: it starts again from nothing.
+    path.write_text('{"temperature": 1e-320, "not_a_digit": {"score": "digit_score", "threshold": 0.5}}')
+    assert read_settings(path) == {}

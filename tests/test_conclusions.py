@@ -11,9 +11,7 @@ from digits.training.recipes import get_preset
 
 
 def config(preset, **recipe_changes):
-    from dataclasses import asdict
-
-    return {"preset": preset, "recipe": {**asdict(get_preset(preset)), **recipe_changes}}
+    return {"preset": preset, "recipe": {**get_preset(preset).model_dump(), **recipe_changes}}
 
 
 def summary(name, accuracy, count=10_000):

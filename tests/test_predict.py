@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -54,7 +53,7 @@ def test_the_shipped_model_is_small_and_described(classifier):
 def test_the_shipped_model_is_a_finished_run_of_the_pretrained_preset():
     run = load_run(PRETRAINED_DIR)
     recipe = get_preset("pretrained")
-    assert run.config["recipe"] == dataclasses.asdict(recipe)  # so `digits train pretrained` trains it again
+    assert run.config["recipe"] == recipe.model_dump()  # so `digits train pretrained` trains it again
     assert run.config["data"]["train_images"] == 60_000 and run.config["data"]["validation_images"] == 0
     assert run.metrics["status"] == "complete" and run.metrics["epochs"] == recipe.epochs
 

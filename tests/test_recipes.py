@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import math
 
+import pydantic
 import pytest
 
 from conftest import run_digits
@@ -58,9 +60,22 @@ def test_no_recipe_digits_run_trains_stops_on_the_test_set():
     assert all(preset.recipe.target_accuracy is None for preset in PRESETS.values())
 
 
-def test_recipes_are_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
+def test_recipes_are_frozen_and_hashable():
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         get_preset("seed-cnn").epochs = 1
+    assert get_preset("seed-cnn") == with_overrides(get_preset("seed-cnn"), epochs=15)
+    assert len({get_preset("seed-cnn"), with_overrides(get_preset("seed-cnn"), epochs=15)}) == 1
+    assert get_preset("seed-cnn") != with_overrides(get_preset("seed-cnn"), epochs=14)
+
+
+def test_a_recipe_written_before_recipes_were_declared_models_loads_equal():
+    # The shipped run folder's config.json was written when Recipe was a dataclass: its `recipe` key must give
+    # back the very preset, and today's recipes must write the same JSON.
+    from digits.inference.classifier import PRETRAINED_DIR
+
+    stored = json.loads((PRETRAINED_DIR / "config.json").read_text())["recipe"]
+    assert Recipe(**stored) == get_preset("pretrained")
+    assert json.dumps(get_preset("pretrained").model_dump()) == json.dumps(stored)
 
 
 def test_overrides_replace_only_what_is_given():
@@ -86,12 +101,55 @@ def test_switching_optimizer_takes_its_keras_default_learning_rate():
         (dict(batch_size=-5), "`batch_size` must be at least 1, not -5."),
         (dict(learning_rate=0.0), "`learning_rate` must be above 0, not 0.0."),
         (dict(train_limit=0), "`train_limit` must be at least 1, not 0."),
+        (dict(learning_rate=math.nan), "`learning_rate` must be a finite number, not nan."),
+        (dict(learning_rate=math.inf), "`learning_rate` must be a finite number, not inf."),
+        (dict(momentum=1.0), "`momentum` must be at least 0 and below 1, not 1.0."),
+        (dict(augment_rotation=90.0), "`augment_rotation` must be between 0 and 45 degrees, not 90.0."),
+        (dict(target_accuracy=99), "`target_accuracy` must be between 0 and 1 (a fraction: 0.99 for 99 %), not 99."),
+        (dict(epochs=2.5), "`epochs` must be a whole number, not 2.5."),
+        (dict(batch_size=True), "`batch_size` must be a number, not True."),
+        (dict(nesterov="yes"), "`nesterov` must be true or false, not 'yes'."),
+        (dict(jit_compile="sometimes"), "Unknown jit_compile 'sometimes'; choose one of: true, false, auto."),
+        (dict(epoch=3), "`epoch` is not a recipe setting; did you mean `epochs`?"),
     ],
 )
 def test_bad_values_get_one_sentence(change, message):
     with pytest.raises(DigitsError) as caught:
         with_overrides(get_preset("seed-cnn"), **change)
     assert str(caught.value) == message
+
+
+def test_every_recipe_field_is_declared_with_a_description():
+    for name, info in Recipe.model_fields.items():
+        assert info.description and info.description.endswith("."), name
+
+
+def test_train_help_is_generated_from_the_recipe_fields(capsys):
+    from digits.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name in Recipe.model_fields:
+        if name != "preset":
+            assert "--" + name.replace("_", "-") in shown, name
+    # A description, its choices and its range, as the Recipe declares them.
+    assert " ".join(Recipe.model_fields["augment_rotation"].description.split()) in shown
+    assert "one of sgd, adam, adadelta, rmsprop" in shown and "between 0 and 8 pixels" in shown
+    assert "--no-nesterov" in shown and "--jit-compile auto|true|false" in shown
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--learning-rate", "nan"], "digits: error: --learning-rate must be a finite number, not nan."),
+    (["--learning-rate", "inf"], "digits: error: --learning-rate must be a finite number, not inf."),
+    (["--augment-rotation", "90"], "digits: error: --augment-rotation must be between 0 and 45 degrees, not 90.0."),
+    (["--epochs", "0"], "digits: error: --epochs must be at least 1, not 0."),
+])
+def test_a_training_flag_out_of_range_is_one_sentence_and_exit_1(flags, message, capsys):
+    from digits.cli import main
+
+    assert main(["train", "quick-cnn", *flags]) == 1
+    assert capsys.readouterr().err.strip() == message
 
 
 def test_unknown_preset_lists_the_presets():

@@ -20,7 +20,8 @@ GOOD = {
     "metrics.json": '{"status": "complete", "epochs": 1, "validation": "test", "validation_accuracy": 0.99}',
     "history.csv": HEADER + "1,0.1,0.97,0.05,0.99,3.5\n",
 }
-# Thirty hand-damaged files: wrong types, empty values, deep nesting, huge fields, bytes that are not text.
+# Hand-damaged files: wrong types, empty values, deep nesting, huge fields, bytes that are not text, numbers that are
+# not finite or out of their range.
 DAMAGED = [
     ("config.json", ""), ("config.json", "[]"), ("config.json", "{"), ("config.json", '{"recipe": 5}'),
     ("config.json", '{"recipe": {"model": 5}}'), ("config.json", '{"recipe": {"model": "cnn", "test_limit": "x"}}'),
@@ -32,6 +33,12 @@ DAMAGED = [
     ("metrics.json", '{"status": "complete", "training_seconds": []}'),
     ("metrics.json", '{"status": "complete", "target_accuracy": "yes"}'), ("metrics.json", '{"a":' * 50_000),
     ("metrics.json", '{"status": "complete", "parameters": true}'), ("metrics.json", b"\xff\xfe\x00{"),
+    ("metrics.json", '{"status": "complete", "validation_accuracy": NaN}'),
+    ("metrics.json", '{"status": "complete", "validation_accuracy": 1.5}'),
+    ("metrics.json", '{"status": "complete", "training_seconds": -Infinity}'),
+    ("metrics.json", '{"status": "complete", "target_accuracy": {"target": 0.99, "epoch": -1}}'),
+    ("config.json", '{"recipe": {"model": "cnn", "learning_rate": Infinity}}'),
+    ("config.json", '{"recipe": {"model": "cnn"}, "data": {"train_images": 1e3}}'),
     ("history.csv", ""), ("history.csv", "epoch\n"), ("history.csv", HEADER + "1,,,,,\n"),
     ("history.csv", HEADER + "a,b,c,d,e,f\n"), ("history.csv", HEADER + "1,2\n"), ("history.csv", HEADER + "1,\0,2\n"),
     ("history.csv", HEADER + "x" * 200_000 + "\n"),
@@ -52,6 +59,69 @@ def run_folder(tmp_path) -> Path:
 
 def test_the_undamaged_run_folder_reads(run_folder):
     assert runs.load_run(run_folder).metrics["epochs"] == 1
+
+
+def test_keys_a_newer_digits_adds_are_kept(run_folder):
+    # Forward compatibility: unknown keys are allowed (the known ones are still checked) and read back as written.
+    (run_folder / "metrics.json").write_text('{"status": "complete", "epochs": 1, "energy_joules": [1, 2]}')
+    assert runs.load_run(run_folder).metrics["energy_joules"] == [1, 2]
+
+
+def test_a_run_folder_written_before_the_declared_models_still_loads(tmp_path):
+    # The shipped model's folder was written when Recipe was a dataclass and run files were checked by hand.
+    import digits
+    from digits.inference.classifier import PRETRAINED_DIR
+    from digits.training.recipes import get_preset
+
+    folder = tmp_path / "20261129-144008-pretrained"
+    folder.mkdir()
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "calibration.json"):
+        shutil.copy(PRETRAINED_DIR / name, folder / name)
+    run = digits.load_run(folder)
+    assert run.recipe == get_preset("pretrained") and run.metrics["status"] == "complete"
+
+
+def test_a_recipe_digits_cannot_build_is_one_sentence_naming_config_json(run_folder):
+    import digits
+
+    (run_folder / "config.json").write_text('{"recipe": {"model": "cnn", "loss": "hinge"}}')
+    with pytest.raises(DigitsError, match=r"config\.json holds a recipe digits cannot use \(Unknown loss 'hinge'; "
+                                          r".*\); the run is damaged, so train it again\.$"):
+        digits.load_run(run_folder)
+
+
+# --- calibration.json: a temperature or threshold that is not finite, or out of its range ----------------
+
+BAD_CALIBRATIONS = [
+    ('{"temperature": NaN}', "gives temperature as nan, but it must be a finite number"),
+    ('{"temperature": Infinity}', "gives temperature as inf, but it must be a finite number"),
+    ('{"temperature": 1e-320}', "gives temperature as 1e-320, but it must be between 0.05 and 20.0"),
+    ('{"temperature": "2"}', "gives temperature as '2', but it must be a number"),
+    ('{"not_a_digit": {"score": "digit_score", "threshold": NaN}}', "gives not_a_digit.threshold as nan"),
+    ('{"not_a_digit": {"score": "digit_score", "threshold": 1.5}}', "must be between 0 and 1"),
+    ('{"not_a_digit": {"score": "luck", "threshold": 0.5}}', "must be one of digit_score, max_probability"),
+]
+
+
+@pytest.mark.parametrize(("content", "words"), BAD_CALIBRATIONS, ids=[words for _, words in BAD_CALIBRATIONS])
+def test_a_calibration_json_digits_cannot_use_is_one_sentence_naming_it(tmp_path, content, words):
+    path = tmp_path / "calibration.json"
+    path.write_text(content)
+    with pytest.raises(DigitsError) as caught:
+        runs.read_calibration(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} ") and words in message and "\n" not in message, message
+    assert message.endswith("calibrate the run again (`digits evaluate RUN --calibrate`).")
+
+
+def test_a_run_with_a_nan_temperature_is_refused_when_loaded(run_folder, capsys):
+    from digits.inference.classifier import load_classifier
+
+    (run_folder / "calibration.json").write_text('{"temperature": NaN, "fitted_on": "the holdout"}')
+    with pytest.raises(DigitsError, match=r"calibration\.json gives temperature as nan, but it must be a finite"):
+        load_classifier(run_folder)
+    (run_folder / "calibration.json").write_text('{"temperature": 1.5, "future_key": {"a": 1}}')
+    assert load_classifier(run_folder).temperature == 1.5
 
 
 @pytest.mark.parametrize(("name", "content"), DAMAGED,

@@ -97,6 +97,19 @@ def assert_trial_folders_honest(study):
     ('base = "no-such-preset"\n[search.epochs]\nlow = 1\nhigh = 3\n', "base must name a preset"),
     ('base = "quick-cnn"\n', "at least one [search.FIELD]"),
     ('base = "quick-cnn"\n[search.learning_rate\n', "not valid TOML"),
+    # The file's declared model: finite numbers, ranges, known keys, and fixed values that make a recipe.
+    ('base = "quick-cnn"\n[search.learning_rate]\nlow = 0.001\nhigh = inf\n',
+     "search.learning_rate.high must be a finite number, not inf."),
+    ('base = "quick-cnn"\ntrial_seconds = nan\n[search.epochs]\nlow = 1\nhigh = 3\n',
+     "trial_seconds must be a finite number, not nan."),
+    ('base = "quick-cnn"\n[pruner]\nwarmup_epochs = -1\n[search.epochs]\nlow = 1\nhigh = 3\n',
+     "pruner.warmup_epochs must be at least 0, not -1."),
+    ('base = "quick-cnn"\nsampler = "grid"\n[search.epochs]\nlow = 1\nhigh = 3\n',
+     "sampler must be one of tpe, random, not 'grid'."),
+    ('base = "quick-cnn"\ntrials = 5\n[search.epochs]\nlow = 1\nhigh = 3\n', "unknown key trials; use description,"),
+    ('base = "quick-cnn"\n[fixed]\nepochs = "3"\n[search.learning_rate]\nlow = 0.001\nhigh = 0.01\n',
+     "the fixed fields do not make a recipe: --epochs must be a number, not '3'."),
+    ('base = "quick-cnn"\n[search.epochs]\nchoices = []\n', "search.epochs.choices must be a non-empty list"),
 ])
 def test_a_bad_space_file_is_one_sentence_and_exit_1(tmp_path, capsys, content, words):
     space = tmp_path / "bad.toml"

@@ -7,7 +7,6 @@ package, or running `digits --help`, loads no TensorFlow. Every function takes l
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,12 +71,7 @@ def load_run(path: str | Path):
     from digits.training.fit import TrainedRun
 
     run = runs.load_run(path)
-    known = {field.name for field in dataclasses.fields(Recipe)}
-    stored = run.config.get("recipe")
-    if not isinstance(stored, dict):
-        raise DigitsError(f"{run.path / runs.CONFIG_FILE} holds no recipe; the run is damaged, so train it again.")
-    recipe = Recipe(**{name: value for name, value in stored.items() if name in known})
-    return TrainedRun(folder=run.path, model=runs.load_model(run), recipe=recipe, config=run.config,
+    return TrainedRun(folder=run.path, model=runs.load_model(run), recipe=runs.stored_recipe(run), config=run.config,
                       metrics=run.metrics, history=run.history)
 
 

@@ -78,52 +78,58 @@ def add_training_commands(subcommands) -> None:
 
 
 def add_recipe_options(parser) -> None:
-    """Options that override a preset's recipe; `recipe_overrides(args)` collects them."""
-    parser.add_argument("--epochs", type=int, metavar="N", help="passes over the training images")
-    parser.add_argument("--batch-size", type=int, metavar="N", help="images per gradient step")
-    parser.add_argument("--learning-rate", type=float, metavar="X",
-                        help="optimizer step size (default: the preset's, or a new optimizer's Keras default)")
-    parser.add_argument("--loss", metavar="NAME", help="categorical_crossentropy, mse or poisson")
-    parser.add_argument("--optimizer", metavar="NAME",
-                        help="sgd, adam, adadelta or rmsprop (Keras defaults for its other settings)")
-    parser.add_argument("--momentum", type=float, metavar="X",
-                        help="SGD momentum (default: the preset's; the study used none)")
-    parser.add_argument("--seed", type=int, metavar="N",
-                        help="seed for initialisation, shuffling and dropout (default: 0)")
-    parser.add_argument("--validation", metavar="test|holdout|none",
-                        help="'test': the test set, as the study did; 'holdout': the last 10,000 training images; "
-                        "'none': train on all 60,000 and score nothing per epoch")
-    parser.add_argument("--train-limit", type=int, metavar="N",
-                        help="train on only the first N training images (quick tries)")
-    parser.add_argument("--test-limit", type=int, metavar="N",
-                        help="validate on only the first N validation images (quick tries)")
-    parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
-                        help="SGD with Nesterov momentum (or not)")
-    parser.add_argument("--schedule", metavar="NAME",
-                        help="learning-rate schedule: constant (the study) or one-cycle (linear warm-up over 20 %% of "
-                        "the steps to --learning-rate, then linear decay to 0)")
-    parser.add_argument("--label-smoothing", type=float, metavar="X", help="cross-entropy label smoothing, e.g. 0.1")
-    parser.add_argument("--augment-shift", type=int, metavar="PIXELS",
-                        help="random shifts of up to ±PIXELS during training (the cnn models only; 0 = none)")
-    parser.add_argument("--augment-rotation", type=float, metavar="DEGREES",
-                        help="random rotations of up to ±DEGREES during training (the cnn models only; 0 = none)")
-    parser.add_argument("--augment-zoom", type=float, metavar="X",
-                        help="random zoom by up to ±X, a fraction, during training (the cnn models only; 0 = none)")
-    parser.add_argument("--augment-elastic", type=float, metavar="PIXELS",
-                        help="smooth random elastic distortion of about PIXELS during training (the cnn models only; "
-                        "0 = none)")
-    parser.add_argument("--weight-averaging", action=argparse.BooleanOptionalAction, default=None,
-                        help="save a moving average of the weights (Keras use_ema) instead of the last ones")
-    parser.add_argument("--precision", metavar="NAME",
-                        help="float32, mixed_bfloat16, or auto (bfloat16 where a short measurement on this CPU "
-                        "model finds it faster; the choice is kept in the user cache)")
-    parser.add_argument("--steps-per-execution", type=int, metavar="N",
-                        help="batches per compiled call (default: one whole epoch; the math is the same)")
-    parser.add_argument("--jit-compile", type=_jit_compile, metavar="auto|true|false",
-                        help="XLA compilation (true speeds up the shallow network; false for the CNN on a CPU)")
-    parser.add_argument("--target-accuracy", type=_target_accuracy, metavar="X|none",
-                        help="stop after the first epoch whose validation accuracy reaches X (a fraction, 0.99 = "
-                        "99 %%); none: train every epoch")
+    """One flag per Recipe field (--batch-size sets batch_size), generated from the field's declaration: its type,
+    its choices or range, and its description as the help. Each overrides the preset's value; `recipe_overrides(args)`
+    collects them."""
+    from digits.training.recipes import Recipe
+
+    group = parser.add_argument_group("recipe settings", "each replaces the preset's value (`digits presets`)")
+    for name, info in Recipe.model_fields.items():
+        if name == "preset":  # PRESET, the positional argument, names the starting recipe.
+            continue
+        flag, help_text = "--" + name.replace("_", "-"), recipe_flag_help(info)
+        value_type = _value_type(info.annotation)
+        if value_type is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=FLAG_TYPES.get(name, value_type), metavar=_metavar(name, info, value_type),
+                               help=help_text)
+
+
+# Flags whose words are not simply the field's type: XLA's auto|true|false, and `none` to remove a target.
+FLAG_METAVARS = {"jit_compile": "auto|true|false", "target_accuracy": "X|none"}
+
+
+def recipe_flag_help(info) -> str:
+    """A flag's help: the field's description, then what it takes (its choices or range); the preset gives the
+    default."""
+    from digits.training.declared import Choices, bounds_in_words
+
+    choices = next((item for item in info.metadata if isinstance(item, Choices)), None)
+    takes = f"one of {choices.words}" if choices else bounds_in_words(info) if info.metadata else ""
+    # argparse formats help with %, so a percent sign in a description is written twice.
+    return f"{info.description} [{takes + '; ' if takes else ''}default: the preset's]".replace("%", "%%")
+
+
+def _value_type(annotation) -> type:
+    """int, float, bool or str: the type a flag's word becomes (None, for "not set", is the absent flag)."""
+    members = [member for member in getattr(annotation, "__args__", (annotation,)) if member is not type(None)]
+    return members[0] if len(members) == 1 and members[0] in (int, float, bool) else str
+
+
+def _metavar(name: str, info, value_type: type) -> str:
+    from digits.training.declared import Choices, unit_of
+
+    if name in FLAG_METAVARS:
+        return FLAG_METAVARS[name]
+    choices = next((item for item in info.metadata if isinstance(item, Choices)), None)
+    if choices:
+        words = "|".join(map(str, choices.values))
+        return words if len(words) <= 24 else "NAME"
+    unit = unit_of(info)
+    if unit and unit.isalpha():
+        return unit.upper()
+    return "N" if value_type is int else "X"
 
 
 def _jit_compile(text: str) -> bool | str:
@@ -142,15 +148,15 @@ def _target_accuracy(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"use a fraction such as 0.99, or none, not {text!r}") from None
 
 
+FLAG_TYPES = {"jit_compile": _jit_compile, "target_accuracy": _target_accuracy}
+
+
 def recipe_overrides(args) -> dict:
     """Every option named like a Recipe field (--batch-size → batch_size); None where not given."""
-    import dataclasses
-
     from digits.training.recipes import Recipe
 
     # PRESET names the starting recipe; it is not an override.
-    return {field.name: getattr(args, field.name, None)
-            for field in dataclasses.fields(Recipe) if field.name != "preset"}
+    return {name: getattr(args, name, None) for name in Recipe.model_fields if name != "preset"}
 
 
 def recipe_from_args(args):

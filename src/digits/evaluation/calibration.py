@@ -23,15 +23,14 @@ from digits.inference.not_a_digit import DETECTOR_FILE
 from digits.inference.runtime import CALIBRATION_FILE, with_temperature
 from digits.inference.runtime import probabilities as model_probabilities
 from digits.training.recipes import HOLDOUT_SIZE
-from digits.training.runs import Run, write_json
+from digits.training.run_files import TEMPERATURE_RANGE, CalibrationFile, problem_in
+from digits.training.runs import MAX_RUN_FILE_BYTES, Run, read_calibration, write_json
 
 if TYPE_CHECKING:
     from digits.inference.not_a_digit_fit import NotADigitFit
 
 # 15 equal-width confidence bins, as in Guo et al.; fewer hide the gap, more leave bins nearly empty.
 BINS = 15
-# The temperatures searched: a well-trained network is rarely off by more than a factor of 10 either way.
-TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 @dataclass
@@ -104,7 +103,7 @@ def calibrate_run(run: Run, model, data: Mnist) -> float:
     settings = read_settings(path)
     settings.update({"temperature": round(temperature, 6),
                      "fitted_on": f"the holdout: the last {HOLDOUT_SIZE:,} training images"})
-    write_json(path, settings)
+    write_settings(path, settings)
     return temperature
 
 
@@ -125,7 +124,7 @@ def record_not_a_digit(folder: Path, fit: NotADigitFit, command: str) -> None:
     path = folder / CALIBRATION_FILE
     settings = read_settings(path)
     settings["not_a_digit"] = {**fit.settings, "command": command}
-    write_json(path, settings)
+    write_settings(path, settings)
 
 
 def holdout_unseen(recipe: dict, train_count: int) -> bool:
@@ -135,13 +134,25 @@ def holdout_unseen(recipe: dict, train_count: int) -> bool:
 
 
 def recorded_temperature(run: Run) -> float | None:
-    return read_settings(run.path / CALIBRATION_FILE).get("temperature")
+    """The temperature in the run's calibration.json (None without one); a damaged file is one sentence."""
+    return read_calibration(run.path / CALIBRATION_FILE).get("temperature")
 
 
 def read_settings(path: Path) -> dict:
-    """A calibration.json's settings ({} when there is none or it is not a JSON object)."""
+    """A calibration.json's settings, to be updated: {} when there is none, or when it is damaged (a file that
+    cannot be read, or holds values `CalibrationFile` refuses), since calibrating writes it anew."""
     try:
+        if not path.is_file() or path.stat().st_size > MAX_RUN_FILE_BYTES:  # Never wait on a pipe or read a huge file.
+            return {}
         content = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
-    return content if isinstance(content, dict) else {}
+    return content if isinstance(content, dict) and problem_in(content, CalibrationFile) is None else {}
+
+
+def write_settings(path: Path, settings: dict) -> None:
+    """Write calibration.json, checked first against its declared model: never a NaN or out-of-range value."""
+    problem = problem_in(settings, CalibrationFile)
+    if problem:
+        raise ValueError(f"calibration settings for {path} {problem}")
+    write_json(path, settings)

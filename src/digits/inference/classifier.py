@@ -138,7 +138,7 @@ def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
         classifier.info["source"] = "shipped with digits (src/digits/pretrained/model.onnx)"
         # calibration.json beside the model is the source of truth; the sidecar copies it at export time.
         if PRETRAINED_CALIBRATION.is_file():
-            settings = _inference_settings(_read_optional_json(PRETRAINED_CALIBRATION))  # no detector: ONNX has it
+            settings = _inference_settings(PRETRAINED_CALIBRATION)  # no detector: ONNX has it
             classifier.temperature, classifier.not_a_digit = settings["temperature"], settings["not_a_digit"]
         return classifier
     if not PRETRAINED_MODEL.is_file():
@@ -155,8 +155,8 @@ def _load_pretrained(threads: int | None, prefer_onnx: bool) -> Classifier:
         "source": "shipped with digits (src/digits/pretrained/model.keras)",
         "command": description["command"],
     }
-    calibration = _read_optional_json(PRETRAINED_CALIBRATION)
-    return Classifier(name="pretrained", model=model, info=info, **_inference_settings(calibration, PRETRAINED_DIR))
+    return Classifier(name="pretrained", model=model, info=info,
+                      **_inference_settings(PRETRAINED_CALIBRATION, PRETRAINED_DIR))
 
 
 def _pretrained_description() -> dict:
@@ -194,18 +194,20 @@ def _load_onnx(path: Path, threads: int | None) -> Classifier:
         "source": str(path),
     }
     name = sidecar.get("name") or (path.stem if path.stem != "model" else path.parent.name or "model")
-    return Classifier(name=name, model=OnnxModel(path, threads=threads), info=info, **_inference_settings(sidecar))
+    return Classifier(name=name, model=OnnxModel(path, threads=threads), info=info,
+                      **_inference_settings(path.with_name(path.name + ".json"), content=sidecar))
 
 
-def _inference_settings(settings: dict, folder: Path | None = None) -> dict:
-    """The temperature, not-a-digit settings and detector recorded in a sidecar or in a folder's calibration.json,
-    checked. The detector is read from `folder` (a run or the shipped model); an ONNX file carries its own."""
+def _inference_settings(path: Path, folder: Path | None = None, *, content: dict | None = None) -> dict:
+    """The temperature, not-a-digit settings and detector recorded in `path`: a folder's calibration.json, or an
+    exported model's sidecar whose `content` was read already. A NaN, infinite or out-of-range temperature or
+    threshold is one sentence naming the file (digits.training.run_files declares them). The detector is read from
+    `folder` (a run or the shipped model); an ONNX file carries its own."""
+    from digits.training.runs import check_calibration, read_calibration
+
+    settings = read_calibration(path) if content is None else check_calibration(content, path)
     temperature = settings.get("temperature") or 1.0
     not_a_digit = settings.get("not_a_digit")
-    if not isinstance(temperature, (int, float)) or temperature <= 0:
-        temperature = 1.0
-    if not (isinstance(not_a_digit, dict) and isinstance(not_a_digit.get("threshold"), (int, float))):
-        not_a_digit = None
     detector = None
     if folder is not None and not_a_digit is not None and not_a_digit.get("score") == "digit_score":
         detector = load_detector(folder / DETECTOR_FILE)
@@ -226,8 +228,7 @@ def _load_run(path: Path) -> Classifier:
         "test_accuracy": metrics.get("validation_accuracy") if on_test else None,
         "source": str(path),
     }
-    calibration = _read_optional_json(path / CALIBRATION_FILE)
-    return Classifier(name=path.name, model=model, info=info, **_inference_settings(calibration, path))
+    return Classifier(name=path.name, model=model, info=info, **_inference_settings(path / CALIBRATION_FILE, path))
 
 
 def _read_optional_json(path: Path) -> dict:

@@ -17,13 +17,12 @@ import numpy as np
 
 from digits.data.mnist import to_model_input
 from digits.errors import DigitsError
+from digits.training.run_files import CALIBRATION_FILE  # noqa: F401  The fitted temperature and not-a-digit threshold.
 
 # Images per inference call: large batches amortise the per-call overhead, and 1,000 MNIST images are 3 MB.
 BATCH_SIZE = 1000
 # How test-time copies (augment.TTA_SHIFTS) are described in tables and reports.
 TTA_WORDS = "mean over 5 copies: the image and 1-pixel shifts up, down, left and right"
-# A run folder's fitted temperature and not-a-digit threshold, read by `digits predict` and `digits serve`.
-CALIBRATION_FILE = "calibration.json"
 
 
 class OnnxModel:

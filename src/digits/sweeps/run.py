@@ -374,8 +374,8 @@ def final_recipe(trial, seed: int = 0) -> Recipe:
     recipe = trial.user_attrs.get("recipe")
     if not isinstance(recipe, dict):
         raise DigitsError(f"Trial {trial.number} records no recipe; it was not made by `digits sweep`.")
-    return dataclasses.replace(Recipe(**recipe), validation="none", train_limit=None, test_limit=None,
-                               target_accuracy=None, seed=seed)
+    return Recipe(**recipe).replace(validation="none", train_limit=None, test_limit=None,
+                                    target_accuracy=None, seed=seed)
 
 
 def train_final(study, data: Mnist, runs_dir: str | Path, *, seeds: int = 1, progress=print) -> list:

@@ -26,15 +26,17 @@ space may not set `validation` at all.
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from digits.errors import DigitsError
+from digits.training.declared import Choices, first_problem
 from digits.training.recipes import PRESETS, Recipe, get_preset, with_overrides
 
 SWEEPS_DIR = "sweeps"  # under the runs folder: the default SQLite file and each study's trial folders
@@ -44,8 +46,7 @@ PRUNERS = ("median", "successive-halving", "none")
 SAMPLERS = ("tpe", "random")
 # Fields a space may not set: the validation is the sweep's (see above), the preset names the base.
 RESERVED_FIELDS = ("validation", "preset")
-RECIPE_FIELDS = {recipe_field.name: recipe_field for recipe_field in dataclasses.fields(Recipe)}
-TOP_LEVEL_KEYS = {"description", "base", "trial_seconds", "sampler", "seed", "fixed", "search", "pruner"}
+RECIPE_FIELDS = Recipe.model_fields
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class SearchSpace:
 
     def base_recipe(self) -> Recipe:
         """The base preset with the fixed fields, validating on the holdout, training every epoch."""
-        recipe = dataclasses.replace(get_preset(self.base), target_accuracy=None, validation=SWEEP_VALIDATION)
+        recipe = get_preset(self.base).replace(target_accuracy=None, validation=SWEEP_VALIDATION)
         return with_overrides(recipe, **self.fixed)
 
     def recipe(self, suggest: Callable[[Dimension], Any]) -> Recipe:
@@ -112,18 +113,97 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
     return parse_space(content, name=path.stem, source=str(path))
 
 
+# --- the file, declared -------------------------------------------------------------------------------
+
+# Space files are TOML written by hand: strict types (a string is not a number), finite numbers, no unknown keys.
+SPACE_FILE = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+def _scalars_once(choices: list) -> list:
+    if any(not isinstance(choice, str | int | float | bool) for choice in choices):
+        raise ValueError("may hold only strings, numbers and booleans")
+    if len(set(map(repr, choices))) < len(choices):
+        raise ValueError("lists a value twice; list each once")
+    return choices
+
+
+class ChoicesTable(BaseModel):
+    """`[search.FIELD]` with `choices`: the values a trial picks among."""
+
+    model_config = SPACE_FILE
+    choices: Annotated[list[Any], Field(min_length=1), AfterValidator(_scalars_once)]
+
+
+class RangeTable(BaseModel):
+    """`[search.FIELD]` with `low` and `high`: a numeric range, sampled log-uniformly with `log`, in `step`s."""
+
+    model_config = SPACE_FILE
+    low: int | float
+    high: int | float
+    log: bool = False
+    step: int | float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_ends(self) -> RangeTable:
+        if not self.low < self.high:
+            raise ValueError(f"needs numbers with low below high, not low={self.low!r}, high={self.high!r}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"is log-uniform, so low must be above 0, not {self.low!r}")
+        if self.log and self.step is not None:
+            raise ValueError("has a step, which cannot go with log = true")
+        return self
+
+
+class PrunerTable(BaseModel):
+    """`[pruner]`: which Optuna pruner stops trials that fall behind, and when it may start."""
+
+    model_config = SPACE_FILE
+    kind: Annotated[str, Choices(PRUNERS)] = "median"
+    startup_trials: int | None = Field(None, ge=0, description="trials that run to the end before any is pruned")
+    warmup_epochs: int | None = Field(None, ge=0, description="epochs every trial trains before it may be pruned")
+
+
+class SpaceFile(BaseModel):
+    """A space file as written (the module's docstring shows one); `parse_space` checks it against the Recipe."""
+
+    model_config = SPACE_FILE
+    description: str = ""
+    base: str
+    trial_seconds: float | None = Field(None, gt=0, json_schema_extra={"unit": "seconds"})
+    sampler: Annotated[str, Choices(SAMPLERS)] = "tpe"
+    seed: int | None = Field(None, ge=0)
+    fixed: dict[str, Any] = {}
+    search: dict[str, dict[str, Any]] = {}
+    pruner: PrunerTable = PrunerTable()
+
+
+def _validated(model: type[BaseModel], content: Any, where: str, prefix: str = "") -> Any:
+    """`content` validated by `model`; pydantic's complaint as one sentence starting with `where`."""
+    try:
+        return model.model_validate(content)
+    except ValidationError as error:
+        problem = first_problem(error, model)
+    field = (prefix + problem.field).rstrip(".")
+    if problem.message:
+        sentence = f"{field} {problem.message}"
+    elif problem.kind == "extra_forbidden":
+        holder = PrunerTable if field.startswith("pruner.") else model
+        sentence = f"unknown key {field}; use {', '.join(holder.model_fields)}"
+    elif problem.kind == "missing":
+        sentence = f"{field} is missing; add it"
+    else:
+        wanted = problem.wanted.replace("an object", "a table")
+        sentence = f"{field or 'the file'} must be {wanted}, not {problem.shown}"
+    raise DigitsError(f"{where}: {sentence}.")
+
+
 def parse_space(content: dict, *, name: str, source: str = "") -> SearchSpace:
     """Check a space file's content (a dict as tomllib reads it) and build the SearchSpace."""
     where = source or name
-    unknown = set(content) - TOP_LEVEL_KEYS
-    if unknown:
-        raise DigitsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a space file holds "
-                          f"{', '.join(sorted(TOP_LEVEL_KEYS))}.")
-    base = content.get("base")
-    if base not in PRESETS:
-        raise DigitsError(f"{where}: base must name a preset ({', '.join(PRESETS)}), not {base!r}.")
-    fixed = _table(content, "fixed", where)
-    search = _table(content, "search", where)
+    if content.get("base") not in PRESETS:
+        raise DigitsError(f"{where}: base must name a preset ({', '.join(PRESETS)}), not {content.get('base')!r}.")
+    space_file: SpaceFile = _validated(SpaceFile, content, where)
+    fixed, search = space_file.fixed, space_file.search
     if not search:
         raise DigitsError(f"{where}: a sweep needs at least one [search.FIELD] table saying what to vary.")
     for key in [*fixed, *search]:
@@ -132,30 +212,12 @@ def parse_space(content: dict, *, name: str, source: str = "") -> SearchSpace:
     if both:
         raise DigitsError(f"{where}: {', '.join(sorted(both))} is both fixed and searched; keep it in one table.")
     dimensions = tuple(_dimension(key, value, where) for key, value in search.items())
-    trial_seconds = content.get("trial_seconds")
-    if trial_seconds is not None and (isinstance(trial_seconds, bool) or not isinstance(trial_seconds, (int, float))
-                                      or trial_seconds <= 0):
-        raise DigitsError(f"{where}: trial_seconds must be a positive number of seconds, not {trial_seconds!r}.")
-    sampler = content.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
-        raise DigitsError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}.")
-    seed = content.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise DigitsError(f"{where}: seed must be a whole number, 0 or more, not {seed!r}.")
-    pruner = {"kind": "median", **_table(content, "pruner", where)}
-    _check_pruner(pruner, where)
-    space = SearchSpace(name=name, base=base, fixed=fixed, dimensions=dimensions,
-                        description=str(content.get("description", "")), trial_seconds=trial_seconds,
-                        sampler=sampler, seed=seed, pruner=pruner, source=source)
+    pruner = {"kind": space_file.pruner.kind, **space_file.pruner.model_dump(exclude_none=True)}
+    space = SearchSpace(name=name, base=space_file.base, fixed=fixed, dimensions=dimensions,
+                        description=space_file.description, trial_seconds=space_file.trial_seconds,
+                        sampler=space_file.sampler, seed=space_file.seed, pruner=pruner, source=source)
     _check_recipes(space, where)
     return space
-
-
-def _table(content: dict, key: str, where: str) -> dict:
-    value = content.get(key, {})
-    if not isinstance(value, dict):
-        raise DigitsError(f"{where}: {key} must be a table ([{key}]), not {type(value).__name__}.")
-    return value
 
 
 def _check_field(key: str, where: str) -> None:
@@ -169,59 +231,33 @@ def _check_field(key: str, where: str) -> None:
                           f"{', '.join(name for name in RECIPE_FIELDS if name not in RESERVED_FIELDS)}.")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _number_type(key: str) -> type | None:
+    """int or float for a numeric Recipe field (None allowed or not), else None."""
+    members = [member for member in getattr(RECIPE_FIELDS[key].annotation, "__args__",
+                                            (RECIPE_FIELDS[key].annotation,)) if member is not type(None)]
+    number_types: dict[Any, type] = {int: int, float: float}
+    return number_types.get(members[0]) if len(members) == 1 else None
 
 
-def _dimension(key: str, value, where: str) -> Dimension:
-    if not isinstance(value, dict):
-        raise DigitsError(f"{where}: search.{key} must be a table with low and high, or with choices.")
-    integer = RECIPE_FIELDS[key].type in ("int", "int | None")
+def _dimension(key: str, value: dict, where: str) -> Dimension:
+    integer = _number_type(key) is int
     if "choices" in value:
         extra = set(value) - {"choices"}
-        choices = value["choices"]
         if extra:
             raise DigitsError(f"{where}: search.{key} has choices and {', '.join(sorted(extra))}; "
                               "give one or the other.")
-        if not isinstance(choices, list) or not choices:
-            raise DigitsError(f"{where}: search.{key}.choices must be a non-empty list.")
-        if any(not isinstance(choice, (str, int, float, bool)) for choice in choices):
-            raise DigitsError(f"{where}: search.{key}.choices may hold only strings, numbers and booleans.")
-        if len(set(map(repr, choices))) < len(choices):
-            raise DigitsError(f"{where}: search.{key}.choices lists a value twice; list each once.")
-        return Dimension(key, choices=tuple(choices), integer=integer)
-    extra = set(value) - {"low", "high", "log", "step"}
-    if extra or "low" not in value or "high" not in value:
+        choices: ChoicesTable = _validated(ChoicesTable, value, where, prefix=f"search.{key}.")
+        return Dimension(key, choices=tuple(choices.choices), integer=integer)
+    if set(value) - {"low", "high", "log", "step"} or "low" not in value or "high" not in value:
         raise DigitsError(f"{where}: search.{key} needs low and high (and optionally log or step), or choices.")
-    low, high, log, step = value["low"], value["high"], value.get("log", False), value.get("step")
-    if RECIPE_FIELDS[key].type not in ("int", "int | None", "float", "float | None"):
+    if _number_type(key) is None:
         raise DigitsError(f"{where}: {key} is not a number, so search.{key} needs choices, not low and high.")
-    if not (_is_number(low) and _is_number(high)) or not low < high:
-        raise DigitsError(f"{where}: search.{key} needs numbers with low below high, not low={low!r}, high={high!r}.")
-    if integer and not (isinstance(low, int) and isinstance(high, int)):
+    ends: RangeTable = _validated(RangeTable, value, where, prefix=f"search.{key}.")
+    if integer and not (isinstance(ends.low, int) and isinstance(ends.high, int)):
         raise DigitsError(f"{where}: {key} is a whole number, so search.{key} needs whole-number low and high.")
-    if not isinstance(log, bool):
-        raise DigitsError(f"{where}: search.{key}.log must be true or false, not {log!r}.")
-    if log and low <= 0:
-        raise DigitsError(f"{where}: search.{key} is log-uniform, so low must be above 0, not {low!r}.")
-    if step is not None and (not _is_number(step) or step <= 0 or log):
-        raise DigitsError(f"{where}: search.{key}.step must be a positive number, and cannot go with log = true.")
-    if integer and step is not None and not isinstance(step, int):
-        raise DigitsError(f"{where}: {key} is a whole number, so search.{key}.step must be one too, not {step!r}.")
-    return Dimension(key, low=low, high=high, log=log, step=step, integer=integer)
-
-
-def _check_pruner(pruner: dict, where: str) -> None:
-    if pruner["kind"] not in PRUNERS:
-        raise DigitsError(f"{where}: pruner.kind must be one of {', '.join(PRUNERS)}, not {pruner['kind']!r}.")
-    unknown = set(pruner) - {"kind", "startup_trials", "warmup_epochs"}
-    if unknown:
-        raise DigitsError(f"{where}: unknown pruner setting(s) {', '.join(sorted(unknown))}; use startup_trials "
-                          "or warmup_epochs.")
-    for key in ("startup_trials", "warmup_epochs"):
-        value = pruner.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise DigitsError(f"{where}: pruner.{key} must be a whole number, 0 or more, not {value!r}.")
+    if integer and ends.step is not None and not isinstance(ends.step, int):
+        raise DigitsError(f"{where}: {key} is a whole number, so search.{key}.step must be one too, not {ends.step!r}.")
+    return Dimension(key, low=ends.low, high=ends.high, log=ends.log, step=ends.step, integer=integer)
 
 
 def _check_recipes(space: SearchSpace, where: str) -> None:

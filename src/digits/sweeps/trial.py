@@ -7,7 +7,6 @@ then marked "pruned", so no reader takes it for a finished run.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import time
@@ -87,7 +86,7 @@ def run_trial(trial, space: SearchSpace, data: Mnist, runs_dir: Path, *, target_
     recipe = space.recipe(lambda dimension: suggest(trial, dimension))
     trial_dir = runs_dir / SWEEPS_DIR / study.study_name / f"trial-{trial.number:04d}"
     trial_dir.mkdir(parents=True, exist_ok=False)
-    trial.set_user_attr("recipe", dataclasses.asdict(recipe))
+    trial.set_user_attr("recipe", recipe.model_dump())
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     reporter = ReportToTrial(trial, trial_dir, space.trial_seconds)

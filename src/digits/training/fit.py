@@ -17,7 +17,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -176,7 +176,7 @@ def describe_run(recipe: Recipe, data: Mnist, split: TrainingData, model: keras.
     """config.json: the recipe and everything else a reader needs to reproduce or trust the run."""
     return {
         "preset": recipe.preset,
-        "recipe": asdict(recipe),
+        "recipe": recipe.model_dump(),
         "digits_version": __version__,
         "backend": keras.backend.backend(),
         "seed": recipe.seed,

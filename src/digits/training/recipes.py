@@ -1,4 +1,4 @@
-"""Training recipes: one frozen dataclass holding every choice a run makes, and the named presets.
+"""Training recipes: one frozen, declared model holding every choice a run makes, and the named presets.
 
 This module imports no Keras (nor does digits.training.models until it builds), so the CLI can reject a bad preset,
 model, loss or optimizer name at once.
@@ -6,13 +6,16 @@ model, loss or optimizer name at once.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic_core import PydanticUndefined
 
 from digits.errors import DigitsError
-from digits.training.models import check_augmentation, check_model_name, check_precision
+from digits.training.declared import UNKNOWN_NAME, Choices, Problem, first_problem
+from digits.training.models import MODELS, PRECISIONS, check_augmentation
 
 # Loss names are Keras's own identifiers; every loss is computed on one-hot labels.
 LOSSES: dict[str, str] = {
@@ -60,123 +63,135 @@ STUDY_RESULTS: dict[str, StudyFigure] = {
 HOLDOUT_SIZE = 10_000
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that decides what a training run does; config.json records all of it."""
+# Every field of a Recipe declares its type, range and a description (which `digits train --help` shows); pydantic
+# validates them all, in strict mode so that a string is never taken for a number.
+SETTINGS = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
-    model: str
-    """Architecture, a name in `digits.training.models.MODELS` ("shallow", "cnn")."""
-    loss: str
-    """Loss function, a name in `LOSSES`."""
-    optimizer: str
-    """Optimizer, a name in `OPTIMIZERS`; all its settings are Keras's defaults except those below."""
-    learning_rate: float
-    """Optimizer step size: constant over the run, or the peak of a one-cycle schedule."""
-    epochs: int
-    """Passes over the training images."""
-    batch_size: int = 128
-    """Images per gradient step; 128 is the study's."""
-    momentum: float = 0.0
-    """SGD momentum (0 = plain SGD, as in the study); ignored by the other optimizers."""
-    nesterov: bool = False
-    """SGD with Nesterov momentum instead of classical momentum; ignored by the other optimizers."""
-    schedule: str = "constant"
-    """Learning-rate schedule, a name in `SCHEDULES`: "constant" (the study) or "one-cycle"."""
-    label_smoothing: float = 0.0
-    """Cross-entropy against labels smoothed to (1 - x) on the class and x / 10 spread over all ten (0 = none);
-    only with the categorical_crossentropy loss."""
-    augment_shift: int = 0
-    """Random-shift augmentation (the CNNs only): each training image moves by up to this many pixels, done by a
-    parameter-free layer in front of the model (digits.training.augment.RandomWarp) that is inactive at inference
-    (0 = none)."""
-    augment_rotation: float = 0.0
-    """Random-rotation augmentation (the CNNs only): each training image turns by up to ± this many degrees
-    (0 = none); like the shift, a layer that is inactive at inference."""
-    augment_zoom: float = 0.0
-    """Random-zoom augmentation (the CNNs only): each training image is scaled by up to ± this fraction
-    (0.1 = 90–110 %; 0 = none); inactive at inference."""
-    augment_elastic: float = 0.0
-    """Elastic-distortion augmentation (the CNNs only): each training image is bent by a smooth random
-    displacement of about this many pixels (0 = none); resampled together with the rotation, zoom and shift."""
-    weight_averaging: bool = False
-    """Keep an exponential moving average of the weights (Keras's use_ema, momentum 0.99) and save that
-    average as the model; the per-epoch validation scores the raw weights, metrics.json both."""
-    precision: str = "float32"
-    """Arithmetic, a name in `digits.training.models.PRECISIONS`: "float32" (the study), "mixed_bfloat16", or "auto"
-    (bfloat16 where a short measurement on this CPU model found it faster; digits.training.precision). bfloat16 changes
-    the last digits of results, not the recipe."""
-    steps_per_execution: int | None = None
-    """Batches Keras runs per call into the compiled graph (None = one whole epoch). It amortises the
-    per-step overhead that dominates the small shallow network; it does not change the math."""
-    jit_compile: bool | str = "auto"
-    """XLA compilation: True, False or "auto" (Keras decides; off on a CPU). True speeds up the shallow
-    network; never use it for the CNN on a CPU, where XLA's convolutions are about 13x slower."""
-    target_accuracy: float | None = None
-    """Stop at the end of the first epoch whose validation accuracy reaches this fraction (None = train every
-    epoch). With the test set as validation, the time taken is only "the time to reach that accuracy"."""
-    seed: int = 0
-    """Seeds Python, NumPy and the backend: weight initialisation, shuffling and dropout follow from it."""
-    validation: str = "test"
-    """Which images score each epoch: "test" (the 10,000 test images, as the study did), "holdout"
-    (the last 10,000 training images, training on the first 50,000, so the test set stays unseen) or "none"
-    (train on all 60,000 and score nothing per epoch: the final model of a recipe chosen on the holdout)."""
-    train_limit: int | None = None
-    """Train on only the first N training images (None = all); for tests and quick tries."""
-    test_limit: int | None = None
-    """Validate on only the first N validation images (None = all); for tests and quick tries."""
-    preset: str = "custom"
-    """The preset this recipe started from; it names the run folder."""
 
-    def __post_init__(self) -> None:
-        # Recipes are built from command-line values, so every check ends in a sentence for the user.
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            numeric = str(field.type).split(" | ")[0] in ("int", "float")
-            if numeric and value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise DigitsError(f"`{field.name}` must be a number, not {value!r}.")
-        check_model_name(self.model)
-        if self.loss not in LOSSES:
-            raise DigitsError(f"Unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}.")
-        if self.optimizer not in OPTIMIZERS:
-            raise DigitsError(f"Unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}.")
-        if self.validation not in VALIDATIONS:
-            raise DigitsError(f"Unknown validation {self.validation!r}; choose one of: {', '.join(VALIDATIONS)}.")
-        if not self.learning_rate > 0:
-            raise DigitsError(f"`learning_rate` must be above 0, not {self.learning_rate}.")
-        if not 0 <= self.momentum < 1:
-            raise DigitsError(f"`momentum` must be in [0, 1), not {self.momentum}.")
-        if self.schedule not in SCHEDULES:
-            raise DigitsError(f"Unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}.")
-        check_precision(self.precision)
-        if not 0 <= self.label_smoothing < 1:
-            raise DigitsError(f"`label_smoothing` must be in [0, 1), not {self.label_smoothing}.")
+def _setting(description: str, default: Any = PydanticUndefined, *, unit: str | None = None, ge: float | None = None,
+             gt: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
+    """A Recipe field: its description, default, bounds and unit, which errors and `digits train --help` show."""
+    return Field(default, description=description, json_schema_extra={"unit": unit} if unit else None, ge=ge, gt=gt,
+                 le=le, lt=lt)
+
+
+class Recipe(BaseModel):
+    """Everything that decides what a training run does; config.json records all of it.
+
+    A frozen pydantic model: build it with keywords (`Recipe(model="cnn", ...)`), change it with `with_overrides`
+    or `replace`; a value it cannot take is one DigitsError sentence naming the field.
+    """
+
+    model_config = SETTINGS
+
+    model: Annotated[str, Choices(MODELS)] = _setting(
+        "Architecture (`digits models` lists them): the study's shallow network, its CNN, or the CNN with batch norm.")
+    loss: Annotated[str, Choices(LOSSES)] = _setting(
+        "Loss function, computed on one-hot labels: cross-entropy, mean squared error or Poisson (the study's two "
+        "shallow recipes compare mse and poisson).")
+    optimizer: Annotated[str, Choices(OPTIMIZERS)] = _setting(
+        "Optimizer, with Keras's defaults for every setting but the ones below.")
+    learning_rate: float = _setting(
+        "Optimizer step size: constant over the run, or the peak of a one-cycle schedule; switching optimizer "
+        "without it takes that optimizer's Keras default.", gt=0)
+    epochs: int = _setting("Passes over the training images.", ge=1)
+    batch_size: int = _setting("Images per gradient step; 128 is the study's.", 128, ge=1)
+    momentum: float = _setting(
+        "SGD momentum (0 = plain SGD, as in the study); ignored by the other optimizers.", 0.0, ge=0, lt=1)
+    nesterov: bool = _setting(
+        "SGD with Nesterov momentum instead of classical momentum; ignored by the other optimizers.", False)
+    schedule: Annotated[str, Choices(SCHEDULES)] = _setting(
+        "Learning-rate schedule: constant (the study's) or one-cycle (linear warm-up over the first 20 % of the "
+        "steps to the learning rate, then linear decay to 0).", "constant")
+    label_smoothing: float = _setting(
+        "Cross-entropy against labels smoothed to 1 - x on the class and x / 10 spread over all ten (0 = none, as in "
+        "the study); only with the categorical_crossentropy loss.", 0.0, ge=0, lt=1)
+    augment_shift: int = _setting(
+        "Random-shift augmentation (the CNNs only): each training image moves by up to this many pixels, done by a "
+        "parameter-free layer in front of the model that is inactive at inference (0 = none).", 0, unit="pixels",
+        ge=0, le=8)
+    augment_rotation: float = _setting(
+        "Random-rotation augmentation (the CNNs only): each training image turns by up to this many degrees either "
+        "way (0 = none); like the shift, a layer that is inactive at inference.", 0.0, unit="degrees", ge=0, le=45)
+    augment_zoom: float = _setting(
+        "Random-zoom augmentation (the CNNs only): each training image is scaled by up to this fraction either way "
+        "(0.1 = 90-110 %; 0 = none); inactive at inference.", 0.0, unit="(a fraction)", ge=0, le=0.5)
+    augment_elastic: float = _setting(
+        "Elastic-distortion augmentation (the CNNs only): each training image is bent by a smooth random "
+        "displacement of about this many pixels (0 = none), resampled together with the rotation, zoom and shift.",
+        0.0, unit="pixels", ge=0, le=4)
+    weight_averaging: bool = _setting(
+        "Keep an exponential moving average of the weights (Keras's use_ema, momentum 0.99) and save that average "
+        "as the model; the per-epoch validation scores the raw weights, metrics.json both.", False)
+    precision: Annotated[str, Choices(PRECISIONS)] = _setting(
+        "Arithmetic: float32 (the study's), mixed_bfloat16, or auto (bfloat16 where a short measurement on this CPU "
+        "model found it faster; the choice is kept in the user cache); bfloat16 changes the last digits of "
+        "results, not the recipe.", "float32")
+    steps_per_execution: int | None = _setting(
+        "Batches Keras runs per call into the compiled graph (None = one whole epoch): it amortises the per-step "
+        "overhead that dominates the small shallow network and does not change the math.", None, ge=1)
+    jit_compile: Annotated[bool | str, Choices((True, False, "auto"))] = _setting(
+        "XLA compilation: true, false or auto (Keras decides; off on a CPU); true speeds up the shallow network, "
+        "but never use it for the CNN on a CPU, where XLA's convolutions are about 13x slower.", "auto")
+    target_accuracy: float | None = _setting(
+        "Stop at the end of the first epoch whose validation accuracy reaches this fraction, 0.99 for 99 % (None = "
+        "train every epoch); with the test set as validation, the time taken is only the time to reach it.", None,
+        unit="(a fraction: 0.99 for 99 %)", ge=0, le=1)
+    seed: int = _setting(
+        "Seeds Python, NumPy and the backend: weight initialisation, shuffling, dropout and augmentation follow "
+        "from it.", 0, ge=0)
+    validation: Annotated[str, Choices(VALIDATIONS)] = _setting(
+        "Which images score each epoch: test (the 10,000 test images, as the study did), holdout (the last 10,000 "
+        "training images, training on the first 50,000, so the test set stays unseen) or none (train on all 60,000 "
+        "and score nothing per epoch: the final model of a recipe chosen on the holdout).", "test")
+    train_limit: int | None = _setting(
+        "Train on only the first N training images (None = all); for tests and quick tries.", None, ge=1)
+    test_limit: int | None = _setting(
+        "Validate on only the first N validation images (None = all); for tests and quick tries.", None, ge=1)
+    preset: str = _setting("The preset this recipe started from; it names the run folder.", "custom")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Recipe:
         if self.label_smoothing and self.loss != "categorical_crossentropy":
-            raise DigitsError(f"Label smoothing works with the categorical_crossentropy loss only, not {self.loss}; "
-                              "drop `label_smoothing` or use `loss=categorical_crossentropy`.")
-        if not 0 <= self.augment_shift <= 8:
-            raise DigitsError(f"`augment_shift` must be between 0 and 8 pixels, not {self.augment_shift}.")
-        if not 0 <= self.augment_rotation <= 45:
-            raise DigitsError(f"`augment_rotation` must be between 0 and 45 degrees, not {self.augment_rotation}.")
-        if not 0 <= self.augment_zoom <= 0.5:
-            raise DigitsError(f"`augment_zoom` must be a fraction between 0 and 0.5, not {self.augment_zoom}.")
-        if not 0 <= self.augment_elastic <= 4:
-            raise DigitsError(f"`augment_elastic` must be between 0 and 4 pixels, not {self.augment_elastic}.")
+            raise ValueError(f"Label smoothing works with the categorical_crossentropy loss only, not {self.loss}; "
+                             "drop `label_smoothing` or use `loss=categorical_crossentropy`.")
         check_augmentation(self.model, shift=self.augment_shift, rotation=self.augment_rotation,
                            zoom=self.augment_zoom, elastic=self.augment_elastic)
-        if self.jit_compile not in (True, False, "auto"):
-            raise DigitsError(f"jit_compile must be true, false or auto, not {self.jit_compile!r}.")
         if self.target_accuracy is not None and self.validation == "none":
-            raise DigitsError("Stopping at a target accuracy needs a validation set, but the validation is 'none'; "
-                              "use `validation=holdout` or `validation=test`, or `target_accuracy=None`.")
-        if self.target_accuracy is not None and not 0 <= self.target_accuracy <= 1:
-            raise DigitsError(f"`target_accuracy` is a fraction in [0, 1] (0.99 for 99 %), "
-                              f"not {self.target_accuracy}.")
-        for name in ("epochs", "batch_size", "train_limit", "test_limit", "steps_per_execution"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise DigitsError(f"`{name}` must be at least 1, not {value}.")
-        if self.seed < 0:
-            raise DigitsError(f"`seed` must be 0 or more, not {self.seed}.")
+            raise ValueError("Stopping at a target accuracy needs a validation set, but the validation is 'none'; "
+                             "use `validation=holdout` or `validation=test`, or `target_accuracy=None`.")
+        return self
+
+    @model_validator(mode="wrap")  # Defined last: it wraps the check above too.
+    @classmethod
+    def _one_sentence(cls, data: Any, handler: ModelWrapValidatorHandler[Recipe]) -> Recipe:
+        # Recipes are built from command-line values and notebook keywords: every refusal is one sentence.
+        try:
+            return handler(data)
+        except ValidationError as error:
+            raise DigitsError(_sentence(first_problem(error, cls))) from None
+
+    def replace(self, **changes: Any) -> Recipe:
+        """This recipe with `changes`, checked like any recipe (pydantic's `model_copy` would not check them)."""
+        return Recipe(**{**self.model_dump(), **changes})
+
+
+def _sentence(problem: Problem) -> str:
+    """A refused recipe value as one sentence naming the setting (`first_problem` found it)."""
+    if problem.message:
+        return problem.message
+    if problem.kind == "extra_forbidden":
+        names = list(Recipe.model_fields)
+        close = difflib.get_close_matches(problem.field, names, n=1)
+        return f"`{problem.field}` is not a recipe setting" + (
+            f"; did you mean `{close[0]}`?" if close else f"; the settings are {', '.join(names)}.")
+    if problem.kind == UNKNOWN_NAME and problem.choices is not None:
+        return f"Unknown {problem.field} {problem.shown}; choose one of: {problem.choices.words}."
+    if problem.kind == "missing":
+        return f"A recipe needs `{problem.field}`; give it a value."
+    if not problem.field:
+        return f"A recipe is a set of named settings, not {problem.shown}."
+    return f"`{problem.field}` must be {problem.wanted}, not {problem.shown}."
 
 
 @dataclass(frozen=True)
@@ -320,14 +335,9 @@ def with_overrides(recipe: Recipe, **overrides) -> Recipe:
     momentum), so `--optimizer adam` on an SGD recipe means Adam as Keras ships it, not Adam at SGD's rate.
     """
     changes = {name: value for name, value in overrides.items() if value is not None}
-    names = [field.name for field in dataclasses.fields(Recipe)]
-    for name in sorted(set(changes) - set(names)):
-        close = difflib.get_close_matches(name, names, n=1)
-        raise DigitsError(f"`{name}` is not a recipe setting" + (f"; did you mean `{close[0]}`?" if close else
-                                                                 f"; the settings are {', '.join(names)}."))
     optimizer = changes.get("optimizer")
     if optimizer in DEFAULT_LEARNING_RATES and optimizer != recipe.optimizer:
         changes.setdefault("learning_rate", DEFAULT_LEARNING_RATES[optimizer])
         changes.setdefault("momentum", 0.0)
         changes.setdefault("nesterov", False)
-    return dataclasses.replace(recipe, **changes)
+    return recipe.replace(**changes)

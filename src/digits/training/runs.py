@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from digits.errors import DigitsError
+from digits.training import run_files
+from digits.training.recipes import Recipe
+from digits.training.run_files import CONFIG_FILE, METRICS_FILE, problem_in
 
-CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 # `digits train --tensorboard` writes TensorBoard's event files here: `tensorboard --logdir RUN/tensorboard`.
 TENSORBOARD_DIR = "tensorboard"
@@ -203,58 +204,61 @@ def refused_by_safe_mode(error: Exception) -> str | None:
 
 # A run's JSON and CSV files are a few kilobytes; a bigger one was not written by digits.
 MAX_RUN_FILE_BYTES = 10 * 2**20
-NUMBER, TEXT, OPTIONAL_NUMBER, OPTIONAL_TEXT, OPTIONAL_COUNT = (
-    "number", "text", "number or null", "text or null", "count or null")
-# One of the words above, a type, or a tuple of types (for isinstance).
-FieldType = str | type | tuple[type, ...]
-# The types of the fields that digits reads back from a run ("recipe.model": the key `model` in `recipe`).
-FIELD_TYPES: dict[str, dict[str, FieldType]] = {
-    CONFIG_FILE: {"preset": OPTIONAL_TEXT, "recipe": dict, "data": dict, "versions": dict, "backend": OPTIONAL_TEXT,
-                  "started": OPTIONAL_TEXT, "validation": OPTIONAL_TEXT, "recipe.model": TEXT,
-                  "recipe.preset": OPTIONAL_TEXT, "recipe.validation": OPTIONAL_TEXT,
-                  "recipe.test_limit": OPTIONAL_COUNT, "recipe.train_limit": OPTIONAL_COUNT,
-                  "recipe.epochs": OPTIONAL_COUNT, "data.train_images": OPTIONAL_COUNT, "data.source": OPTIONAL_TEXT},
-    METRICS_FILE: {"status": TEXT, "epochs": OPTIONAL_COUNT, "validation": OPTIONAL_TEXT,
-                   "validation_accuracy": OPTIONAL_NUMBER, "validation_loss": OPTIONAL_NUMBER,
-                   "training_seconds": OPTIONAL_NUMBER, "parameters": OPTIONAL_COUNT,
-                   "samples_per_second": OPTIONAL_NUMBER,
-                   "model_epoch": OPTIONAL_COUNT, "target_accuracy": (dict, type(None))},
-}
+DAMAGED_RUN = "the run is damaged, so train it again"
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, fix: str = DAMAGED_RUN) -> dict:
+    """A run file's JSON object, checked against its declared model (run_files.MODELS); one sentence ending in
+    `fix` when it cannot be read or holds a value digits cannot use."""
     try:
         if path.stat().st_size > MAX_RUN_FILE_BYTES:
             raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
         content = json.loads(path.read_text())
     except RecursionError:
-        raise DigitsError(f"Cannot read {path} (it is nested too deeply); "
-                          "the run is damaged, so train it again.") from None
+        raise DigitsError(f"Cannot read {path} (it is nested too deeply); {fix}.") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DigitsError(f"Cannot read {path} ({error}); the run is damaged, so train it again.") from None
+        raise DigitsError(f"Cannot read {path} ({error}); {fix}.") from None
     if not isinstance(content, dict):
-        raise DigitsError(f"{path} does not hold a JSON object; the run is damaged, so train it again.")
-    for field, expected in FIELD_TYPES.get(path.name, {}).items():
-        *parents, key = field.split(".")
-        holder = content.get(parents[0], {}) if parents else content
-        if isinstance(holder, dict) and key in holder and not _has_type(holder[key], expected):
-            shown = json.dumps(holder[key])[:40]
-            wanted = expected if isinstance(expected, str) else "an object"
-            raise DigitsError(f"{path} gives {field} as {shown} where {wanted} belongs; the run is damaged, so train "
-                              "it again.")
+        raise DigitsError(f"{path} does not hold a JSON object; {fix}.")
+    problem = problem_in(content, run_files.MODELS[path.name]) if path.name in run_files.MODELS else None
+    if problem:
+        raise DigitsError(f"{path} {problem}; {fix}.")
     return content
 
 
-def _has_type(value: object, expected: FieldType) -> bool:
-    if not isinstance(expected, str):
-        return isinstance(value, expected)
-    if value is None:
-        return "null" in expected
-    if expected.startswith("count"):
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    if expected.startswith("number"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, str)
+def stored_recipe(run: Run) -> Recipe:
+    """The Recipe a run's config.json records (keys a newer digits added are left out), checked like any recipe."""
+    stored = run.config.get("recipe")
+    path = run.path / CONFIG_FILE
+    if not isinstance(stored, dict):
+        raise DigitsError(f"{path} holds no recipe; {DAMAGED_RUN}.")
+    try:
+        return Recipe(**{name: value for name, value in stored.items() if name in Recipe.model_fields})
+    except DigitsError as error:
+        raise DigitsError(f"{path} holds a recipe digits cannot use ({str(error).rstrip('.')}); "
+                          f"{DAMAGED_RUN}.") from None
+
+
+RECALIBRATE = "delete it, or calibrate the run again (`digits evaluate RUN --calibrate`)"
+
+
+def read_calibration(path: Path) -> dict:
+    """A calibration.json's settings, checked: {} when there is none; one sentence naming the file when it cannot
+    be read or holds a temperature or threshold digits cannot use (NaN, infinite, out of range)."""
+    if not path.exists():
+        return {}
+    if not path.is_file():
+        raise DigitsError(f"{path} is not a regular file; {RECALIBRATE}.")
+    return _read_json(path, fix=RECALIBRATE)
+
+
+def check_calibration(settings: dict, path: Path) -> dict:
+    """`settings` (the temperature and not-a-digit keys of `path`, an exported model's sidecar) checked like a
+    calibration.json; one sentence naming the file otherwise."""
+    problem = problem_in(settings, run_files.CalibrationFile)
+    if problem:
+        raise DigitsError(f"{path} {problem}; export the model again.")
+    return settings
 
 
 def read_history(path: Path) -> dict[str, np.ndarray]:
