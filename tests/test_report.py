@@ -195,10 +195,13 @@ from digits.evaluation.metrics import evaluate
 
 evaluation = evaluate(np.array([0, 1, 2, 3]), np.eye(10)[[0, 1, 2, 5]] * 0.9 + 0.01)
 comparison = compare([ModelSummary("a <b>", 0.99, 0.1, 100, 10_000), ModelSummary("c", 0.98, 0.1, 200, 10_000)])
-print(json.dumps([shell.display_formatter.format(value)[0].get("text/html") for value in (evaluation, comparison)]))
+print(json.dumps([shell.display_formatter.format(value)[0].get("text/html") for value in (evaluation, comparison)]
+                 + [("digits.training.fit", "TrainedRun") in shell.display_formatter.formatters["text/html"]
+                    .deferred_printers]))  # a run's card, registered without loading Keras
 """
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    evaluation_html, comparison_html = json.loads(shown.stdout.splitlines()[-1])
+    evaluation_html, comparison_html, run_card_registered = json.loads(shown.stdout.splitlines()[-1])
+    assert run_card_registered
     assert "75.00 %" in evaluation_html and "1 of 4" in evaluation_html and "3 read as 5 (1)" in evaluation_html
     assert "a &lt;b&gt; ★" in comparison_html and "99.00 %" in comparison_html and "is better" in comparison_html
