@@ -3,6 +3,7 @@ themselves as HTML, TensorBoard logs, and errors in the library's words that the
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -131,7 +132,7 @@ def test_a_trained_run_evaluates_compares_and_shows_itself(tmp_path):
     second = digits.train("quick-shallow", data, tmp_path, verbose=0, target_accuracy=None, seed=1, **SMALL)
     compared = digits.compare(run, second, data=data)
     assert isinstance(compared.chart(), Figure) and compared.report.is_file()
-    assert compared.comparison.sentence in compared._repr_html_().replace("&#x27;", "'")
+    assert compared.comparison.sentence in html.unescape(compared._repr_html_())
 
     results = digits.predict(data.test_images[:5], model=run)
     assert [result.digit for result in results] == list(np.argmax(run.model.predict(

@@ -73,17 +73,3 @@ def test_comparing_models_tested_on_different_images_is_refused():
         compare([summary("a", 0.99), summary("b", 0.98, count=500)])
     # Two standard errors of the difference of 99 % and 98 % on 10,000 images each: about a third of a point.
     assert compare([summary("a", 0.99), summary("b", 0.98)]).noise_points == pytest.approx(0.344, abs=0.001)
-
-
-def test_evaluations_and_comparisons_show_themselves_in_a_notebook():
-    import numpy as np
-
-    from digits.evaluation.metrics import evaluate
-
-    labels = np.array([0, 1, 2, 3])
-    probabilities = np.eye(10)[[0, 1, 2, 5]] * 0.9 + 0.01
-    shown = evaluate(labels, probabilities)._repr_html_()
-    assert "75.00 %" in shown and "1 of 4" in shown and "3 read as 5 (1)" in shown
-    comparison = compare([summary("a <b>", 0.99), summary("c", 0.98)])
-    page = comparison._repr_html_()
-    assert "a &lt;b&gt; ★" in page and "99.00 %" in page and "is better" in page

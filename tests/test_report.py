@@ -1,14 +1,25 @@
-"""The HTML report: every section present, figures embedded, nothing fetched, all text escaped."""
+"""The HTML report and the notebook cards: every section present, figures embedded, nothing fetched, all text
+escaped (run names and paths are a user's), and Evaluation and Comparison shown as tables in Jupyter."""
 
+import dataclasses
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from digits.evaluation.comparison import ModelSummary, compare
 from digits.evaluation.metrics import evaluate, overfitting_verdict
-from digits.reporting import plots
+from digits.reporting import display, plots
 from digits.reporting.html import ComparisonSection, DataSection, ModelSection, render_report, write_report
+
+# A run name, preset or path a user (or someone who sent them a run folder) chose.
+HOSTILE = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +128,80 @@ def test_an_ensembles_probabilities_get_an_evaluation_folder_and_a_comparison(tm
     comparison = compare_models([single, ensemble], tmp_path / "comparison")
     assert {model.name for model in comparison.models} == {"ensemble", "member 1"}
     assert 'id="comparison"' in (tmp_path / "comparison" / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_hostile_model_name_is_escaped_everywhere_the_report_shows_it(sections):
+    model, ensemble, data, comparison = sections
+    hostile = dataclasses.replace(model, name=HOSTILE, run_path=f"runs/{HOSTILE}")
+    summaries = [ModelSummary.from_evaluation(HOSTILE, model.evaluation, training_seconds=12.5, epochs=5),
+                 ModelSummary.from_evaluation("plain", model.evaluation)]
+    page = render_report(title="study", models=[hostile, ensemble], data=data, command=f"digits run {HOSTILE}",
+                         comparison=ComparisonSection(compare(summaries), conclusions=[f"{HOSTILE} ties."]))
+
+    assert "<script" not in page
+    # The byline's command, the nav, the summary card, the section heading and its run folder, the comparison
+    # table, its verdict sentence and the conclusions (twice: the headline finding and the list).
+    assert page.count(ESCAPED) >= 9
+    assert 'href="#model--script-alert-1---script-"' in page  # the anchor keeps letters and digits only
+
+
+def test_notebook_cards_escape_names_and_paths(sections, tmp_path):
+    from digits.study import StudyResult, evaluate_predictions
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 10, 100)
+    probabilities = rng.dirichlet(np.ones(10), 100) + 3 * np.eye(10)[labels]
+    images = rng.integers(0, 256, (100, 28, 28), dtype=np.uint8)
+    evaluated = evaluate_predictions(HOSTILE, labels, probabilities, images, tmp_path / "model", source="members")
+    card = display.evaluation_card(evaluated)
+    assert "<script" not in card and f"evaluation · {ESCAPED}" in card
+    assert card.count('src="data:image/png;base64,') == 2  # the confusion matrix and the mistakes, small
+    assert "<script" not in evaluated.report.read_text(encoding="utf-8")
+
+    plain = dataclasses.replace(evaluated, name="plain")
+    result = StudyResult(tmp_path / HOSTILE, [evaluated, plain], compare([evaluated.summary(), plain.summary()]))
+    card = display.comparison_card(result)
+    assert "<script" not in card and card.count(ESCAPED) >= 3  # the table, the sentence, the report's path
+
+    # A stand-in for a TrainedRun (a real one needs Keras): the card reads its recipe, metrics and folder.
+    run = SimpleNamespace(recipe=SimpleNamespace(preset=HOSTILE, model="mlp"), config={}, history={},
+                          metrics={"epochs": 2, "training_seconds": 3.0, "parameters": 50_890},
+                          folder=Path("runs") / HOSTILE)
+    card = display.run_card(run)
+    assert "<script" not in card and f"run · {ESCAPED} (mlp)" in card and f"<code>runs/{ESCAPED}</code>" in card
+    assert "no validation" in card and "50,890 parameters" in card
+
+
+def test_a_template_given_too_little_fails_instead_of_printing_nothing():
+    import jinja2
+
+    from digits.reporting.templating import render
+
+    with pytest.raises(jinja2.UndefinedError, match="evaluation"):
+        render("notebook/evaluation_table.html.j2")
+
+
+def test_jupyter_shows_evaluations_and_comparisons_as_escaped_tables():
+    # A real IPython shell, started before `import digits`, as in a notebook; digits registers its formatters.
+    code = """
+import json
+import numpy as np
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+import digits
+from digits.evaluation.comparison import ModelSummary, compare
+from digits.evaluation.metrics import evaluate
+
+evaluation = evaluate(np.array([0, 1, 2, 3]), np.eye(10)[[0, 1, 2, 5]] * 0.9 + 0.01)
+comparison = compare([ModelSummary("a <b>", 0.99, 0.1, 100, 10_000), ModelSummary("c", 0.98, 0.1, 200, 10_000)])
+print(json.dumps([shell.display_formatter.format(value)[0].get("text/html") for value in (evaluation, comparison)]
+                 + [("digits.training.fit", "TrainedRun") in shell.display_formatter.formatters["text/html"]
+                    .deferred_printers]))  # a run's card, registered without loading Keras
+"""
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    evaluation_html, comparison_html, run_card_registered = json.loads(shown.stdout.splitlines()[-1])
+    assert run_card_registered
+    assert "75.00 %" in evaluation_html and "1 of 4" in evaluation_html and "3 read as 5 (1)" in evaluation_html
+    assert "a &lt;b&gt; ★" in comparison_html and "99.00 %" in comparison_html and "is better" in comparison_html

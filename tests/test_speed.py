@@ -112,7 +112,8 @@ def test_mixed_precision_keeps_the_softmax_in_float32_and_resets_the_policy():
         (dict(precision="float16"), "Unknown precision 'float16'; choose one of: float32, mixed_bfloat16, auto."),
         (dict(loss="mse", label_smoothing=0.1), "Label smoothing works with the categorical_crossentropy loss only"),
         (dict(augment_shift=2), "Random-shift augmentation is built into the cnn and cnn-bn models only, not shallow"),
-        (dict(target_accuracy=99.0), "`target_accuracy` must be between 0 and 1 (a fraction: 0.99 for 99 %), not 99.0."),
+        (dict(target_accuracy=99.0),
+         "`target_accuracy` must be between 0 and 1 (a fraction: 0.99 for 99 %), not 99.0."),
     ],
 )
 def test_bad_fast_path_values_get_one_sentence(change, message):

@@ -134,6 +134,47 @@ def test_a_missing_space_names_the_shipped_ones(tmp_path, capsys):
     assert "quick-cnn" in capsys.readouterr().err
 
 
+# --- the sweep's page, from a study in memory ----------------------------------------------------------
+
+
+def test_the_sweep_report_shows_the_best_trial_and_what_pruning_saved_with_every_name_escaped(tmp_path):
+    import optuna
+    from matplotlib import pyplot
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from digits.sweeps.report import render_sweep_report
+
+    # A study name, a parameter name, a host and a runs folder a user (or another machine) chose.
+    hostile = "<script>alert(1)</script>"
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    study = optuna.create_study(study_name=hostile, direction="maximize")
+    study.set_user_attr("space", {"base": "quick-cnn", "dimensions": [{"name": hostile}]})
+    distributions = {hostile: FloatDistribution(1e-5, 1.0, log=True)}
+    for state, value, attributes in [
+        (TrialState.COMPLETE, 0.9812, {"run_dir": str(tmp_path / hostile), "epochs": 3, "seconds": 30.0,
+                                       "host": hostile}),
+        (TrialState.PRUNED, None, {"epochs": 1, "seconds": 10.0, "recipe": {"epochs": 3}}),
+        (TrialState.FAIL, None, {}),
+    ]:
+        study.add_trial(create_trial(state=state, value=value, params={hostile: 0.01}, distributions=distributions,
+                                     user_attrs=attributes))
+    figure = pyplot.figure(figsize=(2, 2))
+    figure.savefig(tmp_path / "history.png")
+    pyplot.close(figure)
+
+    page = render_sweep_report(study, [(tmp_path / "history.png", "Optimisation history"),
+                                       (tmp_path / "gone.png", "Parameter importances")], command=f"digits {hostile}")
+
+    assert "<script" not in page
+    # The title twice, the byline's command, the verdict twice (searched, best), the best trials' header and
+    # run folder, the host and the run folder of every trial.
+    assert page.count(escaped) >= 9
+    assert "98.12 %" in page and "1 pruned · 1 failed" in page
+    assert "pruning saved about 20.0 s" in page  # the pruned trial's two remaining epochs at 10 s each
+    assert page.count('src="data:image/png;base64,') == 1 and "(figure missing: Parameter importances)" in page
+
+
 # --- SQLite: a sweep end to end, pruned trials, report, best ------------------------------------------
 
 

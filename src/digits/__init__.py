@@ -47,19 +47,33 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
 
 
-def _show_runs_in_notebooks() -> None:
-    """In Jupyter a TrainedRun shows itself as a card. It is registered here, by the class's name, because training
-    never imports drawing (digits.reporting comes after it) and `import digits` must not load TensorFlow."""
+# In a notebook, each of these classes (module, name) shows itself through this function of digits.reporting.display.
+_NOTEBOOK_DISPLAYS = {
+    ("digits.training.fit", "TrainedRun"): "run_card",
+    ("digits.evaluation.metrics", "Evaluation"): "evaluation_table",
+    ("digits.evaluation.comparison", "Comparison"): "comparison_table",
+}
+
+
+def _show_results_in_notebooks() -> None:
+    """In Jupyter a TrainedRun shows itself as a card, an Evaluation and a Comparison as small tables. They are
+    registered here, by the class's name, because training and evaluation never import drawing (digits.reporting
+    comes after them) and `import digits` must not load TensorFlow."""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     if shell is None:
         return
+    html_formatter = shell.display_formatter.formatters["text/html"]
+    for (module, class_name), function in _NOTEBOOK_DISPLAYS.items():
+        html_formatter.for_type_by_name(module, class_name, _displayed_by(function))
 
-    def run_card(run) -> str:
+
+def _displayed_by(function: str):
+    def html(result) -> str:
         # By name, like the public functions above: the package root is the API's layer, above every stage.
-        return importlib.import_module("digits.reporting.display").run_card(run)
+        return getattr(importlib.import_module("digits.reporting.display"), function)(result)
 
-    shell.display_formatter.formatters["text/html"].for_type_by_name("digits.training.fit", "TrainedRun", run_card)
+    return html
 
 
-_show_runs_in_notebooks()
+_show_results_in_notebooks()

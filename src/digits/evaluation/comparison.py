@@ -8,13 +8,12 @@ training time and a list of names are written in every table and sentence.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from digits.errors import DigitsError
-from digits.evaluation.metrics import Evaluation, html_table
+from digits.evaluation.metrics import Evaluation
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,6 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"models": [asdict(model) for model in self.models], "winners": self.winners,
                 "tied": self.tied, "sentence": self.sentence, "noise_points": self.noise_points}
-
-    def _repr_html_(self) -> str:
-        """A notebook shows the ranking (best first) and the verdict."""
-        rows = [(model.name + (" ★" if model.name in self.winners else ""),
-                 f"{100 * model.accuracy:.2f} % · {model.mistakes:,} mistakes of {model.count:,} · "
-                 f"cross-entropy {model.loss:.4f}") for model in self.models]
-        return html_table(rows) + f"<p>{html.escape(self.sentence)}</p>"
 
 
 def compare(models: Sequence[ModelSummary]) -> Comparison:

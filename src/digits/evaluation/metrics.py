@@ -7,7 +7,6 @@ so an ensemble's averaged probabilities are evaluated exactly like one model's.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -89,14 +88,6 @@ class Evaluation:
             "per_class": [asdict(scores) for scores in self.per_class],
             "confused_pairs": [asdict(pair) for pair in self.confused_pairs],
         }
-
-    def _repr_html_(self) -> str:
-        """A notebook shows the numbers as a small table (the figures come from digits.reporting.plots)."""
-        pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})" for pair in self.confused_pairs)
-        rows = [("test accuracy", f"{100 * self.accuracy:.2f} %"),
-                ("mistakes", f"{self.mistake_count:,} of {self.count:,}"),
-                ("cross-entropy", f"{self.loss:.4f}"), ("most confused", pairs or "none")]
-        return html_table(rows)
 
     @classmethod
     def from_dict(cls, values: Mapping) -> Evaluation:
@@ -259,8 +250,3 @@ def overfitting_verdict(history: Mapping[str, Sequence[float]]) -> OverfittingVe
 def _column(history: Mapping[str, Sequence[float]], name: str) -> np.ndarray:
     return np.asarray(history.get(name, []), dtype=np.float64).reshape(-1)
 
-
-def html_table(rows: Sequence[tuple[str, str]]) -> str:
-    cells = "".join(f"<tr><th style='text-align:left'>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
-                    for name, value in rows)
-    return f"<table>{cells}</table>"

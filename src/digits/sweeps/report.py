@@ -1,10 +1,10 @@
 """One self-contained HTML page about a sweep: the best trials and their run folders, Optuna's figures, and
-what pruning saved. It reuses the study report's style and pieces (digits.reporting.html), so both pages read alike.
+what pruning saved. Its template (digits/reporting/templates/sweep_report.html.j2) extends the study report's page
+and uses its pieces, so both pages read alike.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -12,11 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from digits import __version__
 from digits.errors import DigitsError
 from digits.evaluation.comparison import format_duration
-from digits.reporting.html import CSS, _e, _figure, _table
-from digits.training.runs import METRICS_FILE, _read_json
+from digits.reporting.templating import render
+from digits.training.runs import METRICS_FILE, _read_json, write_atomically
 
 # Rows of the table of every trial; a long sweep's page stays readable.
 TRIAL_ROWS = 200
@@ -94,6 +93,7 @@ def optuna_figures(study, folder: Path) -> list[tuple[Path, str]]:
 
 
 def render_sweep_report(study, figures: list[tuple[Path, str]], *, command: str | None = None) -> str:
+    """The sweep's page (templates/sweep_report.html.j2), every value escaped; `figures` are (PNG path, caption)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -103,20 +103,17 @@ def render_sweep_report(study, figures: list[tuple[Path, str]], *, command: str 
     pruned, saved = pruning_savings(trials)
     spent = sum(trial.user_attrs.get("seconds") or 0 for trial in trials)
     space = study.user_attrs.get("space", {})
-    title = f"Sweep {study.study_name}"
-    byline = _e(f"Written by digits {__version__} on {datetime.now().strftime('%Y-%m-%d %H:%M')}")
-    if command:
-        byline += f" · <code>{_e(command)}</code>"
 
     best = complete[0] if complete else None
     cards = [
-        _card("Best holdout accuracy", f"{100 * best.value:.2f}<small> %</small>" if best else "—",
-              f"trial {best.number}" if best else "no complete trial yet"),
-        _card("Trials", f"{counts[TrialState.COMPLETE]}<small> complete</small>",
-              f"{pruned} pruned · {counts[TrialState.FAIL]} failed · {counts[TrialState.RUNNING]} running · "
-              f"{counts[TrialState.WAITING]} waiting"),
-        _card("Training time", _e(format_duration(spent)), f"pruning saved about {format_duration(saved)} "
-              f"({100 * saved / (spent + saved):.0f} % of the sweep)" if saved else "nothing pruned yet"),
+        {"title": "Best holdout accuracy", "number": f"{100 * best.value:.2f}" if best else "—",
+         "unit": "%" if best else None, "detail": f"trial {best.number}" if best else "no complete trial yet"},
+        {"title": "Trials", "number": counts[TrialState.COMPLETE], "unit": "complete",
+         "detail": f"{pruned} pruned · {counts[TrialState.FAIL]} failed · {counts[TrialState.RUNNING]} running · "
+                   f"{counts[TrialState.WAITING]} waiting"},
+        {"title": "Training time", "number": format_duration(spent), "unit": None,
+         "detail": f"pruning saved about {format_duration(saved)} ({100 * saved / (spent + saved):.0f} % of the "
+                   "sweep)" if saved else "nothing pruned yet"},
     ]
     dimensions = ", ".join(dimension["name"] for dimension in space.get("dimensions", []))
     verdict = (f"Searched {dimensions or 'the space'} around the preset {space.get('base', '?')}, every trial scored "
@@ -139,30 +136,11 @@ def render_sweep_report(study, figures: list[tuple[Path, str]], *, command: str 
         all_rows.append([str(trial.number), trial.state.name.lower(),
                          "—" if trial.value is None else f"{100 * trial.value:.2f} %", note,
                          trial.user_attrs.get("host", "—"), facts["status"], facts["folder"]])
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
-        f'<header><h1>{_e(title)}</h1><p class="byline">{byline}</p>',
-        ('<nav><a href="#summary">Summary</a><a href="#best">Best trials</a><a href="#figures">Figures</a>'
-        '<a href="#trials">All trials</a></nav></header><main>'),
-        f'<section id="summary"><div class="cards">{"".join(cards)}</div>'
-        f'<p class="verdict">{_e(verdict)}</p></section>',
-        '<section id="best"><h2>Best trials</h2><div class="card">'
-        + (_table(["rank", "trial", "holdout", *parameter_names, "epochs", "training", "run folder"], best_rows,
-                  numeric_from=None) if best_rows else '<p class="muted">No complete trial yet.</p>')
-        + "</div></section>",
-        '<section id="figures"><h2>Figures</h2>'
-        + "".join(f'<div class="card">{_figure(path, caption)}</div>' for path, caption in figures)
-        + ("" if figures else '<p class="muted">Too few trials for Optuna\'s figures yet.</p>') + "</section>",
-        '<section id="trials"><h2>All trials</h2><div class="card">'
-        + _table(["trial", "state", "holdout", "note", "host", "run folder says", "run folder"], all_rows,
-                 numeric_from=None)
-        + '<p class="muted">A run folder says "complete" only when training finished and metrics.json was written; '
-          '"unfinished" means its worker is still training or was killed.</p></div></section>',
-        "</main><footer>Self-contained page: every figure is embedded, nothing is fetched.</footer></body></html>\n",
-    ]
-    return "\n".join(parts)
+    contents = [("summary", "Summary"), ("best", "Best trials"), ("figures", "Figures"), ("trials", "All trials")]
+    return render("sweep_report.html.j2", title=f"Sweep {study.study_name}",
+                  made=datetime.now().strftime("%Y-%m-%d %H:%M"), command=command, contents=contents, cards=cards,
+                  verdict=verdict, parameter_names=parameter_names, best_rows=best_rows, figures=figures,
+                  all_rows=all_rows)
 
 
 def write_sweep_report(study, path: str | Path, *, command: str | None = None) -> Path:
@@ -171,15 +149,8 @@ def write_sweep_report(study, path: str | Path, *, command: str | None = None) -
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         page = render_sweep_report(study, optuna_figures(study, Path(folder)), command=command)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    os.replace(partial, path)
+    write_atomically(path, page)
     return path
-
-
-def _card(title: str, big: str, detail: str) -> str:
-    return (f'<div class="card stat"><div class="card-title">{_e(title)}</div><div class="big">{big}</div>'
-            f'<div class="muted">{_e(detail)}</div></div>')
 
 
 def _value(value) -> str:
