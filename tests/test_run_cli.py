@@ -80,7 +80,7 @@ def test_the_study_compares_its_two_shallow_configurations_against_the_studys_ow
         line = next(line for line in conclusions if line.startswith(f"{name}:"))
         assert "its 2 planned epochs" in line and "the study:" in line
     page = (studies[0] / "report.html").read_text(encoding="utf-8")
-    assert html.escape(configurations) in page and configurations in finished.stdout
+    assert configurations in html.unescape(page) and configurations in finished.stdout
     # Both configurations' learning curves have a point per epoch.
     for name in ("quick-shallow-mse", "quick-shallow-poisson"):
         history = (run_of(runs_dir, name) / "history.csv").read_text().splitlines()
