@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from digits.evaluation.comparison import ModelSummary, compare
-from digits.evaluation.metrics import evaluate, overfitting_verdict
+from digits.evaluation.metrics import overfitting_verdict, score
 from digits.reporting import display, plots
 from digits.reporting.html import ComparisonSection, DataSection, ModelSection, render_report, write_report
 
@@ -33,7 +33,7 @@ def sections(tmp_path_factory):
     epochs = np.arange(1, 6)
     history = {"epoch": epochs, "loss": 1 / epochs, "accuracy": 1 - 0.1 / epochs,
                "val_loss": 1 / epochs + 0.05 * epochs, "val_accuracy": 1 - 0.15 / epochs}
-    evaluation = evaluate(labels, probabilities)
+    evaluation = score(labels, probabilities)
     figures = {"curves": folder / "curves.png", "confusion": folder / "confusion.png",
                "mistakes": folder / "mistakes.png"}
     plots.learning_curves(history, figures["curves"])
@@ -191,9 +191,9 @@ from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
 import digits
 from digits.evaluation.comparison import ModelSummary, compare
-from digits.evaluation.metrics import evaluate
+from digits.evaluation.metrics import score
 
-evaluation = evaluate(np.array([0, 1, 2, 3]), np.eye(10)[[0, 1, 2, 5]] * 0.9 + 0.01)
+evaluation = score(np.array([0, 1, 2, 3]), np.eye(10)[[0, 1, 2, 5]] * 0.9 + 0.01)
 comparison = compare([ModelSummary("a <b>", 0.99, 0.1, 100, 10_000), ModelSummary("c", 0.98, 0.1, 200, 10_000)])
 print(json.dumps([shell.display_formatter.format(value)[0].get("text/html") for value in (evaluation, comparison)]
                  + [("digits.training.fit", "TrainedRun") in shell.display_formatter.formatters["text/html"]

@@ -54,7 +54,7 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
     The output goes to out_dir (new or empty) or a new `<first member's runs folder>/<time>-ensemble/`.
     """
     from digits.evaluation.comparison import ModelSummary
-    from digits.evaluation.metrics import evaluate
+    from digits.evaluation.metrics import score
     from digits.study import evaluate_predictions, test_set
     from digits.training.runs import load_model, new_output_folder, write_json
 
@@ -65,7 +65,7 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
     for run in runs:
         probabilities = model_probabilities(load_model(run), images, tta=tta)
         member_probabilities.append(probabilities)
-        members.append(ModelSummary.from_evaluation(run.name, evaluate(labels, probabilities),
+        members.append(ModelSummary.from_evaluation(run.name, score(labels, probabilities),
                                                     training_seconds=run.metrics.get("training_seconds"),
                                                     epochs=run.metrics.get("epochs"),
                                                     parameters=run.metrics.get("parameters")))

@@ -22,7 +22,7 @@ from digits.errors import DigitsError
 from digits.evaluation.calibration import calibrate_run, fit_run_not_a_digit, recorded_temperature, reliability
 from digits.evaluation.comparison import Comparison, ModelSummary, compare, join_names
 from digits.evaluation.conclusions import configurations_sentence, model_conclusion
-from digits.evaluation.metrics import Evaluation, OverfittingVerdict, evaluate, overfitting_verdict
+from digits.evaluation.metrics import Evaluation, OverfittingVerdict, overfitting_verdict, score
 from digits.inference.runtime import TTA_WORDS, with_temperature
 from digits.inference.runtime import probabilities as model_probabilities
 from digits.reporting import display, plots
@@ -199,7 +199,7 @@ def evaluate_predictions(name: str, labels: np.ndarray, probabilities: np.ndarra
     """
     out_dir = Path(out_dir)
     make_folder(out_dir, "choose a writable `out_dir`")
-    evaluation = evaluate(labels, probabilities)
+    evaluation = score(labels, probabilities)
     history = history or {}
     has_curves = len(history.get("loss", [])) > 0
     verdict = overfitting_verdict(history) if has_curves else None

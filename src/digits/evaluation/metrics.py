@@ -103,8 +103,11 @@ class Evaluation:
         )
 
 
-def evaluate(labels: np.ndarray, probabilities: np.ndarray, *, pair_count: int = 5) -> Evaluation:
-    """Score predicted class probabilities (N, 10) against true labels (N,) in 0..9."""
+def score(labels: np.ndarray, probabilities: np.ndarray, *, pair_count: int = 5) -> Evaluation:
+    """Score predicted class probabilities (N, 10) against true labels (N,) in 0..9.
+
+    The one scoring function: `digits.evaluate(run)` predicts a run's test set and scores it here.
+    """
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[1] != CLASSES:
