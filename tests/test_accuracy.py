@@ -142,7 +142,7 @@ def test_an_ensemble_of_identical_members_is_that_member(members, mnist, tmp_pat
     twin = shutil.copytree(runs[0], tmp_path / "twin")
     result = evaluate_ensemble([runs[0], twin], mnist, tmp_path / "out")
     member = result.members[0]
-    assert (result.ensemble.evaluation.accuracy, result.ensemble.evaluation.mistake_count) == (
+    assert (result.ensemble.accuracy, result.ensemble.mistake_count) == (
         member.accuracy, member.mistakes)
     assert result.members[1].accuracy == member.accuracy
 
@@ -209,7 +209,7 @@ def test_validation_none_trains_on_all_60000_images_and_leaves_the_test_set_alon
 
 @pytest.mark.slow
 def test_a_run_without_validation_records_training_curves_only_and_still_evaluates(mnist, tmp_path):
-    from digits.study import evaluate_run
+    from digits.study import report_run
     from digits.training.fit import train
     from digits.training.runs import load_run
 
@@ -217,7 +217,7 @@ def test_a_run_without_validation_records_training_curves_only_and_still_evaluat
     run = load_run(train(recipe, mnist, tmp_path / "runs", verbose=0))
     assert run.metrics["validation_accuracy"] is None and run.config["data"]["validation_images"] == 0
     assert np.isnan(run.history["val_loss"]).all() and np.isfinite(run.history["loss"]).all()
-    evaluated = evaluate_run(run, mnist, tmp_path / "evaluation", with_data_section=False)
+    evaluated = report_run(run, mnist, tmp_path / "evaluation", with_data_section=False)
     assert evaluated.overfitting.level == "unknown"
     assert (tmp_path / "evaluation" / "learning_curves.png").is_file()
     assert "trained on every training image" in evaluated.report.read_text()

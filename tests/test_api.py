@@ -118,12 +118,12 @@ def test_a_trained_run_evaluates_compares_and_shows_itself(tmp_path):
     assert "validation accuracy" in card and "data:image/png;base64," in card
 
     evaluation = digits.evaluate(run, data)
-    assert evaluation.evaluation.count == 500 and 0.5 < evaluation.evaluation.accuracy <= 1
-    for figure in (evaluation.learning_curves(), evaluation.confusion_matrix(), evaluation.mistakes(),
+    assert evaluation.count == 500 and 0.5 < evaluation.accuracy <= 1
+    for figure in (evaluation.learning_curves(), evaluation.confusion_matrix(), evaluation.mistakes_gallery(),
                    evaluation.per_class_table()):
         assert isinstance(figure, Figure)
     card = evaluation._repr_html_()
-    assert f"{100 * evaluation.evaluation.accuracy:.2f} % test accuracy" in card and card.count("<img") == 3
+    assert f"{100 * evaluation.accuracy:.2f} % test accuracy" in card and card.count("<img") == 3
     # The report's architecture table shows the parameter arithmetic of the study's first layer.
     assert "784 × 64 + 64" in evaluation.report.read_text()
 

@@ -80,13 +80,13 @@ def evaluate(run, data: Mnist | None = None, out_dir: str | Path | None = None, 
     """Score a run (a `TrainedRun` or a run folder) on the test set; returns its evaluation.
 
     Writes evaluation.json, the figures and report.html into `<run>/evaluation/` (or out_dir). The result's
-    methods draw the figures again inline: `learning_curves()`, `confusion_matrix()`, `mistakes()`,
+    methods draw the figures again inline: `learning_curves()`, `confusion_matrix()`, `mistakes_gallery()`,
     `per_class_table()`. calibrate fits a temperature and the not-a-digit detector on the holdout first (see
     `digits evaluate --calibrate`).
     """
-    from digits.study import evaluate_run
+    from digits.study import report_run
 
-    return evaluate_run(_run_folder(run), data if data is not None else load_mnist(), out_dir, tta=tta,
+    return report_run(_run_folder(run), data if data is not None else load_mnist(), out_dir, tta=tta,
                         calibrate=calibrate)
 
 

@@ -76,7 +76,7 @@ def run_evaluate(args) -> int:
     if evaluated.overfitting:
         print(f"\n{evaluated.overfitting.sentence}")
     pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})"
-                      for pair in evaluated.evaluation.confused_pairs)
+                      for pair in evaluated.confused_pairs)
     print(f"Most confused: {pairs or 'none'}.")
     print(f"\nNumbers: {evaluated.out_dir / 'evaluation.json'}\nReport:  {evaluated.report}")
     return 0

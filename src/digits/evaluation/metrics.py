@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -64,6 +64,9 @@ class ConfusedPair:
 
 @dataclass
 class Evaluation:
+    """How a model scored on a test set. Results about one model extend it (digits.reporting's EvaluatedModel), so
+    `digits.evaluate(run).accuracy` reads the same as `score(labels, probabilities).accuracy`."""
+
     accuracy: float
     loss: float  # mean categorical cross-entropy, whatever loss the model was trained with
     count: int  # number of test images evaluated
@@ -152,6 +155,12 @@ def score(labels: np.ndarray, probabilities: np.ndarray, *, pair_count: int = 5)
         per_class=per_class,
         confused_pairs=most_confused_pairs(confusion, pair_count),
     )
+
+
+def evaluation_fields(evaluation: Evaluation) -> dict:
+    """The scores of `evaluation` (or of a result that extends Evaluation) as keyword arguments, to build a result
+    that carries them itself: `ModelSection(**evaluation_fields(evaluation), name=...)`."""
+    return {field.name: getattr(evaluation, field.name) for field in fields(Evaluation)}
 
 
 def most_confused_pairs(confusion: np.ndarray, count: int = 5) -> list[ConfusedPair]:
