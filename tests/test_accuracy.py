@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_digits
+from conftest import folder_digest, run_digits
 from digits.data.mnist import load_mnist, to_model_input
 from digits.ensemble import average_probabilities
 from digits.errors import DigitsError
@@ -122,8 +122,10 @@ def test_best_trains_from_the_command_line(members):
 def test_ensemble_command_evaluates_and_reports(members, tmp_path):
     runs, _ = members
     out = tmp_path / "ensemble"
+    before = {run: folder_digest(run) for run in runs}
     finished = run_digits("ensemble", *runs, "--tta", "--out", out, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-2000:]
+    assert {run: folder_digest(run) for run in before} == before  # The members' folders are only read.
     assert "ensemble of 2 with TTA" in finished.stdout and runs[0].name in finished.stdout
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["test_images"] == 200 and evaluation["overfitting"] is None

@@ -2,7 +2,9 @@
 
 This is the glue behind `digits evaluate`, `digits compare` and `digits run`. It reads run folders through
 digits.training.runs, predicts their test sets (digits.inference.runtime) and hands the probabilities to
-digits.reporting.evaluated_model's `report_predictions`, which scores them and writes the figures and report.
+digits.reporting.evaluated_model's `report_predictions`, which scores them and writes the figures and report. A
+model just trained is scored as it is in memory; `compare_runs` only reads the runs it compares and writes every
+evaluation into its own folder.
 """
 
 from __future__ import annotations
@@ -88,10 +90,13 @@ def architecture(model) -> list[dict]:
     return rows
 
 
-def report_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None = None, *,
-                 with_data_section: bool = True, tta: bool = False, test_limit: int | None = None,
-                 calibrate: bool = False) -> EvaluatedModel:
+def report_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None = None, *, model=None,
+               with_data_section: bool = True, tta: bool = False, test_limit: int | None = None,
+               calibrate: bool = False) -> EvaluatedModel:
     """Predict a finished run's test set and write evaluation.json, figures and report.html.
+
+    model: the run's Keras model when it is in memory already (a TrainedRun's), scored as it is; without it the
+    model is loaded from the run folder.
 
     With tta, each test image is read 5 times (itself and 1-pixel shifts) and the probabilities averaged:
     still one model, 5 times the inference. The output goes to `<run>/evaluation/` (`evaluation-tta/`) unless
@@ -105,7 +110,7 @@ def report_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None = 
     run = run if isinstance(run, Run) else load_run(run)
     if not isinstance(run.config.get("recipe"), dict):
         raise DigitsError(f"{run.path / 'config.json'} holds no recipe; the run is damaged, so train it again.")
-    model = load_model(run)
+    model = model if model is not None else load_model(run)
     images, labels = test_set(run, data, test_limit)
     probabilities = model_probabilities(model, images, tta=tta)  # (N, 28, 28) uint8 -> (N, 10)
     temperature = calibrate_run(run, model, data) if calibrate else recorded_temperature(run)
@@ -161,12 +166,18 @@ def study_conclusions(models: list[EvaluatedModel]) -> list[str]:
 
 
 def compare_runs(paths: Sequence[Run | str | Path], data: Mnist, out_dir: str | Path | None = None, *,
-                 command: str | None = None) -> StudyResult:
-    """Evaluate each run (refreshing its evaluation folder) and write a comparison folder."""
+                 models: Sequence | None = None, command: str | None = None) -> StudyResult:
+    """Evaluate each run and write a comparison folder: out_dir (new or empty), else a new
+    `<first run's runs folder>/<time>-comparison/`.
+
+    Each run's evaluation goes into a folder of its own inside the comparison folder, so the runs' folders are
+    only read, never written. models: the runs' Keras models where they are in memory (None for one to load).
+    """
     # Check every folder before the slow part starts.
     runs = [path if isinstance(path, Run) else load_run(path) for path in paths]
     if len({run.path.resolve() for run in runs}) < len(runs):
         raise DigitsError("The same run folder was given twice; name each run to compare once.")
+    in_memory = list(models) if models is not None else [None] * len(runs)
     folder = new_output_folder(out_dir, runs[0].path.parent, "comparison")
     # Runs tested on different numbers of images (--test-limit) are compared on the images they all saw.
     counts = {run.name: len(test_set(run, data)[1]) for run in runs}
@@ -176,14 +187,12 @@ def compare_runs(paths: Sequence[Run | str | Path], data: Mnist, out_dir: str | 
         tested = ", ".join(f"{name} on {count:,}" for name, count in counts.items())
         notes.append(f"The runs were tested on different numbers of test images ({tested}), so every model here is "
                      f"scored on the first {common:,}, the images they were all tested on.")
-        # Scored on fewer images than their own, runs keep their own evaluation folders untouched.
-        models = [report_run(run, data, folder / f"{run.name}-first-{common}", test_limit=common) for run in runs]
-    else:
-        models = [report_run(run, data) for run in runs]
-    _disambiguate(models)
-    conclusions = notes + study_conclusions(models)
-    comparison = compare_models(models, folder, data=data, command=command, conclusions=conclusions)
-    return StudyResult(folder=folder, models=models, comparison=comparison, conclusions=conclusions)
+    evaluated = [report_run(run, data, folder / name, model=model, test_limit=common)
+                 for run, model, name in zip(runs, in_memory, _folder_names(runs), strict=True)]
+    _disambiguate(evaluated)
+    conclusions = notes + study_conclusions(evaluated)
+    comparison = compare_models(evaluated, folder, data=data, command=command, conclusions=conclusions)
+    return StudyResult(folder=folder, models=evaluated, comparison=comparison, conclusions=conclusions)
 
 
 def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_limit: int | None = None,
@@ -208,9 +217,10 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
         progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
                  f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, batch {recipe.batch_size}, "
                  f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}")
-        run_dir = train(recipe, data, runs_dir, verbose=verbose).folder
-        progress(f"[{number}/{len(recipes)}] evaluating {run_dir}")
-        models.append(report_run(run_dir, data))
+        trained = train(recipe, data, runs_dir, verbose=verbose)
+        progress(f"[{number}/{len(recipes)}] evaluating {trained.folder}")
+        # The model just trained, as it is in memory: nothing is loaded back from the run folder.
+        models.append(report_run(trained.as_run(), data, model=trained.model))
     _disambiguate(models)
     # Created last, so an interrupted study leaves no empty study folder behind.
     folder = new_output_folder(out_dir, Path(runs_dir), "study")
@@ -231,6 +241,12 @@ def study_recipes(*, exact: bool = False, train_limit: int | None = None, test_l
 
     return [with_overrides(get_preset(name), train_limit=train_limit, test_limit=test_limit, epochs=epochs)
             for name in (EXACT_PRESETS if exact else QUICK_PRESETS)]
+
+
+def _folder_names(runs: Sequence[Run]) -> list[str]:
+    """A folder name per run inside a comparison folder: the run's own, numbered when two runs share it."""
+    names = [run.name for run in runs]
+    return [name if names.count(name) == 1 else f"{name}-{number}" for number, name in enumerate(names, start=1)]
 
 
 def _disambiguate(models: list[EvaluatedModel]) -> None:

@@ -34,8 +34,9 @@ def add_study_commands(subcommands) -> None:
     compare = subcommands.add_parser(
         "compare",
         help="compare finished runs side by side: table, chart, verdict and report",
-        description="Evaluate each run (refreshing its evaluation/ folder), then write a side-by-side table, a chart, "
-        "a verdict and one report holding every model into a new folder runs/<time>-comparison/.",
+        description="Evaluate each run, then write a side-by-side table, a chart, a verdict and one report holding "
+        "every model into a new folder runs/<time>-comparison/, with each run's evaluation in a folder of its own "
+        "inside it; the run folders are only read.",
     )
     compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="two or more run folders")
     add_data_dir_option(compare)

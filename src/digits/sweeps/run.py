@@ -391,8 +391,8 @@ def train_final(study, data: Mnist, runs_dir: str | Path, *, seeds: int = 1, pro
     for seed in range(seeds):
         recipe = final_recipe(best, seed)
         progress(f"training the best recipe of trial {best.number} on all training images, seed {seed}")
-        run_dir = train(recipe, data, runs_dir, verbose=0)
-        evaluated.append(report_run(run_dir.folder, data))
+        trained = train(recipe, data, runs_dir, verbose=0)
+        evaluated.append(report_run(trained.as_run(), data, model=trained.model))  # The model as it is in memory.
     return evaluated
 
 
