@@ -45,8 +45,9 @@ def add_study_commands(subcommands) -> None:
 
     run = subcommands.add_parser(
         "run",
-        help="the whole study: the shallow network's two configurations and the CNN, evaluated, compared, reported",
-        description="Train the study's models with fast settings, each for a fixed number of epochs: the shallow "
+        help="the whole study: four models (the shallow network's two configurations and at its best, and the "
+        "CNN), trained, evaluated, compared, reported",
+        description="Train the study's four models with fast settings, each for a fixed number of epochs: the shallow "
         "network under the study's two configurations (quick-shallow-mse: MSE + SGD; quick-shallow-poisson: Poisson "
         "+ Adadelta), at its best (quick-shallow: cross-entropy) and the CNN (quick-cnn); about a minute on a 2-core "
         "CPU. With --exact, the study's own three recipes instead (seed-shallow-mse, seed-shallow-poisson, seed-cnn: "
