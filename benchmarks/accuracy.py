@@ -51,10 +51,11 @@ def main() -> None:
     plain, shifted = [], []  # (accuracy, mistakes) per seed, without and with test-time shifts
     for seed in range(args.seeds):
         started = time.perf_counter()
-        run_dir = train(with_overrides(recipe, seed=seed), data, args.runs_dir, verbose=0)
+        trained = train(with_overrides(recipe, seed=seed), data, args.runs_dir, verbose=0)
         wall = time.perf_counter() - started
-        # The test set, once for this final model: read as it is, and with test-time shifts.
-        evaluations = [report_run(run_dir, data, with_data_section=False, tta=tta) for tta in (False, True)]
+        # The test set, once for this final model (as it is in memory): read as it is, and with test-time shifts.
+        evaluations = [report_run(trained.as_run(), data, model=trained.model, with_data_section=False, tta=tta)
+                       for tta in (False, True)]
         metrics = evaluations[0].metrics
         holdout = metrics["validation_accuracy"]
         plain.append((evaluations[0].accuracy, evaluations[0].mistake_count))
@@ -62,8 +63,8 @@ def main() -> None:
         holdout_words = "—" if holdout is None else f"{100 * holdout:.2f}%"
         print(f"{seed:>4}  {holdout_words:>8}  {100 * plain[-1][0]:>7.2f}%  {plain[-1][1]:>8}  "
               f"{100 * shifted[-1][0]:>7.2f}%  {shifted[-1][1]:>8}  {wall:>7.1f}  "
-              f"{metrics['training_seconds'] / metrics['epochs']:>7.1f}  {run_dir}", flush=True)
-        runs.append(run_dir)
+              f"{metrics['training_seconds'] / metrics['epochs']:>7.1f}  {trained}", flush=True)
+        runs.append(trained.folder)
         walls.append(wall)
 
     print()
