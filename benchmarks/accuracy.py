@@ -36,7 +36,7 @@ def main() -> None:
 
     from digits.data.mnist import load_mnist
     from digits.ensemble import evaluate_ensemble
-    from digits.study import evaluate_run
+    from digits.study import report_run
     from digits.training.fit import train
     from digits.training.recipes import get_preset, with_overrides
 
@@ -51,19 +51,20 @@ def main() -> None:
     plain, shifted = [], []  # (accuracy, mistakes) per seed, without and with test-time shifts
     for seed in range(args.seeds):
         started = time.perf_counter()
-        run_dir = train(with_overrides(recipe, seed=seed), data, args.runs_dir, verbose=0)
+        trained = train(with_overrides(recipe, seed=seed), data, args.runs_dir, verbose=0)
         wall = time.perf_counter() - started
-        # The test set, once for this final model: read as it is, and with test-time shifts.
-        evaluations = [evaluate_run(run_dir, data, with_data_section=False, tta=tta) for tta in (False, True)]
+        # The test set, once for this final model (as it is in memory): read as it is, and with test-time shifts.
+        evaluations = [report_run(trained.as_run(), data, model=trained.model, with_data_section=False, tta=tta)
+                       for tta in (False, True)]
         metrics = evaluations[0].metrics
         holdout = metrics["validation_accuracy"]
-        plain.append((evaluations[0].evaluation.accuracy, evaluations[0].evaluation.mistake_count))
-        shifted.append((evaluations[1].evaluation.accuracy, evaluations[1].evaluation.mistake_count))
+        plain.append((evaluations[0].accuracy, evaluations[0].mistake_count))
+        shifted.append((evaluations[1].accuracy, evaluations[1].mistake_count))
         holdout_words = "—" if holdout is None else f"{100 * holdout:.2f}%"
         print(f"{seed:>4}  {holdout_words:>8}  {100 * plain[-1][0]:>7.2f}%  {plain[-1][1]:>8}  "
               f"{100 * shifted[-1][0]:>7.2f}%  {shifted[-1][1]:>8}  {wall:>7.1f}  "
-              f"{metrics['training_seconds'] / metrics['epochs']:>7.1f}  {run_dir}", flush=True)
-        runs.append(run_dir)
+              f"{metrics['training_seconds'] / metrics['epochs']:>7.1f}  {trained}", flush=True)
+        runs.append(trained.folder)
         walls.append(wall)
 
     print()
@@ -78,8 +79,8 @@ def main() -> None:
     if len(runs) > 1:
         for tta in (False, True):
             evaluation = evaluate_ensemble(runs, data, tta=tta).ensemble
-            print(f"{evaluation.name}: {100 * evaluation.evaluation.accuracy:.2f} %, "
-                  f"{evaluation.evaluation.mistake_count} mistakes (report: {evaluation.report})")
+            print(f"{evaluation.name}: {100 * evaluation.accuracy:.2f} %, "
+                  f"{evaluation.mistake_count} mistakes (report: {evaluation.report})")
     print(f"reference, the study's CNN (seed-cnn): {100 * STUDY_ACCURACY:.2f} %, {STUDY_MISTAKES} mistakes")
 
 

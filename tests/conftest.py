@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import subprocess
 import sys
@@ -28,6 +29,13 @@ def run_digits(*arguments, cwd=None, env=None, timeout: float = 300) -> subproce
     env["PYTHONPATH"] = os.pathsep.join([source, *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run([sys.executable, "-m", "digits", *map(str, arguments)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    """Every file under `folder`, by its path inside it, with the SHA-256 of its bytes."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
 
 # --- data ---------------------------------------------------------------------------------------------
 

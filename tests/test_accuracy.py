@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_digits
+from conftest import folder_digest, run_digits
 from digits.data.mnist import load_mnist, to_model_input
 from digits.ensemble import average_probabilities
 from digits.errors import DigitsError
@@ -122,8 +122,10 @@ def test_best_trains_from_the_command_line(members):
 def test_ensemble_command_evaluates_and_reports(members, tmp_path):
     runs, _ = members
     out = tmp_path / "ensemble"
+    before = {run: folder_digest(run) for run in runs}
     finished = run_digits("ensemble", *runs, "--tta", "--out", out, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-2000:]
+    assert {run: folder_digest(run) for run in before} == before  # The members' folders are only read.
     assert "ensemble of 2 with TTA" in finished.stdout and runs[0].name in finished.stdout
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["test_images"] == 200 and evaluation["overfitting"] is None
@@ -142,7 +144,7 @@ def test_an_ensemble_of_identical_members_is_that_member(members, mnist, tmp_pat
     twin = shutil.copytree(runs[0], tmp_path / "twin")
     result = evaluate_ensemble([runs[0], twin], mnist, tmp_path / "out")
     member = result.members[0]
-    assert (result.ensemble.evaluation.accuracy, result.ensemble.evaluation.mistake_count) == (
+    assert (result.ensemble.accuracy, result.ensemble.mistake_count) == (
         member.accuracy, member.mistakes)
     assert result.members[1].accuracy == member.accuracy
 
@@ -209,7 +211,7 @@ def test_validation_none_trains_on_all_60000_images_and_leaves_the_test_set_alon
 
 @pytest.mark.slow
 def test_a_run_without_validation_records_training_curves_only_and_still_evaluates(mnist, tmp_path):
-    from digits.study import evaluate_run
+    from digits.study import report_run
     from digits.training.fit import train
     from digits.training.runs import load_run
 
@@ -217,7 +219,7 @@ def test_a_run_without_validation_records_training_curves_only_and_still_evaluat
     run = load_run(train(recipe, mnist, tmp_path / "runs", verbose=0))
     assert run.metrics["validation_accuracy"] is None and run.config["data"]["validation_images"] == 0
     assert np.isnan(run.history["val_loss"]).all() and np.isfinite(run.history["loss"]).all()
-    evaluated = evaluate_run(run, mnist, tmp_path / "evaluation", with_data_section=False)
+    evaluated = report_run(run, mnist, tmp_path / "evaluation", with_data_section=False)
     assert evaluated.overfitting.level == "unknown"
     assert (tmp_path / "evaluation" / "learning_curves.png").is_file()
     assert "trained on every training image" in evaluated.report.read_text()

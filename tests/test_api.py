@@ -1,11 +1,14 @@
-"""The Python API a notebook uses: lazy top-level names, a run that holds its model, objects that show
-themselves as HTML, TensorBoard logs, and errors in the library's words that the CLI turns into flags."""
+"""The Python API a notebook uses: lazy top-level names, a run that holds its model, an evaluation that carries its
+scores, a comparison that leaves its runs untouched, objects that show themselves as HTML, TensorBoard logs, and
+errors in the library's words that the CLI turns into flags."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +17,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import digits
+from conftest import folder_digest
 from digits.inference.classifier import PRETRAINED_DIR
 from digits.reporting.display import run_card
 
@@ -101,39 +105,119 @@ def test_sweep_and_export_errors_name_parameters_too(tmp_path):
     assert result.returncode == 1 and "--storage" in result.stderr and "`" not in result.stderr
 
 
-@pytest.mark.slow
-def test_a_trained_run_evaluates_compares_and_shows_itself(tmp_path):
-    data = digits.load_mnist()
-    run = digits.train("quick-shallow", data, tmp_path, verbose=0, tensorboard=True, target_accuracy=None, **SMALL)
+# --- a trained run, evaluated, compared and used: two tiny runs trained once for the tests below ---------------
 
-    # The run holds the trained model, its history and its folder (and is path-like).
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(MNIST, two tiny quick-shallow runs of different seeds, their runs folder); the first has TensorBoard logs."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    data = digits.load_mnist()
+    first = digits.train("quick-shallow", data, runs_dir, verbose=0, tensorboard=True, target_accuracy=None, **SMALL)
+    second = digits.train("quick-shallow", data, runs_dir, verbose=0, target_accuracy=None, seed=1, **SMALL)
+    return data, first, second, runs_dir
+
+
+@pytest.mark.slow
+def test_a_trained_run_holds_its_model_history_and_folder(trained):
+    _, run, _, _ = trained
     assert run.model.count_params() == 50_890
     assert list(run.history["epoch"]) == [1, 2]
     assert run.metrics["status"] == "complete" and os.fspath(run) == str(run.folder)
     assert json.loads((run.folder / "config.json").read_text())["recipe"]["epochs"] == 2
-    # TensorBoard wrote event files for training and validation into the run folder.
+
+
+@pytest.mark.slow
+def test_the_history_in_memory_holds_the_numbers_of_history_csv(trained):
+    from digits.training.runs import read_history
+
+    _, run, _, _ = trained
+    on_disk = read_history(run.folder / "history.csv")
+    assert run.history.keys() == on_disk.keys()
+    for column, values in on_disk.items():
+        np.testing.assert_array_equal(run.history[column], values, err_msg=column)
+        assert run.history[column].dtype == values.dtype, column
+
+
+@pytest.mark.slow
+def test_tensorboard_writes_training_and_validation_logs_into_the_run(trained):
+    _, run, _, _ = trained
     events = {path.parent.name for path in (run.folder / "tensorboard").rglob("events.out.tfevents.*")}
     assert events == {"train", "validation"}
+
+
+@pytest.mark.slow
+def test_a_trained_run_shows_itself_as_a_card(trained):
+    _, run, _, _ = trained
     card = run_card(run)  # What Jupyter shows for a TrainedRun (digits registers it with IPython).
     assert "validation accuracy" in card and "data:image/png;base64," in card
 
+
+@pytest.mark.slow
+def test_an_evaluation_carries_its_scores_itself(trained):
+    data, run, _, _ = trained
     evaluation = digits.evaluate(run, data)
-    assert evaluation.evaluation.count == 500 and 0.5 < evaluation.evaluation.accuracy <= 1
-    for figure in (evaluation.learning_curves(), evaluation.confusion_matrix(), evaluation.mistakes(),
-                   evaluation.per_class_table()):
-        assert isinstance(figure, Figure)
-    card = evaluation._repr_html_()
-    assert f"{100 * evaluation.evaluation.accuracy:.2f} % test accuracy" in card and card.count("<img") == 3
+
+    assert evaluation.count == 500 and 0.5 < evaluation.accuracy <= 1
+    assert evaluation.confusion.shape == (10, 10) and evaluation.confusion.sum() == 500
+    assert evaluation.mistake_count == len(evaluation.mistakes) == round(500 * (1 - evaluation.accuracy))
+    assert [row.digit for row in evaluation.per_class] == list(range(10))
+    assert not hasattr(evaluation, "evaluation")
+    written = json.loads((run.folder / "evaluation" / "evaluation.json").read_text())
+    assert written["evaluation"]["accuracy"] == evaluation.accuracy
     # The report's architecture table shows the parameter arithmetic of the study's first layer.
     assert "784 × 64 + 64" in evaluation.report.read_text()
 
-    again = digits.load_run(run.folder)
-    assert again.model.count_params() == 50_890 and again.recipe == run.recipe
-    second = digits.train("quick-shallow", data, tmp_path, verbose=0, target_accuracy=None, seed=1, **SMALL)
+
+@pytest.mark.slow
+def test_an_evaluation_draws_its_figures_and_shows_itself_as_a_card(trained, tmp_path):
+    data, run, _, _ = trained
+    evaluation = digits.evaluate(run, data, tmp_path / "evaluation")
+
+    for figure in (evaluation.learning_curves(), evaluation.confusion_matrix(), evaluation.mistakes_gallery(),
+                   evaluation.per_class_table()):
+        assert isinstance(figure, Figure)
+    card = evaluation._repr_html_()
+    assert f"{100 * evaluation.accuracy:.2f} % test accuracy" in card and card.count("<img") == 3
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_trained_run_with_the_model_it_holds(trained, tmp_path):
+    data, run, _, _ = trained
+    # A copy of the run folder without its model.keras: only the model in memory can be scored.
+    copy = shutil.copytree(run.folder, tmp_path / run.folder.name)
+    (copy / "model.keras").unlink()
+    in_memory = dataclasses.replace(run, folder=copy)
+
+    evaluation = digits.evaluate(in_memory, data, tmp_path / "evaluation")
+    assert evaluation.accuracy == digits.evaluate(run.folder, data, tmp_path / "from-the-folder").accuracy
+    with pytest.raises(digits.DigitsError, match="has no model.keras"):
+        digits.evaluate(copy, data, tmp_path / "from-the-copy")  # A folder is read from disk.
+
+
+@pytest.mark.slow
+def test_compare_writes_into_its_own_folder_and_leaves_the_runs_untouched(trained):
+    data, run, second, runs_dir = trained
+    before = {path: folder_digest(path) for path in (run.folder, second.folder)}
+
     compared = digits.compare(run, second, data=data)
-    assert isinstance(compared.chart(), Figure) and compared.report.is_file()
+    assert {path: folder_digest(path) for path in before} == before
+    assert compared.folder.parent == runs_dir and compared.folder.name.endswith("-comparison")
+    assert all(model.out_dir.parent == compared.folder for model in compared.models)
+    assert compared.report.is_file() and isinstance(compared.chart(), Figure)
     assert compared.comparison.sentence in html.unescape(compared._repr_html_())
 
+
+@pytest.mark.slow
+def test_load_run_reads_a_run_folder_back(trained):
+    _, run, _, _ = trained
+    again = digits.load_run(run.folder)
+    assert again.model.count_params() == 50_890 and again.recipe == run.recipe
+
+
+@pytest.mark.slow
+def test_predict_reads_images_with_a_runs_model(trained):
+    data, run, _, _ = trained
     results = digits.predict(data.test_images[:5], model=run)
     assert [result.digit for result in results] == list(np.argmax(run.model.predict(
         data.test_images[:5, ..., None] / 255.0, verbose=0), axis=1))

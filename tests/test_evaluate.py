@@ -1,4 +1,4 @@
-"""Known-answer tests for digits.evaluate: every expected number below was worked out by hand."""
+"""Known-answer tests for digits.evaluation.metrics.score: every expected number below was worked out by hand."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from digits.evaluation.comparison import ModelSummary, compare
-from digits.evaluation.metrics import Evaluation, evaluate, overfitting_verdict
+from digits.evaluation.metrics import Evaluation, overfitting_verdict, score
 
 
 def one_hot_probabilities(predicted, confidence):
@@ -25,7 +25,7 @@ CONFIDENCE = [0.6, 0.97, 0.9, 0.8, 0.9, 0.99, 0.99, 0.9, 0.9, 0.9]
 
 
 def test_hand_made_confusion_accuracy_and_mistakes():
-    evaluation = evaluate(LABELS, one_hot_probabilities(PREDICTED, CONFIDENCE))
+    evaluation = score(LABELS, one_hot_probabilities(PREDICTED, CONFIDENCE))
 
     assert evaluation.accuracy == pytest.approx(0.7)
     assert evaluation.count == 10
@@ -44,7 +44,7 @@ def test_hand_made_confusion_accuracy_and_mistakes():
 
 
 def test_per_class_scores_and_loss_by_hand():
-    evaluation = evaluate(LABELS, one_hot_probabilities(PREDICTED, CONFIDENCE))
+    evaluation = score(LABELS, one_hot_probabilities(PREDICTED, CONFIDENCE))
     scores = {row.digit: row for row in evaluation.per_class}
 
     # Digit 9: predicted 3 times, right once -> precision 1/3; one 9 in the set, found -> recall 1.
@@ -63,7 +63,7 @@ def test_per_class_scores_and_loss_by_hand():
 
 def test_perfect_predictions_have_no_mistakes_and_tiny_loss():
     labels = np.arange(10)
-    evaluation = evaluate(labels, np.eye(10))
+    evaluation = score(labels, np.eye(10))
 
     assert evaluation.accuracy == 1.0
     assert evaluation.mistakes == [] and evaluation.confused_pairs == []
@@ -72,7 +72,7 @@ def test_perfect_predictions_have_no_mistakes_and_tiny_loss():
 
 
 def test_evaluation_survives_a_json_round_trip():
-    evaluation = evaluate(LABELS, one_hot_probabilities(PREDICTED, CONFIDENCE))
+    evaluation = score(LABELS, one_hot_probabilities(PREDICTED, CONFIDENCE))
     again = Evaluation.from_dict(evaluation.to_dict())
 
     assert again.accuracy == evaluation.accuracy and again.mistakes == evaluation.mistakes
@@ -82,9 +82,9 @@ def test_evaluation_survives_a_json_round_trip():
 
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError):
-        evaluate(np.array([1, 2]), np.ones((3, 10)) / 10)
+        score(np.array([1, 2]), np.ones((3, 10)) / 10)
     with pytest.raises(ValueError):
-        evaluate(np.array([1, 2]), np.ones((2, 9)) / 9)
+        score(np.array([1, 2]), np.ones((2, 9)) / 9)
 
 
 def history(loss, accuracy, validation_loss, validation_accuracy):

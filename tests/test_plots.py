@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from digits.evaluation.comparison import ModelSummary
-from digits.evaluation.metrics import ClassScores, Mistake, evaluate
+from digits.evaluation.metrics import ClassScores, Mistake, score
 from digits.reporting import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -47,7 +47,7 @@ def test_confusion_matrix_png(tmp_path):
     labels = np.repeat(np.arange(10), 20)
     probabilities = np.eye(10)[labels] * 0.9 + 0.01
     probabilities[:5] = np.eye(10)[9] * 0.9 + 0.01  # five 0s read as 9
-    confusion = evaluate(labels, probabilities).confusion
+    confusion = score(labels, probabilities).confusion
 
     path = tmp_path / "nested" / "confusion.png"
     width, height = read_png(plots.confusion_figure(confusion, path), path)

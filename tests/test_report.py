@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from digits.evaluation.comparison import ModelSummary, compare
-from digits.evaluation.metrics import evaluate, overfitting_verdict
+from digits.evaluation.metrics import evaluation_fields, overfitting_verdict, score
 from digits.reporting import display, plots
 from digits.reporting.html import ComparisonSection, DataSection, ModelSection, render_report, write_report
 
@@ -33,7 +33,7 @@ def sections(tmp_path_factory):
     epochs = np.arange(1, 6)
     history = {"epoch": epochs, "loss": 1 / epochs, "accuracy": 1 - 0.1 / epochs,
                "val_loss": 1 / epochs + 0.05 * epochs, "val_accuracy": 1 - 0.15 / epochs}
-    evaluation = evaluate(labels, probabilities)
+    evaluation = score(labels, probabilities)
     figures = {"curves": folder / "curves.png", "confusion": folder / "confusion.png",
                "mistakes": folder / "mistakes.png"}
     plots.learning_curves(history, figures["curves"])
@@ -50,12 +50,12 @@ def sections(tmp_path_factory):
     metrics = {"status": "complete", "epochs": 5, "training_seconds": 12.5, "parameters": 34_826}
     layers = [{"layer": "conv2d", "type": "Conv2D", "output_shape": "26 × 26 × 32", "parameters": 320},
               {"layer": "dense", "type": "Dense", "output_shape": "10", "parameters": 16_010}]
-    model = ModelSection(name="quick-cnn", run_path="runs/20250101-000000-quick-cnn", config=config,
-                         metrics=metrics, architecture=layers, evaluation=evaluation,
+    model = ModelSection(**evaluation_fields(evaluation), name="quick-cnn", run_path="runs/20250101-000000-quick-cnn",
+                         config=config, metrics=metrics, architecture=layers,
                          overfitting=overfitting_verdict(history), figures=figures)
     # An ensemble has no learning curves of its own.
-    ensemble = ModelSection(name="ensemble <b>3</b>", run_path="3 members", config={}, metrics={},
-                            architecture=[], evaluation=evaluation, overfitting=None,
+    ensemble = ModelSection(**evaluation_fields(evaluation), name="ensemble <b>3</b>", run_path="3 members",
+                            config={}, metrics={}, architecture=[], overfitting=None,
                             figures={key: figures[key] for key in ("confusion", "mistakes")})
     data = DataSection(source="vendored copy", verified=True, train_class_counts=[6000] * 10,
                        test_class_counts=[1000] * 10, evaluated_count=300,
@@ -73,7 +73,7 @@ def test_report_has_every_section_in_the_study_order(sections):
     for heading in ("Architecture", "Configuration", "Learning curves", "Per digit", "Most confused", "Mistakes"):
         assert f">{heading}<" in page
     assert model.overfitting.sentence.split(":")[0] in page  # the verdict is stated
-    assert f"{model.evaluation.mistake_count:,} mistakes" in page
+    assert f"{model.mistake_count:,} mistakes" in page
     assert "12.5 s" in page  # the training time from metrics.json
     assert "16,010" in page and "26 × 26 × 32" in page  # the architecture table
     assert "tie on accuracy" in page  # both rows are the same evaluation, so the comparison calls a tie
@@ -106,7 +106,8 @@ def test_text_is_escaped_and_an_ensemble_without_curves_says_so(sections):
 def test_an_ensembles_probabilities_get_an_evaluation_folder_and_a_comparison(tmp_path):
     import json
 
-    from digits.study import compare_models, evaluate_predictions
+    from digits.reporting.evaluated_model import report_predictions
+    from digits.study import compare_models
 
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 10, 200)
@@ -114,9 +115,9 @@ def test_an_ensembles_probabilities_get_an_evaluation_folder_and_a_comparison(tm
     members = [rng.dirichlet(np.ones(10), 200) + 3 * np.eye(10)[labels] for _ in range(3)]
     averaged = np.mean(members, axis=0)
 
-    ensemble = evaluate_predictions("ensemble", labels, averaged, images, tmp_path / "ensemble", source="3 members")
-    single = evaluate_predictions("member 1", labels, members[0], images, tmp_path / "member", source="run 1",
-                                  metrics={"training_seconds": 10.0, "epochs": 3})
+    ensemble = report_predictions("ensemble", labels, averaged, images, tmp_path / "ensemble", source="3 members")
+    single = report_predictions("member 1", labels, members[0], images, tmp_path / "member", source="run 1",
+                                metrics={"training_seconds": 10.0, "epochs": 3})
     written = sorted(path.name for path in (tmp_path / "ensemble").iterdir())
     # No curves to draw; the reliability diagram shows the ensemble's calibration.
     assert written == ["confusion.png", "evaluation.json", "mistakes.png", "reliability.png", "report.html"]
@@ -133,8 +134,8 @@ def test_an_ensembles_probabilities_get_an_evaluation_folder_and_a_comparison(tm
 def test_a_hostile_model_name_is_escaped_everywhere_the_report_shows_it(sections):
     model, ensemble, data, comparison = sections
     hostile = dataclasses.replace(model, name=HOSTILE, run_path=f"runs/{HOSTILE}")
-    summaries = [ModelSummary.from_evaluation(HOSTILE, model.evaluation, training_seconds=12.5, epochs=5),
-                 ModelSummary.from_evaluation("plain", model.evaluation)]
+    summaries = [ModelSummary.from_evaluation(HOSTILE, model, training_seconds=12.5, epochs=5),
+                 ModelSummary.from_evaluation("plain", model)]
     page = render_report(title="study", models=[hostile, ensemble], data=data, command=f"digits run {HOSTILE}",
                          comparison=ComparisonSection(compare(summaries), conclusions=[f"{HOSTILE} ties."]))
 
@@ -146,13 +147,14 @@ def test_a_hostile_model_name_is_escaped_everywhere_the_report_shows_it(sections
 
 
 def test_notebook_cards_escape_names_and_paths(sections, tmp_path):
-    from digits.study import StudyResult, evaluate_predictions
+    from digits.reporting.evaluated_model import report_predictions
+    from digits.study import StudyResult
 
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 10, 100)
     probabilities = rng.dirichlet(np.ones(10), 100) + 3 * np.eye(10)[labels]
     images = rng.integers(0, 256, (100, 28, 28), dtype=np.uint8)
-    evaluated = evaluate_predictions(HOSTILE, labels, probabilities, images, tmp_path / "model", source="members")
+    evaluated = report_predictions(HOSTILE, labels, probabilities, images, tmp_path / "model", source="members")
     card = display.evaluation_card(evaluated)
     assert "<script" not in card and f"evaluation · {ESCAPED}" in card
     assert card.count('src="data:image/png;base64,') == 2  # the confusion matrix and the mistakes, small
@@ -181,27 +183,35 @@ def test_a_template_given_too_little_fails_instead_of_printing_nothing():
         render("notebook/evaluation_table.html.j2")
 
 
-def test_jupyter_shows_evaluations_and_comparisons_as_escaped_tables():
+def test_jupyter_shows_evaluations_and_comparisons_as_escaped_tables(tmp_path):
     # A real IPython shell, started before `import digits`, as in a notebook; digits registers its formatters.
     code = """
-import json
+import json, sys
 import numpy as np
 from IPython.core.interactiveshell import InteractiveShell
 
 shell = InteractiveShell.instance()
 import digits
 from digits.evaluation.comparison import ModelSummary, compare
-from digits.evaluation.metrics import evaluate
+from digits.evaluation.metrics import score
+from digits.reporting.evaluated_model import report_predictions
 
-evaluation = evaluate(np.array([0, 1, 2, 3]), np.eye(10)[[0, 1, 2, 5]] * 0.9 + 0.01)
+labels, probabilities = np.array([0, 1, 2, 3]), np.eye(10)[[0, 1, 2, 5]] * 0.9 + 0.01
+evaluation = score(labels, probabilities)
 comparison = compare([ModelSummary("a <b>", 0.99, 0.1, 100, 10_000), ModelSummary("c", 0.98, 0.1, 200, 10_000)])
-print(json.dumps([shell.display_formatter.format(value)[0].get("text/html") for value in (evaluation, comparison)]
+# An evaluated model is an Evaluation too, but shows its own card, not the Evaluation's table.
+evaluated = report_predictions("four digits", labels, probabilities, np.zeros((4, 28, 28), np.uint8), sys.argv[1],
+                               source="test")
+print(json.dumps([shell.display_formatter.format(value)[0].get("text/html")
+                  for value in (evaluation, comparison, evaluated)]
                  + [("digits.training.fit", "TrainedRun") in shell.display_formatter.formatters["text/html"]
                     .deferred_printers]))  # a run's card, registered without loading Keras
 """
-    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    shown = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    evaluation_html, comparison_html, run_card_registered = json.loads(shown.stdout.splitlines()[-1])
+    evaluation_html, comparison_html, evaluated_html, run_card_registered = json.loads(shown.stdout.splitlines()[-1])
     assert run_card_registered
     assert "75.00 %" in evaluation_html and "1 of 4" in evaluation_html and "3 read as 5 (1)" in evaluation_html
     assert "a &lt;b&gt; ★" in comparison_html and "99.00 %" in comparison_html and "is better" in comparison_html
+    assert "evaluation · four digits" in evaluated_html and "75.00 % test accuracy" in evaluated_html
+    assert "data:image/png;base64," in evaluated_html

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_digits
+from conftest import folder_digest, run_digits
 
 pytestmark = pytest.mark.slow
 
@@ -101,12 +101,16 @@ def test_evaluate_writes_where_asked_and_prints_the_report_path(study, tmp_path)
     assert verdict in finished.stdout
 
 
-def test_compare_writes_a_new_comparison_folder(study, tmp_path):
+def test_compare_writes_a_new_comparison_folder_and_only_reads_the_runs(study, tmp_path):
     _, runs_dir = study
     shallow, cnn = run_of(runs_dir, "quick-shallow"), run_of(runs_dir, "quick-cnn")
+    before = {run: folder_digest(run) for run in (shallow, cnn)}
     finished = run_digits("compare", shallow, cnn, "--out", tmp_path / "comparison", cwd=tmp_path)
 
     assert finished.returncode == 0, finished.stderr
+    assert {run: folder_digest(run) for run in before} == before
+    for run in (shallow, cnn):  # Each run's evaluation is written inside the comparison folder instead.
+        assert (tmp_path / "comparison" / run.name / "evaluation.json").is_file()
     summary = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
     assert {row["name"] for row in summary["comparison"]["models"]} == {"quick-shallow", "quick-cnn"}
     assert summary["comparison"]["sentence"] in finished.stdout

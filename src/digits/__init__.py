@@ -51,6 +51,8 @@ def __dir__() -> list[str]:
 _NOTEBOOK_DISPLAYS = {
     ("digits.training.fit", "TrainedRun"): "run_card",
     ("digits.evaluation.metrics", "Evaluation"): "evaluation_table",
+    # An EvaluatedModel extends Evaluation, and Jupyter would otherwise show it through the Evaluation's table.
+    ("digits.reporting.evaluated_model", "EvaluatedModel"): "evaluation_card",
     ("digits.evaluation.comparison", "Comparison"): "comparison_table",
 }
 

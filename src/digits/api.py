@@ -7,6 +7,7 @@ package, or running `digits --help`, loads no TensorFlow. Every function takes l
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,31 +78,41 @@ def load_run(path: str | Path):
 
 def evaluate(run, data: Mnist | None = None, out_dir: str | Path | None = None, *, tta: bool = False,
              calibrate: bool = False):
-    """Score a run (a `TrainedRun` or a run folder) on the test set; returns its evaluation.
+    """Score a run on the test set; returns its evaluation (an `EvaluatedModel`).
 
-    Writes evaluation.json, the figures and report.html into `<run>/evaluation/` (or out_dir). The result's
-    methods draw the figures again inline: `learning_curves()`, `confusion_matrix()`, `mistakes()`,
+    Writes evaluation.json, the figures and report.html into `<run>/evaluation/` (or out_dir). A `TrainedRun` is
+    scored with the model it holds in memory; a run folder's model is loaded from it. The result carries the
+    scores themselves (`.accuracy`, `.loss`, `.mistake_count`, `.mistakes`, `.confusion`, `.per_class`) and draws
+    the figures again inline: `learning_curves()`, `confusion_matrix()`, `mistakes_gallery()`,
     `per_class_table()`. calibrate fits a temperature and the not-a-digit detector on the holdout first (see
     `digits evaluate --calibrate`).
     """
-    from digits.study import evaluate_run
+    from digits.study import report_run
 
-    return evaluate_run(_run_folder(run), data if data is not None else load_mnist(), out_dir, tta=tta,
-                        calibrate=calibrate)
+    model = run.model if _is_trained_run(run) else None
+    folder = run.as_run() if model is not None else _run_folder(run)
+    return report_run(folder, data if data is not None else load_mnist(), out_dir, model=model, tta=tta,
+                      calibrate=calibrate)
 
 
 def compare(*runs, data: Mnist | None = None, out_dir: str | Path | None = None, command: str | None = None):
-    """Evaluate two or more runs and compare them; returns the models, the verdict and the report's folder."""
+    """Evaluate two or more runs and compare them; returns the models, the verdict and the report's folder.
+
+    Everything is written into out_dir (new or empty), else a new `<time>-comparison/` folder beside the first
+    run; the runs' own folders are only read. A `TrainedRun` is scored with the model it holds in memory.
+    """
     from digits.study import compare_runs
 
     if len(runs) < 2:
         raise DigitsError("Comparing needs at least two runs; pass two or more to compare().")
-    return compare_runs([_run_folder(run) for run in runs], data if data is not None else load_mnist(), out_dir,
-                        command=command)
+    folders = [run.as_run() if _is_trained_run(run) else _run_folder(run) for run in runs]
+    models = [run.model if _is_trained_run(run) else None for run in runs]
+    return compare_runs(folders, data if data is not None else load_mnist(), out_dir, models=models, command=command)
 
 
 def run_study(data: Mnist | None = None, runs_dir: str | Path = "runs", **options):
-    """The whole study: train the shallow network and the CNN, evaluate, compare and write one report.
+    """The whole study: train its four models (the study's three recipes with exact=True), evaluate them, compare
+    them and write one report.
 
     `options` are those of `digits.study.run_study` (epochs, train_limit, test_limit, out_dir, ...).
     """
@@ -138,6 +149,13 @@ def predict(images_or_paths, model=None, *, keep_originals: bool = False) -> lis
     if not files:
         raise DigitsError(f"No files found in {', '.join(map(str, paths))}; give pictures or folders holding some.")
     return predict_files(classifier, files, keep_originals=keep_originals)
+
+
+def _is_trained_run(run) -> bool:
+    """Whether `run` is a TrainedRun (a model in memory), asked without importing Keras: one can exist only once
+    digits.training.fit is loaded."""
+    fit = sys.modules.get("digits.training.fit")
+    return fit is not None and isinstance(run, fit.TrainedRun)
 
 
 def _run_folder(run) -> Path:

@@ -2,8 +2,8 @@
 
 `digits.inference.runtime.average_probabilities` is the whole method, pure NumPy. `evaluate_ensemble` loads the members,
 predicts the test images once per member (and per test-time shift with tta=True), averages, and hands the result to
-`digits.study.evaluate_predictions`, so an ensemble gets the same evaluation.json, figures and report as one
-model (without learning curves: it was never trained as one run).
+`digits.reporting.evaluated_model.report_predictions`, so an ensemble gets the same evaluation.json, figures and
+report as one model (without learning curves: it was never trained as one run).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ ENSEMBLE_FILE = "ensemble.json"
 @dataclass
 class EnsembleResult:
     folder: Path
-    ensemble: Any  # digits.study.EvaluatedModel
+    ensemble: Any  # digits.reporting.evaluated_model.EvaluatedModel
     members: list  # digits.evaluation.comparison.ModelSummary, one per member, in the order given
 
 
@@ -54,8 +54,9 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
     The output goes to out_dir (new or empty) or a new `<first member's runs folder>/<time>-ensemble/`.
     """
     from digits.evaluation.comparison import ModelSummary
-    from digits.evaluation.metrics import evaluate
-    from digits.study import evaluate_predictions, test_set
+    from digits.evaluation.metrics import score
+    from digits.reporting.evaluated_model import report_predictions
+    from digits.study import test_set
     from digits.training.runs import load_model, new_output_folder, write_json
 
     runs = load_members(paths)
@@ -65,7 +66,7 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
     for run in runs:
         probabilities = model_probabilities(load_model(run), images, tta=tta)
         member_probabilities.append(probabilities)
-        members.append(ModelSummary.from_evaluation(run.name, evaluate(labels, probabilities),
+        members.append(ModelSummary.from_evaluation(run.name, score(labels, probabilities),
                                                     training_seconds=run.metrics.get("training_seconds"),
                                                     epochs=run.metrics.get("epochs"),
                                                     parameters=run.metrics.get("parameters")))
@@ -92,15 +93,15 @@ def evaluate_ensemble(paths: Sequence[str | Path], data, out_dir: str | Path | N
         "training_seconds": sum(training_seconds) if None not in training_seconds else None,
         "parameters": sum(parameters) if None not in parameters else None,
     }
-    ensemble = evaluate_predictions(name, labels, probabilities, images, folder, source=", ".join(
+    ensemble = report_predictions(name, labels, probabilities, images, folder, source=", ".join(
         str(run.path) for run in runs), config=config, metrics=metrics, data=data)
     write_json(folder / ENSEMBLE_FILE, {
         "command": command,
         "members": [{"run": str(run.path.resolve()), "accuracy": member.accuracy, "mistakes": member.mistakes}
                     for run, member in zip(runs, members, strict=True)],
         "tta": tta,
-        "accuracy": ensemble.evaluation.accuracy,
-        "mistakes": ensemble.evaluation.mistake_count,
-        "test_images": ensemble.evaluation.count,
+        "accuracy": ensemble.accuracy,
+        "mistakes": ensemble.mistake_count,
+        "test_images": ensemble.count,
     })
     return EnsembleResult(folder=folder, ensemble=ensemble, members=members)

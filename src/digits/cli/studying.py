@@ -34,8 +34,9 @@ def add_study_commands(subcommands) -> None:
     compare = subcommands.add_parser(
         "compare",
         help="compare finished runs side by side: table, chart, verdict and report",
-        description="Evaluate each run (refreshing its evaluation/ folder), then write a side-by-side table, a chart, "
-        "a verdict and one report holding every model into a new folder runs/<time>-comparison/.",
+        description="Evaluate each run, then write a side-by-side table, a chart, a verdict and one report holding "
+        "every model into a new folder runs/<time>-comparison/, with each run's evaluation in a folder of its own "
+        "inside it; the run folders are only read.",
     )
     compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="two or more run folders")
     add_data_dir_option(compare)
@@ -44,8 +45,9 @@ def add_study_commands(subcommands) -> None:
 
     run = subcommands.add_parser(
         "run",
-        help="the whole study: the shallow network's two configurations and the CNN, evaluated, compared, reported",
-        description="Train the study's models with fast settings, each for a fixed number of epochs: the shallow "
+        help="the whole study: four models (the shallow network's two configurations and at its best, and the "
+        "CNN), trained, evaluated, compared, reported",
+        description="Train the study's four models with fast settings, each for a fixed number of epochs: the shallow "
         "network under the study's two configurations (quick-shallow-mse: MSE + SGD; quick-shallow-poisson: Poisson "
         "+ Adadelta), at its best (quick-shallow: cross-entropy) and the CNN (quick-cnn); about a minute on a 2-core "
         "CPU. With --exact, the study's own three recipes instead (seed-shallow-mse, seed-shallow-poisson, seed-cnn: "
@@ -76,7 +78,7 @@ def run_evaluate(args) -> int:
     if evaluated.overfitting:
         print(f"\n{evaluated.overfitting.sentence}")
     pairs = ", ".join(f"{pair.actual} read as {pair.predicted} ({pair.count})"
-                      for pair in evaluated.evaluation.confused_pairs)
+                      for pair in evaluated.confused_pairs)
     print(f"Most confused: {pairs or 'none'}.")
     print(f"\nNumbers: {evaluated.out_dir / 'evaluation.json'}\nReport:  {evaluated.report}")
     return 0

@@ -172,5 +172,5 @@ def run_best(args) -> int:
     print("\nThe best recipe trained on all training images, each evaluated on the test set once:\n")
     print(summary_table([model.summary() for model in evaluated]))
     for model in evaluated:
-        print(f"{model.source}: test accuracy {model.evaluation.accuracy:.2%}; report {model.report}")
+        print(f"{model.source}: test accuracy {model.accuracy:.2%}; report {model.report}")
     return 0

@@ -198,9 +198,8 @@ def run_train(args) -> int:
     recipe = recipe_from_args(args)
     from digits.api import load_mnist, train
     from digits.training.fit import RunInterrupted
-    from digits.training.runs import check_writable
 
-    check_writable(args.runs_dir)  # Likewise a read-only or full --runs-dir, before MNIST loads.
+    # train checks --runs-dir first (a read-only or full folder), before compiling the model.
     data = load_mnist(args.data_dir)
     verbose: int | str = 0 if args.quiet else 1 if sys.stdout.isatty() else "epochs"  # a bar only on a terminal
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -64,6 +64,9 @@ class ConfusedPair:
 
 @dataclass
 class Evaluation:
+    """How a model scored on a test set. Results about one model extend it (digits.reporting's EvaluatedModel), so
+    `digits.evaluate(run).accuracy` reads the same as `score(labels, probabilities).accuracy`."""
+
     accuracy: float
     loss: float  # mean categorical cross-entropy, whatever loss the model was trained with
     count: int  # number of test images evaluated
@@ -103,8 +106,11 @@ class Evaluation:
         )
 
 
-def evaluate(labels: np.ndarray, probabilities: np.ndarray, *, pair_count: int = 5) -> Evaluation:
-    """Score predicted class probabilities (N, 10) against true labels (N,) in 0..9."""
+def score(labels: np.ndarray, probabilities: np.ndarray, *, pair_count: int = 5) -> Evaluation:
+    """Score predicted class probabilities (N, 10) against true labels (N,) in 0..9.
+
+    The one scoring function: `digits.evaluate(run)` predicts a run's test set and scores it here.
+    """
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[1] != CLASSES:
@@ -149,6 +155,12 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, *, pair_count: int =
         per_class=per_class,
         confused_pairs=most_confused_pairs(confusion, pair_count),
     )
+
+
+def evaluation_fields(evaluation: Evaluation) -> dict:
+    """The scores of `evaluation` (or of a result that extends Evaluation) as keyword arguments, to build a result
+    that carries them itself: `ModelSection(**evaluation_fields(evaluation), name=...)`."""
+    return {field.name: getattr(evaluation, field.name) for field in fields(Evaluation)}
 
 
 def most_confused_pairs(confusion: np.ndarray, count: int = 5) -> list[ConfusedPair]:

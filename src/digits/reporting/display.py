@@ -3,7 +3,8 @@
 Jupyter shows an object through its `_repr_html_`, or through a formatter registered for its class: digits
 registers `run_card` (TrainedRun), `evaluation_table` (Evaluation) and `comparison_table` (Comparison) by class
 name when imported in a notebook (digits/__init__.py), since training and evaluation never import reporting;
-digits.study's EvaluatedModel and StudyResult call `evaluation_card` and `comparison_card`. The cards are
+an EvaluatedModel (digits.reporting.evaluated_model, registered too, since it extends Evaluation) and
+digits.study's StudyResult call `evaluation_card` and `comparison_card`. The cards are
 templates (templates/notebook/), and the figures come from digits.reporting.plots, the same functions the CLI
 and the HTML report draw with.
 """
@@ -31,7 +32,7 @@ def run_card(run) -> str:
 
 
 def evaluation_card(evaluated) -> str:
-    """An evaluated model (digits.study.EvaluatedModel): test accuracy, mistakes, loss, verdicts and its figures."""
+    """An evaluated model (an EvaluatedModel): test accuracy, mistakes, loss, verdicts and its figures."""
     return render("notebook/evaluation_card.html.j2", evaluated=evaluated)
 
 

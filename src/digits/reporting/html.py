@@ -41,15 +41,15 @@ class DataSection:
 
 
 @dataclass
-class ModelSection:
-    """One trained model: where it came from, how it was trained, and how it did."""
+class ModelSection(Evaluation):
+    """One trained model: how it did on the test set (the Evaluation's fields), where it came from and how it was
+    trained."""
 
     name: str
     run_path: str
     config: dict  # the run's config.json
     metrics: dict  # the run's metrics.json
     architecture: list[dict]  # rows of {"layer", "type", "output_shape", "parameters"}
-    evaluation: Evaluation
     overfitting: OverfittingVerdict | None  # None when there are no learning curves (an ensemble)
     figures: dict[str, Path]  # "curves" (optional), "confusion", "mistakes"
 
@@ -102,7 +102,7 @@ def _summary_verdict(models: list[ModelSection], comparison: ComparisonSection |
     if models and models[0].overfitting:
         return models[0].overfitting.sentence
     if models:
-        return f"{models[0].name}: {100 * models[0].evaluation.accuracy:.2f} % test accuracy."
+        return f"{models[0].name}: {100 * models[0].accuracy:.2f} % test accuracy."
     return "No model was evaluated."
 
 
@@ -114,13 +114,12 @@ def _data_counts(data: DataSection) -> list[list[str]]:
 
 def _model_view(model: ModelSection, *, best: bool) -> dict:
     """The words and table rows of one model's summary card and section."""
-    evaluation = model.evaluation
     recipe = model.config.get("recipe", {})
     versions_line = ", ".join(f"{name} {version}" for name, version in model.config.get("versions", {}).items())
     if model.config.get("backend"):
         versions_line += f" · Keras backend {model.config['backend']}"
     validation = recipe.get("validation", model.metrics.get("validation", "test"))
-    shown = min(evaluation.mistake_count, GALLERY_SIZE)
+    shown = min(model.mistake_count, GALLERY_SIZE)
     architecture_rows = [
         [row["layer"], row["type"], row["output_shape"], f'{row["parameters"]:,}', row.get("arithmetic", "")]
         for row in model.architecture
@@ -140,9 +139,9 @@ def _model_view(model: ModelSection, *, best: bool) -> dict:
         "validation_words": VALIDATION_WORDS.get(validation, "a held-out slice of the training set"),
         "curves_loss_words": _curves_loss_words(model),
         "per_class_rows": [[str(row.digit), f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}",
-                            f"{row.support:,}"] for row in evaluation.per_class],
-        "gallery_caption": (f"The {shown} most confident of {evaluation.mistake_count:,} mistakes"
-                            if evaluation.mistake_count else "No mistakes"),
+                            f"{row.support:,}"] for row in model.per_class],
+        "gallery_caption": (f"The {shown} most confident of {model.mistake_count:,} mistakes"
+                            if model.mistake_count else "No mistakes"),
     }
 
 

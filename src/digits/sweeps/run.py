@@ -381,7 +381,7 @@ def final_recipe(trial, seed: int = 0) -> Recipe:
 def train_final(study, data: Mnist, runs_dir: str | Path, *, seeds: int = 1, progress=print) -> list:
     """Retrain the best trial's recipe with seeds 0..seeds-1 on all training images; evaluate each on the test
     set once. Returns the EvaluatedModel of each."""
-    from digits.study import evaluate_run
+    from digits.study import report_run
     from digits.training.fit import train
 
     if seeds < 1:
@@ -391,8 +391,8 @@ def train_final(study, data: Mnist, runs_dir: str | Path, *, seeds: int = 1, pro
     for seed in range(seeds):
         recipe = final_recipe(best, seed)
         progress(f"training the best recipe of trial {best.number} on all training images, seed {seed}")
-        run_dir = train(recipe, data, runs_dir, verbose=0)
-        evaluated.append(evaluate_run(run_dir.folder, data))
+        trained = train(recipe, data, runs_dir, verbose=0)
+        evaluated.append(report_run(trained.as_run(), data, model=trained.model))  # The model as it is in memory.
     return evaluated
 
 

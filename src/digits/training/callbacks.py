@@ -11,16 +11,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digits.training.runs import HISTORY_COLUMNS
+from digits.training.runs import HISTORY_COLUMNS, history_columns
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """Appends one history.csv row per finished epoch and keeps that epoch's weights in memory."""
+    """Appends one history.csv row per finished epoch, and keeps the rows and that epoch's weights in memory."""
 
     def __init__(self, history_path: Path):
         super().__init__()
         self.history_path = history_path
         self.epochs = 0  # epochs finished and written to history.csv
+        self.rows: list[list[str]] = []  # history.csv's rows as written, so memory and file hold the same numbers
         self.last_logs: dict = {}
         self.weights: list[np.ndarray] | None = None  # weights after epoch `weights_epoch`
         self.weights_epoch: int | None = None
@@ -41,7 +42,12 @@ class RunRecorder(keras.callbacks.Callback):
         # Opening, appending and closing flushes the row, so a reader (or Ctrl-C) sees every finished epoch.
         with self.history_path.open("a") as file:
             file.write(",".join(row) + "\n")
+        self.rows.append(row)
         self.epochs, self.last_logs, self.weights, self.weights_epoch = epoch + 1, logs, weights, epoch + 1
+
+    def history(self) -> dict[str, np.ndarray]:
+        """The finished epochs' columns, as `digits.training.runs.read_history` would read them from history.csv."""
+        return history_columns(self.rows)
 
 
 class StopAtAccuracy(keras.callbacks.Callback):

@@ -2,7 +2,8 @@
 
 `train` runs four named steps: prepare the data, build and compile the model, fit with interrupts, then
 save and describe. The run folder is written as training goes: config.json before the first step, a
-history.csv row after every epoch, then model.keras and, last, metrics.json. Ctrl-C stops training
+history.csv row after every epoch, then model.keras and, last, metrics.json. The returned TrainedRun holds the
+same model, history and metrics in memory, so nothing is read back from the folder. Ctrl-C stops training
 cleanly: the folder keeps the finished epochs, the model of the last finished epoch, and metrics.json with
 status "interrupted".
 """
@@ -38,9 +39,9 @@ from digits.training.runs import (
     METRICS_FILE,
     MODEL_FILE,
     TENSORBOARD_DIR,
+    Run,
     check_writable,
     create_run_dir,
-    read_history,
     save_model,
     write_json,
 )
@@ -307,6 +308,12 @@ class TrainedRun:
     def __fspath__(self) -> str:
         return str(self.folder)
 
+    def as_run(self) -> Run:
+        """The run as `digits.training.runs.load_run` reads its folder, from memory instead: what training
+        recorded, with nothing read back."""
+        return Run(path=self.folder, name=self.folder.name, config=self.config, metrics=self.metrics,
+                   history=self.history, model_path=self.folder / MODEL_FILE)
+
     def __str__(self) -> str:
         return str(self.folder)
 
@@ -361,4 +368,4 @@ def train(
     if outcome.status == "interrupted":
         raise RunInterrupted(run_dir, outcome.recorder.epochs, recipe.epochs, outcome.recorder.weights_epoch)
     return TrainedRun(folder=run_dir, model=model, recipe=recipe, config=config, metrics=metrics,
-                      history=read_history(run_dir / HISTORY_FILE))
+                      history=outcome.recorder.history())

@@ -13,6 +13,7 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -273,10 +274,16 @@ def read_history(path: Path) -> dict[str, np.ndarray]:
         header, body = rows[0], rows[1:]
         if tuple(header) != HISTORY_COLUMNS:
             raise ValueError(f"header {','.join(header)}")
-        columns = np.array(body, dtype=float).reshape(len(body), len(header)).T
+        return history_columns(body)
     except (OSError, UnicodeDecodeError, IndexError, ValueError, csv.Error) as error:
         raise DigitsError(f"Cannot read {path} ({str(error)[:80]}); the run is damaged, so train it again.") from None
-    history = dict(zip(HISTORY_COLUMNS, columns, strict=False))
+
+
+def history_columns(rows: Sequence[Sequence]) -> dict[str, np.ndarray]:
+    """history.csv's rows (one per finished epoch, values as numbers or their text) as its columns, `epoch` as
+    integers: what a run's `history` holds, whether read back from the file or recorded in memory."""
+    columns = np.array(rows, dtype=float).reshape(len(rows), len(HISTORY_COLUMNS)).T  # (epochs, 6) -> (6, epochs)
+    history = dict(zip(HISTORY_COLUMNS, columns, strict=True))
     history["epoch"] = history["epoch"].astype(int)
     return history
 
