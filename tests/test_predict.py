@@ -60,15 +60,15 @@ def test_the_shipped_model_is_a_finished_run_of_the_pretrained_preset():
 
 def test_the_shipped_model_reads_drawn_digits(classifier):
     pictures = [draw_digit(0), draw_digit(1, ink=255, paper=0), draw_digit(7, size=(600, 400))]
-    probabilities = classifier.predict(np.stack([prepare_image(picture) for picture in pictures]))
-    assert probabilities.shape == (3, 10)
-    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
-    assert probabilities.argmax(axis=1).tolist() == [0, 1, 7]
+    predictions = classifier.classify(np.stack([prepare_image(picture) for picture in pictures]))
+    assert predictions.probabilities.shape == (3, 10)
+    assert np.allclose(predictions.probabilities.sum(axis=1), 1, atol=1e-4)
+    assert predictions.digits.tolist() == [0, 1, 7]
 
 
-def test_predict_checks_its_input(classifier):
+def test_classify_checks_its_input(classifier):
     with pytest.raises(ValueError, match="uint8 images of shape"):
-        classifier.predict(np.zeros((2, 28, 28), np.float32))
+        classifier.classify(np.zeros((2, 28, 28), np.float32))
 
 
 def test_a_keras_file_and_a_run_folder_can_be_loaded(tmp_path):

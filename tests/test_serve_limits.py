@@ -16,7 +16,7 @@ from PIL import Image
 
 import hostile_files
 from conftest import child_processes
-from digits.inference.classifier import load_classifier
+from digits.inference.classifier import Classifier, load_classifier
 from digits.serving import limits, workers
 from digits.serving.app import create_app
 
@@ -185,13 +185,8 @@ def test_bodies_a_cross_site_form_can_send_are_refused(client, digit_png):
 
 
 def test_the_model_description_shows_no_local_folders(tmp_path):
-    class Stub:  # Only described, never asked to read a picture.
-        name, model, reading_model, temperature = "mine", None, None, 1.0
-
-        def __init__(self):
-            self.info = {"source": str(tmp_path / "secret" / "model.keras")}
-
-    with TestClient(create_app(Stub())) as own_client:
+    described = Classifier(name="mine", model=None, info={"source": str(tmp_path / "secret" / "model.keras")})
+    with TestClient(create_app(described)) as own_client:  # Only described, never asked to read a picture.
         source = own_client.get("/model").json()["source"]
     assert "model.keras" in source and str(tmp_path) not in source and "secret" not in source
 

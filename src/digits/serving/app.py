@@ -1,14 +1,16 @@
 """The draw-a-digit page and a REST API over one classifier, served by FastAPI and uvicorn.
 
 Every picture, whether drawn on the page, uploaded, or posted by a program, goes through
-`digits.pictures.prepare.prepare_file`, the same preprocessing `digits predict` uses, so the three agree.
+`digits.pictures.prepare.prepare_file`, the same preprocessing `digits predict` uses, and then through
+`Classifier.classify`, the same inference; the answer is `Prediction.to_dict`'s fields, as in `digits predict --json`,
+so the three agree.
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -20,10 +22,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from digits import __version__
 from digits.pictures import decode
 from digits.serving import limits
-from digits.serving.workers import BatchClassifier, PicturePreparer, PreparationFailed, compiled_predict
+from digits.serving.workers import BatchClassifier, PicturePreparer, PreparationFailed
 
 if TYPE_CHECKING:
     from digits.inference.classifier import Classifier
+    from digits.inference.prediction import Prediction as DigitPrediction
 
 # A phone photo is a few MB; a canvas drawing is a few KB. Anything larger is refused unread.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -37,12 +40,12 @@ class RankedDigit(BaseModel):
     probability: float = Field(ge=0.0, le=1.0)
 
 
-# The classifier's verdict on a picture (digits.inference.classifier's DIGIT and NOT_A_DIGIT).
+# The classifier's verdict on a picture (digits.inference.prediction's DIGIT and NOT_A_DIGIT).
 Verdict = Literal["digit", "not a digit"]
 
 
 class Prediction(BaseModel):
-    """What the model read in one picture."""
+    """What the model read in one picture: `digits.inference.prediction.Prediction.to_dict`, then the model and view."""
 
     digit: int = Field(ge=0, le=9, description="The most probable digit.")
     verdict: Verdict = Field(
@@ -51,10 +54,16 @@ class Prediction(BaseModel):
         "the other fields still give the best guess."
     )
     probability: float = Field(ge=0.0, le=1.0, description="The model's probability for `digit`.")
-    probabilities: list[float] = Field(
-        min_length=10, max_length=10, description="One probability per digit 0..9; they sum to 1."
+    digit_score: float | None = Field(
+        ge=0.0, le=1.0, description="How digit-like the picture is, from the model's not-a-digit detector (0 to 1); "
+        "null for a model without one."
     )
-    top: list[RankedDigit] = Field(description=f"The {TOP_COUNT} most probable digits, most probable first.")
+    top: list[RankedDigit] = Field(
+        description=f"The {TOP_COUNT} most probable digits, most probable first; equal probabilities lower digit first."
+    )
+    probabilities: list[float] = Field(
+        min_length=10, max_length=10, description="One probability per digit 0..9; they sum to 1 (rounded to 6 places)."
+    )
     model: str = Field(description="Name of the model that answered.")
     view: list[list[int]] = Field(
         min_length=28,
@@ -136,7 +145,7 @@ def create_app(
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts)
-    classify = BatchClassifier(compiled_predict(classifier))
+    classify = BatchClassifier(classifier.classify)  # What `digits predict` and `digits.predict` call.
     prepare = app.state.preparer = PicturePreparer()
 
     @app.get("/", include_in_schema=False)
@@ -171,8 +180,7 @@ def create_app(
             raise HTTPException(400, sentence(error)) from error
         except PreparationFailed as error:
             raise HTTPException(error.status, str(error)) from error
-        probabilities, digit_score = await classify(view)
-        return describe_prediction(classifier.name, view, probabilities, classifier.verdict(probabilities, digit_score))
+        return describe_prediction(classifier.name, view, await classify(view))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
@@ -248,19 +256,10 @@ async def file_field(request: Request, body: bytes) -> tuple[bytes, str | None]:
         await form.close()
 
 
-def describe_prediction(model_name: str, view: np.ndarray, probabilities: np.ndarray,
-                        verdict: str = "digit") -> Prediction:
-    """The API's answer for one view, its ten probabilities and the classifier's verdict."""
-    ranking = np.argsort(-probabilities, kind="stable")
-    return Prediction(
-        digit=int(ranking[0]),
-        verdict=cast(Verdict, verdict),
-        probability=float(probabilities[ranking[0]]),
-        probabilities=probabilities.tolist(),
-        top=[RankedDigit(digit=int(digit), probability=float(probabilities[digit])) for digit in ranking[:TOP_COUNT]],
-        model=model_name,
-        view=view.tolist(),
-    )
+def describe_prediction(model_name: str, view: np.ndarray, prediction: DigitPrediction) -> Prediction:
+    """The API's answer for one view: the prediction's fields (as `digits predict --json` gives them), the model's
+    name and the 28×28 view it read."""
+    return Prediction(**prediction.to_dict(TOP_COUNT), model=model_name, view=view.tolist())
 
 
 def sentence(error: Exception) -> str:
