@@ -17,7 +17,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digits import __version__
 from digits.pictures import decode
@@ -25,6 +25,8 @@ from digits.serving import limits
 from digits.serving.workers import BatchClassifier, PicturePreparer, PreparationFailed
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
     from digits.inference.classifier import Classifier
     from digits.inference.prediction import Prediction as DigitPrediction
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # How many of the most probable digits a prediction lists.
 TOP_COUNT = 3
+# A form may hold the file and a few other fields; more are refused (400) before they are stored.
+MAX_FORM_FILES, MAX_FORM_FIELDS = 4, 16
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -205,8 +209,21 @@ def describe_model(classifier: Classifier) -> ModelInfo:
 async def read_image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
     """The image's bytes and a name for messages, from a multipart field `file` or from the raw body.
 
-    Bodies over `limit` bytes are refused with 413.
+    Bodies over `limit` bytes are refused with 413; a multipart form is parsed once, as it arrives.
     """
+    name = "the request body"
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        body, filename = await file_field(request, limited_body(request, limit))
+        name = f"the uploaded file {filename}" if filename else name
+    else:
+        body = b"".join([chunk async for chunk in limited_body(request, limit)])
+    if not body:
+        raise HTTPException(400, "The upload is empty; send the bytes of an image file (PNG, JPEG, ...).")
+    return body, name
+
+
+async def limited_body(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    """The request's body in chunks, refused with 413 as soon as it declares or reaches more than `limit` bytes."""
     too_large = HTTPException(
         413, f"The upload is larger than {limit:,} bytes; send a smaller image (a photo scaled down is enough).",
         headers={"connection": "close"},  # The rest of the body is not read.
@@ -214,35 +231,28 @@ async def read_image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
-    chunks, size = [], 0
+    size = 0
     # The declared length can lie or be missing (chunked uploads), so the limit is also kept while reading.
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise too_large
-        chunks.append(chunk)
-    body, name = b"".join(chunks), "the request body"
-
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        body, filename = await file_field(request, body)
-        name = f"the uploaded file {filename}" if filename else name
-    if not body:
-        raise HTTPException(400, "The upload is empty; send the bytes of an image file (PNG, JPEG, ...).")
-    return body, name
+        yield chunk
 
 
-async def file_field(request: Request, body: bytes) -> tuple[bytes, str | None]:
-    """The bytes and file name of the form field `file` in a multipart body that has already been read."""
+async def file_field(request: Request, body: AsyncGenerator[bytes, None]) -> tuple[bytes, str | None]:
+    """The bytes and file name of the form field `file` in a multipart body, parsed once as `body` arrives.
 
-    async def replay() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
-
+    At most MAX_FORM_FILES files and MAX_FORM_FIELDS other fields (each up to 1 MB) are read; the file's bytes
+    wait in a temporary file beyond 1 MB (Starlette's parser, as `Request.form` uses it).
+    """
+    parser = MultiPartParser(request.headers, body, max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
     try:
-        form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
-    except StarletteHTTPException as error:
+        form = await parser.parse()
+    except MultiPartException as error:
         raise HTTPException(
             400,
-            f"The multipart form cannot be read ({str(error.detail).rstrip('.')}); send the image as the form "
+            f"The multipart form cannot be read ({error.message.rstrip('.')}); send the image as the form "
             "field 'file' or as the raw request body.",
         ) from error
     try:
