@@ -122,25 +122,29 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seeds every random choice of the set")
     args = parser.parse_args()
 
-    from digits.inference.classifier import NOT_A_DIGIT, load_classifier
+    from digits.inference.classifier import load_classifier
     from digits.inference.files import predict_files
+    from digits.inference.prediction import NOT_A_DIGIT
 
     rows = generate(args.out, args.seed)
     classifier = load_classifier(args.model)
     started = time.perf_counter()
     results = predict_files(classifier, [Path(row["path"]) for row in rows])
     seconds = time.perf_counter() - started
-    naive_digits = classifier.predict(np.stack([naive_view(row["path"]) for row in rows])).argmax(axis=1)
+    naive_digits = classifier.classify(np.stack([naive_view(row["path"]) for row in rows])).digits
 
     groups: dict[str, list[tuple[bool, bool, bool]]] = defaultdict(list)
     mistakes = []
     for row, result, naive_digit in zip(rows, results, naive_digits, strict=True):
-        correct = result.error is None and result.digit == row["digit"]
-        rejected = result.verdict == NOT_A_DIGIT  # A real digit the not-a-digit verdict turned away.
+        prediction = result.prediction
+        correct = prediction is not None and prediction.digit == row["digit"]
+        # A real digit the not-a-digit verdict turned away.
+        rejected = prediction is not None and prediction.verdict == NOT_A_DIGIT
         for group in ("all", f"subset: {row['subset']}", f"polarity: {row['polarity']}", f"format: {row['format']}"):
             groups[group].append((correct, naive_digit == row["digit"], rejected))
         if not correct:
-            answer = result.error or f"read as {result.digit} ({result.probabilities.max():.0%})"
+            answer = (result.error if prediction is None
+                      else f"read as {prediction.digit} ({prediction.probability:.0%})")
             mistakes.append(f"{row['path']} (a {row['digit']}): {answer}")
     (args.out / "mistakes.txt").write_text("\n".join(mistakes) + "\n")
 
@@ -164,8 +168,8 @@ def mnist_round_trip(classifier) -> str:
 
     data = load_mnist()
     prepared = np.stack([prepare_image(Image.fromarray(255 - image)) for image in data.test_images])
-    as_given = np.mean(classifier.predict(data.test_images).argmax(axis=1) == data.test_labels)
-    round_trip = np.mean(classifier.predict(prepared).argmax(axis=1) == data.test_labels)
+    as_given = np.mean(classifier.classify(data.test_images).digits == data.test_labels)
+    round_trip = np.mean(classifier.classify(prepared).digits == data.test_labels)
     return (
         f"MNIST test set ({len(prepared)} images) inverted to dark on white and prepared like a user's picture: "
         f"{100 * round_trip:.2f} % (as given: {100 * as_given:.2f} %)"

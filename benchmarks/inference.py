@@ -4,10 +4,10 @@ Each runtime is measured in its own fresh processes, one after the other:
 - start-up: `digits serve --model FILE --port 0` from launch until it prints its address (model loaded,
   listening; the picture-preparing workers may still be starting), and until its first answer to a picture
   (the median of --starts launches); the server process's resident memory (RSS) after answering 20 pictures;
-- model time: one picture per call through `digits.inference.runtime.fast_reader` (what the server calls: the
-  probabilities and the not-a-digit detector's digit score), median of 500 calls, with one inference thread as
-  the server uses;
-- throughput: the 10,000 MNIST test images through `digits.inference.runtime.read` (batches of 1,000).
+- model time: one picture per call through `Classifier.classify` (what the server and `digits predict` call: the
+  probabilities, the not-a-digit detector's digit score and the verdict), median of 500 calls, with one inference
+  thread as the server uses;
+- throughput: the 10,000 MNIST test images through `Classifier.classify` (batches of 1,000).
 Both runtimes run the classifier joined to its detector: Keras reads the shipped run folder (model.keras and
 not_a_digit.npz), ONNX Runtime the exported model.onnx, which holds both.
 
@@ -41,7 +41,6 @@ MODEL_TIMING = """
 import json, sys, time
 import numpy as np
 from digits.data.mnist import load_mnist
-from digits.inference.runtime import fast_reader, read
 from digits.inference.classifier import load_classifier, runs_on_onnx
 from digits.serving.process import use_one_thread_per_inference
 model = sys.argv[1]
@@ -49,18 +48,17 @@ if not runs_on_onnx(model):
     use_one_thread_per_inference()
 classifier = load_classifier(model, threads=1)
 images = load_mnist().test_images
-predict = fast_reader(classifier.reading_model)
 for image in images[:50]:
-    predict(image[np.newaxis])
+    classifier.classify(image[np.newaxis])
 calls = []
 for image in images[:500]:
     start = time.perf_counter()
-    predict(image[np.newaxis])
+    classifier.classify(image[np.newaxis])
     calls.append(time.perf_counter() - start)
 batched = load_classifier(model)  # All cores, as `digits predict` and `digits evaluate` use them.
-read(batched.reading_model, images[:1000])
+batched.classify(images[:1000])
 start = time.perf_counter()
-read(batched.reading_model, images)
+batched.classify(images)
 seconds = time.perf_counter() - start
 print(json.dumps({"model_ms": 1000 * float(np.median(calls)), "images_per_second": len(images) / seconds,
                   "tensorflow_imported": "tensorflow" in sys.modules}))

@@ -86,11 +86,9 @@ def test_evaluate_calibrate_fits_on_the_holdout_and_predict_uses_it(tmp_path):
                                     temperature=classifier.temperature, not_a_digit=classifier.not_a_digit,
                                     detector=classifier.detector)
     images = load_mnist().test_images[1000:1300]  # Images the export's own check did not see.
-    keras_probabilities, keras_scores = float32_classifier.read(images)
-    onnx_probabilities, onnx_scores = onnx_classifier.read(images)
-    np.testing.assert_allclose(onnx_scores, keras_scores, atol=1e-4)
-    assert onnx_classifier.verdicts(onnx_probabilities, onnx_scores) == float32_classifier.verdicts(
-        keras_probabilities, keras_scores)
+    keras, onnx = float32_classifier.classify(images), onnx_classifier.classify(images)
+    np.testing.assert_allclose(onnx.digit_scores, keras.digit_scores, atol=1e-4)
+    np.testing.assert_array_equal(onnx.verdicts, keras.verdicts)
 
 
 def test_only_a_run_that_never_saw_the_holdout_can_be_calibrated_on_it():

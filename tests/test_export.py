@@ -51,7 +51,8 @@ def test_the_shipped_model_exports_and_reads_back_the_same(tmp_path, mnist, kera
     expected_rule = "digit_score" if format == "onnx" else "max_probability"
     assert sidecar["not_a_digit"]["score"] == expected_rule and 0 < sidecar["not_a_digit"]["threshold"] < 1
     exported, _ = run_export(out, format, mnist.test_images[200:400])  # Images the check did not see.
-    np.testing.assert_allclose(exported, keras_classifier.predict(mnist.test_images[200:400]), atol=1e-4)
+    keras_probabilities = keras_classifier.classify(mnist.test_images[200:400]).probabilities
+    np.testing.assert_allclose(exported, keras_probabilities, atol=1e-4)
 
 
 def test_an_export_that_does_not_match_keras_is_refused_and_leaves_no_file(tmp_path, mnist):
@@ -86,7 +87,7 @@ def test_export_never_replaces_a_file_and_names_bad_sources(tmp_path):
 
 def test_the_shipped_onnx_model_agrees_with_keras_on_the_whole_test_set(mnist, keras_classifier):
     onnx_probabilities = probabilities(OnnxModel(PRETRAINED_ONNX), mnist.test_images)
-    keras_probabilities = keras_classifier.predict(mnist.test_images)
+    keras_probabilities = keras_classifier.classify(mnist.test_images).probabilities
     assert np.array_equal(onnx_probabilities.argmax(axis=1), keras_probabilities.argmax(axis=1))
     np.testing.assert_allclose(onnx_probabilities, keras_probabilities, atol=1e-4)
 
@@ -107,7 +108,7 @@ def test_a_freshly_trained_run_with_augmentation_exports_to_onnx_and_litert(tmp_
         assert (run / name).is_file() and (run / f"{name}.json").is_file()
     # What Keras computes with the run's weights in float32 (a quick run may train in mixed bfloat16).
     keras_probabilities = probabilities(inference_form(load_classifier(run).model), mnist.test_images[:100])
-    onnx_probabilities = load_classifier(run / "model.onnx").predict(mnist.test_images[:100])
+    onnx_probabilities = load_classifier(run / "model.onnx").classify(mnist.test_images[:100]).probabilities
     np.testing.assert_allclose(onnx_probabilities, keras_probabilities, atol=1e-4)
 
 

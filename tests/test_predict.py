@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import run_digits
+import digits
+from conftest import draw_digit_png, run_digits
+from digits.data.mnist import load_mnist
 from digits.errors import DigitsError
 from digits.inference.classifier import PRETRAINED_DIR, PRETRAINED_MODEL, load_classifier
-from digits.inference.files import find_image_files
-from digits.pictures.prepare import prepare_image
+from digits.inference.files import FileResult, find_image_files, result_line, results_document
+from digits.inference.prediction import DIGIT, Prediction, Predictions
+from digits.pictures.prepare import prepare_file, prepare_image
+from digits.serving.app import create_app
 from digits.training.recipes import get_preset
 from digits.training.runs import load_run
+
+with warnings.catch_warnings():
+    # Starlette's test client warns, on import, that it will move to another HTTP library; not our concern.
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 
 def draw_digit(digit: int, size=(240, 240), ink=0, paper=255) -> Image.Image:
@@ -60,15 +70,17 @@ def test_the_shipped_model_is_a_finished_run_of_the_pretrained_preset():
 
 def test_the_shipped_model_reads_drawn_digits(classifier):
     pictures = [draw_digit(0), draw_digit(1, ink=255, paper=0), draw_digit(7, size=(600, 400))]
-    probabilities = classifier.predict(np.stack([prepare_image(picture) for picture in pictures]))
-    assert probabilities.shape == (3, 10)
-    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
-    assert probabilities.argmax(axis=1).tolist() == [0, 1, 7]
+    predictions = classifier.classify(np.stack([prepare_image(picture) for picture in pictures]))
+    assert predictions.probabilities.shape == (3, 10)
+    assert np.allclose(predictions.probabilities.sum(axis=1), 1, atol=1e-4)
+    assert predictions.digits.tolist() == [0, 1, 7]
 
 
-def test_predict_checks_its_input(classifier):
+def test_classify_checks_its_input(classifier):
     with pytest.raises(ValueError, match="uint8 images of shape"):
-        classifier.predict(np.zeros((2, 28, 28), np.float32))
+        classifier.classify(np.zeros((2, 28, 28), np.float32))
+    with pytest.raises(DigitsError, match=r"uint8 images of shape \(N, 28, 28\) or \(28, 28\).*not float32"):
+        digits.predict(np.zeros((2, 28, 28), np.float32), model=classifier)
 
 
 def test_a_keras_file_and_a_run_folder_can_be_loaded(tmp_path):
@@ -173,7 +185,9 @@ def test_cli_json_and_top(picture_folder):
     good, bad = document["results"]
     assert good["digit"] == 0 and len(good["top"]) == 5 and len(good["probabilities"]) == 10
     assert good["top"][0] == {"digit": 0, "probability": good["probability"]}
-    assert bad == {"path": str(picture_folder / "notes.txt"), "error": bad["error"]} and "not an image" in bad["error"]
+    # The unreadable file has its path and the sentence saying why, and nothing else.
+    assert bad == {"path": notes, "error": f"{notes} is not an image that can be read; use a PNG, JPEG, BMP, GIF, "
+                                           "TIFF or WebP file."}
 
 
 @pytest.mark.slow
@@ -184,3 +198,129 @@ def test_cli_exit_status_is_0_when_every_file_is_read(picture_folder, tmp_path):
     bad_model = run_digits("predict", picture_folder / "b-seven.jpg", missing, "--model", tmp_path / "x.kr")
     assert bad_model.returncode == 1
     assert bad_model.stderr.startswith("digits: error: There is no model at") and "Traceback" not in bad_model.stderr
+
+
+# --- one prediction type: the same fields and the same ranking everywhere ---------------------------------
+
+
+def uniform_onnx_model(path: Path) -> Path:
+    """A real ONNX model whose weights and biases are all zero: every picture gets probability 0.1 for each digit,
+    so its answers are all ties."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    zeros = [helper.make_tensor("weights", TensorProto.FLOAT, [784, 10], [0.0] * 7840),
+             helper.make_tensor("bias", TensorProto.FLOAT, [10], [0.0] * 10)]
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["images"], ["pixels"], axis=1),
+         helper.make_node("Gemm", ["pixels", "weights", "bias"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+        "uniform",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 28, 28, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])],
+        initializer=zeros,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def uniform_model(tmp_path_factory) -> Path:
+    return uniform_onnx_model(tmp_path_factory.mktemp("uniform") / "uniform.onnx")
+
+
+def post_png(client, png: bytes) -> dict:
+    response = client.post("/predict", content=png, headers={"Content-Type": "image/png"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_equal_probabilities_rank_the_lower_digit_first_in_the_api_the_lines_the_json_and_the_server(
+        uniform_model, tmp_path):
+    picture = tmp_path / "seven.png"
+    picture.write_bytes(draw_digit_png(7))
+
+    predictions = digits.predict(load_mnist().test_images[:4], model=uniform_model)
+    assert predictions.digits.tolist() == [0, 0, 0, 0]
+    assert predictions[0].digit == 0 and [digit for digit, _ in predictions[0].top(3)] == [0, 1, 2]
+    assert [probability for _, probability in predictions[0].top(10)] == pytest.approx([0.1] * 10)
+
+    (result,) = digits.predict([picture], model=uniform_model)
+    assert result.digit == 0 and [digit for digit, _ in result.top(3)] == [0, 1, 2]
+    assert result_line(result).endswith(": 0 (10.0%)  top 3: 0 10.0%, 1 10.0%, 2 10.0%")
+    (entry,) = results_document(load_classifier(uniform_model), [result])["results"]
+    assert entry["digit"] == 0 and [ranked["digit"] for ranked in entry["top"]] == [0, 1, 2]
+
+    with TestClient(create_app(load_classifier(uniform_model))) as client:
+        answer = post_png(client, picture.read_bytes())
+    assert answer["digit"] == 0 and [ranked["digit"] for ranked in answer["top"]] == [0, 1, 2]
+    # One type behind both: the same fields in the same order; the server adds the model and the view.
+    assert list(entry) == ["path", "digit", "verdict", "probability", "digit_score", "top", "probabilities"]
+    assert list(answer) == list(entry)[1:] + ["model", "view"]
+    assert {key: answer[key] for key in list(entry)[1:]} == {key: entry[key] for key in list(entry)[1:]}
+    # This model has no not-a-digit detector: no digit score, and every picture counts as a digit.
+    assert answer["digit_score"] is None and answer["verdict"] == DIGIT
+
+
+def test_the_command_ranks_ties_as_the_api_does(uniform_model, tmp_path):
+    picture = tmp_path / "seven.png"
+    picture.write_bytes(draw_digit_png(7))  # An ONNX model: the command runs without TensorFlow.
+    lines = run_digits("predict", picture, "--model", uniform_model, timeout=120)
+    assert lines.returncode == 0, lines.stderr
+    assert lines.stdout == f"{picture}: 0 (10.0%)  top 3: 0 10.0%, 1 10.0%, 2 10.0%\n"
+    document = run_digits("predict", picture, "--model", uniform_model, "--json", timeout=120)
+    (entry,) = json.loads(document.stdout)["results"]
+    (through_the_api,) = digits.predict([picture], model=uniform_model)
+    assert entry == through_the_api.to_dict()
+
+
+def test_predict_on_arrays_returns_arrays_as_scikit_learn_does(classifier):
+    images = load_mnist().test_images[:3]  # A 7, a 2 and a 1.
+    predictions = digits.predict(images, model=classifier)
+    assert isinstance(predictions, Predictions) and len(predictions) == 3
+    assert repr(predictions) == "Predictions(3 images: 7, 2, 1)"
+    assert predictions.digits.tolist() == [7, 2, 1] and predictions.digits.shape == (3,)
+    assert predictions.probabilities.shape == (3, 10) and predictions.digit_scores.shape == (3,)
+    assert predictions.verdicts.tolist() == [DIGIT] * 3
+    assert np.all((predictions.digit_scores >= 0) & (predictions.digit_scores <= 1))  # The shipped detector's.
+
+    seven = predictions[0]
+    assert isinstance(seven, Prediction) and seven.digit == 7
+    assert seven.probability == predictions.probabilities[0].max() and seven.top(1) == [(7, seven.probability)]
+    assert [prediction.digit for prediction in predictions] == [7, 2, 1]
+    assert repr(predictions[1:]) == "Predictions(2 images: 2, 1)"
+
+    one = digits.predict(images[0], model=classifier)  # A single (28, 28) image.
+    assert repr(one) == "Predictions(1 image: 7)" and one.probabilities.shape == (1, 10)
+    np.testing.assert_allclose(one.probabilities[0], seven.probabilities, atol=1e-6)
+
+
+def test_a_model_without_a_detector_has_nan_digit_scores_and_no_digit_score_in_json(uniform_model):
+    predictions = digits.predict(load_mnist().test_images[:2], model=uniform_model)
+    assert np.isnan(predictions.digit_scores).all() and predictions.digit_scores.shape == (2,)
+    assert predictions[0].digit_score is None and predictions[0].to_dict()["digit_score"] is None
+
+
+def test_files_keep_one_result_each_with_its_prediction_or_its_error(classifier, tmp_path):
+    (tmp_path / "a-seven.png").write_bytes(draw_digit_png(7))
+    (tmp_path / "b-notes.txt").write_text("not a picture")
+    seven, notes = digits.predict(tmp_path, model=classifier)
+    assert isinstance(seven, FileResult) and seven.digit == 7 and seven.prediction.verdict == DIGIT
+    assert seven.to_dict() == {"path": str(tmp_path / "a-seven.png"), **seven.prediction.to_dict()}
+    assert repr(seven).startswith(f"FileResult(path={str(tmp_path / 'a-seven.png')!r}, prediction=Prediction(digit=7")
+    assert notes.prediction is None and "not an image" in notes.error
+    with pytest.raises(ValueError, match="b-notes.txt has no answer: .*not an image"):
+        notes.top()
+
+
+def test_the_server_answers_what_digits_predict_answers_for_the_same_picture(classifier):
+    png = draw_digit_png(7, side=420)
+    with TestClient(create_app(classifier)) as client:
+        answer = post_png(client, png)
+    view = prepare_file(png)
+    assert answer["view"] == view.tolist()
+    # The server's workers call Classifier.classify, as digits.predict does: the very same answer.
+    (expected,) = digits.predict(view, model=classifier)
+    assert answer == {**expected.to_dict(), "model": classifier.name, "view": view.tolist()}

@@ -20,13 +20,13 @@ import pytest
 
 from conftest import child_processes, run_digits
 from digits.data.mnist import load_mnist
-from digits.inference.classifier import load_classifier
+from digits.inference.classifier import Classifier, load_classifier
 from digits.inference.runtime import OnnxModel
 from digits.pictures import decode as images
 from digits.pictures.prepare import prepare_file
 from digits.serving.app import MAX_UPLOAD_BYTES, create_app
 from digits.serving.process import is_loopback
-from digits.serving.workers import BatchClassifier, compiled_predict
+from digits.serving.workers import BatchClassifier
 
 with warnings.catch_warnings():
     # Starlette's test client warns, on import, that it will move to another HTTP library; not our concern.
@@ -115,7 +115,8 @@ def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, dig
     # The library the CLI calls sees the same 28×28 image and gives the same ten probabilities.
     view = prepare_file(picture)
     assert view.tolist() == answer["view"]
-    np.testing.assert_allclose(classifier.predict(view[np.newaxis])[0], answer["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(classifier.classify(view[np.newaxis]).probabilities[0], answer["probabilities"],
+                               atol=1e-5)
 
 
 # --- batching: concurrent pictures share one inference call ---------------------------------------
@@ -123,14 +124,13 @@ def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, dig
 
 def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_of_one_at_a_time(classifier):
     views = load_mnist().test_images[:20]  # 20 different digits, so a mixed-up answer shows.
-    predict = compiled_predict(classifier)
     batch_sizes = []
 
-    def recording_predict(batch):
+    def recording_classify(batch):
         batch_sizes.append(len(batch))
-        return predict(batch)
+        return classifier.classify(batch)
 
-    classify = BatchClassifier(recording_predict, max_batch=8)
+    classify = BatchClassifier(recording_classify, max_batch=8)
 
     async def all_at_once():
         return await asyncio.gather(*(classify(view) for view in views))
@@ -138,20 +138,20 @@ def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_o
     together = asyncio.run(all_at_once())
 
     assert batch_sizes == [8, 8, 4]
-    for view, (probabilities, digit_score) in zip(views, together, strict=True):
-        alone_probabilities, alone_scores = classifier.read(view[np.newaxis])
-        np.testing.assert_allclose(probabilities, alone_probabilities[0], atol=1e-5)
-        np.testing.assert_allclose(digit_score, alone_scores[0], atol=1e-5)
+    for view, prediction in zip(views, together, strict=True):
+        (alone,) = classifier.classify(view[np.newaxis])
+        assert prediction.digit == alone.digit and prediction.verdict == alone.verdict
+        np.testing.assert_allclose(prediction.probabilities, alone.probabilities, atol=1e-5)
+        np.testing.assert_allclose(prediction.digit_score, alone.digit_score, atol=1e-5)
 
 
 def test_a_failed_inference_answers_every_waiting_picture_and_the_next_one_is_classified(classifier):
-    predict = compiled_predict(classifier)
     failures = [RuntimeError("the first call fails")]
 
     def failing_once(batch):
         if failures:
             raise failures.pop()
-        return predict(batch)
+        return classifier.classify(batch)
 
     classify = BatchClassifier(failing_once)
     views = load_mnist().test_images[:3]
@@ -163,7 +163,7 @@ def test_a_failed_inference_answers_every_waiting_picture_and_the_next_one_is_cl
     first, after = asyncio.run(three_then_one())
 
     assert [str(answer) for answer in first] == ["the first call fails"] * 3
-    np.testing.assert_allclose(after[0], classifier.predict(views[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(after.probabilities, classifier.classify(views[:1]).probabilities[0], atol=1e-5)
 
 
 def test_concurrent_requests_get_the_answers_they_get_one_at_a_time(client, digit_png):
@@ -250,11 +250,8 @@ def test_an_unexpected_failure_still_answers_json(digit_png):
         def __call__(self, model_input):
             raise RuntimeError("a bug")
 
-    class BrokenClassifier:  # Its model fails on every picture, as a bug in inference would.
-        name, model, info, temperature = "broken", None, {}, 1.0
-        reading_model = BrokenModel()
-
-    with TestClient(create_app(BrokenClassifier()), raise_server_exceptions=False) as broken_client:
+    broken = Classifier(name="broken", model=BrokenModel())  # Fails on every picture, as a bug in inference would.
+    with TestClient(create_app(broken), raise_server_exceptions=False) as broken_client:
         assert_one_sentence_error(post_png(broken_client, digit_png(7)), 500, "failed unexpectedly")
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 import hostile_files
 from conftest import child_processes
-from digits.inference.classifier import load_classifier
+from digits.inference.classifier import Classifier, load_classifier
 from digits.serving import limits, workers
 from digits.serving.app import create_app
 
@@ -101,19 +101,24 @@ def test_a_worker_out_of_memory_answers_413_and_keeps_serving(classifier, digit_
 # --- 3, 4. bodies: a deadline and one memory budget -----------------------------------------------------
 
 
-def test_a_body_sent_too_slowly_is_cut_off_with_408(classifier, monkeypatch):
+FORM_START = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+
+
+@pytest.mark.parametrize("content_type, start", [(b"image/png", b""), (b"multipart/form-data; boundary=x", FORM_START)],
+                         ids=["raw", "form"])
+def test_a_body_sent_too_slowly_is_cut_off_with_408(classifier, monkeypatch, content_type, start):
     monkeypatch.setattr(limits, "BODY_SECONDS", 0.3)
     app = create_app(classifier)
     sent = []
 
     async def stalling_client():
-        yield {"type": "http.request", "body": b"\0" * 1000, "more_body": True}
+        yield {"type": "http.request", "body": start + b"\0" * 1000, "more_body": True}
         await asyncio.sleep(60)  # and then nothing: the client stalls with its body half sent
 
     async def call_app():
         messages = stalling_client()
         scope = {"type": "http", "method": "POST", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
-                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"image/png"), (b"content-length", b"9000")],
+                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", content_type), (b"content-length", b"9000")],
                  "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 1),
                  "root_path": "", "app": app}
 
@@ -136,6 +141,52 @@ def test_uploads_beyond_the_shared_memory_budget_are_refused_with_503(classifier
         assert_sentence(response, 503, "too many uploads")
         assert response.headers["retry-after"] == "5"
         assert post(own_client, b"x" * 500).status_code == 400  # Within the budget: read, and not an image.
+
+
+# --- multipart forms: parsed once, as they arrive, within the same limits ---------------------------------
+
+
+def multipart(*parts: tuple[str, str | None, bytes], boundary: str = "digits-boundary") -> tuple[bytes, str]:
+    """A multipart/form-data body of (field name, file name or None for a plain field, content) parts, and its
+    content type."""
+    body = b""
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def in_pieces(body: bytes, size: int):
+    """The body as a generator of pieces: the client sends it chunked, without a Content-Length."""
+    return (body[start:start + size] for start in range(0, len(body), size))
+
+
+def test_a_form_sent_in_pieces_is_read_and_answered_as_the_raw_picture_is(client, digit_png):
+    body, content_type = multipart(("note", None, b"hello"), ("file", "seven.png", digit_png(7)))
+    answer = client.post("/predict", content=in_pieces(body, 100), headers={"Content-Type": content_type})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == post(client, digit_png(7)).json()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared-length", "chunked"])
+def test_a_form_over_the_size_limit_is_refused_with_413(classifier, digit_png, declared):
+    body, content_type = multipart(("file", "seven.png", digit_png(7) + b"\0" * 20_000))
+    with TestClient(create_app(classifier, max_upload_bytes=10_000)) as small_client:
+        response = small_client.post("/predict", content=body if declared else in_pieces(body, 1000),
+                                     headers={"Content-Type": content_type})
+    assert_sentence(response, 413, "larger than 10,000 bytes")
+    assert response.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("parts, words", [
+    ([("file", f"{number}.png", b"x") for number in range(5)], "too many files"),
+    ([(f"note{number}", None, b"x") for number in range(17)], "too many fields"),
+    ([("note", None, b"x" * (2**20 + 1))], "part exceeded maximum size"),
+], ids=["5 files", "17 fields", "a 1 MB field"])
+def test_a_form_with_too_many_or_too_large_parts_is_refused_with_400(client, parts, words):
+    body, content_type = multipart(*parts)
+    response = client.post("/predict", content=body, headers={"Content-Type": content_type})
+    assert_sentence(response, 400, "multipart form cannot be read", words)
 
 
 # --- 5. NaN pictures ------------------------------------------------------------------------------------
@@ -185,13 +236,8 @@ def test_bodies_a_cross_site_form_can_send_are_refused(client, digit_png):
 
 
 def test_the_model_description_shows_no_local_folders(tmp_path):
-    class Stub:  # Only described, never asked to read a picture.
-        name, model, reading_model, temperature = "mine", None, None, 1.0
-
-        def __init__(self):
-            self.info = {"source": str(tmp_path / "secret" / "model.keras")}
-
-    with TestClient(create_app(Stub())) as own_client:
+    described = Classifier(name="mine", model=None, info={"source": str(tmp_path / "secret" / "model.keras")})
+    with TestClient(create_app(described)) as own_client:  # Only described, never asked to read a picture.
         source = own_client.get("/model").json()["source"]
     assert "model.keras" in source and str(tmp_path) not in source and "secret" not in source
 

@@ -8,8 +8,9 @@ package, or running `digits --help`, loads no TensorFlow. Every function takes l
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from digits.data.mnist import Mnist, load_mnist
 from digits.errors import DigitsError
 from digits.training import recipes
 from digits.training.recipes import Preset, Recipe
+
+if TYPE_CHECKING:
+    from digits.inference.files import FileResult
+    from digits.inference.prediction import Predictions
 
 __all__ = ["load_mnist", "presets", "get_preset", "build_model", "train", "load_run", "evaluate", "compare",
            "predict", "run_study"]
@@ -122,29 +127,38 @@ def run_study(data: Mnist | None = None, runs_dir: str | Path = "runs", **option
     return study.run_study(data if data is not None else load_mnist(), runs_dir, **options)
 
 
-def predict(images_or_paths, model=None, *, keep_originals: bool = False) -> list:
-    """Read digits: picture files or folders (paths), or uint8 (N, 28, 28) MNIST-style images.
+@overload
+def predict(images: np.ndarray, model=None, *, keep_originals: bool = False) -> Predictions: ...
 
-    `model` is None (the shipped model), a run (or its folder), a .keras file, or a loaded Classifier.
-    Returns one result per image or file, each with `.digit`, `.probabilities` and `.top(3)`; a file
-    that cannot be read has `.error` instead. keep_originals keeps a small copy of each picture (for
-    `digits.inference.files.save_views`).
+
+@overload
+def predict(images: str | Path | Iterable[str | Path], model=None, *,
+            keep_originals: bool = False) -> list[FileResult]: ...
+
+
+def predict(images, model=None, *, keep_originals: bool = False) -> Predictions | list[FileResult]:
+    """Read digits in `images`: uint8 MNIST-style arrays, or picture files and folders (paths).
+
+    Arrays, (N, 28, 28) or one (28, 28) image, give `Predictions` holding arrays, as scikit-learn's `predict` does:
+    `.digits` (N,), `.probabilities` (N, 10), `.digit_scores` (N,) (NaN for a model without a not-a-digit detector)
+    and `.verdicts` (N,); indexing gives one image's `Prediction` (`.digit`, `.probability`, `.top(3)`,
+    `.to_dict()`). Paths (a path, or a list of them; folders are walked in sorted order) give one `FileResult` per
+    file: its `.prediction`, or its `.error` for a file that cannot be read. `model` is None (the shipped model), a
+    run (or its folder), a .keras or .onnx file, or a loaded Classifier. keep_originals keeps a small copy of each
+    picture (for `digits.inference.files.save_views`).
     """
     from digits.inference.classifier import Classifier, load_classifier
-    from digits.inference.files import FileResult, find_image_files, predict_files
+    from digits.inference.files import find_image_files, predict_files
 
     classifier = model if isinstance(model, Classifier) else load_classifier(
         None if model is None else _run_folder(model))
-    if isinstance(images_or_paths, np.ndarray):
-        images = images_or_paths if images_or_paths.ndim == 3 else images_or_paths[np.newaxis]
-        if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
-            raise DigitsError(f"predict() takes uint8 images of shape (N, 28, 28) as MNIST stores them, not "
-                              f"{images.dtype} {images.shape}; pass picture files to have them prepared.")
-        probabilities, digit_scores = classifier.read(images)
-        verdicts = classifier.verdicts(probabilities, digit_scores)
-        return [FileResult(path=f"image {number}", view=image, probabilities=row, verdict=verdict)
-                for number, (image, row, verdict) in enumerate(zip(images, probabilities, verdicts, strict=True))]
-    paths = [images_or_paths] if isinstance(images_or_paths, str | Path) else list(images_or_paths)
+    if isinstance(images, np.ndarray):
+        arrays = images if images.ndim != 2 else images[np.newaxis]  # (28, 28) -> (1, 28, 28)
+        if arrays.dtype != np.uint8 or arrays.ndim != 3 or arrays.shape[1:] != (28, 28):
+            raise DigitsError(f"predict() takes uint8 images of shape (N, 28, 28) or (28, 28) as MNIST stores them, "
+                              f"not {images.dtype} {images.shape}; pass picture files to have them prepared.")
+        return classifier.classify(arrays)
+    paths = [images] if isinstance(images, str | Path) else list(images)
     files = find_image_files(paths)
     if not files:
         raise DigitsError(f"No files found in {', '.join(map(str, paths))}; give pictures or folders holding some.")

@@ -52,7 +52,7 @@ def run_predict(args) -> int:
     else:
         for result in results:
             print(result_line(result, args.top))
-    failed = sum(result.error is not None for result in results)
+    failed = sum(result.prediction is None for result in results)
     if failed:
         print(f"digits: {failed} of {len(results)} files could not be read.", file=sys.stderr)
     return 1 if failed else 0

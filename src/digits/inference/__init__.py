@@ -1,5 +1,5 @@
-"""Inference: one way to read prepared digits with a model (Keras or ONNX Runtime), the not-a-digit detector,
-exporting models, and reading picture files.
+"""Inference: one way to read prepared digits with a model (Keras or ONNX Runtime) and what it says about them
+(`Prediction`, `Predictions`), the not-a-digit detector, exporting models, and reading picture files.
 
 May import: `digits.training` (run folders, custom layers), `digits.pictures`, `digits.data`, `digits.errors`.
 """

@@ -1,9 +1,11 @@
 """A loaded model that reads prepared 28×28 digits: the shipped model, a run's model, a .keras or an .onnx file.
 
 `load_classifier()` loads once (the shipped model on ONNX Runtime when it is installed, without TensorFlow).
-`Classifier.predict` takes uint8 (N, 28, 28) arrays from `digits.pictures.decode` and returns (N, 10) probabilities
-through `digits.inference.runtime`, rescaled by the model's temperature; `Classifier.read` adds the not-a-digit
-detector's digit score, and `Classifier.verdict` says whether a picture looks like a digit at all.
+`Classifier.classify` is the one way digits reads pictures, for `digits predict`, `digits.predict` and the server:
+it takes uint8 (N, 28, 28) arrays from `digits.pictures.prepare` and runs the model once through
+`digits.inference.runtime`, giving `Predictions`: the probabilities rescaled by the model's temperature, the
+not-a-digit detector's digit scores, and each picture's verdict (`Classifier.verdict`: does it look like a digit
+at all?).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +23,8 @@ import numpy as np
 from digits.data.mnist import CLASSES, IMAGE_SIDE
 from digits.errors import DigitsError
 from digits.inference.not_a_digit import DETECTOR_FILE, DigitDetector, load_detector
-from digits.inference.runtime import CALIBRATION_FILE, OnnxModel, probabilities, read, with_temperature
+from digits.inference.prediction import DIGIT, NOT_A_DIGIT, Predictions
+from digits.inference.runtime import CALIBRATION_FILE, OnnxModel, reader, with_temperature
 
 PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
 PRETRAINED_MODEL = PRETRAINED_DIR / "model.keras"
@@ -31,16 +36,12 @@ PRETRAINED_ONNX_INFO = PRETRAINED_DIR / "model.onnx.json"
 PRETRAINED_CALIBRATION = PRETRAINED_DIR / CALIBRATION_FILE
 
 
-# The verdicts `Classifier.verdict` gives, in the JSON of `digits predict` and of the API.
-DIGIT, NOT_A_DIGIT = "digit", "not a digit"
-
-
 @dataclass
 class Classifier:
     """A loaded model and what is known about it (architecture, parameters, test_accuracy, source).
 
-    `model` is a keras.Model or a `digits.inference.runtime.OnnxModel`; `predict` answers the same for both. `read`
-    adds the not-a-digit detector's digit score when the model has one (`digits.inference.not_a_digit`).
+    `model` is a keras.Model or a `digits.inference.runtime.OnnxModel`; `classify` answers the same for both, with
+    the not-a-digit detector's digit score when the model has one (`digits.inference.not_a_digit`).
     """
 
     name: str
@@ -51,53 +52,56 @@ class Classifier:
     # "max_probability_threshold": ... (used where the digit score is not available)}.
     not_a_digit: dict | None = None
     detector: DigitDetector | None = None  # For a Keras model; an exported ONNX model carries its own.
-    _reading_model: object = field(default=None, repr=False)
+    # `digits.inference.runtime.reader` of the model joined to its detector, built on the first call.
+    _reader: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]] | None = field(default=None, repr=False)
 
     @property
     def runtime(self) -> str:
         return "onnxruntime" if isinstance(self.model, OnnxModel) else "keras"
 
-    @property
-    def reading_model(self):
-        """The model `read` calls: the Keras model joined to its detector (built once), or the model itself."""
+    def classify(self, images: np.ndarray) -> Predictions:
+        """uint8 (N, 28, 28) MNIST-style images → their `Predictions`: (N, 10) calibrated probabilities, (N,) digit
+        scores (NaN without a detector) and (N,) verdicts, from one run of the model."""
+        if self._reader is None:
+            self._reader = reader(self._model_with_digit_score())
+        model_probabilities, digit_scores = self._reader(images)  # (N, 10), (N,) or None
+        probabilities = with_temperature(model_probabilities, self.temperature)
+        if digit_scores is None:
+            digit_scores = np.full(len(probabilities), np.nan, np.float32)
+        return Predictions(probabilities, digit_scores, self.verdicts(probabilities, digit_scores))
+
+    def _model_with_digit_score(self):
+        """The Keras model joined to its detector, or the model itself (an exported ONNX model carries its own)."""
         if self.detector is None or isinstance(self.model, OnnxModel):
             return self.model
-        if self._reading_model is None:
-            from digits.inference.not_a_digit import with_digit_score
+        from digits.inference.not_a_digit import with_digit_score
 
-            self._reading_model = with_digit_score(self.model, self.detector)
-        return self._reading_model
+        return with_digit_score(self.model, self.detector)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, 28, 28) MNIST-style images → float32 (N, 10) class probabilities (calibrated)."""
-        return with_temperature(probabilities(self.model, images), self.temperature)
-
-    def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """uint8 (N, 28, 28) images → (N, 10) calibrated probabilities and (N,) digit scores (None without a
-        detector)."""
-        model_probabilities, digit_scores = read(self.reading_model, images)
-        return with_temperature(model_probabilities, self.temperature), digit_scores
+    def verdicts(self, probabilities: np.ndarray, digit_scores: np.ndarray | None = None) -> np.ndarray:
+        """`verdict` for each row of (N, 10) probabilities and (N,) digit scores (NaN or None: none): (N,) str."""
+        # A row at a time in Python lists: for the server's one or few pictures, NumPy's calls cost more.
+        best = [max(row) for row in np.asarray(probabilities).tolist()]
+        scores = [math.nan] * len(best) if digit_scores is None else np.asarray(digit_scores).tolist()
+        return np.array([self._verdict(probability, score) for probability, score in zip(best, scores, strict=True)],
+                        dtype=str)
 
     def verdict(self, probabilities: np.ndarray, digit_score: float | None = None) -> str:
         """DIGIT, or NOT_A_DIGIT when the digit score (or, without one, the best digit's probability) is under
         the model's measured threshold (benchmarks/not_a_digit.py); always DIGIT for a model without one."""
+        return self._verdict(float(np.max(probabilities)), digit_score)
+
+    def _verdict(self, best_probability: float, digit_score: float | None) -> str:
         settings = self.not_a_digit
         if settings is None:
             return DIGIT
         if settings.get("score") == "digit_score":
-            if digit_score is not None:
+            if digit_score is not None and not math.isnan(digit_score):
                 return NOT_A_DIGIT if digit_score < settings["threshold"] else DIGIT
             threshold = settings.get("max_probability_threshold")
         else:
             threshold = settings["threshold"]
-        if threshold is None or float(np.max(probabilities)) >= threshold:
-            return DIGIT
-        return NOT_A_DIGIT
-
-    def verdicts(self, probabilities: np.ndarray, digit_scores: np.ndarray | None) -> list[str]:
-        """`verdict` for each row of (N, 10) probabilities and (N,) digit scores."""
-        scores = [None] * len(probabilities) if digit_scores is None else [float(score) for score in digit_scores]
-        return [self.verdict(row, score) for row, score in zip(probabilities, scores, strict=True)]
+        return NOT_A_DIGIT if threshold is not None and best_probability < threshold else DIGIT
 
 
 def load_classifier(spec: str | Path | None = None, *, threads: int | None = None,

@@ -1,9 +1,10 @@
 """Read picture files with a classifier: what `digits predict` runs.
 
-`predict_files` prepares every file (`digits.pictures.decode`) and classifies the readable ones in one batch with a
-`digits.inference.classifier.Classifier`: every file gets a result, and a file that cannot be read gets its error
-instead of stopping the others. `results_document` and `result_line` are its JSON and its line per file; `save_views`
-draws each picture beside the 28×28 view the model read.
+`predict_files` prepares every file (`digits.pictures.prepare`) and classifies the readable ones in one batch with
+`digits.inference.classifier.Classifier.classify`: every file gets a `FileResult`, holding its `Prediction` or, for a
+file that cannot be read, its error instead of stopping the others. `results_document` and `result_line` are its
+JSON and its line per file, both from `Prediction.to_dict` and `Prediction.top`; `save_views` draws each picture
+beside the 28×28 view the model read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from digits.errors import DigitsError
-from digits.inference.classifier import NOT_A_DIGIT, Classifier
+from digits.inference.classifier import Classifier
+from digits.inference.prediction import NOT_A_DIGIT, Prediction
 from digits.pictures.decode import ImageError, load_image
 from digits.pictures.prepare import prepare_image
 
@@ -25,46 +27,43 @@ from digits.pictures.prepare import prepare_image
 
 @dataclass
 class FileResult:
-    """One file's answer: the prepared 28×28 view and its probabilities, or the error that stopped it."""
+    """One file's answer: its `Prediction` and the prepared 28×28 view, or the error that stopped it."""
 
     path: str
-    view: np.ndarray | None = None
-    probabilities: np.ndarray | None = None
+    prediction: Prediction | None = None
     error: str | None = None
-    verdict: str | None = None  # DIGIT or NOT_A_DIGIT
+    view: np.ndarray | None = None  # (28, 28) uint8: what the model read.
     original: Any = None  # A small RGB copy of the picture (PIL), kept for --show.
 
-    @property
-    def answer(self) -> np.ndarray:
-        """The (10,) probabilities; a ValueError for a file that could not be read."""
-        if self.probabilities is None:
+    def _answered(self) -> Prediction:
+        """The prediction; a ValueError for a file that could not be read."""
+        if self.prediction is None:
             raise ValueError(f"{self.path} has no answer: {self.error or 'it was not classified'}")
-        return self.probabilities
+        return self.prediction
 
     @property
     def digit(self) -> int:
-        return int(np.argmax(self.answer))
+        return self._answered().digit
 
     @property
     def probability(self) -> float:
         """The probability of the digit given."""
-        return float(self.answer[self.digit])
+        return self._answered().probability
 
     def top(self, count: int = 3) -> list[tuple[int, float]]:
-        order = np.argsort(self.answer)[::-1][:count]
-        return [(int(digit), float(self.answer[digit])) for digit in order]
+        """The `count` likeliest (digit, probability) pairs (`Prediction.top`)."""
+        return self._answered().top(count)
 
-    def as_dict(self, top: int = 3) -> dict:
-        if self.error is not None:
+    def to_dict(self, top: int = 3) -> dict:
+        """{"path", then `Prediction.to_dict`'s fields}, or {"path", "error"} for a file that could not be read."""
+        if self.prediction is None:
             return {"path": self.path, "error": self.error}
-        return {
-            "path": self.path,
-            "digit": self.digit,
-            "verdict": self.verdict,
-            "probability": round(self.probability, 6),
-            "top": [{"digit": digit, "probability": round(probability, 6)} for digit, probability in self.top(top)],
-            "probabilities": [round(float(value), 6) for value in self.answer],
-        }
+        return {"path": self.path, **self.prediction.to_dict(top)}
+
+    def __repr__(self) -> str:
+        if self.prediction is None:
+            return f"FileResult(path={self.path!r}, error={self.error!r})"
+        return f"FileResult(path={self.path!r}, prediction={self.prediction!r})"
 
 
 def find_image_files(paths: list[str | Path]) -> list[Path]:
@@ -101,10 +100,9 @@ def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: 
         readable.append(result)
         views.append(result.view)
     if readable:
-        probabilities, digit_scores = classifier.read(np.stack(views))  # (N, 28, 28) -> (N, 10), (N,)
-        verdicts = classifier.verdicts(probabilities, digit_scores)
-        for result, row, verdict in zip(readable, probabilities, verdicts, strict=True):
-            result.probabilities, result.verdict = row, verdict
+        predictions = classifier.classify(np.stack(views))  # (N, 28, 28) -> N predictions
+        for result, prediction in zip(readable, predictions, strict=True):
+            result.prediction = prediction
     return results
 
 
@@ -113,11 +111,12 @@ def result_line(result: FileResult, top: int = 3) -> str:
 
     Control characters in a file name (a newline) are escaped, so a name cannot forge another line.
     """
-    if result.error is not None:
+    prediction = result.prediction
+    if prediction is None:
         return one_line(f"{result.path}: error: {result.error}")
-    likeliest = ", ".join(f"{digit} {probability:.1%}" for digit, probability in result.top(top))
-    answer = f"{result.digit} ({result.probability:.1%})"
-    if result.verdict == NOT_A_DIGIT:
+    likeliest = ", ".join(f"{digit} {probability:.1%}" for digit, probability in prediction.top(top))
+    answer = f"{prediction.digit} ({prediction.probability:.1%})"
+    if prediction.verdict == NOT_A_DIGIT:
         answer = f"does not look like a digit; best guess {answer}"
     return one_line(f"{result.path}: {answer}  top {top}: {likeliest}")
 
@@ -131,8 +130,8 @@ def results_document(classifier: Classifier, results: list[FileResult], top: int
     """The `--json` document: the model, then one entry per file (a prediction or an error)."""
     return {
         "model": {"name": classifier.name, **_without(classifier.info, "command")},
-        "results": [result.as_dict(top) for result in results],
-        "failed": sum(result.error is not None for result in results),
+        "results": [result.to_dict(top) for result in results],
+        "failed": sum(result.prediction is None for result in results),
     }
 
 
@@ -161,7 +160,7 @@ def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
                           "choose another.") from None
     written = []
     for result in results:
-        if result.error is not None or result.original is None or result.view is None:
+        if result.prediction is None or result.original is None or result.view is None:
             continue
         original = result.original
         view = Image.fromarray(result.view).resize((SHOW_HEIGHT, SHOW_HEIGHT), Image.Resampling.NEAREST)

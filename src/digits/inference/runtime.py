@@ -1,11 +1,12 @@
 """The one way to turn prepared digits into probabilities, for a Keras model or an ONNX Runtime session.
 
 `probabilities(model, images)` takes uint8 (N, 28, 28) MNIST-style images and returns float32 (N, 10)
-probabilities; evaluation, ensembles, `digits predict` and the server all call it, through `read`, which also
-gives the digit score of a model joined to its not-a-digit detector (the server through `fast_reader`, the
-same computation as a traced graph or a bare session call). It sits below the
-study, the export and the server, and imports only `digits.data.mnist`: Keras or TensorFlow are imported only when
-the model is a Keras model, so an ONNX model runs without them.
+probabilities; evaluation and ensembles call it. `read` also gives the digit score of a model joined to its
+not-a-digit detector, and `reader` is `read` for a caller that reads many times: a loaded
+`digits.inference.classifier.Classifier` holds one, and `digits predict`, `digits.predict` and the server all read
+through it. This module sits below the study, the export and the server, and imports only `digits.data.mnist`,
+`digits.errors` and (for file names and test-time shifts) `digits.training`: Keras or TensorFlow are imported only
+when the model is a Keras model, so an ONNX model runs without them.
 """
 
 from __future__ import annotations
@@ -89,11 +90,28 @@ def read(model, images: np.ndarray, *, batch_size: int = BATCH_SIZE) -> tuple[np
     """uint8 (N, 28, 28) images → float32 (N, 10) probabilities, and float32 (N,) digit scores for a model that
     gives them (joined to its detector by `digits.inference.not_a_digit.with_digit_score`, or exported so), else
     None."""
+    return _read_batches(_model_call(model), model, images, batch_size)
+
+
+def reader(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
+    """`read(model, ·)` for a caller that reads many times, a few images or thousands at a time.
+
+    An `OnnxModel` is called as is. A Keras model on TensorFlow is traced into a graph now (about 0.1 s for the
+    shipped model on 2 cores): called eagerly it costs several milliseconds per call whatever the batch size,
+    traced about 1 ms for one image, and 10,000 images take half the time. The answers are those of `read`, up to
+    float rounding.
+    """
+    call = _traced_call(model) or _model_call(model)
+    return lambda images: _read_batches(call, model, images, BATCH_SIZE)
+
+
+def _read_batches(call: Callable[[np.ndarray], list[np.ndarray]], model, images: np.ndarray,
+                  batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """`read` with the model's call for one batch of model input."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     images = np.asarray(images)
     to_model_input(images[:0])  # Checks the dtype and shape before any work.
-    call = _model_call(model)
     if len(images) == 0:
         return np.zeros((0, 10), np.float32), (np.zeros(0, np.float32) if gives_digit_score(model) else None)
     batches = [call(to_model_input(images[start:start + batch_size])) for start in range(0, len(images), batch_size)]
@@ -116,6 +134,7 @@ def _joined(batches: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray | N
 
 
 def _model_call(model) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """The model's eager call: float32 (N, 28, 28, 1) → [(N, 10)] or [(N, 10), (N, 1)] arrays."""
     if isinstance(model, OnnxModel):
         return model
     if is_keras_model(model):
@@ -129,32 +148,26 @@ def _model_call(model) -> Callable[[np.ndarray], list[np.ndarray]]:
     raise TypeError(f"Expected a Keras model or an OnnxModel, got {type(model).__name__}")
 
 
-def fast_reader(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
-    """`read(model, ·)` for a server calling it many times with a few images each.
-
-    An `OnnxModel` is called as is. A Keras model on TensorFlow is traced once into a graph: calling it eagerly
-    costs several milliseconds per call whatever the batch size. The answers are those of `read`, up to float
-    rounding.
-    """
+def _traced_call(model) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+    """The call of a Keras model on TensorFlow as a graph traced now, or None for any other model."""
     if isinstance(model, OnnxModel) or not is_keras_model(model):
-        return lambda images: read(model, images)
+        return None
     import keras
 
     if keras.backend.backend() != "tensorflow":
-        return lambda images: read(model, images)
+        return None
     import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
     def traced(model_input):
         return model(model_input, training=False)
 
-    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = traced(to_model_input(images))
-        return _joined([[output.numpy() for output in outputs] if isinstance(outputs, list | tuple)
-                        else [outputs.numpy()]])
+    def call(model_input: np.ndarray) -> list[np.ndarray]:
+        outputs = traced(model_input)
+        return [output.numpy() for output in outputs] if isinstance(outputs, list | tuple) else [outputs.numpy()]
 
-    predict(np.zeros((1, 28, 28), np.uint8))  # Trace now, so the first caller does not wait for it.
-    return predict
+    call(np.zeros((1, 28, 28, 1), np.float32))  # Trace now, so the first caller does not wait for it.
+    return call
 
 
 def average_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:

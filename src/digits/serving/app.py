@@ -1,34 +1,41 @@
 """The draw-a-digit page and a REST API over one classifier, served by FastAPI and uvicorn.
 
 Every picture, whether drawn on the page, uploaded, or posted by a program, goes through
-`digits.pictures.prepare.prepare_file`, the same preprocessing `digits predict` uses, so the three agree.
+`digits.pictures.prepare.prepare_file`, the same preprocessing `digits predict` uses, and then through
+`Classifier.classify`, the same inference; the answer is `Prediction.to_dict`'s fields, as in `digits predict --json`,
+so the three agree.
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digits import __version__
 from digits.pictures import decode
 from digits.serving import limits
-from digits.serving.workers import BatchClassifier, PicturePreparer, PreparationFailed, compiled_predict
+from digits.serving.workers import BatchClassifier, PicturePreparer, PreparationFailed
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
     from digits.inference.classifier import Classifier
+    from digits.inference.prediction import Prediction as DigitPrediction
 
 # A phone photo is a few MB; a canvas drawing is a few KB. Anything larger is refused unread.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # How many of the most probable digits a prediction lists.
 TOP_COUNT = 3
+# A form may hold the file and a few other fields; more are refused (400) before they are stored.
+MAX_FORM_FILES, MAX_FORM_FIELDS = 4, 16
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -37,12 +44,12 @@ class RankedDigit(BaseModel):
     probability: float = Field(ge=0.0, le=1.0)
 
 
-# The classifier's verdict on a picture (digits.inference.classifier's DIGIT and NOT_A_DIGIT).
+# The classifier's verdict on a picture (digits.inference.prediction's DIGIT and NOT_A_DIGIT).
 Verdict = Literal["digit", "not a digit"]
 
 
 class Prediction(BaseModel):
-    """What the model read in one picture."""
+    """What the model read in one picture: `digits.inference.prediction.Prediction.to_dict`, then the model and view."""
 
     digit: int = Field(ge=0, le=9, description="The most probable digit.")
     verdict: Verdict = Field(
@@ -51,10 +58,16 @@ class Prediction(BaseModel):
         "the other fields still give the best guess."
     )
     probability: float = Field(ge=0.0, le=1.0, description="The model's probability for `digit`.")
-    probabilities: list[float] = Field(
-        min_length=10, max_length=10, description="One probability per digit 0..9; they sum to 1."
+    digit_score: float | None = Field(
+        ge=0.0, le=1.0, description="How digit-like the picture is, from the model's not-a-digit detector (0 to 1); "
+        "null for a model without one."
     )
-    top: list[RankedDigit] = Field(description=f"The {TOP_COUNT} most probable digits, most probable first.")
+    top: list[RankedDigit] = Field(
+        description=f"The {TOP_COUNT} most probable digits, most probable first; equal probabilities lower digit first."
+    )
+    probabilities: list[float] = Field(
+        min_length=10, max_length=10, description="One probability per digit 0..9; they sum to 1 (rounded to 6 places)."
+    )
     model: str = Field(description="Name of the model that answered.")
     view: list[list[int]] = Field(
         min_length=28,
@@ -136,7 +149,7 @@ def create_app(
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts)
-    classify = BatchClassifier(compiled_predict(classifier))
+    classify = BatchClassifier(classifier.classify)  # What `digits predict` and `digits.predict` call.
     prepare = app.state.preparer = PicturePreparer()
 
     @app.get("/", include_in_schema=False)
@@ -171,8 +184,7 @@ def create_app(
             raise HTTPException(400, sentence(error)) from error
         except PreparationFailed as error:
             raise HTTPException(error.status, str(error)) from error
-        probabilities, digit_score = await classify(view)
-        return describe_prediction(classifier.name, view, probabilities, classifier.verdict(probabilities, digit_score))
+        return describe_prediction(classifier.name, view, await classify(view))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
@@ -197,8 +209,21 @@ def describe_model(classifier: Classifier) -> ModelInfo:
 async def read_image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
     """The image's bytes and a name for messages, from a multipart field `file` or from the raw body.
 
-    Bodies over `limit` bytes are refused with 413.
+    Bodies over `limit` bytes are refused with 413; a multipart form is parsed once, as it arrives.
     """
+    name = "the request body"
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        body, filename = await file_field(request, limited_body(request, limit))
+        name = f"the uploaded file {filename}" if filename else name
+    else:
+        body = b"".join([chunk async for chunk in limited_body(request, limit)])
+    if not body:
+        raise HTTPException(400, "The upload is empty; send the bytes of an image file (PNG, JPEG, ...).")
+    return body, name
+
+
+async def limited_body(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    """The request's body in chunks, refused with 413 as soon as it declares or reaches more than `limit` bytes."""
     too_large = HTTPException(
         413, f"The upload is larger than {limit:,} bytes; send a smaller image (a photo scaled down is enough).",
         headers={"connection": "close"},  # The rest of the body is not read.
@@ -206,35 +231,28 @@ async def read_image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
-    chunks, size = [], 0
+    size = 0
     # The declared length can lie or be missing (chunked uploads), so the limit is also kept while reading.
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise too_large
-        chunks.append(chunk)
-    body, name = b"".join(chunks), "the request body"
-
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        body, filename = await file_field(request, body)
-        name = f"the uploaded file {filename}" if filename else name
-    if not body:
-        raise HTTPException(400, "The upload is empty; send the bytes of an image file (PNG, JPEG, ...).")
-    return body, name
+        yield chunk
 
 
-async def file_field(request: Request, body: bytes) -> tuple[bytes, str | None]:
-    """The bytes and file name of the form field `file` in a multipart body that has already been read."""
+async def file_field(request: Request, body: AsyncGenerator[bytes, None]) -> tuple[bytes, str | None]:
+    """The bytes and file name of the form field `file` in a multipart body, parsed once as `body` arrives.
 
-    async def replay() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
-
+    At most MAX_FORM_FILES files and MAX_FORM_FIELDS other fields (each up to 1 MB) are read; the file's bytes
+    wait in a temporary file beyond 1 MB (Starlette's parser, as `Request.form` uses it).
+    """
+    parser = MultiPartParser(request.headers, body, max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
     try:
-        form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
-    except StarletteHTTPException as error:
+        form = await parser.parse()
+    except MultiPartException as error:
         raise HTTPException(
             400,
-            f"The multipart form cannot be read ({str(error.detail).rstrip('.')}); send the image as the form "
+            f"The multipart form cannot be read ({error.message.rstrip('.')}); send the image as the form "
             "field 'file' or as the raw request body.",
         ) from error
     try:
@@ -248,19 +266,10 @@ async def file_field(request: Request, body: bytes) -> tuple[bytes, str | None]:
         await form.close()
 
 
-def describe_prediction(model_name: str, view: np.ndarray, probabilities: np.ndarray,
-                        verdict: str = "digit") -> Prediction:
-    """The API's answer for one view, its ten probabilities and the classifier's verdict."""
-    ranking = np.argsort(-probabilities, kind="stable")
-    return Prediction(
-        digit=int(ranking[0]),
-        verdict=cast(Verdict, verdict),
-        probability=float(probabilities[ranking[0]]),
-        probabilities=probabilities.tolist(),
-        top=[RankedDigit(digit=int(digit), probability=float(probabilities[digit])) for digit in ranking[:TOP_COUNT]],
-        model=model_name,
-        view=view.tolist(),
-    )
+def describe_prediction(model_name: str, view: np.ndarray, prediction: DigitPrediction) -> Prediction:
+    """The API's answer for one view: the prediction's fields (as `digits predict --json` gives them), the model's
+    name and the 28×28 view it read."""
+    return Prediction(**prediction.to_dict(TOP_COUNT), model=model_name, view=view.tolist())
 
 
 def sentence(error: Exception) -> str:

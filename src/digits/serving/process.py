@@ -12,6 +12,9 @@ import socket
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from digits.data.mnist import IMAGE_SIDE
 from digits.errors import DigitsError
 from digits.serving import limits
 from digits.serving.app import create_app
@@ -36,6 +39,9 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         if not runs_on_onnx(model):  # ONNX Runtime's threads are set on its session; TensorFlow's globally.
             use_one_thread_per_inference()
         classifier = load_classifier(model, threads=1)
+        # The first call builds the classifier's reader (a Keras model is traced into a graph, about 0.1 s): made
+        # now, on a blank picture, so that the first visitor does not wait for it.
+        classifier.classify(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE), np.uint8))
         app = create_app(classifier, allowed_hosts=limits.allowed_hosts_for(host))
         # The picture-preparing workers get ready (about half a second each) while uvicorn starts; a picture
         # that arrives before them waits for the first one that is. Started here, not first: on 2 cores, workers

@@ -24,7 +24,7 @@ from PIL import Image
 from digits.pictures import decode
 
 if TYPE_CHECKING:
-    from digits.inference.classifier import Classifier
+    from digits.inference.prediction import Prediction, Predictions
 
 # Worker processes that prepare pictures, one per core of a small machine; more pictures wait their turn.
 PREPARATION_PROCESSES = 2
@@ -52,38 +52,24 @@ class PreparationFailed(Exception):
         self.status = status
 
 
-def compiled_predict(classifier: Classifier) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
-    """`classifier.read` for many small calls: `digits.inference.runtime.fast_reader` (a traced graph for Keras on
-    TensorFlow, the bare session for ONNX), then the classifier's temperature."""
-    from digits.inference.runtime import fast_reader, with_temperature
-
-    fast = fast_reader(classifier.reading_model)
-
-    def predict(views: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # (N, 28, 28) -> (N, 10), (N,)
-        model_probabilities, digit_scores = fast(views)
-        return with_temperature(model_probabilities, classifier.temperature), digit_scores
-
-    return predict
-
-
 class BatchClassifier:
     """Classifies the pictures of concurrent requests together: one inference call answers all who wait.
 
-    A call costs about 0.7 ms of CPU for one picture but 0.18 ms per picture for 16 or more: most of it is
-    Python and TensorFlow overhead, which batching shares. With 16 requests at once, each cost the whole
-    server 2.4 ms of CPU instead of 3.0 ms. A picture alone is classified at once, and each picture gets
-    the probabilities a call for it alone gives, up to float rounding.
+    `classify` is `digits.inference.classifier.Classifier.classify`, the method `digits predict` and
+    `digits.predict` call, so each picture gets their answer. A call costs about 0.7 ms of CPU for one picture but
+    0.18 ms per picture for 16 or more: most of it is Python and TensorFlow overhead, which batching shares. With
+    16 requests at once, each cost the whole server 2.4 ms of CPU instead of 3.0 ms. A picture alone is classified
+    at once, and each picture gets the answer a call for it alone gives, up to float rounding.
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
-                 max_batch: int = MAX_BATCH):
-        self.predict = predict
+    def __init__(self, classify: Callable[[np.ndarray], Predictions], max_batch: int = MAX_BATCH):
+        self.classify = classify
         self.max_batch = max_batch
         self.waiting: list[tuple[np.ndarray, asyncio.Future]] = []
         self.worker: asyncio.Task | None = None
 
-    async def __call__(self, view: np.ndarray) -> tuple[np.ndarray, float | None]:
-        """The ten probabilities and the digit score (None without a detector) for one (28, 28) view."""
+    async def __call__(self, view: np.ndarray) -> Prediction:
+        """The prediction for one (28, 28) view."""
         answer = asyncio.get_running_loop().create_future()
         self.waiting.append((view, answer))
         if self.worker is None or self.worker.done():
@@ -97,12 +83,10 @@ class BatchClassifier:
             answers = [answer for _, answer in batch]
             try:
                 views = np.stack([view for view, _ in batch])  # (N, 28, 28)
-                probabilities, digit_scores = await anyio.to_thread.run_sync(self.predict, views)  # (N, 10), (N,)
-                scores = [None] * len(batch) if digit_scores is None else [float(score) for score in digit_scores]
-                for answer, row, score in zip(answers, np.asarray(probabilities, dtype=np.float64), scores,
-                                              strict=True):
+                predictions = await anyio.to_thread.run_sync(self.classify, views)
+                for answer, prediction in zip(answers, predictions, strict=True):
                     if not answer.done():  # A request whose client left is cancelled.
-                        answer.set_result((row, score))
+                        answer.set_result(prediction)
             except Exception as error:  # noqa: BLE001  Whatever failed, every waiting request hears of it.
                 for answer in answers:
                     if not answer.done():
