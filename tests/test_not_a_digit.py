@@ -169,6 +169,13 @@ def test_a_damaged_detector_is_one_sentence(tmp_path, damage):
         (run / DETECTOR_FILE).write_bytes(damage)
     with pytest.raises(DigitsError, match="Cannot read the not-a-digit detector"):
         load_detector(run / DETECTOR_FILE)
+
+
+@pytest.mark.slow
+def test_predict_with_a_damaged_detector_says_so_in_one_sentence(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(PRETRAINED_DIR, run)
+    (run / DETECTOR_FILE).write_bytes(b"not an npz at all")
     result = subprocess.run([sys.executable, "-m", "digits", "predict", "--model", str(run), str(tmp_path)],
                             capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 1 and "not-a-digit detector" in result.stderr and "Traceback" not in result.stderr

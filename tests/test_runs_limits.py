@@ -190,7 +190,8 @@ def digits(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess
 QUICK = ["train", "quick-shallow", "--epochs", "1", "--train-limit", "2000", "--test-limit", "500"]
 
 
-def test_a_runs_dir_that_cannot_be_created_is_refused_before_anything_loads(tmp_path):
+@pytest.mark.slow  # digits train loads Keras before it checks the folder, as training.fit.train does
+def test_a_runs_dir_that_cannot_be_created_is_refused_before_mnist_loads_or_a_model_compiles(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     result = digits(*QUICK, "--runs-dir", str(blocker / "runs"))
