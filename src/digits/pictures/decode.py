@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from digits.errors import DigitsError
 
@@ -108,7 +108,11 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
             image: Image.Image = Image.open(stream)
         except Image.DecompressionBombError:
             raise _too_large(label, None) from None
-        except (UnidentifiedImageError, SyntaxError, ValueError, OSError):
+        except MemoryError:
+            raise  # Not the file's fault alone: the caller says how much memory a picture may take.
+        # Pillow's readers fail in their own ways on a damaged file: AVIF's RuntimeError, DDS's
+        # NotImplementedError, SPIDER's AttributeError. Whatever a reader raises, the file is unreadable.
+        except Exception:
             raise ImageError(
                 f"{label} is not an image that can be read; use a PNG, JPEG, BMP, GIF, TIFF or WebP file."
             ) from None
@@ -125,7 +129,9 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
             image = ImageOps.exif_transpose(image)
         except Image.DecompressionBombError:
             raise _too_large(label, (width, height)) from None
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, ZeroDivisionError):
+        except MemoryError:
+            raise
+        except Exception:  # Any decoder's failure on damaged pixel data (see opening, above).
             raise ImageError(
                 f"{label} is truncated or corrupted and cannot be decoded; save or export it again."
             ) from None

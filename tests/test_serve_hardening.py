@@ -1,0 +1,73 @@
+"""Issue 24, items 1–8: what the second adversarial pass broke in `digits serve`, in process and for real."""
+
+import io
+import struct
+import warnings
+
+import pytest
+from PIL import Image, features
+
+from digits.inference.classifier import load_classifier
+from digits.serving.app import create_app
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_classifier()
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
+    with TestClient(create_app(classifier), base_url="http://127.0.0.1:8000") as test_client:
+        yield test_client
+
+
+def assert_sentence(response, status: int, *words: str):
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail[0].isupper() and detail.endswith(".") and "\n" not in detail, detail
+    for word in words:
+        assert word.lower() in detail.lower(), detail
+
+
+# --- 3. damaged pictures of the rarer formats: 400, not 500 ---------------------------------------------
+
+
+def saved(image_format: str, mode: str, **options) -> bytes:
+    canvas = Image.new("L", (40, 40), 255)
+    canvas.paste(0, (18, 6, 22, 34))
+    buffer = io.BytesIO()
+    canvas.convert(mode).save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def avif_without_its_primary_item() -> bytes:
+    if not features.check("avif"):
+        pytest.skip("this Pillow reads no AVIF")
+    picture = saved("AVIF", "RGB")
+    return picture.replace(b"pitm", b"\0itm", 1)  # libavif: "Missing or empty image item" (a RuntimeError)
+
+
+def dds_of_an_unknown_compression() -> bytes:
+    picture = saved("DDS", "RGBA", pixel_format="DXT1")
+    return picture.replace(b"DXT1", b"XYZ1", 1)  # Pillow: "Unimplemented pixel format" (a NotImplementedError)
+
+
+def spider_image_inside_a_stack_of_none() -> bytes:
+    picture = bytearray(saved("SPIDER", "F"))
+    # Header word 27 (the image's number in a stack) set on a file that is no stack: Pillow's reader then uses
+    # an attribute it never set (an AttributeError).
+    big_endian = struct.unpack(">f", picture[16:20])[0] == 1.0  # word 5, IFORM, is 1 in a 2D image
+    picture[26 * 4 : 27 * 4] = struct.pack(">f" if big_endian else "<f", 1.0)
+    return bytes(picture)
+
+
+@pytest.mark.parametrize("damaged", [avif_without_its_primary_item, dds_of_an_unknown_compression,
+                                     spider_image_inside_a_stack_of_none], ids=["avif", "dds", "spider"])
+def test_a_damaged_avif_dds_or_spider_file_gets_400_in_one_sentence(client, damaged):
+    response = client.post("/predict", content=damaged(), headers={"Content-Type": "application/octet-stream"})
+    assert_sentence(response, 400, "the request body", "image")
