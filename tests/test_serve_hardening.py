@@ -1,13 +1,16 @@
 """Issue 24, items 1–8: what the second adversarial pass broke in `digits serve`, in process and for real."""
 
+import asyncio
 import io
 import struct
+import time
 import warnings
 
 import pytest
 from PIL import Image, features
 
 from digits.inference.classifier import load_classifier
+from digits.serving import workers
 from digits.serving.app import create_app
 
 with warnings.catch_warnings():
@@ -71,3 +74,26 @@ def spider_image_inside_a_stack_of_none() -> bytes:
 def test_a_damaged_avif_dds_or_spider_file_gets_400_in_one_sentence(client, damaged):
     response = client.post("/predict", content=damaged(), headers={"Content-Type": "application/octet-stream"})
     assert_sentence(response, 400, "the request body", "image")
+
+
+# --- 5. a worker killed while it starts is replaced ---------------------------------------------------------
+
+
+def test_a_worker_killed_while_starting_is_replaced_so_the_server_keeps_all_its_workers(digit_png):
+    async def kill_one_while_starting():
+        preparer = workers.PicturePreparer(processes=2)
+        preparer.start(wait=False)
+        killed = preparer.workers[0].process
+        killed.kill()  # Long before it has imported SciPy and Pillow and said "ready".
+        try:
+            view = await preparer(digit_png(7), "a drawn 7")  # Served meanwhile by the other worker.
+            deadline = time.monotonic() + 20
+            while len(preparer.idle) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return view, killed, [worker.process for worker in preparer.idle]
+        finally:
+            preparer.close()
+
+    view, killed, idle = asyncio.run(kill_one_while_starting())
+    assert view.shape == (28, 28) and view.max() == 255
+    assert len(idle) == 2 and killed not in idle  # Two workers again, one of them new.

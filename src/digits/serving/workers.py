@@ -40,6 +40,9 @@ MAX_WAITING_PICTURES = 64
 # pipe (64 KB on Linux) takes it without blocking. A bigger one is written from a thread, which waits while
 # the worker reads it. The page's drawings are 2–5 KB; the thread's round trip cost each about 0.1 ms of CPU.
 DIRECT_SEND_BYTES = 32 * 1024
+# Workers that die while starting are replaced, up to this many in a row; then the server stops trying
+# (a worker that can never start, as with a broken installation, would otherwise be restarted without end).
+MAX_FAILED_STARTS = 2 * PREPARATION_PROCESSES
 # The most pictures one inference call classifies; more wait for the next call.
 MAX_BATCH = 64
 
@@ -117,6 +120,7 @@ class PicturePreparer:
         self.starting: list[PreparationWorker] = []  # Started, not yet ready, and not yet watched by a task.
         self.waiting: list[asyncio.Future] = []  # Requests waiting for an idle worker, first come first served.
         self.becoming_ready: set[asyncio.Task] = set()
+        self.failed_starts = 0  # Workers in a row that died before they were ready.
 
     @property
     def started(self) -> bool:
@@ -225,11 +229,20 @@ class PicturePreparer:
         if worker not in self.workers:
             return  # Stopped meanwhile (the server is closing, or it was replaced).
         if ready == "ready":
+            self.failed_starts = 0
             self.release(worker)
             return
-        # It died while importing. Requests wait for the others; with none left, they hear why.
+        # It died while importing (killed, or out of memory): another takes its place, so that the server keeps
+        # all its workers. A worker that cannot start at all (a broken installation) is not restarted for ever:
+        # after MAX_FAILED_STARTS in a row requests wait for the others, and with none left they hear why.
         worker.stop()
         self.workers.remove(worker)
+        self.failed_starts += 1
+        if self.failed_starts <= MAX_FAILED_STARTS:
+            fresh = PreparationWorker()
+            self.workers.append(fresh)
+            self.join_when_ready(fresh)
+            return
         if not self.workers:
             for turn in self.waiting:
                 if not turn.done():
