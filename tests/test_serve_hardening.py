@@ -97,3 +97,44 @@ def test_a_worker_killed_while_starting_is_replaced_so_the_server_keeps_all_its_
     view, killed, idle = asyncio.run(kill_one_while_starting())
     assert view.shape == (28, 28) and view.max() == 255
     assert len(idle) == 2 and killed not in idle  # Two workers again, one of them new.
+
+
+# --- 4. a worker's errors go to the server's log, rate limited -------------------------------------------------
+
+
+def test_worker_errors_are_written_to_the_servers_stderr_at_most_ten_a_minute(capfd, digit_png):
+    # A number in place of a picture's bytes is what no client can send: it stands for a bug in preparing (a
+    # TypeError deep in the worker), the one kind of failure that is neither the picture's nor the client's.
+    async def send_bugs(count: int):
+        preparer = workers.PicturePreparer(processes=1)
+        preparer.start()
+        statuses = []
+        try:
+            for _ in range(count):
+                try:
+                    await preparer(12345, "picture number 12345")
+                except workers.PreparationFailed as error:
+                    statuses.append(error.status)
+            view = await preparer(digit_png(7), "a drawn 7")  # The worker survived every one of them.
+        finally:
+            preparer.close()
+        return statuses, view
+
+    statuses, view = asyncio.run(send_bugs(25))
+    assert statuses == [500] * 25 and view.shape == (28, 28)
+    log = capfd.readouterr().err
+    # Each logged error names the picture and ends with its traceback's cause; the 15 beyond the limit are not written.
+    assert log.count("digits serve: preparing picture number 12345 failed in a worker process:") == 10, log
+    assert log.count("TypeError") == 10 and "counted, not logged" in log
+
+
+def test_the_error_log_says_how_many_errors_it_left_out_once_a_new_window_starts(capsys):
+    log = workers.ErrorLog(count=2, seconds=0.2)
+    for number in range(5):
+        log.write(f"error {number}")
+    time.sleep(0.25)
+    log.write("error 5")
+    written = capsys.readouterr().err
+    assert [line for line in written.splitlines() if line.startswith("digits serve: error")] == [
+        "digits serve: error 0", "digits serve: error 1", "digits serve: error 5"]
+    assert "digits serve: 3 more worker errors in 0.2 s were not logged." in written
