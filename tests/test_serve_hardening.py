@@ -2,7 +2,10 @@
 
 import asyncio
 import io
+import json
+import socket
 import struct
+import threading
 import time
 import warnings
 
@@ -10,8 +13,9 @@ import pytest
 from PIL import Image, features
 
 from digits.inference.classifier import load_classifier
-from digits.serving import workers
+from digits.serving import limits, workers
 from digits.serving.app import create_app
+from digits.serving.process import open_listener
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -27,6 +31,53 @@ def classifier():
 def client(classifier):
     with TestClient(create_app(classifier), base_url="http://127.0.0.1:8000") as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def server(classifier):
+    """A real server on a free 127.0.0.1 port, as `digits serve` runs it (uvicorn and the limited protocol), in a
+    thread of this process: its port number."""
+    import uvicorn
+
+    app = create_app(classifier)
+    listener = open_listener("127.0.0.1", 0)
+    config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="off",
+                            http=limits.LimitedHttpToolsProtocol)
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield listener.getsockname()[1]
+    running.should_exit = True
+    thread.join(timeout=10)
+    app.state.preparer.close()
+    listener.close()
+
+
+def exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
+    """Send `request` on a new connection and read the answer until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        try:
+            connection.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # Refused and closed before reading everything; the answer is still there.
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def head_and_detail(answer: bytes) -> tuple[int, dict[str, str], str]:
+    """The status, headers (lower-case names) and JSON detail of a raw HTTP answer."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in header_lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)["detail"]
 
 
 def assert_sentence(response, status: int, *words: str):
@@ -138,3 +189,16 @@ def test_the_error_log_says_how_many_errors_it_left_out_once_a_new_window_starts
     assert [line for line in written.splitlines() if line.startswith("digits serve: error")] == [
         "digits serve: error 0", "digits serve: error 1", "digits serve: error 5"]
     assert "digits serve: 3 more worker errors in 0.2 s were not logged." in written
+
+
+# --- 7. uvicorn's own 400 for bytes that are not HTTP ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("garbage", [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40),  # a TLS hello
+                                     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n"],
+                         ids=["tls-hello", "header-without-colon"])
+def test_a_request_that_is_not_http_gets_400_in_the_apis_shape_with_the_security_headers(server, garbage):
+    status, headers, detail = head_and_detail(exchange(server, garbage))
+    assert status == 400 and headers["connection"] == "close"
+    assert {name: headers.get(name) for name in limits.SECURITY_HEADERS} == limits.SECURITY_HEADERS
+    assert detail == "The request is not valid HTTP/1.1; send a well-formed request."

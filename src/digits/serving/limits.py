@@ -111,8 +111,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self.transport.close()
             return
-        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
-        body = json.dumps({"detail": f"The request line and headers {why}; send a shorter request."}).encode()
+        self.answer_and_close(status, f"The request line and headers {why}; send a shorter request.")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP: in the API's shape, with the security headers."""
+        self.end_head()
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # A pipelined request is garbage while the previous one is answered.
+            return
+        self.answer_and_close(400, "The request is not valid HTTP/1.1; send a well-formed request.")
+
+    def answer_and_close(self, status: int, detail: str) -> None:
+        """Answer in one sentence, with the security headers, and close, without passing the request to the app."""
+        reason = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        body = json.dumps({"detail": detail}).encode()
         head = [b"HTTP/1.1 %d %s" % (status, reason), b"content-type: application/json",
                 b"content-length: %d" % len(body), b"connection: close"]
         head += [name.encode() + b": " + value.encode() for name, value in SECURITY_HEADERS.items()]
