@@ -202,3 +202,41 @@ def test_a_request_that_is_not_http_gets_400_in_the_apis_shape_with_the_security
     assert status == 400 and headers["connection"] == "close"
     assert {name: headers.get(name) for name in limits.SECURITY_HEADERS} == limits.SECURITY_HEADERS
     assert detail == "The request is not valid HTTP/1.1; send a well-formed request."
+
+
+# --- 8. behind a reverse proxy: --allow-host ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def proxied_client(classifier):
+    app = create_app(classifier, allowed_hosts=limits.allowed_hosts_for("127.0.0.1", ["digits.example.com"]))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize("host", ["digits.example.com", "127.0.0.1:8000"], ids=["host-passed-on", "host-rewritten"])
+def test_the_page_behind_a_reverse_proxy_is_served_and_its_drawings_are_read(proxied_client, digit_png, host):
+    # The proxy passes the browser's Host on (Caddy, nginx with `proxy_set_header Host $host`) or its own (nginx's
+    # default): either way the page loads and a drawing posted from it, with the public Origin, is read.
+    assert proxied_client.get("/", headers={"Host": host}).status_code == 200
+    answer = proxied_client.post("/predict", content=digit_png(7), headers={
+        "Host": host, "Origin": "https://digits.example.com", "Content-Type": "image/png"})
+    assert answer.status_code == 200 and answer.json()["digit"] == 7
+
+
+def test_behind_a_reverse_proxy_other_sites_and_names_are_still_refused(proxied_client, digit_png):
+    cross_site = proxied_client.post("/predict", content=digit_png(7), headers={
+        "Host": "127.0.0.1:8000", "Origin": "https://attacker.example", "Content-Type": "image/png"})
+    assert_sentence(cross_site, 403, "other sites")
+    assert_sentence(proxied_client.get("/health", headers={"Host": "attacker.example"}), 421, "--allow-host")
+
+
+@pytest.mark.parametrize("name, words", [("*", "wildcard"), ("https://digits.example.com/", "not a host name"),
+                                         ("digits example", "not a host name")])
+def test_serve_refuses_an_allowed_host_that_is_no_host_name_in_one_sentence(capsys, name, words):
+    from digits.cli import main
+
+    assert main(["serve", "--port", "0", "--allow-host", "digits.example.com", "--allow-host", name]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("digits: error: --allow-host ") and repr(name) in error and words in error
+    assert error.count("\n") == 1 and "Traceback" not in error

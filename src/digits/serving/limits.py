@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Collection
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from digits.errors import DigitsError
 
 # The request line and headers of a browser's request are under 2 KB; 16 KB is h11's default limit too.
 MAX_HEADER_BYTES = 16 * 1024
@@ -45,6 +48,8 @@ SECURITY_HEADERS = {
 }
 # Host names that are always this machine. An IP address is accepted too: DNS rebinding needs a name.
 LOCAL_HOST_NAMES = ("localhost", "localhost.")
+# A host name as DNS spells it: labels of letters, digits and hyphens, joined by dots.
+HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
 # Bodies a page on another site can post without asking (a "simple" cross-origin request).
 SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded")
 
@@ -233,10 +238,10 @@ class RequestGuard:
         host = headers.get("host", "")
         if self.allowed_hosts is not None and not self.host_allowed(host):
             return 421, (f"This server does not answer to the host name {host_name(host)!r}; open it as "
-                         "http://127.0.0.1 or http://localhost, or start it with --host naming that host.")
+                         "http://127.0.0.1 or http://localhost, or start it with --allow-host naming that host.")
         if method not in ("GET", "HEAD", "OPTIONS"):
             origin = headers.get("origin")
-            if origin is not None and origin.lower().split("://", 1)[-1] != host.lower():
+            if origin is not None and not self.origin_allowed(origin, host):
                 return 403, "Requests from pages of other sites are refused; use the page this server serves."
             content_type = headers.get("content-type", "").split(";")[0].strip().lower()
             from_browser = origin is not None or "sec-fetch-site" in headers
@@ -244,6 +249,12 @@ class RequestGuard:
                 return 415, (f"A {content_type} body is refused; send the image as multipart field 'file' or "
                              "as a raw body of type image/* or application/octet-stream.")
         return None
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        """A page of this server: its Origin is the Host it asked, or a name this server was told it is served
+        under (a reverse proxy may pass the request on with its own Host, such as 127.0.0.1:8000)."""
+        authority = origin.lower().split("://", 1)[-1]
+        return authority == host.lower() or host_name(authority) in (self.allowed_hosts or ())
 
     def host_allowed(self, host: str) -> bool:
         name = host_name(host)
@@ -308,11 +319,27 @@ async def wait_for_disconnect(receive) -> None:
         pass
 
 
-def allowed_hosts_for(host: str) -> set[str]:
-    """Host names a server listening on `host` answers to, besides localhost and IP addresses."""
+def checked_host_names(names: Collection[str]) -> set[str]:
+    """The names a server is served under (`allowed_hosts`), lower-case; a DigitsError for one that is not a name."""
+    checked = set()
+    for name in names:
+        lowered = name.strip().lower()
+        if "*" in lowered:
+            raise DigitsError(f"`allowed_hosts` cannot hold the wildcard {name!r}; name each host the server is "
+                              "reached under (answering to any name would let a page on any site read it).")
+        if not (HOST_NAME.fullmatch(lowered) and len(lowered) <= 253):
+            raise DigitsError(f"`allowed_hosts` holds {name!r}, which is not a host name; give a name such as "
+                              "digits.example.com, without a scheme, port or path.")
+        checked.add(lowered)
+    return checked
+
+
+def allowed_hosts_for(host: str, extra_hosts: Collection[str] = ()) -> set[str]:
+    """Host names a server listening on `host` answers to, besides localhost and IP addresses, and `extra_hosts`
+    (the names a reverse proxy serves it under)."""
     import socket
 
-    names = {host.lower()}
+    names = {host.lower()} | checked_host_names(extra_hosts)
     if host in ("0.0.0.0", "::", ""):  # Every interface: the machine's own names reach it too.
         names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
     return names

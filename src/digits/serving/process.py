@@ -10,6 +10,7 @@ import errno
 import ipaddress
 import socket
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,18 @@ from digits.serving import limits
 from digits.serving.app import create_app
 
 
-def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Load the model once, then answer on http://host:port/ until Ctrl+C."""
+def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
+          allowed_hosts: Collection[str] = ()) -> None:
+    """Load the model once, then answer on http://host:port/ until Ctrl+C.
+
+    `allowed_hosts`: names the server is reached under besides localhost, IP addresses and `host`, as behind
+    a reverse proxy (docs/security.md): requests naming them (Host) and pages under them (Origin) are answered.
+    """
     import uvicorn
 
     from digits.inference.classifier import load_classifier, runs_on_onnx
 
+    host_names = limits.allowed_hosts_for(host, allowed_hosts)  # A name that is none is refused before anything.
     # Bind first, so a busy port is reported before the model takes seconds to load.
     listener = open_listener(host, port)
     app = None
@@ -42,7 +49,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         # The first call builds the classifier's reader (a Keras model is traced into a graph, about 0.1 s): made
         # now, on a blank picture, so that the first visitor does not wait for it.
         classifier.classify(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE), np.uint8))
-        app = create_app(classifier, allowed_hosts=limits.allowed_hosts_for(host))
+        app = create_app(classifier, allowed_hosts=host_names)
         # The picture-preparing workers get ready (about half a second each) while uvicorn starts; a picture
         # that arrives before them waits for the first one that is. Started here, not first: on 2 cores, workers
         # importing beside this process slowed it more than they gained (docs/inference.md has the figures).
