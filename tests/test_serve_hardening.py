@@ -1,6 +1,7 @@
 """Issue 24, items 1–8: what the second adversarial pass broke in `digits serve`, in process and for real."""
 
 import asyncio
+import contextlib
 import io
 import json
 import socket
@@ -35,11 +36,16 @@ def client(classifier):
 
 @pytest.fixture(scope="module")
 def server(classifier):
-    """A real server on a free 127.0.0.1 port, as `digits serve` runs it (uvicorn and the limited protocol), in a
-    thread of this process: its port number."""
+    """A real server on a free 127.0.0.1 port, as `digits serve` runs it: its port number."""
+    with running_server(create_app(classifier)) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def running_server(app):
+    """`app` served by uvicorn with the limited protocol, as `digits serve` does, in a thread of this process."""
     import uvicorn
 
-    app = create_app(classifier)
     listener = open_listener("127.0.0.1", 0)
     config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="off",
                             http=limits.LimitedHttpToolsProtocol)
@@ -49,11 +55,13 @@ def server(classifier):
     deadline = time.monotonic() + 30
     while not running.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    yield listener.getsockname()[1]
-    running.should_exit = True
-    thread.join(timeout=10)
-    app.state.preparer.close()
-    listener.close()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
+        app.state.preparer.close()
+        listener.close()
 
 
 def exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
@@ -70,6 +78,15 @@ def exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
         except ConnectionResetError:
             pass
         return answer
+
+
+def post_head(length: int) -> bytes:
+    return b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % (
+        length)
+
+
+def post_request(body: bytes) -> bytes:
+    return post_head(len(body))[:-2] + b"Connection: close\r\n\r\n" + body
 
 
 def head_and_detail(answer: bytes) -> tuple[int, dict[str, str], str]:
@@ -240,3 +257,55 @@ def test_serve_refuses_an_allowed_host_that_is_no_host_name_in_one_sentence(caps
     error = capsys.readouterr().err
     assert error.startswith("digits: error: --allow-host ") and repr(name) in error and words in error
     assert error.count("\n") == 1 and "Traceback" not in error
+
+
+# --- 1. the upload budget: what was sent, not what was declared; one client holds a share of it --------------
+
+
+def attacker_connection(port: int) -> socket.socket:
+    """A connection from another address of this machine (127.0.0.2): another client than the test's requests."""
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+
+
+def test_bodies_declared_but_never_sent_hold_no_budget_so_a_drawing_is_still_read(server, digit_png):
+    # The attack of issue 24: heads whose Content-Lengths add up to the whole budget, and no body.
+    declared = [10 * 2**20] * 12 + [limits.UPLOAD_BUDGET_BYTES - 12 * 10 * 2**20]
+    idle = [attacker_connection(server) for _ in declared]
+    try:
+        for connection, length in zip(idle, declared, strict=True):
+            connection.sendall(post_head(length))
+        time.sleep(0.3)  # Every head has reached the server and its request the application.
+        status, _, body = exchange(server, post_request(digit_png(7))).partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 200") and json.loads(body)["digit"] == 7
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_one_client_holds_at_most_its_share_of_the_budget_and_others_are_still_read(classifier, digit_png,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(limits, "UPLOAD_BUDGET_BYTES", 2 * 2**20)
+    monkeypatch.setattr(limits, "CLIENT_UPLOAD_BYTES", 2**20)
+    stalled = []
+    with running_server(create_app(classifier)) as port:
+        try:
+            # Eight uploads of 400 KB from one client, each stalling after 300 KB: 2.4 MB, more than the budget.
+            for _ in range(8):
+                connection = attacker_connection(port)
+                connection.sendall(post_request(bytes(400_000))[: -100_000])
+                stalled.append(connection)
+                time.sleep(0.05)
+            time.sleep(0.3)
+            refused = []
+            for connection in stalled:  # Those past the client's share were answered at once, and closed.
+                connection.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    refused.append(connection.recv(65536))
+            assert 3 <= sum(answer.startswith(b"HTTP/1.1 429") for answer in refused) <= 6, refused
+            status, headers, detail = head_and_detail(exchange(port, post_request(b"x" * 2000)))
+            assert status == 400 and "not an image" in detail  # Another client's upload is read, not 503.
+            status, _, body = exchange(port, post_request(digit_png(7))).partition(b"\r\n\r\n")
+            assert status.startswith(b"HTTP/1.1 200") and json.loads(body)["digit"] == 7
+        finally:
+            for connection in stalled:
+                connection.close()

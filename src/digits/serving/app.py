@@ -107,6 +107,9 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorMessage, "description": "A `text/plain` body, or a form-encoded one from a browser."},
     422: {"model": ErrorMessage, "description": "The picture is readable but holds no digit (no ink), or took "
           "longer to prepare than the server allows."},
+    429: {"model": ErrorMessage, "description": "This client's uploads being received already hold its share "
+          f"({limits.CLIENT_UPLOAD_BYTES // 2**20} MB) of the server's memory for uploads; send it again once they "
+          "are answered."},
     503: {"model": ErrorMessage, "description": "The server is busy (too many uploads or pictures at once); "
           "send it again in a moment."},
 }

@@ -35,6 +35,9 @@ HEADER_SECONDS = 10.0
 BODY_SECONDS = 30.0
 # All uploads being received at once may hold this much memory together; beyond it the server answers 503.
 UPLOAD_BUDGET_BYTES = 128 * 2**20
+# The uploads of one client (one IPv4 address, or one IPv6 /64 network) may hold this much of it, three uploads of
+# the largest size; beyond it that client gets 429. So one client cannot keep every other upload waiting.
+CLIENT_UPLOAD_BYTES = 32 * 2**20
 
 # The page loads nothing from elsewhere and may not be framed by another site; the browser enforces it.
 CONTENT_SECURITY_POLICY = (
@@ -148,20 +151,60 @@ BUSY_SENTENCE = "The server is receiving too many uploads at once; send the pict
 BUSY_HEADERS = {"retry-after": "5", "connection": "close"}
 
 
+CLIENT_BUSY_SENTENCE = ("Your uploads being received already hold all the memory this server gives one client; "
+                        "wait for their answers, then send the picture again.")
+
+
 class UploadBudget:
-    """Bytes held by the uploads being received now; `take` refuses what would go over the budget."""
+    """Bytes held by the uploads being received now, in all and per client; `take` refuses what would go over.
 
-    def __init__(self, limit: int | None = None):
+    Only bytes that have arrived are counted: a client that declares a large body and sends none of it holds
+    nothing (a declared length used to reserve its whole size, so a few idle connections locked everyone out).
+    """
+
+    def __init__(self, limit: int | None = None, client_limit: int | None = None):
         self.limit = UPLOAD_BUDGET_BYTES if limit is None else limit
+        self.client_limit = CLIENT_UPLOAD_BYTES if client_limit is None else client_limit
         self.used = 0
+        self.used_by: dict[str, int] = {}  # Only clients holding something, so it is as long as the uploads.
 
-    def take(self, size: int) -> None:
+    def refusal(self, size: int, client: str = "") -> HTTPException | None:
+        """The answer for a client that would go over its share or the whole budget with `size` more bytes, or None."""
+        if self.used_by.get(client, 0) + size > self.client_limit:
+            return HTTPException(429, CLIENT_BUSY_SENTENCE, headers=BUSY_HEADERS)
         if self.used + size > self.limit:
-            raise HTTPException(503, BUSY_SENTENCE, headers=BUSY_HEADERS)
-        self.used += size
+            return HTTPException(503, BUSY_SENTENCE, headers=BUSY_HEADERS)
+        return None
 
-    def give_back(self, size: int) -> None:
+    def take(self, size: int, client: str = "") -> None:
+        refusal = self.refusal(size, client)
+        if refusal is not None:
+            raise refusal
+        self.used += size
+        self.used_by[client] = self.used_by.get(client, 0) + size
+
+    def give_back(self, size: int, client: str = "") -> None:
         self.used -= size
+        left = self.used_by.get(client, 0) - size
+        if left > 0:
+            self.used_by[client] = left
+        else:
+            self.used_by.pop(client, None)
+
+
+def client_of(scope) -> str:
+    """Who sent a request, for the per-client share: its IPv4 address, or its IPv6 /64 network (one host may hold
+    a whole /64). Behind a reverse proxy every request comes from the proxy, which then holds one client's share."""
+    address = (scope.get("client") or ("",))[0] or ""
+    try:
+        parsed = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 class RequestGuard:
@@ -195,16 +238,14 @@ class RequestGuard:
                 message = {**message, "headers": kept + encoded_security_headers()}
             await send(message)
 
-        # A body that declares its length reserves all of it at once: when the budget cannot hold it, the request
-        # is refused before a byte of it is read, instead of after many connections have each sent a part.
-        reserved = declared_length(headers)
-        if reserved > self.budget.limit:
-            reserved = 0  # Bigger than any upload may be: the application refuses it (413) from the header alone.
-        if reserved:
-            if self.budget.used + reserved > self.budget.limit:
-                await refuse(send, 503, BUSY_SENTENCE, BUSY_HEADERS)
-                return
-            self.budget.take(reserved)
+        # A body that declares a length the budget cannot hold now is refused before a byte of it is read, instead
+        # of after many connections have each sent a part. Nothing is reserved: only bytes that arrive are held.
+        client = client_of(scope)
+        declared = declared_length(headers)
+        early = self.budget.refusal(declared, client) if declared <= self.budget.client_limit else None
+        if early is not None:  # (Bigger than any upload may be: the application refuses it, 413, unread.)
+            await refuse(send, early.status_code, early.detail, BUSY_HEADERS)
+            return
         held, body_complete = 0, False
         deadline = time.monotonic() + self.body_seconds
 
@@ -222,7 +263,7 @@ class RequestGuard:
                 ) from None
             body_complete = message["type"] != "http.request" or not message.get("more_body", False)
             size = len(message.get("body", b""))
-            self.budget.take(max(0, held + size - max(held, reserved)))  # only what goes past the reservation
+            self.budget.take(size, client)
             held += size
             return message
 
@@ -231,7 +272,7 @@ class RequestGuard:
         except ClientDisconnect:
             pass  # The client left during its upload; nobody is there to answer, and it is no error of ours.
         finally:
-            self.budget.give_back(max(held, reserved))
+            self.budget.give_back(held, client)
 
     def refusal(self, method: str, headers: dict[str, str]) -> tuple[int, str] | None:
         """The status and sentence for a request refused from its headers alone, or None."""
