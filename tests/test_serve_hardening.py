@@ -309,3 +309,38 @@ def test_one_client_holds_at_most_its_share_of_the_budget_and_others_are_still_r
         finally:
             for connection in stalled:
                 connection.close()
+
+
+# --- 2. a head that arrives in one read is held to the header limit too ---------------------------------------
+
+
+def one_read_head(request_line: bytes, size: int, *extra: bytes) -> bytes:
+    """A request head of about `size` bytes: many small headers, as in issue 24 (6,100 headers in 20–100 KB)."""
+    headers = b"".join(b"X-%d: a\r\n" % number for number in range(size // 10))
+    return request_line + b"Host: 127.0.0.1\r\n" + b"".join(extra) + headers + b"\r\n"
+
+
+@pytest.mark.parametrize("size", [20_000, 100_000])
+def test_a_head_over_the_limit_arriving_in_one_read_gets_431(server, size):
+    head = one_read_head(b"GET /health HTTP/1.1\r\n", size)
+    status, headers, detail = head_and_detail(exchange(server, head))
+    assert status == 431 and headers["connection"] == "close" and "16,384 bytes" in detail
+
+
+def test_a_chunked_upload_whose_head_is_over_the_limit_never_reaches_the_application(server):
+    head = one_read_head(b"POST /predict HTTP/1.1\r\n", 60_000, b"Content-Type: image/png\r\n",
+                         b"Transfer-Encoding: chunked\r\n")
+    status, _, detail = head_and_detail(exchange(server, head))  # and no body: the attack's connections wait
+    assert status == 431 and "16,384 bytes" in detail
+
+
+def test_a_head_over_the_limit_pipelined_behind_a_small_request_is_refused_too(server):
+    small = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    answer = exchange(server, small + one_read_head(b"GET /health HTTP/1.1\r\n", 40_000))
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1 200") == 1  # The big one is not answered.
+
+
+def test_a_head_just_under_the_limit_is_still_answered(server):
+    head = one_read_head(b"GET /health HTTP/1.1\r\n", 15_000)
+    assert len(head) < limits.MAX_HEADER_BYTES
+    assert exchange(server, head[:-2] + b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 200")

@@ -65,6 +65,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     head_deadline: asyncio.TimerHandle | None = None
     refused = False
     heads_read = 0
+    parsed_head_bytes = 0  # The request line's URL and the headers of the request being parsed, as parsed.
+    close_when_answered = False
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -84,12 +86,47 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self.head_bytes > MAX_HEADER_BYTES:
                 self.refuse_head(431, f"is over {MAX_HEADER_BYTES:,} bytes")
 
+    # A head that arrives whole in one read is never counted by data_received (a chunk holding a head's end is
+    # not), so the parser's pieces of each head are counted too: what is over the limit is not kept, and the
+    # request is refused when its head ends, before the application sees it.
+
+    def on_message_begin(self) -> None:
+        self.parsed_head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if self.head_fits(len(url)):
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_fits(len(name) + len(value) + 4):  # "name: value\r\n"
+            super().on_header(name, value)
+
+    def head_fits(self, size: int) -> bool:
+        self.parsed_head_bytes += size
+        return self.parsed_head_bytes <= MAX_HEADER_BYTES
+
     def on_headers_complete(self) -> None:
         self.heads_read += 1
+        if self.parsed_head_bytes > MAX_HEADER_BYTES:
+            self.refuse_head(431, f"is over {MAX_HEADER_BYTES:,} bytes")
+            self.refused = True  # The rest of what arrives is dropped; see refuse_head.
+            return
         self.end_head()
         super().on_headers_complete()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.close_when_answered:
+            self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self.refused:
+            return
         super().on_message_complete()
         self.reading_head, self.head_bytes = True, 0  # The next request on this connection starts afresh.
 
@@ -117,7 +154,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.reading_head = True
                 self.start_head_clock()
             else:
-                self.transport.close()
+                self.refused = self.close_when_answered = True  # The rest is dropped; closed once answered.
             return
         self.answer_and_close(status, f"The request line and headers {why}; send a shorter request.")
 
