@@ -151,9 +151,17 @@ def create_app(
         redoc_url=None,
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts)
+    stop_notice = limits.StopNotice()
+    app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts, stop_notice=stop_notice)
     classify = BatchClassifier(classifier.classify)  # What `digits predict` and `digits.predict` call.
     prepare = app.state.preparer = PicturePreparer()
+
+    def begin_stopping() -> None:
+        """Refuse new work (503) and answer what is ready: called by `digits serve` when it is told to stop."""
+        stop_notice.begin()
+        prepare.stop_accepting()
+
+    app.state.begin_stopping = begin_stopping
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

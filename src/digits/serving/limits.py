@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from digits.errors import DigitsError
+from digits.serving.workers import STOPPING_SENTENCE  # The workers' sentence: the same answer from both.
 
 # The request line and headers of a browser's request are under 2 KB; 16 KB is h11's default limit too.
 MAX_HEADER_BYTES = 16 * 1024
@@ -38,6 +39,11 @@ UPLOAD_BUDGET_BYTES = 128 * 2**20
 # The uploads of one client (one IPv4 address, or one IPv6 /64 network) may hold this much of it, three uploads of
 # the largest size; beyond it that client gets 429. So one client cannot keep every other upload waiting.
 CLIENT_UPLOAD_BYTES = 32 * 2**20
+
+# On SIGTERM or Ctrl+C, requests being answered get this long to finish before the server exits anyway (Docker
+# kills after 10 s). Longer than a picture's preparation limit (5 s), so a picture being prepared is answered;
+# pictures waiting for a worker, and uploads still arriving, get 503 at once.
+STOP_SECONDS = 7
 
 # The page loads nothing from elsewhere and may not be framed by another site; the browser enforces it.
 CONTENT_SECURITY_POLICY = (
@@ -188,6 +194,20 @@ BUSY_SENTENCE = "The server is receiving too many uploads at once; send the pict
 BUSY_HEADERS = {"retry-after": "5", "connection": "close"}
 
 
+class StopNotice:
+    """Told when the server begins to stop (`begin`): new requests, and uploads still arriving, get 503 at once."""
+
+    def __init__(self):
+        self.stopping = False
+        self.body_deadlines: set[asyncio.Timeout] = set()  # Of the uploads waiting for their next bytes now.
+
+    def begin(self) -> None:
+        self.stopping = True
+        now = asyncio.get_running_loop().time()
+        for deadline in self.body_deadlines:
+            deadline.reschedule(now)  # Each waiting upload wakes up and hears it is refused.
+
+
 CLIENT_BUSY_SENTENCE = ("Your uploads being received already hold all the memory this server gives one client; "
                         "wait for their answers, then send the picture again.")
 
@@ -252,8 +272,9 @@ class RequestGuard:
     """
 
     def __init__(self, app, allowed_hosts: Collection[str] | None = None, budget: UploadBudget | None = None,
-                 body_seconds: float | None = None):
+                 body_seconds: float | None = None, stop_notice: StopNotice | None = None):
         self.app = app
+        self.stop_notice = stop_notice or StopNotice()
         self.allowed_hosts = None if allowed_hosts is None else {name.lower() for name in allowed_hosts}
         self.budget = budget or UploadBudget()
         self.body_seconds = BODY_SECONDS if body_seconds is None else body_seconds
@@ -261,6 +282,9 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.stop_notice.stopping:
+            await refuse(send, 503, STOPPING_SENTENCE, BUSY_HEADERS)  # New work, on a connection still open.
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         refusal = self.refusal(scope["method"], headers)
@@ -290,10 +314,19 @@ class RequestGuard:
             nonlocal held, body_complete
             if body_complete:
                 return await receive()  # Only the disconnect is left to come; no deadline for it.
+            stopped = HTTPException(503, STOPPING_SENTENCE, headers=BUSY_HEADERS)
+            if self.stop_notice.stopping:
+                raise stopped
             try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    message = await receive()
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())) as body_deadline:
+                    self.stop_notice.body_deadlines.add(body_deadline)
+                    try:
+                        message = await receive()
+                    finally:
+                        self.stop_notice.body_deadlines.discard(body_deadline)
             except TimeoutError:
+                if self.stop_notice.stopping:
+                    raise stopped from None
                 raise HTTPException(
                     408, f"The upload took longer than {self.body_seconds:g} s; send it again on a faster "
                     "connection or send a smaller picture.", headers={"connection": "close"},

@@ -55,6 +55,9 @@ ERROR_LOG_CHARACTERS = 4000
 MAX_BATCH = 64
 
 
+STOPPING_SENTENCE = "The server is stopping; send the picture again in a moment."
+
+
 class PreparationFailed(Exception):
     """A picture was not prepared (too slow, worker died, server busy); a sentence and an HTTP status for the client."""
 
@@ -130,6 +133,7 @@ class PicturePreparer:
         self.becoming_ready: set[asyncio.Task] = set()
         self.failed_starts = 0  # Workers in a row that died before they were ready.
         self.error_log = ErrorLog()
+        self.stopping = False  # Set by stop_accepting: no new picture is taken and no worker started.
 
     @property
     def started(self) -> bool:
@@ -185,6 +189,8 @@ class PicturePreparer:
 
     async def idle_worker(self) -> PreparationWorker:
         """A worker for the next picture; first come, first served (a freed worker is handed to the next in line)."""
+        if self.stopping:
+            raise PreparationFailed(503, STOPPING_SENTENCE)
         if self.idle and not self.waiting:
             worker = self.idle.pop()
         else:
@@ -221,6 +227,8 @@ class PicturePreparer:
         worker.stop()
         if worker in self.workers:
             self.workers.remove(worker)
+        if self.stopping:
+            return
         fresh = PreparationWorker()
         self.workers.append(fresh)
         self.join_when_ready(fresh)
@@ -236,7 +244,7 @@ class PicturePreparer:
             ready = worker.connection.recv()
         except (EOFError, OSError):
             ready = None
-        if worker not in self.workers:
+        if worker not in self.workers or self.stopping:
             return  # Stopped meanwhile (the server is closing, or it was replaced).
         if ready == "ready":
             self.failed_starts = 0
@@ -258,6 +266,14 @@ class PicturePreparer:
                 if not turn.done():
                     turn.set_exception(PreparationFailed(
                         503, "The server's picture preparation workers failed to start; send the picture again."))
+
+    def stop_accepting(self) -> None:
+        """The server is stopping: pictures waiting for a worker get 503 now, and new ones too; a picture being
+        prepared is still answered, within its time limit."""
+        self.stopping = True
+        for turn in self.waiting:
+            if not turn.done():
+                turn.set_exception(PreparationFailed(503, STOPPING_SENTENCE))
 
     def close(self) -> None:
         for task in self.becoming_ready:
