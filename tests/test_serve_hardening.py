@@ -12,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 
+import httpx
 import psutil
 import pytest
 from PIL import Image, features
@@ -25,10 +25,6 @@ from digits.serving import limits, workers
 from digits.serving.app import create_app
 from digits.serving.process import open_listener
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient
-
 
 @pytest.fixture(scope="module")
 def classifier():
@@ -36,16 +32,16 @@ def classifier():
 
 
 @pytest.fixture(scope="module")
-def client(classifier):
-    with TestClient(create_app(classifier), base_url="http://127.0.0.1:8000") as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
 def server(classifier):
-    """A real server on a free 127.0.0.1 port, as `digits serve` runs it: its port number."""
-    with running_server(create_app(classifier)) as port:
+    """A real server on a free 127.0.0.1 port, as `digits serve --allow-host digits.example.com` runs it: its port."""
+    with running_server(create_app(classifier, allowed_hosts=limits.allowed_hosts_for(
+            "127.0.0.1", ["digits.example.com"]))) as port:
         yield port
+
+
+def post(port: int, body: bytes, content_type: str = "image/png", **headers: str) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{port}/predict", content=body,
+                      headers={"Content-Type": content_type, **headers}, timeout=30)
 
 
 @contextlib.contextmanager
@@ -146,8 +142,8 @@ def spider_image_inside_a_stack_of_none() -> bytes:
 
 @pytest.mark.parametrize("damaged", [avif_without_its_primary_item, dds_of_an_unknown_compression,
                                      spider_image_inside_a_stack_of_none], ids=["avif", "dds", "spider"])
-def test_a_damaged_avif_dds_or_spider_file_gets_400_in_one_sentence(client, damaged):
-    response = client.post("/predict", content=damaged(), headers={"Content-Type": "application/octet-stream"})
+def test_a_damaged_avif_dds_or_spider_file_gets_400_in_one_sentence(server, damaged):
+    response = post(server, damaged(), "application/octet-stream")
     assert_sentence(response, 400, "the request body", "image")
 
 
@@ -231,28 +227,20 @@ def test_a_request_that_is_not_http_gets_400_in_the_apis_shape_with_the_security
 # --- 8. behind a reverse proxy: --allow-host ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def proxied_client(classifier):
-    app = create_app(classifier, allowed_hosts=limits.allowed_hosts_for("127.0.0.1", ["digits.example.com"]))
-    with TestClient(app, base_url="http://127.0.0.1:8000") as test_client:
-        yield test_client
-
-
 @pytest.mark.parametrize("host", ["digits.example.com", "127.0.0.1:8000"], ids=["host-passed-on", "host-rewritten"])
-def test_the_page_behind_a_reverse_proxy_is_served_and_its_drawings_are_read(proxied_client, digit_png, host):
+def test_the_page_behind_a_reverse_proxy_is_served_and_its_drawings_are_read(server, digit_png, host):
     # The proxy passes the browser's Host on (Caddy, nginx with `proxy_set_header Host $host`) or its own (nginx's
     # default): either way the page loads and a drawing posted from it, with the public Origin, is read.
-    assert proxied_client.get("/", headers={"Host": host}).status_code == 200
-    answer = proxied_client.post("/predict", content=digit_png(7), headers={
-        "Host": host, "Origin": "https://digits.example.com", "Content-Type": "image/png"})
+    assert httpx.get(f"http://127.0.0.1:{server}/", headers={"Host": host}).status_code == 200
+    answer = post(server, digit_png(7), Host=host, Origin="https://digits.example.com")
     assert answer.status_code == 200 and answer.json()["digit"] == 7
 
 
-def test_behind_a_reverse_proxy_other_sites_and_names_are_still_refused(proxied_client, digit_png):
-    cross_site = proxied_client.post("/predict", content=digit_png(7), headers={
-        "Host": "127.0.0.1:8000", "Origin": "https://attacker.example", "Content-Type": "image/png"})
+def test_behind_a_reverse_proxy_other_sites_and_names_are_still_refused(server, digit_png):
+    cross_site = post(server, digit_png(7), Host="127.0.0.1:8000", Origin="https://attacker.example")
     assert_sentence(cross_site, 403, "other sites")
-    assert_sentence(proxied_client.get("/health", headers={"Host": "attacker.example"}), 421, "--allow-host")
+    other_name = httpx.get(f"http://127.0.0.1:{server}/health", headers={"Host": "attacker.example"})
+    assert_sentence(other_name, 421, "--allow-host")
 
 
 @pytest.mark.parametrize("name, words", [("*", "wildcard"), ("https://digits.example.com/", "not a host name"),

@@ -215,8 +215,11 @@ CLIENT_BUSY_SENTENCE = ("Your uploads being received already hold all the memory
 class UploadBudget:
     """Bytes held by the uploads being received now, in all and per client; `take` refuses what would go over.
 
-    Only bytes that have arrived are counted: a client that declares a large body and sends none of it holds
-    nothing (a declared length used to reserve its whole size, so a few idle connections locked everyone out).
+    The whole budget counts only bytes that have arrived: a client that declares a large body and sends none of
+    it holds none of it (a declared length used to reserve its whole size there, so a few idle connections locked
+    everyone out). A client's share counts what its uploads declared, or received if more: a client's many
+    connections are refused from their headers once its share is pledged, before a byte of their bodies is read,
+    and only that client waits.
     """
 
     def __init__(self, limit: int | None = None, client_limit: int | None = None):
@@ -225,24 +228,25 @@ class UploadBudget:
         self.used = 0
         self.used_by: dict[str, int] = {}  # Only clients holding something, so it is as long as the uploads.
 
-    def refusal(self, size: int, client: str = "") -> HTTPException | None:
-        """The answer for a client that would go over its share or the whole budget with `size` more bytes, or None."""
-        if self.used_by.get(client, 0) + size > self.client_limit:
+    def refusal(self, size: int, client: str = "", client_size: int | None = None) -> HTTPException | None:
+        """The answer when `size` more bytes would go over the budget, or `client_size` (default: `size`) more over
+        the client's share; None when they fit."""
+        if self.used_by.get(client, 0) + (size if client_size is None else client_size) > self.client_limit:
             return HTTPException(429, CLIENT_BUSY_SENTENCE, headers=BUSY_HEADERS)
         if self.used + size > self.limit:
             return HTTPException(503, BUSY_SENTENCE, headers=BUSY_HEADERS)
         return None
 
-    def take(self, size: int, client: str = "") -> None:
-        refusal = self.refusal(size, client)
+    def take(self, size: int, client: str = "", client_size: int | None = None) -> None:
+        refusal = self.refusal(size, client, client_size)
         if refusal is not None:
             raise refusal
         self.used += size
-        self.used_by[client] = self.used_by.get(client, 0) + size
+        self.used_by[client] = self.used_by.get(client, 0) + (size if client_size is None else client_size)
 
-    def give_back(self, size: int, client: str = "") -> None:
+    def give_back(self, size: int, client: str = "", client_size: int | None = None) -> None:
         self.used -= size
-        left = self.used_by.get(client, 0) - size
+        left = self.used_by.get(client, 0) - (size if client_size is None else client_size)
         if left > 0:
             self.used_by[client] = left
         else:
@@ -299,14 +303,17 @@ class RequestGuard:
                 message = {**message, "headers": kept + encoded_security_headers()}
             await send(message)
 
-        # A body that declares a length the budget cannot hold now is refused before a byte of it is read, instead
-        # of after many connections have each sent a part. Nothing is reserved: only bytes that arrive are held.
+        # A body that declares a length the budget cannot hold now, or that its client's share cannot, is refused
+        # before a byte of it is read, instead of after many connections have each sent a part.
         client = client_of(scope)
         declared = declared_length(headers)
-        early = self.budget.refusal(declared, client) if declared <= self.budget.client_limit else None
-        if early is not None:  # (Bigger than any upload may be: the application refuses it, 413, unread.)
+        if declared > self.budget.client_limit:
+            declared = 0  # Bigger than any upload may be: the application refuses it (413) from the header alone.
+        early = self.budget.refusal(declared, client)
+        if early is not None:
             await refuse(send, early.status_code, early.detail, BUSY_HEADERS)
             return
+        self.budget.take(0, client, client_size=declared)  # Pledged from the client's share, not the whole budget.
         held, body_complete = 0, False
         deadline = time.monotonic() + self.body_seconds
 
@@ -333,7 +340,7 @@ class RequestGuard:
                 ) from None
             body_complete = message["type"] != "http.request" or not message.get("more_body", False)
             size = len(message.get("body", b""))
-            self.budget.take(size, client)
+            self.budget.take(size, client, client_size=max(0, held + size - max(held, declared)))
             held += size
             return message
 
@@ -342,7 +349,7 @@ class RequestGuard:
         except ClientDisconnect:
             pass  # The client left during its upload; nobody is there to answer, and it is no error of ours.
         finally:
-            self.budget.give_back(held, client)
+            self.budget.give_back(held, client, client_size=max(held, declared))
 
     def refusal(self, method: str, headers: dict[str, str]) -> tuple[int, str] | None:
         """The status and sentence for a request refused from its headers alone, or None."""
