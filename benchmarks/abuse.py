@@ -317,7 +317,7 @@ ONE_READ_HEAD = (f"POST /predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: image
 
 
 async def one_read_heads(port: int, until: float) -> None:
-    """A 67 KB head in one write, on a chunked upload whose body never comes; again as soon as it is answered."""
+    """A 67 KB head in one write, on a chunked upload whose body never comes; again a second after it is answered."""
     while time.monotonic() < until:
         writer = None
         try:
@@ -330,6 +330,7 @@ async def one_read_heads(port: int, until: float) -> None:
         finally:
             if writer is not None:
                 writer.close()
+        await asyncio.sleep(1.0)
 
 
 ATTACKS.update({

@@ -397,3 +397,15 @@ def test_sigterm_with_slow_pictures_in_flight_stops_within_10_s_and_answers_ever
     while any(psutil.pid_exists(pid) for pid in workers_before) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert workers_before and not [pid for pid in workers_before if psutil.pid_exists(pid)]
+
+
+def test_a_head_whose_blank_line_is_split_across_reads_is_not_taken_for_a_long_head(server):
+    # The head's end arrives with a 1 MB body: counting that read as head would refuse a legitimate upload.
+    request = one_read_head(b"POST /predict HTTP/1.1\r\n", 8_000, b"Content-Type: image/png\r\n",
+                            b"Content-Length: 1000000\r\n", b"Connection: close\r\n")
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as connection:
+        connection.sendall(request[:-2])
+        time.sleep(0.2)  # Read by the server on its own.
+        connection.sendall(b"\r\n" + bytes(1_000_000))
+        status, _, detail = head_and_detail(read_answer(connection))
+    assert status == 400 and "not an image" in detail
