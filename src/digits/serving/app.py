@@ -134,7 +134,8 @@ def create_app(
 ) -> FastAPI:
     """The web application: the page at `/`, its assets under `/static/`, and the JSON API.
 
-    `allowed_hosts`: host names it answers to besides localhost and IP addresses (None: any; see digits.serving.limits).
+    `allowed_hosts`: host names it answers to besides localhost and IP addresses, and whose pages may post to it
+    (behind a reverse proxy, the public name); None: any (see digits.serving.limits).
     """
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
