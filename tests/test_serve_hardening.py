@@ -147,6 +147,14 @@ def test_a_damaged_avif_dds_or_spider_file_gets_400_in_one_sentence(server, dama
     assert_sentence(response, 400, "the request body", "image")
 
 
+def test_a_picture_in_a_mode_pillow_cannot_convert_is_an_image_error_not_a_crash():
+    from digits.pictures.decode import ImageError
+    from digits.pictures.prepare import prepare_image
+
+    with pytest.raises(ImageError, match=r"^the drawing uses a colour mode \(La\) that cannot be read; .*\.$"):
+        prepare_image(Image.new("La", (40, 40)), name="the drawing")
+
+
 # --- 5. a worker killed while it starts is replaced ---------------------------------------------------------
 
 

@@ -169,7 +169,11 @@ def _pillow_pixel_limit(pixels: int):
 
 def to_grey(image: Image.Image, label: str = "the picture") -> np.ndarray:
     """Shrink to WORK_SIDE, composite transparency, reduce colour to one grey channel in [0, 1]."""
-    image = _plain_mode(image)
+    try:
+        image = _plain_mode(image)
+    except (ValueError, OSError):  # A mode Pillow decodes but cannot convert (its premultiplied "La", say).
+        raise ImageError(f"{label} uses a colour mode ({image.mode}) that cannot be read; save it as an ordinary "
+                         "PNG or JPEG.") from None
     if max(image.size) > WORK_SIDE:
         scale = WORK_SIDE / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
