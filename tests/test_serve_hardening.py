@@ -155,6 +155,19 @@ def test_a_picture_in_a_mode_pillow_cannot_convert_is_an_image_error_not_a_crash
         prepare_image(Image.new("La", (40, 40)), name="the drawing")
 
 
+def test_the_servers_own_warnings_are_rate_limited_and_say_how_many_were_held_back():
+    import logging
+
+    records = [logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, "Invalid HTTP request received.",
+                                 None, None) for _ in range(6)]
+    log = limits.RateLimitedLog(count=2, seconds=0.2)
+    passed = [log.filter(record) for record in records[:5]]
+    time.sleep(0.25)
+    assert passed == [True, True, False, False, False] and log.filter(records[5])
+    assert records[5].getMessage() == ("(3 more log lines in 0.2 s were not written.) "
+                                       "Invalid HTTP request received.")
+
+
 # --- 5. a worker killed while it starts is replaced ---------------------------------------------------------
 
 
@@ -375,6 +388,8 @@ def test_sigterm_with_slow_pictures_in_flight_stops_within_10_s_and_answers_ever
         assert exchange(port, b"GET /health HTTP/1.1\r\nHost: digits.example.com\r\nConnection: close\r\n\r\n"
                         ).startswith(b"HTTP/1.1 200")
         assert exchange(port, post_request(digit_png(7))).startswith(b"HTTP/1.1 200")  # Both workers are ready.
+        for _ in range(30):  # Garbage: uvicorn logs a warning for each, at most 10 a minute (item 4's rule).
+            assert exchange(port, b"\x16\x03\x01garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
         # Twelve pictures that each take longer than the 5 s limit: two are prepared, ten wait for a worker.
         slow = hostile_files.progressive_jpeg(4000, 10_000)
         for _ in range(12):
@@ -402,6 +417,7 @@ def test_sigterm_with_slow_pictures_in_flight_stops_within_10_s_and_answers_ever
     assert statuses.count(503) >= 11 and set(statuses) <= {503, 422}, statuses
     assert all(b"stopping" in answer for answer in answers if b" 503 " in answer[:20])
     assert server.returncode == 0 and "Traceback" not in errors, errors
+    assert errors.count("Invalid HTTP request received.") == 10, errors
     deadline = time.monotonic() + 5
     while any(psutil.pid_exists(pid) for pid in workers_before) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 import re
 import time
 from collections.abc import Collection
@@ -465,6 +466,31 @@ def checked_host_names(names: Collection[str]) -> set[str]:
                               "digits.example.com, without a scheme, port or path.")
         checked.add(lowered)
     return checked
+
+
+class RateLimitedLog(logging.Filter):
+    """A filter that lets at most `count` records through per `seconds`, and then says how many it held back.
+
+    uvicorn logs a warning for every request that is not HTTP: a client sending garbage in a loop would
+    otherwise fill the server's log as fast as it sends.
+    """
+
+    def __init__(self, count: int = 10, seconds: float = 60.0):
+        super().__init__()
+        self.count, self.seconds = count, seconds
+        self.window_start, self.written, self.left_out = -float("inf"), 0, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self.window_start >= self.seconds:
+            if self.left_out:
+                record.msg = f"({self.left_out:,} more log lines in {self.seconds:g} s were not written.) {record.msg}"
+            self.window_start, self.written, self.left_out = now, 0, 0
+        if self.written >= self.count:
+            self.left_out += 1
+            return False
+        self.written += 1
+        return True
 
 
 def allowed_hosts_for(host: str, extra_hosts: Collection[str] = ()) -> set[str]:

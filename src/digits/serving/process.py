@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import socket
 import sys
 from collections.abc import Callable, Collection
@@ -66,6 +67,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75, lifespan="off",
                                 http=limits.LimitedHttpToolsProtocol, timeout_graceful_shutdown=limits.STOP_SECONDS)
         server = StoppingServer(config, app.state.begin_stopping)
+        logging.getLogger("uvicorn.error").addFilter(limits.RateLimitedLog())  # After uvicorn configured it.
         try:
             server.run(sockets=[listener])
         except KeyboardInterrupt:
