@@ -265,6 +265,11 @@ def test_behind_a_reverse_proxy_other_sites_and_names_are_still_refused(server, 
     assert_sentence(other_name, 421, "--allow-host")
 
 
+def test_allowed_hosts_are_lower_case_names_and_ip_addresses_need_none():
+    assert limits.checked_host_names(["Digits.Example.COM", "10.0.0.5", "[::1]", "localhost"]) == {
+        "digits.example.com", "localhost"}
+
+
 @pytest.mark.parametrize("name, words", [("*", "wildcard"), ("https://digits.example.com/", "not a host name"),
                                          ("digits example", "not a host name")])
 def test_serve_refuses_an_allowed_host_that_is_no_host_name_in_one_sentence(capsys, name, words):

@@ -458,6 +458,11 @@ def checked_host_names(names: Collection[str]) -> set[str]:
     checked = set()
     for name in names:
         lowered = name.strip().lower()
+        try:
+            ipaddress.ip_address(lowered.removeprefix("[").removesuffix("]"))
+            continue  # An IP address is always answered (DNS rebinding needs a name).
+        except ValueError:
+            pass
         if "*" in lowered:
             raise DigitsError(f"`allowed_hosts` cannot hold the wildcard {name!r}; name each host the server is "
                               "reached under (answering to any name would let a page on any site read it).")
