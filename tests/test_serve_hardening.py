@@ -221,6 +221,26 @@ def test_worker_errors_are_written_to_the_servers_stderr_at_most_ten_a_minute(ca
     assert log.count("TypeError") == 10 and "counted, not logged" in log
 
 
+def test_a_worker_that_dies_while_preparing_a_picture_is_named_in_the_servers_log(capfd, digit_png):
+    async def kill_while_preparing():
+        preparer = workers.PicturePreparer(processes=1)
+        preparer.start()
+        try:
+            slow = asyncio.ensure_future(preparer(hostile_files.progressive_jpeg(4000, 10_000), "a slow JPEG"))
+            await asyncio.sleep(0.5)
+            preparer.workers[0].process.kill()  # As the kernel's out-of-memory killer would.
+            with pytest.raises(workers.PreparationFailed) as failed:
+                await slow
+            return failed.value.status, await preparer(digit_png(7), "a drawn 7")
+        finally:
+            preparer.close()
+
+    status, view = asyncio.run(kill_while_preparing())
+    assert status == 503 and view.shape == (28, 28)  # The next picture is read by the worker that took its place.
+    assert ("digits serve: a worker process ended (exit status -9) while preparing a slow JPEG; another takes its "
+            "place.") in capfd.readouterr().err
+
+
 def test_the_error_log_says_how_many_errors_it_left_out_once_a_new_window_starts(capsys):
     log = workers.ErrorLog(count=2, seconds=0.2)
     for number in range(5):

@@ -175,6 +175,8 @@ class PicturePreparer:
         except (EOFError, OSError):
             # The worker died (killed, or out of memory): the next request gets a new one.
             self.replace(worker)
+            self.error_log.write(f"a worker process ended (exit status {worker.process.exitcode}) while preparing "
+                                 f"{name}; another takes its place.")
             raise PreparationFailed(503, "The server's picture preparation failed; send the picture again.") from None
         except BaseException:
             self.replace(worker)  # The client left (the request was cancelled): its work stops with it.
