@@ -25,6 +25,7 @@ from digits.inference.classifier import load_classifier
 from digits.serving import limits, workers
 from digits.serving.app import create_app
 from digits.serving.process import open_listener
+from digits.serving.protocol import LimitedHttpToolsProtocol, RateLimitedLog
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def running_server(app):
 
     listener = open_listener("127.0.0.1", 0)
     config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="off",
-                            http=limits.LimitedHttpToolsProtocol)
+                            http=LimitedHttpToolsProtocol)
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
@@ -161,7 +162,7 @@ def test_the_servers_own_warnings_are_rate_limited_and_say_how_many_were_held_ba
 
     records = [logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, "Invalid HTTP request received.",
                                  None, None) for _ in range(6)]
-    log = limits.RateLimitedLog(count=2, seconds=0.2)
+    log = RateLimitedLog(count=2, seconds=0.2)
     passed = [log.filter(record) for record in records[:5]]
     time.sleep(0.25)
     assert passed == [True, True, False, False, False] and log.filter(records[5])

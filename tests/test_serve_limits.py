@@ -19,6 +19,7 @@ from conftest import child_processes
 from digits.inference.classifier import Classifier, load_classifier
 from digits.serving import limits, workers
 from digits.serving.app import create_app
+from digits.serving.protocol import LimitedHttpToolsProtocol
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -362,9 +363,9 @@ def feed(*chunks: bytes) -> RecordingTransport:
     from uvicorn.server import ServerState
 
     async def run():
-        config = uvicorn.Config(body_length_app, http=limits.LimitedHttpToolsProtocol, lifespan="off")
+        config = uvicorn.Config(body_length_app, http=LimitedHttpToolsProtocol, lifespan="off")
         config.load()
-        protocol = limits.LimitedHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        protocol = LimitedHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
         transport = RecordingTransport()
         protocol.connection_made(transport)
         for chunk in chunks:

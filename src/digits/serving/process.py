@@ -21,6 +21,7 @@ from digits.data.mnist import IMAGE_SIDE
 from digits.errors import DigitsError
 from digits.serving import limits
 from digits.serving.app import create_app
+from digits.serving.protocol import LimitedHttpToolsProtocol, RateLimitedLog
 
 
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
@@ -65,9 +66,9 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         # The protocol is uvicorn's httptools one with a limit on each request's headers (digits.serving.limits).
         # On SIGTERM or Ctrl+C: new work gets 503, what is being answered gets STOP_SECONDS, and then it stops.
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75, lifespan="off",
-                                http=limits.LimitedHttpToolsProtocol, timeout_graceful_shutdown=limits.STOP_SECONDS)
+                                http=LimitedHttpToolsProtocol, timeout_graceful_shutdown=limits.STOP_SECONDS)
         server = StoppingServer(config, app.state.begin_stopping)
-        logging.getLogger("uvicorn.error").addFilter(limits.RateLimitedLog())  # After uvicorn configured it.
+        logging.getLogger("uvicorn.error").addFilter(RateLimitedLog())  # After uvicorn configured it.
         try:
             server.run(sockets=[listener])
         except KeyboardInterrupt:
