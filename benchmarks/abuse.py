@@ -9,6 +9,7 @@ server is stopped at the end. Nothing leaves this machine: every connection goes
 
     .venv/bin/python benchmarks/abuse.py                  # all attacks, about 2 minutes
     .venv/bin/python benchmarks/abuse.py --only headers   # one of them
+    .venv/bin/python benchmarks/abuse.py --stop           # SIGTERM with 30 slow pictures in flight (issue 24)
 
 Targets (issue 15): /health answers within 100 ms under every attack, the legitimate request is answered
 (200) within the preparation time limit, and memory stays within the bounds in docs/security.md.
@@ -35,6 +36,7 @@ import hostile_files  # The same hostile pictures the tests send.
 
 HEALTH_TARGET_MS = 100.0
 HOST = "127.0.0.1"
+LEGITIMATE_HOST = "127.0.0.3"  # Where the legitimate requests and /health come from (all of 127/8 is this machine).
 
 
 # --- measuring the server ------------------------------------------------------------------------------
@@ -102,7 +104,8 @@ async def request(port: int, method: str, path: str, body: bytes = b"", content_
 def timed_request(port: int, method: str, path: str, body: bytes = b"", timeout: float = 30.0) -> tuple[int, float]:
     """One request on a new connection, from a plain thread: its status (0: no answer) and its seconds."""
     started = time.perf_counter()
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    # From another address than the attackers' 127.0.0.1: the server gives each client its own share of uploads.
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout, source_address=(LEGITIMATE_HOST, 0))
     try:
         connection.request(method, path, body=body or None, headers={"Content-Type": "image/png"} if body else {})
         response = connection.getresponse()
@@ -282,5 +285,106 @@ def main() -> None:
           f"legitimate requests answered: {'all' if legit_ok else 'NOT all'}")
 
 
+# --- issue 24: the second adversarial pass ---------------------------------------------------------------------
+
+
+async def declared_but_not_sent(port: int, until: float, length: int) -> None:
+    """A head that declares `length` bytes of body and sends none of it, sent again every 30 s (the body deadline)."""
+    while time.monotonic() < until:
+        writer = None
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(f"POST /predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: image/png\r\n"
+                         f"Content-Length: {length}\r\n\r\n".encode())
+            await writer.drain()
+            await asyncio.wait_for(reader.read(), min(30.0, max(0.1, until - time.monotonic())))
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+def declared_lengths(port: int, until: float) -> list:
+    """13 connections whose Content-Lengths add up to the 128 MB upload budget: 12 of 10 MB and one of 8 MB."""
+    lengths = [10 * 2**20] * 12 + [8 * 2**20]
+    return [declared_but_not_sent(port, until, length) for length in lengths]
+
+
+ONE_READ_HEAD = (f"POST /predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: image/png\r\n"
+                 "Transfer-Encoding: chunked\r\n").encode() + b"".join(
+    b"X-%d: a\r\n" % number for number in range(6100)) + b"\r\n"  # 67 KB of 6,100 headers, in one write
+
+
+async def one_read_heads(port: int, until: float) -> None:
+    """A 67 KB head in one write, on a chunked upload whose body never comes; again a second after it is answered."""
+    while time.monotonic() < until:
+        writer = None
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(ONE_READ_HEAD)
+            await writer.drain()
+            await asyncio.wait_for(reader.read(), max(0.1, until - time.monotonic()))
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            if writer is not None:
+                writer.close()
+        await asyncio.sleep(1.0)
+
+
+ATTACKS.update({
+    "declared": ("heads declaring 128 MB of bodies never sent, 13 connections", declared_lengths),
+    "oneread": ("67 KB heads in one read on chunked uploads, 1,000 connections",
+                lambda port, until: [one_read_heads(port, until) for _ in range(1000)]),
+})
+
+
+def read_until_closed(connection) -> bytes:
+    answer = b""
+    try:
+        while chunk := connection.recv(65536):
+            answer += chunk
+    except OSError:
+        pass
+    return answer
+
+
+def measure_stop(pictures: int = 30) -> None:
+    """SIGTERM while `pictures` slow hostile pictures are in flight: how long the server takes to stop, what each
+    request is answered, and whether any process is left."""
+    import collections
+    import signal
+    import socket
+
+    slow = hostile_files.progressive_jpeg(4000, 20_000)
+    request_bytes = (f"POST /predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: image/jpeg\r\n"
+                     f"Content-Length: {len(slow)}\r\nConnection: close\r\n\r\n").encode() + slow
+    server, port = start_server()
+    time.sleep(2.0)  # The workers are ready.
+    connections = []
+    for _ in range(pictures):
+        connections.append(socket.create_connection((HOST, port), timeout=60))
+        connections[-1].sendall(request_bytes)
+    time.sleep(1.0)
+    workers = children_of(server.pid)
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    answers = [read_until_closed(connection) for connection in connections]
+    server.wait(timeout=300)
+    stopped = time.monotonic() - started
+    deadline = time.monotonic() + 5  # The workers (and multiprocessing's resource tracker) end just after it.
+    while any(psutil.pid_exists(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if psutil.pid_exists(pid)]
+    statuses = collections.Counter(answer.split(b" ", 2)[1].decode() if answer else "none" for answer in answers)
+    print(f"SIGTERM with {pictures} progressive JPEGs of 20,000 scans in flight ({os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}): stopped in {stopped:.1f} s; answers {dict(sorted(statuses.items()))}; "
+          f"processes left {len(left)}")
+
+
 if __name__ == "__main__":
-    main()
+    if "--stop" in sys.argv[1:]:  # python benchmarks/abuse.py --stop: only the SIGTERM measurement
+        measure_stop()
+    else:
+        main()

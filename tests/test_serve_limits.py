@@ -19,6 +19,7 @@ from conftest import child_processes
 from digits.inference.classifier import Classifier, load_classifier
 from digits.serving import limits, workers
 from digits.serving.app import create_app
+from digits.serving.protocol import LimitedHttpToolsProtocol
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -362,9 +363,9 @@ def feed(*chunks: bytes) -> RecordingTransport:
     from uvicorn.server import ServerState
 
     async def run():
-        config = uvicorn.Config(body_length_app, http=limits.LimitedHttpToolsProtocol, lifespan="off")
+        config = uvicorn.Config(body_length_app, http=LimitedHttpToolsProtocol, lifespan="off")
         config.load()
-        protocol = limits.LimitedHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        protocol = LimitedHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
         transport = RecordingTransport()
         protocol.connection_made(transport)
         for chunk in chunks:
@@ -420,7 +421,7 @@ def test_a_declared_body_that_cannot_fit_the_budget_is_refused_before_a_byte_is_
     assert not reached_the_app and sent[0]["status"] == 503
     assert (b"connection", b"close") in sent[0]["headers"] and (b"retry-after", b"5") in sent[0]["headers"]
     assert b"too many uploads" in sent[1]["body"] and budget.used == 9_000  # nothing was kept
-    # One that fits is reserved while it is handled, then given back.
+    # One that fits is handled, and holds nothing once answered.
     asyncio.run(limits.RequestGuard(app, budget=budget)({**scope, "headers": scope["headers"][:2] + [
         (b"content-length", b"1000")]}, receive, send))
     assert reached_the_app == ["/predict"] and budget.used == 9_000

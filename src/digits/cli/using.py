@@ -74,13 +74,16 @@ def add_serve_commands(subcommands) -> None:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
+    serve.add_argument("--allow-host", metavar="NAME", action="append", default=[],
+                       help="a host name the server is reached under, as behind a reverse proxy (repeatable): "
+                       "requests for it and pages under it are answered, not refused with 421 or 403")
     serve.set_defaults(handler=run_serve)
 
 
 def run_serve(args) -> int:
     from digits.serving.process import serve
 
-    serve(args.model, host=args.host, port=args.port)
+    serve(args.model, host=args.host, port=args.port, allowed_hosts=args.allow_host)
     return 0
 
 

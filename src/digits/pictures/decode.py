@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from digits.errors import DigitsError
 
@@ -108,7 +108,11 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
             image: Image.Image = Image.open(stream)
         except Image.DecompressionBombError:
             raise _too_large(label, None) from None
-        except (UnidentifiedImageError, SyntaxError, ValueError, OSError):
+        except MemoryError:
+            raise  # Not the file's fault alone: the caller says how much memory a picture may take.
+        # Pillow's readers fail in their own ways on a damaged file: AVIF's RuntimeError, DDS's
+        # NotImplementedError, SPIDER's AttributeError. Whatever a reader raises, the file is unreadable.
+        except Exception:
             raise ImageError(
                 f"{label} is not an image that can be read; use a PNG, JPEG, BMP, GIF, TIFF or WebP file."
             ) from None
@@ -125,7 +129,9 @@ def load_image(source: str | Path | bytes, *, name: str | None = None) -> Image.
             image = ImageOps.exif_transpose(image)
         except Image.DecompressionBombError:
             raise _too_large(label, (width, height)) from None
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, ZeroDivisionError):
+        except MemoryError:
+            raise
+        except Exception:  # Any decoder's failure on damaged pixel data (see opening, above).
             raise ImageError(
                 f"{label} is truncated or corrupted and cannot be decoded; save or export it again."
             ) from None
@@ -163,7 +169,11 @@ def _pillow_pixel_limit(pixels: int):
 
 def to_grey(image: Image.Image, label: str = "the picture") -> np.ndarray:
     """Shrink to WORK_SIDE, composite transparency, reduce colour to one grey channel in [0, 1]."""
-    image = _plain_mode(image)
+    try:
+        image = _plain_mode(image)
+    except (ValueError, OSError):  # A mode Pillow decodes but cannot convert (its premultiplied "La", say).
+        raise ImageError(f"{label} uses a colour mode ({image.mode}) that cannot be read; save it as an ordinary "
+                         "PNG or JPEG.") from None
     if max(image.size) > WORK_SIDE:
         scale = WORK_SIDE / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

@@ -107,6 +107,9 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorMessage, "description": "A `text/plain` body, or a form-encoded one from a browser."},
     422: {"model": ErrorMessage, "description": "The picture is readable but holds no digit (no ink), or took "
           "longer to prepare than the server allows."},
+    429: {"model": ErrorMessage, "description": "This client's uploads being received already hold its share "
+          f"({limits.CLIENT_UPLOAD_BYTES // 2**20} MB) of the server's memory for uploads; send it again once they "
+          "are answered."},
     503: {"model": ErrorMessage, "description": "The server is busy (too many uploads or pictures at once); "
           "send it again in a moment."},
 }
@@ -131,7 +134,8 @@ def create_app(
 ) -> FastAPI:
     """The web application: the page at `/`, its assets under `/static/`, and the JSON API.
 
-    `allowed_hosts`: host names it answers to besides localhost and IP addresses (None: any; see digits.serving.limits).
+    `allowed_hosts`: host names it answers to besides localhost and IP addresses, and whose pages may post to it
+    (behind a reverse proxy, the public name); None: any (see digits.serving.limits).
     """
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -148,9 +152,17 @@ def create_app(
         redoc_url=None,
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts)
+    stop_notice = limits.StopNotice()
+    app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts, stop_notice=stop_notice)
     classify = BatchClassifier(classifier.classify)  # What `digits predict` and `digits.predict` call.
     prepare = app.state.preparer = PicturePreparer()
+
+    def begin_stopping() -> None:
+        """Refuse new work (503) and answer what is ready: called by `digits serve` when it is told to stop."""
+        stop_notice.begin()
+        prepare.stop_accepting()
+
+    app.state.begin_stopping = begin_stopping
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

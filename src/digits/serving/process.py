@@ -8,24 +8,32 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import socket
 import sys
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
+import uvicorn
 
 from digits.data.mnist import IMAGE_SIDE
 from digits.errors import DigitsError
 from digits.serving import limits
 from digits.serving.app import create_app
+from digits.serving.protocol import LimitedHttpToolsProtocol, RateLimitedLog
 
 
-def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Load the model once, then answer on http://host:port/ until Ctrl+C."""
-    import uvicorn
+def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
+          allowed_hosts: Collection[str] = ()) -> None:
+    """Load the model once, then answer on http://host:port/ until Ctrl+C or SIGTERM (which stop it within 10 s).
 
+    `allowed_hosts`: names the server is reached under besides localhost, IP addresses and `host`, as behind
+    a reverse proxy (docs/security.md): requests naming them (Host) and pages under them (Origin) are answered.
+    """
     from digits.inference.classifier import load_classifier, runs_on_onnx
 
+    host_names = limits.allowed_hosts_for(host, allowed_hosts)  # A name that is none is refused before anything.
     # Bind first, so a busy port is reported before the model takes seconds to load.
     listener = open_listener(host, port)
     app = None
@@ -42,7 +50,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         # The first call builds the classifier's reader (a Keras model is traced into a graph, about 0.1 s): made
         # now, on a blank picture, so that the first visitor does not wait for it.
         classifier.classify(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE), np.uint8))
-        app = create_app(classifier, allowed_hosts=limits.allowed_hosts_for(host))
+        app = create_app(classifier, allowed_hosts=host_names)
         # The picture-preparing workers get ready (about half a second each) while uvicorn starts; a picture
         # that arrives before them waits for the first one that is. Started here, not first: on 2 cores, workers
         # importing beside this process slowed it more than they gained (docs/inference.md has the figures).
@@ -56,9 +64,11 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         # The app has no start-up or shut-down hooks; uvicorn's lifespan task only logs a spurious
         # CancelledError traceback when Ctrl+C stops it.
         # The protocol is uvicorn's httptools one with a limit on each request's headers (digits.serving.limits).
+        # On SIGTERM or Ctrl+C: new work gets 503, what is being answered gets STOP_SECONDS, and then it stops.
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75, lifespan="off",
-                                http=limits.LimitedHttpToolsProtocol)
-        server = uvicorn.Server(config)
+                                http=LimitedHttpToolsProtocol, timeout_graceful_shutdown=limits.STOP_SECONDS)
+        server = StoppingServer(config, app.state.begin_stopping)
+        logging.getLogger("uvicorn.error").addFilter(RateLimitedLog())  # After uvicorn configured it.
         try:
             server.run(sockets=[listener])
         except KeyboardInterrupt:
@@ -70,6 +80,18 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         listener.close()
         if app is not None:
             app.state.preparer.close()
+
+
+class StoppingServer(uvicorn.Server):
+    """uvicorn's server, which tells the application when it begins to stop (before waiting for its requests)."""
+
+    def __init__(self, config: uvicorn.Config, begin_stopping: Callable[[], None]):
+        super().__init__(config)
+        self.begin_stopping = begin_stopping
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.begin_stopping()
+        await super().shutdown(sockets)
 
 
 def use_one_thread_per_inference() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import io
 import multiprocessing
+import os
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -40,8 +42,20 @@ MAX_WAITING_PICTURES = 64
 # pipe (64 KB on Linux) takes it without blocking. A bigger one is written from a thread, which waits while
 # the worker reads it. The page's drawings are 2–5 KB; the thread's round trip cost each about 0.1 ms of CPU.
 DIRECT_SEND_BYTES = 32 * 1024
+# Workers that die while starting are replaced, up to this many in a row; then the server stops trying
+# (a worker that can never start, as with a broken installation, would otherwise be restarted without end).
+MAX_FAILED_STARTS = 2 * PREPARATION_PROCESSES
+# A worker's error (a bug: a picture it failed on for a reason other than the picture) goes to the server's
+# log, at most this many in ERROR_LOG_SECONDS; more are counted, not written, so that a client sending the
+# same bad picture in a loop cannot fill the disk the log is written to.
+ERROR_LOG_COUNT, ERROR_LOG_SECONDS = 10, 60.0
+# The traceback of one error is cut to this many characters (its last lines: where it failed).
+ERROR_LOG_CHARACTERS = 4000
 # The most pictures one inference call classifies; more wait for the next call.
 MAX_BATCH = 64
+
+
+STOPPING_SENTENCE = "The server is stopping; send the picture again in a moment."
 
 
 class PreparationFailed(Exception):
@@ -117,6 +131,9 @@ class PicturePreparer:
         self.starting: list[PreparationWorker] = []  # Started, not yet ready, and not yet watched by a task.
         self.waiting: list[asyncio.Future] = []  # Requests waiting for an idle worker, first come first served.
         self.becoming_ready: set[asyncio.Task] = set()
+        self.failed_starts = 0  # Workers in a row that died before they were ready.
+        self.error_log = ErrorLog()
+        self.stopping = False  # Set by stop_accepting: no new picture is taken and no worker started.
 
     @property
     def started(self) -> bool:
@@ -158,12 +175,15 @@ class PicturePreparer:
         except (EOFError, OSError):
             # The worker died (killed, or out of memory): the next request gets a new one.
             self.replace(worker)
+            self.error_log.write(f"a worker process ended (exit status {worker.process.exitcode}) while preparing "
+                                 f"{name}; another takes its place.")
             raise PreparationFailed(503, "The server's picture preparation failed; send the picture again.") from None
         except BaseException:
             self.replace(worker)  # The client left (the request was cancelled): its work stops with it.
             raise
         self.release(worker)
         if kind == "bug":
+            self.error_log.write(f"preparing {name} failed in a worker process:\n{answer}")
             raise PreparationFailed(500, f"The server failed to prepare {name}; see its log.")
         if isinstance(answer, BaseException):  # ("error", the ImageError the worker raised)
             raise answer
@@ -171,6 +191,8 @@ class PicturePreparer:
 
     async def idle_worker(self) -> PreparationWorker:
         """A worker for the next picture; first come, first served (a freed worker is handed to the next in line)."""
+        if self.stopping:
+            raise PreparationFailed(503, STOPPING_SENTENCE)
         if self.idle and not self.waiting:
             worker = self.idle.pop()
         else:
@@ -207,6 +229,8 @@ class PicturePreparer:
         worker.stop()
         if worker in self.workers:
             self.workers.remove(worker)
+        if self.stopping:
+            return
         fresh = PreparationWorker()
         self.workers.append(fresh)
         self.join_when_ready(fresh)
@@ -222,19 +246,36 @@ class PicturePreparer:
             ready = worker.connection.recv()
         except (EOFError, OSError):
             ready = None
-        if worker not in self.workers:
+        if worker not in self.workers or self.stopping:
             return  # Stopped meanwhile (the server is closing, or it was replaced).
         if ready == "ready":
+            self.failed_starts = 0
             self.release(worker)
             return
-        # It died while importing. Requests wait for the others; with none left, they hear why.
+        # It died while importing (killed, or out of memory): another takes its place, so that the server keeps
+        # all its workers. A worker that cannot start at all (a broken installation) is not restarted for ever:
+        # after MAX_FAILED_STARTS in a row requests wait for the others, and with none left they hear why.
         worker.stop()
         self.workers.remove(worker)
+        self.failed_starts += 1
+        if self.failed_starts <= MAX_FAILED_STARTS:
+            fresh = PreparationWorker()
+            self.workers.append(fresh)
+            self.join_when_ready(fresh)
+            return
         if not self.workers:
             for turn in self.waiting:
                 if not turn.done():
                     turn.set_exception(PreparationFailed(
                         503, "The server's picture preparation workers failed to start; send the picture again."))
+
+    def stop_accepting(self) -> None:
+        """The server is stopping: pictures waiting for a worker get 503 now, and new ones too; a picture being
+        prepared is still answered, within its time limit."""
+        self.stopping = True
+        for turn in self.waiting:
+            if not turn.done():
+                turn.set_exception(PreparationFailed(503, STOPPING_SENTENCE))
 
     def close(self) -> None:
         for task in self.becoming_ready:
@@ -245,6 +286,42 @@ class PicturePreparer:
         for turn in self.waiting:
             if not turn.done():
                 turn.set_exception(PreparationFailed(503, "The server is stopping; send the picture again later."))
+
+
+class ErrorLog:
+    """The server's log (its stderr) for the workers' errors: at most ERROR_LOG_COUNT per ERROR_LOG_SECONDS.
+
+    The workers send their tracebacks back through their pipe, so they are written here, by the server, where
+    its operator reads them (a worker's own stderr is the server's native log, a deleted temporary file, when
+    the command line runs it).
+    """
+
+    def __init__(self, count: int | None = None, seconds: float | None = None):
+        self.count = ERROR_LOG_COUNT if count is None else count
+        self.seconds = ERROR_LOG_SECONDS if seconds is None else seconds
+        self.window_start = -float("inf")
+        self.written = self.left_out = 0
+
+    def write(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self.window_start >= self.seconds:
+            if self.left_out:
+                self.emit(f"{self.left_out:,} more worker errors in {self.seconds:g} s were not logged.")
+            self.window_start, self.written, self.left_out = now, 0, 0
+        if self.written >= self.count:
+            self.left_out += 1
+            return
+        self.written += 1
+        if self.written == self.count:
+            text += f"\n(The next worker errors in {self.seconds:g} s are counted, not logged.)"
+        self.emit(text)
+
+    @staticmethod
+    def emit(text: str) -> None:
+        try:
+            print(f"digits serve: {text.rstrip()}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass  # No log to write to (stderr closed): the client still gets its 500.
 
 
 class PreparationWorker:
@@ -308,6 +385,7 @@ def serve_preparations(connection, memory_limit: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     prepare_file(warm_up_png())  # Loads what the first picture needs (SciPy's filters, Pillow's PNG reader).
     limit_memory(memory_limit)
+    silence_stderr()
     connection.send("ready")
     while True:
         try:
@@ -323,10 +401,28 @@ def serve_preparations(connection, memory_limit: int) -> None:
                 f"{name} needs more than the {memory_limit / 2**20:,.0f} MB of memory this "
                 "server gives one picture; send a smaller picture."))
         except Exception:  # noqa: BLE001  A bug, not the picture's fault: the log gets the traceback, the client a 500.
-            traceback.print_exc()
-            answer = ("bug", None)
+            answer = ("bug", traceback.format_exc()[-ERROR_LOG_CHARACTERS:])
         del data
         connection.send(answer)
+
+
+def silence_stderr() -> None:
+    """Send what a worker would write to stderr nowhere: its errors go to the server through the pipe.
+
+    Hostile files make decoders warn at every picture (libtiff's own messages, Pillow's warnings): written to
+    the server's log they could fill its disk. DIGITS_NATIVE_STDERR=1 keeps them, as for the server itself.
+    """
+    if os.environ.get("DIGITS_NATIVE_STDERR"):
+        return
+    import warnings
+
+    warnings.simplefilter("ignore")
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+    except OSError:
+        pass
 
 
 def limit_memory(extra_bytes: int) -> None:
