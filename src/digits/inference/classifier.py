@@ -236,10 +236,15 @@ def _load_run(path: Path) -> Classifier:
 
 
 def _read_optional_json(path: Path) -> dict:
+    """A JSON object that describes a model, or {} when there is none or it cannot be read (a pipe, a device or a
+    huge file is never read: `read_bounded`)."""
+    from digits.training.runs import read_bounded
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        content = json.loads(read_bounded(path))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return content if isinstance(content, dict) else {}
 
 
 def _load_keras_file(path: Path):

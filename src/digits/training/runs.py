@@ -8,6 +8,7 @@ Everyone reads runs through `load_run`, so a missing, unfinished or damaged run 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -118,12 +119,13 @@ def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
     path = Path(path)
     if not path.exists():
         raise DigitsError(f"There is no run folder at {path}; give the path of a folder that `digits train` wrote.")
-    if not path.is_dir() or not (path / CONFIG_FILE).is_file():
+    # A config.json that is there but not a regular file (a pipe, a link to a device) is refused by _read_json.
+    if not path.is_dir() or not os.path.lexists(path / CONFIG_FILE):
         raise DigitsError(
             f"{path} is not a run folder (it has no {CONFIG_FILE}); give a folder that `digits train` wrote."
         )
     config = _read_json(path / CONFIG_FILE)
-    if (path / METRICS_FILE).is_file():
+    if os.path.lexists(path / METRICS_FILE):
         metrics = _read_json(path / METRICS_FILE)
     elif require_complete:
         raise DigitsError(
@@ -140,14 +142,14 @@ def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
         )
     history = read_history(path / HISTORY_FILE)
     model_path = path / MODEL_FILE
-    if require_complete and not model_path.is_file():
+    if require_complete and not os.path.lexists(model_path):
         raise DigitsError(f"The run in {path} has no {MODEL_FILE}; it was damaged, so train it again.")
     return Run(path=path, name=path.name, config=config, metrics=metrics, history=history, model_path=model_path)
 
 
 def load_model(run: Run):
     """The run's trained Keras model."""
-    if not run.model_path.is_file():
+    if not os.path.lexists(run.model_path):
         raise DigitsError(f"The run in {run.path} has no {MODEL_FILE} (no epoch finished); train it again.")
     return load_keras_file(run.model_path, damaged=f"the file is damaged, so train {run.path.name} again")
 
@@ -208,17 +210,47 @@ MAX_RUN_FILE_BYTES = 10 * 2**20
 DAMAGED_RUN = "the run is damaged, so train it again"
 
 
+def read_bounded(path: Path, max_bytes: int = MAX_RUN_FILE_BYTES) -> bytes:
+    """The bytes of the regular file at `path`, refused (OSError, or ValueError naming why) when it is anything
+    else or holds more than `max_bytes`.
+
+    The file is opened without waiting (O_NONBLOCK) and checked on the open descriptor (fstat), so a named pipe
+    is refused at once instead of waiting for a writer for ever, a link to /dev/zero is refused unread, and a
+    file swapped for either after a check is still caught; at most `max_bytes` + 1 bytes are ever read.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError("it is not a regular file but a pipe, a device or a socket")
+        if status.st_size > max_bytes:
+            raise ValueError(f"it is {status.st_size:,} bytes, more than the {max_bytes:,} digits reads")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(descriptor, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:  # Grew while being read.
+            raise ValueError(f"it is more than the {max_bytes:,} bytes digits reads")
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
 def _read_json(path: Path, fix: str = DAMAGED_RUN) -> dict:
     """A run file's JSON object, checked against its declared model (run_files.MODELS); one sentence ending in
-    `fix` when it cannot be read or holds a value digits cannot use."""
+    `fix` when it cannot be read (a pipe, a device, too big, nested too deeply) or holds a value digits cannot
+    use."""
     try:
-        if path.stat().st_size > MAX_RUN_FILE_BYTES:
-            raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
-        content = json.loads(path.read_text())
+        content = json.loads(read_bounded(path))
     except RecursionError:
         raise DigitsError(f"Cannot read {path} (it is nested too deeply); {fix}.") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DigitsError(f"Cannot read {path} ({error}); {fix}.") from None
+    except OSError as error:
+        raise DigitsError(f"Cannot read {path} ({error.strerror or error}); {fix}.") from None
+    except ValueError as error:  # UnicodeDecodeError and json's errors are ValueErrors too.
+        raise DigitsError(f"Cannot read {path} ({str(error)[:200]}); {fix}.") from None
     if not isinstance(content, dict):
         raise DigitsError(f"{path} does not hold a JSON object; {fix}.")
     problem = problem_in(content, run_files.MODELS[path.name]) if path.name in run_files.MODELS else None
@@ -246,10 +278,8 @@ RECALIBRATE = "delete it, or calibrate the run again (`digits evaluate RUN --cal
 def read_calibration(path: Path) -> dict:
     """A calibration.json's settings, checked: {} when there is none; one sentence naming the file when it cannot
     be read or holds a temperature or threshold digits cannot use (NaN, infinite, out of range)."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
-    if not path.is_file():
-        raise DigitsError(f"{path} is not a regular file; {RECALIBRATE}.")
     return _read_json(path, fix=RECALIBRATE)
 
 
@@ -264,13 +294,10 @@ def check_calibration(settings: dict, path: Path) -> dict:
 
 def read_history(path: Path) -> dict[str, np.ndarray]:
     """The columns of a history.csv, one entry per finished epoch (`epoch` as integers)."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DigitsError(f"The run in {path.parent} has no {HISTORY_FILE}; it was damaged, so train it again.")
     try:
-        if path.stat().st_size > MAX_RUN_FILE_BYTES:
-            raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
-        with path.open(newline="") as file:
-            rows = list(csv.reader(file))
+        rows = list(csv.reader(io.StringIO(read_bounded(path).decode("utf-8"), newline="")))
         header, body = rows[0], rows[1:]
         if tuple(header) != HISTORY_COLUMNS:
             raise ValueError(f"header {','.join(header)}")
