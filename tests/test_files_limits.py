@@ -146,8 +146,8 @@ def test_a_run_file_that_is_a_pipe_or_a_device_is_one_sentence_at_once(shipped_r
         if timer:
             timer.cancel()
     message = str(caught.value)
-    assert str(target) in message and "not a regular file but a pipe, a device or a socket" in message, message
-    assert "\n" not in message
+    assert str(target) in message and "not a regular file but a folder, a pipe, a device or a socket" in message
+    assert "\n" not in message, message
 
 
 def test_an_exported_models_sidecar_that_is_a_pipe_is_not_waited_on(tmp_path):
@@ -212,5 +212,5 @@ def test_a_run_file_in_a_pipe_is_one_sentence_from_evaluate_too(shipped_run, cap
     finally:
         timer.cancel()
     error = capsys.readouterr().err.strip()
-    assert error == (f"digits: error: Cannot read {target} (it is not a regular file but a pipe, a device or a "
-                     "socket); the run is damaged, so train it again.")
+    assert error == (f"digits: error: Cannot read {target} (it is not a regular file but a folder, a pipe, a device "
+                     "or a socket); the run is damaged, so train it again.")

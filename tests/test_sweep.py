@@ -84,7 +84,7 @@ def assert_trial_folders_honest(study):
 # --- space files: one sentence each ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content, words", [
+BAD_SPACES = [
     ('base = "quick-cnn"\n[fixed]\nvalidation = "test"\n[search.learning_rate]\nlow = 0.001\nhigh = 0.01\n',
      "never on the test set"),
     ('base = "quick-cnn"\n[search.validation]\nchoices = ["test", "holdout"]\n', "never on the test set"),
@@ -103,14 +103,30 @@ def assert_trial_folders_honest(study):
     ('base = "quick-cnn"\ntrial_seconds = nan\n[search.epochs]\nlow = 1\nhigh = 3\n',
      "trial_seconds must be a finite number, not nan."),
     ('base = "quick-cnn"\n[pruner]\nwarmup_epochs = -1\n[search.epochs]\nlow = 1\nhigh = 3\n',
-     "pruner.warmup_epochs must be at least 0, not -1."),
+     "pruner.warmup_epochs must be between 0 and 100000, not -1."),
     ('base = "quick-cnn"\nsampler = "grid"\n[search.epochs]\nlow = 1\nhigh = 3\n',
      "sampler must be one of tpe, random, not 'grid'."),
     ('base = "quick-cnn"\ntrials = 5\n[search.epochs]\nlow = 1\nhigh = 3\n', "unknown key trials; use description,"),
     ('base = "quick-cnn"\n[fixed]\nepochs = "3"\n[search.learning_rate]\nlow = 0.001\nhigh = 0.01\n',
      "the fixed fields do not make a recipe: --epochs must be a number, not '3'."),
     ('base = "quick-cnn"\n[search.epochs]\nchoices = []\n', "search.epochs.choices must be a non-empty list"),
-])
+    # Issue 24: every number has a bound, and so does the file's size, nesting and lists.
+    ('base = "quick-cnn"\nseed = 1099511627776\n[search.epochs]\nlow = 1\nhigh = 3\n',
+     "seed must be between 0 and 4294967295, not 1099511627776."),
+    ('base = "quick-cnn"\n[search.batch_size]\nlow = 1\nhigh = 9223372036854775807\n',
+     "search.batch_size = 9223372036854775807 does not make a recipe: --batch-size must be between 1 and 60000"),
+    ('base = "quick-cnn"\n[search.seed]\nchoices = [1, 1099511627776]\n', "--seed must be between 0 and 4294967295"),
+    ('base = "quick-cnn"\n[pruner]\nstartup_trials = 9223372036854775807\n[search.epochs]\nlow = 1\nhigh = 3\n',
+     "pruner.startup_trials must be between 0 and 100000"),
+    ('base = "quick-cnn"\n[search.seed]\nchoices = [' + ", ".join(map(str, range(20_000))) + "]\n",
+     "search.seed.choices lists 20,000 values; a sweep chooses among at most 1,000."),
+    ('base = "quick-cnn"\nx = ' + "[" * 100_000 + "]" * 100_000 + "\n", "is nested too deeply to be a space"),
+    ('base = "quick-cnn"\n# ' + "x" * 2**20 + "\n", "more than the 1,048,576 digits reads"),
+]
+
+
+# Named by the words each expects: some files are a megabyte long.
+@pytest.mark.parametrize("content, words", BAD_SPACES, ids=[words[:60] for _, words in BAD_SPACES])
 def test_a_bad_space_file_is_one_sentence_and_exit_1(tmp_path, capsys, content, words):
     space = tmp_path / "bad.toml"
     space.write_text(content)
@@ -119,6 +135,24 @@ def test_a_bad_space_file_is_one_sentence_and_exit_1(tmp_path, capsys, content, 
     assert words in error
     assert error.startswith("digits: error: ") and error.count("\n") == 1 and "Traceback" not in error
     assert not (tmp_path / "runs").exists()  # refused before any database or folder was made
+
+
+def test_a_space_file_that_is_a_pipe_is_refused_at_once(tmp_path, capsys):
+    space = tmp_path / "space.toml"
+    os.mkfifo(space)
+    assert main(["sweep", str(space), "--trials", "1", "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "(it is not a regular file but a folder, a pipe, a device or a socket)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--trials", "9223372036854775807"], "--trials must be between 1 and 100,000, not 9223372036854775807."),
+    (["--trials", "2", "--workers", "100000"], "--workers must be between 1 and 256, not 100000."),
+    (["--trials", "2", "--heartbeat-seconds", "0"], "--heartbeat-seconds must be between 1 and 3,600, not 0."),
+])
+def test_a_sweep_count_out_of_range_is_one_sentence_before_any_work(tmp_path, capsys, flags, words):
+    assert main(["sweep", str(write_space(tmp_path)), *flags, "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert capsys.readouterr().err.strip() == f"digits: error: {words}"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_shipped_spaces_load_and_validate_on_the_holdout():

@@ -12,10 +12,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from digits.cli.options import add_data_dir_option, add_runs_dir_option
+from digits.cli.options import add_data_dir_option, add_runs_dir_option, check_range
 from digits.errors import DigitsError
 
 FORMS = ("report", "best")
+# Bounds on the numbers given (issue 24): each is far beyond use, and checked before Optuna or Keras load.
+MAX_TRIALS = 100_000
+MAX_WORKERS = 256  # processes on this machine, each training its own model
+MAX_HEARTBEAT_SECONDS = 3600
+MAX_SEEDS = 100  # --train-final trains one model per seed on all 60,000 images
 
 
 def add_sweep_commands(subcommands) -> None:
@@ -90,8 +95,9 @@ def run_sweep(args) -> int:
     from digits.sweeps.space import load_space
 
     space = load_space(args.space)  # A bad space file is one sentence before Optuna and Keras load.
-    if args.trials < 1 or args.workers < 1:
-        raise DigitsError("--trials and --workers must be at least 1.")
+    check_range("--trials", args.trials, 1, MAX_TRIALS)
+    check_range("--workers", args.workers, 1, MAX_WORKERS)
+    check_range("--heartbeat-seconds", args.heartbeat_seconds, 1, MAX_HEARTBEAT_SECONDS)
     from digits.sweeps.run import SweepJob, default_storage, load_study, shown_url, trial_counts
     from digits.sweeps.run import run_sweep as sweep
 
@@ -156,8 +162,8 @@ def run_report(args) -> int:
 def run_best(args) -> int:
     from digits.sweeps.run import load_study, trial_counts
 
-    if args.top < 1 or args.seeds < 1:
-        raise DigitsError("--top and --seeds must be at least 1.")
+    check_range("--top", args.top, 1, MAX_TRIALS)
+    check_range("--seeds", args.seeds, 1, MAX_SEEDS)
     study = load_study(_storage(args), args.study_name)
     print(_counts_sentence(trial_counts(study)))
     _print_best(study, args.top)

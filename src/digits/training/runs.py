@@ -222,7 +222,7 @@ def read_bounded(path: Path, max_bytes: int = MAX_RUN_FILE_BYTES) -> bytes:
     try:
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
-            raise ValueError("it is not a regular file but a pipe, a device or a socket")
+            raise ValueError("it is not a regular file but a folder, a pipe, a device or a socket")
         if status.st_size > max_bytes:
             raise ValueError(f"it is {status.st_size:,} bytes, more than the {max_bytes:,} digits reads")
         chunks, size = [], 0
