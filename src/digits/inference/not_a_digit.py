@@ -15,7 +15,6 @@ without Keras or this module.
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -60,14 +59,11 @@ class DigitDetector:
 
     def save(self, path: str | Path) -> None:
         """Write the arrays as .npz through a temporary file beside `path`, so no half-written detector is left."""
-        path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        try:
-            with open(partial, "wb") as file:
-                np.savez(file, **{field.name: getattr(self, field.name) for field in fields(self)})
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        from digits.training.runs import write_atomically
+
+        saved = io.BytesIO()
+        np.savez(saved, **{field.name: getattr(self, field.name) for field in fields(self)})
+        write_atomically(Path(path), saved.getvalue())
 
 
 # The shipped detector is 0.6 MB; a file, or a member of it, above this is not a detector digits wrote.

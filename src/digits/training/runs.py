@@ -7,14 +7,17 @@ Everyone reads runs through `load_run`, so a missing, unfinished or damaged run 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -86,16 +89,53 @@ def make_folder(folder: Path, fix: str) -> Path:
     return folder
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write text (UTF-8) through a temporary file beside `path`, so a reader never sees half a file (nor an
-    empty one left over on a full disk)."""
-    partial = path.with_name(path.name + ".partial")
+def write_atomically(path: Path, content: str | bytes, *, exclusive: bool = False) -> None:
+    """Write `content` (text as UTF-8) to `path` through a temporary file beside it, so a reader never sees half a
+    file (nor an empty one left over on a full disk): the one way digits writes a file.
+
+    The temporary file gets a fresh name and is created exclusively (O_EXCL), so a file or link planted at a
+    predictable name is never written through; the rename that puts it at `path` replaces a link there rather than
+    following it. With `exclusive`, anything already at `path`, even a dangling link, is a FileExistsError instead.
+    """
+    with new_partial(path) as partial:
+        with open(partial, "wb") as file:
+            file.write(content.encode("utf-8") if isinstance(content, str) else content)
+        publish(partial, path, exclusive=exclusive)
+
+
+@contextlib.contextmanager
+def new_partial(path: Path, suffix: str = ".partial") -> Iterator[Path]:
+    """A fresh, empty temporary file beside `path` (readable by all, as a finished file is), removed unless the
+    block moved it into place; `suffix` ends its name, for writers that insist on one (Keras's ".keras")."""
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    partial = Path(name)
     try:
-        partial.write_text(text, encoding="utf-8")
+        os.fchmod(descriptor, 0o644)
+        os.close(descriptor)
+        yield partial
+    finally:
+        if partial.is_dir() and not partial.is_symlink():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
+
+
+def publish(partial: Path, path: Path, *, exclusive: bool = False) -> None:
+    """Move the finished `partial` to `path` in one step (see `write_atomically` for `exclusive`)."""
+    if not exclusive:
         os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
+        return
+    try:
+        # A hard link is created only where nothing is, and never through a link: the no-replace rename.
+        os.link(partial, path, follow_symlinks=False)
+    except FileExistsError:
         raise
+    except OSError:  # A folder (a SavedModel), or a file system without hard links: check, then rename.
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.rename(partial, path)
+        return
+    partial.unlink()
 
 
 def write_json(path: Path, content: dict) -> None:
@@ -104,14 +144,10 @@ def write_json(path: Path, content: dict) -> None:
 
 
 def save_model(model, path: Path) -> None:
-    """`model.save(path)` through a temporary file: on a full disk no truncated model.keras is left."""
-    partial = path.with_name(path.stem + ".partial" + path.suffix)  # Keras insists on the .keras suffix.
-    try:
+    """`model.save(path)` through a temporary file (`new_partial`): on a full disk no truncated model.keras is left."""
+    with new_partial(path, suffix=path.suffix) as partial:  # Keras insists on the .keras suffix.
         model.save(partial)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+        publish(partial, path)
 
 
 def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
