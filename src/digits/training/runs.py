@@ -17,6 +17,7 @@ import re
 import shutil
 import stat
 import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -219,7 +220,7 @@ def load_keras_file(path: Path, *, compile: bool = True, damaged: str = "give a 
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # noqa: BLE001  Keras raises many types for a damaged zip; all mean the same.
-        refused = refused_by_safe_mode(error)
+        refused = refused_by_safe_mode(error, path)
         if refused:
             raise DigitsError(
                 f"The model {path} was refused: it holds {refused}, which Keras's safe loading does not allow "
@@ -228,17 +229,52 @@ def load_keras_file(path: Path, *, compile: bool = True, damaged: str = "give a 
         raise DigitsError(f"Cannot load a Keras model from {path} ({type(error).__name__}); {damaged}.") from None
 
 
-def refused_by_safe_mode(error: Exception) -> str | None:
-    """What in a .keras file Keras's safe mode refused (code, or a name it does not know), or None."""
+def refused_by_safe_mode(error: Exception, path: Path | None = None) -> str | None:
+    """What in a .keras file Keras's safe mode refused (code, or a name it does not know), or None.
+
+    Keras's message names the unknown class or function but, for one nested in a layer, prints the outer object's
+    module beside it ("keras.system"); the module is therefore read from the file's own config.json (`path`).
+    """
     message = str(error)
     if "safe_mode" in message or "arbitrary code" in message:
         return "Python code (a Lambda layer or a function)"
     unknown = re.search(r"Could not locate (class|function) '([^']{1,80})'", message)
     if unknown:
-        module = re.search(r"'module': '([^']{1,80})'", message)
-        name = f"{module.group(1)}.{unknown.group(2)}" if module else unknown.group(2)
-        return f"a {unknown.group(1)} named {name!r} that Keras does not know"
+        kind, name = unknown.groups()
+        return f"a {kind} named {foreign_name(path, name) if path else repr(name)} that Keras does not know"
     return None
+
+
+# Modules whose classes and functions a digits model may name: Keras's own and digits's registered layers.
+KNOWN_MODULES = ("keras", "digits")
+
+
+def foreign_name(path: Path, name: str) -> str:
+    """`name` as the .keras file at `path` spells it, with its module ('os.system'): the first object in the file's
+    config.json of that class or function name whose module is not Keras's or digits's; `name` alone if none is.
+    The config is walked with a list, not recursion, and read with a size cap."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = archive.getinfo("config.json")
+            if member.file_size > MAX_RUN_FILE_BYTES:
+                return repr(name)
+            with archive.open(member) as stream:
+                config = json.loads(stream.read(MAX_RUN_FILE_BYTES))
+    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile):
+        return repr(name)
+    waiting = [config]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, list):
+            waiting.extend(reversed(item))
+        elif isinstance(item, dict):
+            module, class_name = item.get("module"), item.get("class_name")
+            named = item.get("config") if class_name == "function" else class_name
+            if (named == name and isinstance(module, str)
+                    and module.split(".")[0] not in KNOWN_MODULES):
+                return repr(f"{module}.{name}")
+            waiting.extend(reversed(list(item.values())))
+    return repr(name)
 
 
 # A run's JSON and CSV files are a few kilobytes; a bigger one was not written by digits.
