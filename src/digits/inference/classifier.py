@@ -222,6 +222,9 @@ def _load_run(path: Path) -> Classifier:
     from digits.training.runs import load_model, load_run
 
     run = load_run(path)  # Refuses a missing, damaged or unfinished run in one sentence.
+    # Its calibration and detector are checked before Keras loads the model (seconds), so a damaged one is refused
+    # at once.
+    settings = _inference_settings(path / CALIBRATION_FILE, path)
     model = load_model(run)
     config, metrics = run.config, run.metrics
     _check_model(model, run.model_path)
@@ -232,7 +235,7 @@ def _load_run(path: Path) -> Classifier:
         "test_accuracy": metrics.get("validation_accuracy") if on_test else None,
         "source": str(path),
     }
-    return Classifier(name=path.name, model=model, info=info, **_inference_settings(path / CALIBRATION_FILE, path))
+    return Classifier(name=path.name, model=model, info=info, **settings)
 
 
 def _read_optional_json(path: Path) -> dict:
