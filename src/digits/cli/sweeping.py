@@ -16,11 +16,6 @@ from digits.cli.options import add_data_dir_option, add_runs_dir_option, check_r
 from digits.errors import DigitsError
 
 FORMS = ("report", "best")
-# Bounds on the numbers given (issue 24): each is far beyond use, and checked before Optuna or Keras load.
-MAX_TRIALS = 100_000
-MAX_WORKERS = 256  # processes on this machine, each training its own model
-MAX_HEARTBEAT_SECONDS = 3600
-MAX_SEEDS = 100  # --train-final trains one model per seed on all 60,000 images
 
 
 def add_sweep_commands(subcommands) -> None:
@@ -92,6 +87,7 @@ def _refuse(args, names: list[str], form: str) -> None:
 
 
 def run_sweep(args) -> int:
+    from digits.sweeps.run import MAX_HEARTBEAT_SECONDS, MAX_TRIALS, MAX_WORKERS
     from digits.sweeps.space import load_space
 
     space = load_space(args.space)  # A bad space file is one sentence before Optuna and Keras load.
@@ -160,7 +156,7 @@ def run_report(args) -> int:
 
 
 def run_best(args) -> int:
-    from digits.sweeps.run import load_study, trial_counts
+    from digits.sweeps.run import MAX_SEEDS, MAX_TRIALS, load_study, trial_counts
 
     check_range("--top", args.top, 1, MAX_TRIALS)
     check_range("--seeds", args.seeds, 1, MAX_SEEDS)

@@ -46,6 +46,11 @@ POLL_SECONDS = 2.0
 SQLITE_TIMEOUT_SECONDS = 60
 # How many times a worker tries to set up the storage's tables while other workers set them up too.
 SCHEMA_ATTEMPTS = 6
+# Bounds on the counts a user gives (issue 24): each far beyond use, checked before Optuna or Keras load.
+MAX_TRIALS = 100_000
+MAX_WORKERS = 256  # processes on this machine, each training its own model
+MAX_HEARTBEAT_SECONDS = 3600
+MAX_SEEDS = 100  # the final training: one model per seed on all 60,000 images
 
 
 # --- storage and study ----------------------------------------------------------------------------
@@ -302,12 +307,13 @@ def run_sweep(job: SweepJob, workers: int = 1, progress=print) -> dict[str, int]
 
     Raises KeyboardInterrupt after every worker has closed its trial, if the user pressed Ctrl-C.
     """
-    if workers < 1:
-        raise DigitsError(f"The number of workers must be at least 1, not {workers}.")
-    if job.trials < 1:
-        raise DigitsError(f"The number of trials must be at least 1, not {job.trials}.")
-    if job.heartbeat_seconds < 1:
-        raise DigitsError(f"The heartbeat interval must be at least 1 second, not {job.heartbeat_seconds}.")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise DigitsError(f"The number of workers must be between 1 and {MAX_WORKERS}, not {workers}.")
+    if not 1 <= job.trials <= MAX_TRIALS:
+        raise DigitsError(f"The number of trials must be between 1 and {MAX_TRIALS:,}, not {job.trials}.")
+    if not 1 <= job.heartbeat_seconds <= MAX_HEARTBEAT_SECONDS:
+        raise DigitsError(f"The heartbeat interval must be between 1 and {MAX_HEARTBEAT_SECONDS:,} seconds, not "
+                          f"{job.heartbeat_seconds}.")
     study = create_study(job.space, open_storage(job.storage_url), job.study_name)  # bad storage or space: a sentence
     trial_folders = job.runs_dir / SWEEPS_DIR / job.study_name
     if not study.trials and any(trial_folders.glob("trial-*")):
@@ -387,8 +393,8 @@ def train_final(study, data: Mnist, runs_dir: str | Path, *, seeds: int = 1, pro
     from digits.study import report_run
     from digits.training.fit import train
 
-    if seeds < 1:
-        raise DigitsError(f"The number of seeds must be at least 1, not {seeds}.")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise DigitsError(f"The number of seeds must be between 1 and {MAX_SEEDS}, not {seeds}.")
     best = best_trials(study, 1)[0]
     evaluated = []
     for seed in range(seeds):
