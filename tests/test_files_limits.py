@@ -10,6 +10,8 @@ import io
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -77,6 +79,19 @@ def test_a_picture_over_the_memory_limit_is_one_sentence(tmp_path):
     with BoundedPreparer(memory_limit=64 * 2**20) as preparer, pytest.raises(
             ImageError, match=r"big\.png needs more than the 64 MB of memory digits gives one picture"):
         preparer.prepare(big)
+
+
+def test_a_script_without_a_main_guard_can_predict_files(tmp_path):
+    # The worker is a new Python running digits.inference.preparation, not multiprocessing's spawn, which would
+    # import this unguarded script again in the worker.
+    (tmp_path / "one.png").write_bytes(draw_digit_png(1))
+    script = tmp_path / "read.py"
+    script.write_text("import digits\nprint(digits.predict(['one.png'])[0].digit)\n")
+    source = str(Path(files.__file__).resolve().parents[2])
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env=environment, check=False)
+    assert result.returncode == 0 and result.stdout == "1\n", result.stderr[-2000:]
 
 
 def test_deeply_nested_folders_are_one_sentence_not_a_recursion_error(tmp_path):

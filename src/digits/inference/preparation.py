@@ -3,8 +3,10 @@
 `digits predict` and `digits.predict` read files a user hands them, and a hostile or merely odd file (a
 GZIP-compressed FITS of 160 KB, a progressive JPEG of 20,000 scans) can cost gigabytes or minutes to decode. The
 server prepares each upload in a worker process it kills after `PREPARATION_SECONDS` and whose memory it caps;
-`BoundedPreparer` gives files the same limits: one worker process, spawned (the caller may have TensorFlow's
-threads running, which a fork copies unsafely), with its address space capped; a file that takes too long, or
+`BoundedPreparer` gives files the same limits: one worker process, a new Python running this module (not a fork:
+the caller may have TensorFlow's threads running; and not multiprocessing's spawn, which imports the caller's
+main script again, so a script calling `digits.predict` without an `if __name__ == "__main__"` guard would run
+twice), with its address space capped; a file that takes too long, or
 whose decoding kills the worker, is one sentence for that file, and the next file gets a fresh worker. Any other
 failure of the picture libraries on one file (a DDS whose pixel format Pillow does not implement) is that
 file's sentence too, never a traceback that stops the others.
@@ -12,8 +14,12 @@ file's sentence too, never a traceback that stops the others.
 
 from __future__ import annotations
 
-import multiprocessing
+import os
 import signal
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +47,8 @@ class BoundedPreparer:
     def __init__(self, time_limit: float = PREPARATION_SECONDS, memory_limit: int = WORKER_MEMORY_BYTES):
         self.time_limit = time_limit
         self.memory_limit = memory_limit
-        self.process: multiprocessing.process.BaseProcess | None = None
-        self.connection = None
+        self.process: subprocess.Popen | None = None
+        self.connection: Connection | None = None
 
     def __enter__(self) -> BoundedPreparer:
         return self
@@ -71,16 +77,21 @@ class BoundedPreparer:
             raise (ImageTooLarge if answer[0] else ImageError)(answer[1])
         return answer
 
-    def _started(self):
-        if self.process is not None and self.process.is_alive():
+    def _started(self) -> Connection:
+        if self.process is not None and self.connection is not None and self.process.poll() is None:
             return self.connection
         self.stop()
-        context = multiprocessing.get_context("spawn")
-        self.connection, worker_end = context.Pipe()
-        self.process = context.Process(target=serve_preparations, args=(worker_end, self.memory_limit),
-                                       daemon=True)
-        self.process.start()
-        worker_end.close()
+        ours, theirs = socket.socketpair()
+        # The worker imports the digits this process runs, wherever it lies (a checkout, a notebook's sys.path).
+        source = str(Path(__file__).resolve().parents[2])
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source,
+                                                                                 os.environ.get("PYTHONPATH")]))}
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "digits.inference.preparation", str(theirs.fileno()), str(self.memory_limit)],
+                pass_fds=[theirs.fileno()], env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+        self.connection = Connection(ours.detach())
         try:
             ready = self.connection.recv() if self.connection.poll(START_SECONDS) else None
         except (EOFError, OSError):
@@ -95,13 +106,13 @@ class BoundedPreparer:
             self.connection.close()
             self.connection = None
         if self.process is not None:
-            if self.process.is_alive():
+            if self.process.poll() is None:
                 self.process.kill()
-            self.process.join(timeout=5)
+            self.process.wait(timeout=5)
             self.process = None
 
 
-def serve_preparations(connection, memory_limit: int) -> None:
+def serve_preparations(connection: Connection, memory_limit: int) -> None:
     """The worker: prepare each file the pipe names, answer ("view", (view, original)) or ("error", (too large,
     sentence)), until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the caller's to handle: it stops this worker.
@@ -163,3 +174,8 @@ def _flatten_for_display(image):
         pixels = pixels / max(float(pixels.max()), 1.0) * 255
         return Image.fromarray(pixels.astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
+
+
+if __name__ == "__main__":
+    # The worker: `python -m digits.inference.preparation DESCRIPTOR MEMORY_LIMIT`, started by BoundedPreparer.
+    serve_preparations(Connection(int(sys.argv[1])), int(sys.argv[2]))
