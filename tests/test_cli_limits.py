@@ -147,3 +147,21 @@ def test_tensorflow_start_up_noise_is_hidden_and_its_log_leaves_nothing_in_the_t
     assert hidden.returncode == 0 and "34,826" in hidden.stdout
     assert not any(line in hidden.stderr for line in noise), hidden.stderr
     assert list(temporary.iterdir()) == []  # The log was an anonymous file: nothing is left, nothing was named.
+
+
+# --- issue 24, item 12: every count a user gives has a range, checked before any work ------------------------
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["serve", "--port", "70000"], "--port must be between 0 and 65,535, not 70000."),
+    (["ensemble", "--from-sweep", "study", "--top", "1000"], "--top must be between 1 and 100, not 1000."),
+    (["sweep", "best", "study", "--seeds", "1000"], "--seeds must be between 1 and 100, not 1000."),
+    (["predict", "a.png", "--top", "11"], "--top must be between 1 and 10, not 11."),
+])
+def test_a_count_out_of_its_range_is_one_sentence_before_any_work(tmp_path, monkeypatch, capsys, arguments, words):
+    from digits.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(arguments) == 1
+    assert capsys.readouterr().err.strip() == f"digits: error: {words}"
+    assert list(tmp_path.iterdir()) == []  # no database, run folder or server
