@@ -109,7 +109,7 @@ def test_export_writes_through_no_link_at_the_names_it_used_for_unfinished_files
 
 
 def test_the_one_atomic_write_refuses_an_existing_name_when_exclusive_and_never_follows_a_link(tmp_path):
-    from digits.training.runs import write_atomically
+    from digits.training.file_access import write_atomically
 
     outside = tmp_path / "outside.json"
     link = tmp_path / "metrics.json"

@@ -22,9 +22,10 @@ from digits.errors import DigitsError
 from digits.inference.not_a_digit import DETECTOR_FILE
 from digits.inference.runtime import CALIBRATION_FILE, with_temperature
 from digits.inference.runtime import probabilities as model_probabilities
+from digits.training.file_access import read_bounded
 from digits.training.recipes import HOLDOUT_SIZE
 from digits.training.run_files import TEMPERATURE_RANGE, CalibrationFile, problem_in
-from digits.training.runs import Run, read_bounded, read_calibration, write_json
+from digits.training.runs import Run, read_calibration, write_json
 
 if TYPE_CHECKING:
     from digits.inference.not_a_digit_fit import NotADigitFit

@@ -241,7 +241,7 @@ def _load_run(path: Path) -> Classifier:
 def _read_optional_json(path: Path) -> dict:
     """A JSON object that describes a model, or {} when there is none or it cannot be read (a pipe, a device or a
     huge file is never read: `read_bounded`)."""
-    from digits.training.runs import read_bounded
+    from digits.training.file_access import read_bounded
 
     try:
         content = json.loads(read_bounded(path))

@@ -24,7 +24,7 @@ from digits.errors import DigitsError
 from digits.inference.classifier import PRETRAINED_MODEL, Classifier, file_sha256, load_classifier
 from digits.inference.not_a_digit import DETECTOR_FILE
 from digits.inference.runtime import OnnxModel, read
-from digits.training.runs import publish, write_atomically
+from digits.training.file_access import publish, write_atomically
 
 # The file name ending each format gets by default.
 FORMATS = {"onnx": ".onnx", "litert": ".tflite", "saved_model": ""}

@@ -59,7 +59,7 @@ class DigitDetector:
 
     def save(self, path: str | Path) -> None:
         """Write the arrays as .npz through a temporary file beside `path`, so no half-written detector is left."""
-        from digits.training.runs import write_atomically
+        from digits.training.file_access import write_atomically
 
         saved = io.BytesIO()
         np.savez(saved, **{field.name: getattr(self, field.name) for field in fields(self)})
@@ -77,7 +77,7 @@ def load_detector(path: str | Path) -> DigitDetector:
     (`read_bounded`), each member's declared size is checked before it is inflated and at most that much is
     inflated, and each array's declared shape must fit in the member that holds it before it is allocated.
     """
-    from digits.training.runs import read_bounded
+    from digits.training.file_access import read_bounded
 
     try:
         data = read_bounded(Path(path), MAX_DETECTOR_BYTES)
