@@ -78,9 +78,9 @@ def add_serve_commands(subcommands) -> None:
 
 
 def run_serve(args) -> int:
+    check_range("--port", args.port, 0, 65535)  # Before the model loads.
     from digits.serving.process import serve
 
-    check_range("--port", args.port, 0, 65535)
     serve(args.model, host=args.host, port=args.port)
     return 0
 
