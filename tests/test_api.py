@@ -67,7 +67,7 @@ def test_get_preset_takes_overrides_and_keeps_the_rest():
 
 
 def test_library_errors_name_parameters_and_the_cli_names_flags():
-    with pytest.raises(digits.DigitsError, match="`epochs` must be at least 1"):
+    with pytest.raises(digits.DigitsError, match="`epochs` must be between 1 and 100000"):
         digits.get_preset("quick-shallow", epochs=0)
     with pytest.raises(digits.DigitsError, match="`epoch` is not a recipe setting; did you mean `epochs`"):
         digits.get_preset("quick-shallow", epoch=3)

@@ -67,6 +67,33 @@ def test_a_model_naming_os_system_is_refused_saying_why(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
+def first_layer_of(config: dict, class_name: str) -> dict:
+    return next(layer for layer in config["config"]["layers"] if layer["class_name"] == class_name)
+
+
+def with_os_system_as_activation(config: dict) -> dict:
+    first_layer_of(config, "Dense")["config"]["activation"] = {
+        "module": "os", "class_name": "function", "config": "system", "registered_name": "system"}
+    return config
+
+
+def with_os_system_as_a_layer(config: dict) -> dict:
+    first_layer_of(config, "Conv2D").update(module="os", class_name="system")
+    return config
+
+
+@pytest.mark.parametrize("change, kind", [(with_os_system_as_activation, "function"),
+                                          (with_os_system_as_a_layer, "class")])
+def test_os_system_nested_in_a_layer_is_named_as_os_system(tmp_path, monkeypatch, change, kind):
+    # Issue 24: Keras's message printed the outer model's module beside the name ('keras.system').
+    monkeypatch.chdir(tmp_path)
+    evil = rewrite_config(PRETRAINED_MODEL, tmp_path / "evil.keras", change)
+    with pytest.raises(DigitsError, match=rf"was refused: it holds a {kind} named 'os\.system' that Keras does not "
+                                          "know, which Keras's safe loading does not allow"):
+        load_classifier(evil)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_a_model_with_a_lambda_layer_is_refused_saying_it_holds_code(tmp_path):
     import keras
 
@@ -120,3 +147,21 @@ def test_tensorflow_start_up_noise_is_hidden_and_its_log_leaves_nothing_in_the_t
     assert hidden.returncode == 0 and "34,826" in hidden.stdout
     assert not any(line in hidden.stderr for line in noise), hidden.stderr
     assert list(temporary.iterdir()) == []  # The log was an anonymous file: nothing is left, nothing was named.
+
+
+# --- issue 24, item 12: every count a user gives has a range, checked before any work ------------------------
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["serve", "--port", "70000"], "--port must be between 0 and 65,535, not 70000."),
+    (["ensemble", "--from-sweep", "study", "--top", "1000"], "--top must be between 1 and 100, not 1000."),
+    (["sweep", "best", "study", "--seeds", "1000"], "--seeds must be between 1 and 100, not 1000."),
+    (["predict", "a.png", "--top", "11"], "--top must be between 1 and 10, not 11."),
+])
+def test_a_count_out_of_its_range_is_one_sentence_before_any_work(tmp_path, monkeypatch, capsys, arguments, words):
+    from digits.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(arguments) == 1
+    assert capsys.readouterr().err.strip() == f"digits: error: {words}"
+    assert list(tmp_path.iterdir()) == []  # no database, run folder or server

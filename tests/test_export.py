@@ -85,6 +85,44 @@ def test_export_never_replaces_a_file_and_names_bad_sources(tmp_path):
     assert result.returncode == 1 and "There is no model at" in result.stderr
 
 
+@pytest.mark.parametrize("planted", ["a.onnx", "a.onnx.json"])
+def test_export_never_writes_through_a_link_planted_at_an_output_name(tmp_path, planted):
+    # Issue 24: a dangling link at the output or its sidecar made export create a file outside the folder.
+    folder, outside = tmp_path / "d", tmp_path / "outside"
+    folder.mkdir()
+    (folder / planted).symlink_to(outside)
+    with pytest.raises(DigitsError, match=rf"{folder / planted} already exists; remove it"):
+        export_model(PRETRAINED_MODEL, "onnx", folder / "a.onnx")
+    assert not outside.exists()
+
+
+def test_export_writes_through_no_link_at_the_names_it_used_for_unfinished_files(tmp_path, mnist):
+    # The unfinished model was written at d/a.partial.onnx: a link planted there sent the export elsewhere.
+    folder, outside = tmp_path / "d", tmp_path / "outside"
+    folder.mkdir()
+    for name in ("a.partial.onnx", "a.onnx.partial", "a.onnx.json.partial"):
+        (folder / name).symlink_to(outside / name)
+    result = export_model(PRETRAINED_MODEL, "onnx", folder / "a.onnx", test_images=mnist.test_images[:100])
+    assert result.path.is_file() and not result.path.is_symlink() and not outside.exists()
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "a.onnx", "a.onnx.json", "a.onnx.json.partial", "a.onnx.partial", "a.partial.onnx"]
+
+
+def test_the_one_atomic_write_refuses_an_existing_name_when_exclusive_and_never_follows_a_link(tmp_path):
+    from digits.training.file_access import write_atomically
+
+    outside = tmp_path / "outside.json"
+    link = tmp_path / "metrics.json"
+    link.symlink_to(outside)
+    with pytest.raises(FileExistsError):
+        write_atomically(link, "{}", exclusive=True)
+    assert not outside.exists() and link.is_symlink()
+    (tmp_path / "metrics.json.partial").symlink_to(outside)  # the name the helper once wrote through
+    write_atomically(link, '{"status": "complete"}')  # Replaces the link itself; the link's target stays untouched.
+    assert not outside.exists() and not link.is_symlink() and link.read_text() == '{"status": "complete"}'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.json", "metrics.json.partial"]
+
+
 def test_the_shipped_onnx_model_agrees_with_keras_on_the_whole_test_set(mnist, keras_classifier):
     onnx_probabilities = probabilities(OnnxModel(PRETRAINED_ONNX), mnist.test_images)
     keras_probabilities = keras_classifier.classify(mnist.test_images).probabilities

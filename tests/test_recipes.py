@@ -97,10 +97,16 @@ def test_switching_optimizer_takes_its_keras_default_learning_rate():
         (dict(loss="hinge"), "Unknown loss 'hinge'; choose one of: categorical_crossentropy, mse, poisson."),
         (dict(optimizer="lbfgs"), "Unknown optimizer 'lbfgs'; choose one of: sgd, adam, adadelta, rmsprop."),
         (dict(validation="train"), "Unknown validation 'train'; choose one of: test, holdout, none."),
-        (dict(epochs=0), "`epochs` must be at least 1, not 0."),
-        (dict(batch_size=-5), "`batch_size` must be at least 1, not -5."),
-        (dict(learning_rate=0.0), "`learning_rate` must be above 0, not 0.0."),
-        (dict(train_limit=0), "`train_limit` must be at least 1, not 0."),
+        (dict(epochs=0), "`epochs` must be between 1 and 100000, not 0."),
+        (dict(batch_size=-5), "`batch_size` must be between 1 and 60000, not -5."),
+        (dict(learning_rate=0.0), "`learning_rate` must be above 0 and at most 1000, not 0.0."),
+        (dict(train_limit=0), "`train_limit` must be between 1 and 60000, not 0."),
+        # Issue 24: every number has an upper bound too (a batch of 2**63 was a segmentation fault).
+        (dict(batch_size=2**63 - 1), "`batch_size` must be between 1 and 60000, not 9223372036854775807."),
+        (dict(seed=2**40), "`seed` must be between 0 and 4294967295, not 1099511627776."),
+        (dict(epochs=10**9), "`epochs` must be between 1 and 100000, not 1000000000."),
+        (dict(steps_per_execution=2**62),
+         "`steps_per_execution` must be between 1 and 60000, not 4611686018427387904."),
         (dict(learning_rate=math.nan), "`learning_rate` must be a finite number, not nan."),
         (dict(learning_rate=math.inf), "`learning_rate` must be a finite number, not inf."),
         (dict(momentum=1.0), "`momentum` must be at least 0 and below 1, not 1.0."),
@@ -143,13 +149,17 @@ def test_train_help_is_generated_from_the_recipe_fields(capsys):
     (["--learning-rate", "nan"], "digits: error: --learning-rate must be a finite number, not nan."),
     (["--learning-rate", "inf"], "digits: error: --learning-rate must be a finite number, not inf."),
     (["--augment-rotation", "90"], "digits: error: --augment-rotation must be between 0 and 45 degrees, not 90.0."),
-    (["--epochs", "0"], "digits: error: --epochs must be at least 1, not 0."),
+    (["--epochs", "0"], "digits: error: --epochs must be between 1 and 100000, not 0."),
+    (["--batch-size", "9223372036854775807"],
+     "digits: error: --batch-size must be between 1 and 60000, not 9223372036854775807."),
+    (["--seed", "1099511627776"], "digits: error: --seed must be between 0 and 4294967295, not 1099511627776."),
 ])
-def test_a_training_flag_out_of_range_is_one_sentence_and_exit_1(flags, message, capsys):
+def test_a_training_flag_out_of_range_is_one_sentence_and_exit_1(flags, message, capsys, tmp_path):
     from digits.cli import main
 
-    assert main(["train", "quick-cnn", *flags]) == 1
+    assert main(["train", "quick-cnn", *flags, "--runs-dir", str(tmp_path / "runs")]) == 1
     assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "runs").exists()  # Refused before any work: no run folder, not even an empty one.
 
 
 def test_unknown_preset_lists_the_presets():

@@ -84,7 +84,7 @@ def assert_trial_folders_honest(study):
 # --- space files: one sentence each ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content, words", [
+BAD_SPACES = [
     ('base = "quick-cnn"\n[fixed]\nvalidation = "test"\n[search.learning_rate]\nlow = 0.001\nhigh = 0.01\n',
      "never on the test set"),
     ('base = "quick-cnn"\n[search.validation]\nchoices = ["test", "holdout"]\n', "never on the test set"),
@@ -103,14 +103,30 @@ def assert_trial_folders_honest(study):
     ('base = "quick-cnn"\ntrial_seconds = nan\n[search.epochs]\nlow = 1\nhigh = 3\n',
      "trial_seconds must be a finite number, not nan."),
     ('base = "quick-cnn"\n[pruner]\nwarmup_epochs = -1\n[search.epochs]\nlow = 1\nhigh = 3\n',
-     "pruner.warmup_epochs must be at least 0, not -1."),
+     "pruner.warmup_epochs must be between 0 and 100000, not -1."),
     ('base = "quick-cnn"\nsampler = "grid"\n[search.epochs]\nlow = 1\nhigh = 3\n',
      "sampler must be one of tpe, random, not 'grid'."),
     ('base = "quick-cnn"\ntrials = 5\n[search.epochs]\nlow = 1\nhigh = 3\n', "unknown key trials; use description,"),
     ('base = "quick-cnn"\n[fixed]\nepochs = "3"\n[search.learning_rate]\nlow = 0.001\nhigh = 0.01\n',
      "the fixed fields do not make a recipe: --epochs must be a number, not '3'."),
     ('base = "quick-cnn"\n[search.epochs]\nchoices = []\n', "search.epochs.choices must be a non-empty list"),
-])
+    # Issue 24: every number has a bound, and so does the file's size, nesting and lists.
+    ('base = "quick-cnn"\nseed = 1099511627776\n[search.epochs]\nlow = 1\nhigh = 3\n',
+     "seed must be between 0 and 4294967295, not 1099511627776."),
+    ('base = "quick-cnn"\n[search.batch_size]\nlow = 1\nhigh = 9223372036854775807\n',
+     "search.batch_size = 9223372036854775807 does not make a recipe: --batch-size must be between 1 and 60000"),
+    ('base = "quick-cnn"\n[search.seed]\nchoices = [1, 1099511627776]\n', "--seed must be between 0 and 4294967295"),
+    ('base = "quick-cnn"\n[pruner]\nstartup_trials = 9223372036854775807\n[search.epochs]\nlow = 1\nhigh = 3\n',
+     "pruner.startup_trials must be between 0 and 100000"),
+    ('base = "quick-cnn"\n[search.seed]\nchoices = [' + ", ".join(map(str, range(20_000))) + "]\n",
+     "search.seed.choices lists 20,000 values; a sweep chooses among at most 1,000."),
+    ('base = "quick-cnn"\nx = ' + "[" * 100_000 + "]" * 100_000 + "\n", "is nested too deeply to be a space"),
+    ('base = "quick-cnn"\n# ' + "x" * 2**20 + "\n", "more than the 1,048,576 digits reads"),
+]
+
+
+# Named by the words each expects: some files are a megabyte long.
+@pytest.mark.parametrize("content, words", BAD_SPACES, ids=[words[:60] for _, words in BAD_SPACES])
 def test_a_bad_space_file_is_one_sentence_and_exit_1(tmp_path, capsys, content, words):
     space = tmp_path / "bad.toml"
     space.write_text(content)
@@ -119,6 +135,24 @@ def test_a_bad_space_file_is_one_sentence_and_exit_1(tmp_path, capsys, content, 
     assert words in error
     assert error.startswith("digits: error: ") and error.count("\n") == 1 and "Traceback" not in error
     assert not (tmp_path / "runs").exists()  # refused before any database or folder was made
+
+
+def test_a_space_file_that_is_a_pipe_is_refused_at_once(tmp_path, capsys):
+    space = tmp_path / "space.toml"
+    os.mkfifo(space)
+    assert main(["sweep", str(space), "--trials", "1", "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "(it is not a regular file but a folder, a pipe, a device or a socket)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--trials", "9223372036854775807"], "--trials must be between 1 and 100,000, not 9223372036854775807."),
+    (["--trials", "2", "--workers", "100000"], "--workers must be between 1 and 256, not 100000."),
+    (["--trials", "2", "--heartbeat-seconds", "0"], "--heartbeat-seconds must be between 1 and 3,600, not 0."),
+])
+def test_a_sweep_count_out_of_range_is_one_sentence_before_any_work(tmp_path, capsys, flags, words):
+    assert main(["sweep", str(write_space(tmp_path)), *flags, "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert capsys.readouterr().err.strip() == f"digits: error: {words}"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_shipped_spaces_load_and_validate_on_the_holdout():
@@ -423,3 +457,85 @@ def test_leftover_trial_folders_of_another_storage_are_refused(tmp_path, capsys)
     (tmp_path / "runs" / "sweeps" / "tiny" / "trial-0000").mkdir(parents=True)
     assert main(["sweep", str(space), "--trials", "1", "--runs-dir", str(tmp_path / "runs")]) == 1
     assert "holds trial folders of another sweep named 'tiny'" in capsys.readouterr().err
+
+
+# --- issue 24: workers that start together draw differently; a new SQLite file opened at once --------------
+
+# Continuous dimensions: two trials draw the same values only when they draw from the same seed.
+DRAWN_SPACE = """
+base = "quick-shallow"
+seed = 7
+[fixed]
+epochs = 1
+train_limit = 500
+test_limit = 100
+[search.learning_rate]
+low = 0.001
+high = 1.0
+log = true
+[search.momentum]
+low = 0.0
+high = 0.9
+[pruner]
+kind = "none"
+"""
+
+
+def drawn_params(space_path: Path, workers: int, trials_each: int) -> dict[int, dict]:
+    """Each trial's parameters, by number, when `workers` sweeps join a fresh study together and then each draws
+    `trials_each` trials in turn (what the sampler gives; no training)."""
+    import optuna
+
+    from digits.sweeps.run import create_study
+
+    space, storage = load_space(space_path), optuna.storages.InMemoryStorage()
+    # Every worker joins before any draws: as when `digits sweep` starts on several machines at once.
+    studies = [create_study(space, storage, "together") for _ in range(workers)]
+    drawn = {}
+    for _ in range(trials_each):
+        for study in studies:
+            trial = study.ask()
+            # As digits.sweeps.trial.suggest draws a float range (that module imports Keras: seconds to load).
+            drawn[trial.number] = {dimension.name: trial.suggest_float(dimension.name, dimension.low, dimension.high,
+                                                                       log=dimension.log)
+                                   for dimension in space.dimensions}
+            study.tell(trial, 0.5)
+    return drawn
+
+
+def test_sweeps_joining_a_fresh_study_together_draw_differently_and_a_rerun_draws_the_same(tmp_path):
+    space = tmp_path / "drawn.toml"
+    space.write_text(DRAWN_SPACE)
+    first = drawn_params(space, workers=2, trials_each=3)
+    values = [tuple(params.values()) for params in first.values()]
+    assert len(values) == 6 and len(set(values)) == 6, first  # a seed per worker drew trials 0-1, 2-3... alike
+    again = drawn_params(space, workers=2, trials_each=3)
+    assert again == first  # the same sweep run again draws the same trials
+
+
+@pytest.mark.slow
+def test_two_sweep_commands_started_together_on_sqlite_draw_different_trials(tmp_path):
+    space = tmp_path / "drawn.toml"
+    space.write_text(DRAWN_SPACE)
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    arguments = ["sweep", space, "--trials", 4, "--storage", storage, "--study", "together"]
+    workers = [start_digits(*arguments, "--runs-dir", tmp_path / f"machine-{number}", cwd=tmp_path)
+               for number in (1, 2)]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], "\n".join(outputs)[-3000:]
+    trials = load(storage, "together").get_trials()
+    values = [tuple(sorted(trial.params.items())) for trial in trials]
+    assert len(set(values)) == len(values) >= 4, values
+    assert {trial.user_attrs["pid"] for trial in trials} == {worker.pid for worker in workers}  # both drew trials
+
+
+@pytest.mark.slow
+def test_sweeps_opening_a_brand_new_sqlite_file_at_once_all_get_in(tmp_path):
+    # 5 of 12 such openings (3 new files, 4 processes each) failed with "table ... already exists" before SQLite's
+    # race was retried like PostgreSQL's.
+    start_at = str(time.time() + 10)  # every process past its imports, then all at once
+    workers = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, f"sqlite:///{tmp_path / f'new-{file}.db'}",
+                                 start_at], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for file in range(2) for _ in range(4)]
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 8, "\n".join(outputs)[-3000:]

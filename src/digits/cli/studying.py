@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from digits.cli.options import add_data_dir_option, add_runs_dir_option
+from digits.cli.options import add_data_dir_option, add_runs_dir_option, check_range
 from digits.errors import DigitsError
+
+# `digits ensemble --from-sweep STUDY --top K`: each member is a model loaded into memory at once.
+MAX_MEMBERS = 100
 
 # --- evaluation, comparison and the study -------------------------------------------------------------
 
@@ -178,6 +181,7 @@ def run_ensemble(args) -> int:
     if args.from_sweep:
         if args.runs:
             raise DigitsError("Give either run folders or --from-sweep STUDY, not both.")
+        check_range("--top", args.top, 1, MAX_MEMBERS)
         from digits.sweeps.run import default_storage, load_study, member_runs
 
         storage = args.storage or default_storage(Path("runs"), create=False)

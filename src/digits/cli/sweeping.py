@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from digits.cli.options import add_data_dir_option, add_runs_dir_option
+from digits.cli.options import add_data_dir_option, add_runs_dir_option, check_range
 from digits.errors import DigitsError
 
 FORMS = ("report", "best")
@@ -87,11 +87,13 @@ def _refuse(args, names: list[str], form: str) -> None:
 
 
 def run_sweep(args) -> int:
+    from digits.sweeps.run import MAX_HEARTBEAT_SECONDS, MAX_TRIALS, MAX_WORKERS
     from digits.sweeps.space import load_space
 
     space = load_space(args.space)  # A bad space file is one sentence before Optuna and Keras load.
-    if args.trials < 1 or args.workers < 1:
-        raise DigitsError("--trials and --workers must be at least 1.")
+    check_range("--trials", args.trials, 1, MAX_TRIALS)
+    check_range("--workers", args.workers, 1, MAX_WORKERS)
+    check_range("--heartbeat-seconds", args.heartbeat_seconds, 1, MAX_HEARTBEAT_SECONDS)
     from digits.sweeps.run import SweepJob, default_storage, load_study, shown_url, trial_counts
     from digits.sweeps.run import run_sweep as sweep
 
@@ -154,10 +156,10 @@ def run_report(args) -> int:
 
 
 def run_best(args) -> int:
-    from digits.sweeps.run import load_study, trial_counts
+    from digits.sweeps.run import MAX_SEEDS, MAX_TRIALS, load_study, trial_counts
 
-    if args.top < 1 or args.seeds < 1:
-        raise DigitsError("--top and --seeds must be at least 1.")
+    check_range("--top", args.top, 1, MAX_TRIALS)
+    check_range("--seeds", args.seeds, 1, MAX_SEEDS)
     study = load_study(_storage(args), args.study_name)
     print(_counts_sentence(trial_counts(study)))
     _print_best(study, args.top)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from digits.cli.options import check_range
 from digits.errors import DigitsError
 
 # --- predict ------------------------------------------------------------------------------------------
@@ -39,8 +40,7 @@ def run_predict(args) -> int:
     from digits.inference.classifier import load_classifier
     from digits.inference.files import find_image_files, result_line, results_document, save_views
 
-    if not 1 <= args.top <= 10:
-        raise DigitsError(f"--top must be between 1 and 10, not {args.top}.")
+    check_range("--top", args.top, 1, 10)
     if not find_image_files(args.inputs):  # Reported before the model loads.
         raise DigitsError(f"No files found in {', '.join(args.inputs)}; give pictures or folders holding some.")
     classifier = load_classifier(args.model)
@@ -81,6 +81,7 @@ def add_serve_commands(subcommands) -> None:
 
 
 def run_serve(args) -> int:
+    check_range("--port", args.port, 0, 65535)  # Before the model loads.
     from digits.serving.process import serve
 
     serve(args.model, host=args.host, port=args.port, allowed_hosts=args.allow_host)

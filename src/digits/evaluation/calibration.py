@@ -22,9 +22,10 @@ from digits.errors import DigitsError
 from digits.inference.not_a_digit import DETECTOR_FILE
 from digits.inference.runtime import CALIBRATION_FILE, with_temperature
 from digits.inference.runtime import probabilities as model_probabilities
+from digits.training.file_access import read_bounded
 from digits.training.recipes import HOLDOUT_SIZE
 from digits.training.run_files import TEMPERATURE_RANGE, CalibrationFile, problem_in
-from digits.training.runs import MAX_RUN_FILE_BYTES, Run, read_calibration, write_json
+from digits.training.runs import Run, read_calibration, write_json
 
 if TYPE_CHECKING:
     from digits.inference.not_a_digit_fit import NotADigitFit
@@ -142,9 +143,7 @@ def read_settings(path: Path) -> dict:
     """A calibration.json's settings, to be updated: {} when there is none, or when it is damaged (a file that
     cannot be read, or holds values `CalibrationFile` refuses), since calibrating writes it anew."""
     try:
-        if not path.is_file() or path.stat().st_size > MAX_RUN_FILE_BYTES:  # Never wait on a pipe or read a huge file.
-            return {}
-        content = json.loads(path.read_text())
+        content = json.loads(read_bounded(path))  # Never waits on a pipe or reads a huge file.
     except (OSError, ValueError, RecursionError):
         return {}
     return content if isinstance(content, dict) and problem_in(content, CalibrationFile) is None else {}

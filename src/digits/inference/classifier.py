@@ -222,6 +222,9 @@ def _load_run(path: Path) -> Classifier:
     from digits.training.runs import load_model, load_run
 
     run = load_run(path)  # Refuses a missing, damaged or unfinished run in one sentence.
+    # Its calibration and detector are checked before Keras loads the model (seconds), so a damaged one is refused
+    # at once.
+    settings = _inference_settings(path / CALIBRATION_FILE, path)
     model = load_model(run)
     config, metrics = run.config, run.metrics
     _check_model(model, run.model_path)
@@ -232,14 +235,19 @@ def _load_run(path: Path) -> Classifier:
         "test_accuracy": metrics.get("validation_accuracy") if on_test else None,
         "source": str(path),
     }
-    return Classifier(name=path.name, model=model, info=info, **_inference_settings(path / CALIBRATION_FILE, path))
+    return Classifier(name=path.name, model=model, info=info, **settings)
 
 
 def _read_optional_json(path: Path) -> dict:
+    """A JSON object that describes a model, or {} when there is none or it cannot be read (a pipe, a device or a
+    huge file is never read: `read_bounded`)."""
+    from digits.training.file_access import read_bounded
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        content = json.loads(read_bounded(path))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return content if isinstance(content, dict) else {}
 
 
 def _load_keras_file(path: Path):

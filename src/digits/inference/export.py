@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from digits.errors import DigitsError
 from digits.inference.classifier import PRETRAINED_MODEL, Classifier, file_sha256, load_classifier
 from digits.inference.not_a_digit import DETECTOR_FILE
 from digits.inference.runtime import OnnxModel, read
+from digits.training.file_access import publish, write_atomically
 
 # The file name ending each format gets by default.
 FORMATS = {"onnx": ".onnx", "litert": ".tflite", "saved_model": ""}
@@ -101,7 +102,7 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
     if format == "litert" and out.suffix != ".tflite":
         raise DigitsError(f"A LiteRT model's file name ends in .tflite; choose an `out` such as {out.stem}.tflite.")
     for taken in (out, sidecar_path(out)):
-        if taken.exists():
+        if os.path.lexists(taken):  # A link, even one to nothing, counts: digits never writes through one.
             raise DigitsError(f"{taken} already exists; remove it or choose another output path.")
     if not out.parent.is_dir():
         raise DigitsError(f"The folder {out.parent} does not exist; create it or choose another output path.")
@@ -121,9 +122,10 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
         model = with_digit_score(model, detector)
     reference, reference_scores = read(model, test_images)
 
-    partial = out.with_name(f"{out.stem}.partial{out.suffix}")  # Keras checks the ending of the name.
-    _remove(partial)
-    try:
+    # Written inside a new private folder beside `out` (made exclusively, mode 700), so nothing planted at a
+    # predictable name is written through; the file then moves to `out` only if nothing, not even a link, is there.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
+        partial = Path(folder) / out.name  # Keras checks the ending of the name.
         _write(model, partial, format)
         try:
             exported = run_export(partial, format, test_images)
@@ -142,10 +144,18 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
                               f"{max_difference:.0e} and 100 %), so nothing was written.")
         sidecar = sidecar_path(out)
         description = describe(classifier, _keras_file(spec), format, out, check, command, with_detector)
-        sidecar.write_text(json.dumps(description, indent=2, ensure_ascii=False) + "\n")
-        os.replace(partial, out)
-    finally:
-        _remove(partial)
+        if partial.is_dir():
+            partial.chmod(0o755)  # A SavedModel folder: readable by others, as any export.
+        try:
+            write_atomically(sidecar, json.dumps(description, indent=2, ensure_ascii=False) + "\n", exclusive=True)
+            try:
+                publish(partial, out, exclusive=True)
+            except BaseException:
+                sidecar.unlink()
+                raise
+        except FileExistsError as error:
+            raise DigitsError(f"{error.filename} appeared while exporting; remove it or choose another output "
+                              "path.") from None
     return ExportResult(path=out, sidecar=sidecar, check=check)
 
 
@@ -284,10 +294,3 @@ def _probability_rule(not_a_digit: dict | None) -> dict | None:
         return not_a_digit
     threshold = not_a_digit.get("max_probability_threshold")
     return None if threshold is None else {"score": "max_probability", "threshold": threshold}
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()

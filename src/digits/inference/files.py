@@ -19,8 +19,8 @@ import numpy as np
 from digits.errors import DigitsError
 from digits.inference.classifier import Classifier
 from digits.inference.prediction import NOT_A_DIGIT, Prediction
-from digits.pictures.decode import ImageError, load_image
-from digits.pictures.prepare import prepare_image
+from digits.inference.preparation import SHOW_HEIGHT, BoundedPreparer
+from digits.pictures.decode import ImageError
 
 # --- predicting files ---------------------------------------------------------------------------------
 
@@ -66,39 +66,75 @@ class FileResult:
         return f"FileResult(path={self.path!r}, prediction={self.prediction!r})"
 
 
+# A folder tree deeper than this, or holding more files, is not a folder of pictures to read at once.
+MAX_FOLDER_DEPTH = 32
+MAX_FILES = 100_000
+
+
 def find_image_files(paths: list[str | Path]) -> list[Path]:
-    """Files to read: each file as given, and each directory walked in sorted order, skipping hidden names."""
+    """Files to read: each file as given, and each directory walked in sorted order, skipping hidden names.
+
+    The walk keeps its own list of folders to visit (no recursion) and does not follow links to folders; a tree
+    deeper than MAX_FOLDER_DEPTH or holding more than MAX_FILES files is one sentence, before any file is read.
+    """
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(
-                sorted(
-                    candidate
-                    for candidate in path.rglob("*")
-                    if candidate.is_file()
-                    and not any(part.startswith(".") for part in candidate.relative_to(path).parts)
-                )
-            )
+            found.extend(_walk(path, MAX_FILES - len(found)))
         else:
             found.append(path)  # A missing path still gets its own line ("does not exist").
+        if len(found) > MAX_FILES:
+            raise DigitsError(f"{path} holds more than {MAX_FILES:,} files; give fewer pictures at a time.")
     return found
 
 
+def _walk(top: Path, limit: int) -> list[Path]:
+    """The visible files under `top`, in sorted order of their paths inside it; at most `limit` + 1."""
+    files: list[tuple[tuple[str, ...], Path]] = []
+    folders: list[tuple[tuple[str, ...], Path]] = [((), top)]
+    while folders:
+        parts, folder = folders.pop()
+        if len(parts) > MAX_FOLDER_DEPTH:
+            raise DigitsError(f"{top} holds folders nested more than {MAX_FOLDER_DEPTH} deep; give the folder "
+                              "that holds the pictures.")
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as error:
+            raise DigitsError(f"Cannot list the folder {folder} ({error.strerror or error}); check its "
+                              "permissions.") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(((*parts, entry.name), Path(entry.path)))
+                elif entry.is_file():
+                    files.append(((*parts, entry.name), Path(entry.path)))
+            except OSError:
+                continue  # Gone meanwhile, or unreadable: not a picture to read.
+            if len(files) > limit:
+                return [path for _, path in files]
+    return [path for _, path in sorted(files)]
+
+
 def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: bool = False) -> list[FileResult]:
-    """Prepare every file, classify the readable ones in one batch; errors stay per file."""
+    """Prepare every file (in a worker process, within the server's time and memory limits: `BoundedPreparer`),
+    classify the readable ones in one batch; errors stay per file."""
+    from PIL import Image
+
     results = [FileResult(path=str(path)) for path in paths]
     readable, views = [], []
-    for result in results:
-        try:
-            image = load_image(result.path)
-            result.view = prepare_image(image, name=result.path)
-            if keep_originals:
-                result.original = _display_copy(image)
-        except ImageError as error:
-            result.error = str(error)
-            continue
-        readable.append(result)
-        views.append(result.view)
+    with BoundedPreparer() as preparer:
+        for result in results:
+            try:
+                result.view, original = preparer.prepare(result.path, keep_original=keep_originals)
+            except ImageError as error:
+                result.error = str(error)
+                continue
+            if original is not None:
+                result.original = Image.fromarray(original)
+            readable.append(result)
+            views.append(result.view)
     if readable:
         predictions = classifier.classify(np.stack(views))  # (N, 28, 28) -> N predictions
         for result, prediction in zip(readable, predictions, strict=True):
@@ -140,7 +176,6 @@ def _without(info: dict, key: str) -> dict:
 
 
 # Each --show picture: the original, at most SHOW_HEIGHT tall, beside the 28×28 view at 10× (nearest).
-SHOW_HEIGHT = 280
 SHOW_MARGIN = 10
 
 
@@ -191,29 +226,3 @@ def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
                               "pictures.") from None
         written.append(target)
     return written
-
-
-def _display_copy(image):
-    """The picture as RGB, at most SHOW_HEIGHT tall (and twice that wide), transparency over mid grey."""
-    from PIL import Image
-
-    flat = _flatten_for_display(image)
-    scale = min(SHOW_HEIGHT / flat.height, 2 * SHOW_HEIGHT / flat.width)
-    size = (max(1, round(flat.width * scale)), max(1, round(flat.height * scale)))
-    return flat.resize(size, Image.Resampling.LANCZOS)
-
-
-def _flatten_for_display(image):
-    """The picture as RGB; transparency shown over mid grey so both light and dark ink stay visible."""
-    from PIL import Image
-
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        backdrop = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-        return Image.alpha_composite(backdrop, rgba).convert("RGB")
-    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        pixels = np.asarray(image, dtype=np.float32)
-        pixels = pixels / max(float(pixels.max()), 1.0) * 255
-        return Image.fromarray(pixels.astype(np.uint8)).convert("RGB")
-    return image.convert("RGB")
-

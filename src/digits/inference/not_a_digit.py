@@ -14,7 +14,7 @@ without Keras or this module.
 
 from __future__ import annotations
 
-import os
+import io
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -59,23 +59,35 @@ class DigitDetector:
 
     def save(self, path: str | Path) -> None:
         """Write the arrays as .npz through a temporary file beside `path`, so no half-written detector is left."""
-        path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        try:
-            with open(partial, "wb") as file:
-                np.savez(file, **{field.name: getattr(self, field.name) for field in fields(self)})
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        from digits.training.file_access import write_atomically
+
+        saved = io.BytesIO()
+        np.savez(saved, **{field.name: getattr(self, field.name) for field in fields(self)})
+        write_atomically(Path(path), saved.getvalue())
+
+
+# The shipped detector is 0.6 MB; a file, or a member of it, above this is not a detector digits wrote.
+MAX_DETECTOR_BYTES = 4 * 2**20
 
 
 def load_detector(path: str | Path) -> DigitDetector:
-    """A detector saved by `DigitDetector.save`, checked; a damaged or foreign file is one DigitsError."""
+    """A detector saved by `DigitDetector.save`, checked; a damaged or foreign file is one DigitsError.
+
+    Memory stays bounded whatever the file claims: it must be a regular file of at most MAX_DETECTOR_BYTES
+    (`read_bounded`), each member's declared size is checked before it is inflated and at most that much is
+    inflated, and each array's declared shape must fit in the member that holds it before it is allocated.
+    """
+    from digits.training.file_access import read_bounded
+
     try:
-        with np.load(path, allow_pickle=False) as saved:  # Never unpickle: the file may come from anyone.
-            arrays = {field.name: np.asarray(saved[field.name], np.float64) for field in fields(DigitDetector)}
+        data = read_bounded(Path(path), MAX_DETECTOR_BYTES)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            arrays = {field.name: np.asarray(_read_array(archive, field.name + ".npy"), np.float64)
+                      for field in fields(DigitDetector)}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise DigitsError(f"Cannot read the not-a-digit detector {path} ({type(error).__name__}); {REFIT}") from None
+        # read_bounded and _read_array say why in words; the libraries' own messages mean little to a user.
+        reason = str(error) if str(error).startswith(("it is", "its member")) else type(error).__name__
+        raise DigitsError(f"Cannot read the not-a-digit detector {path} ({reason}); {REFIT}") from None
     hidden = arrays["hidden_weights"].shape
     if (len(hidden) != 2 or arrays["hidden_bias"].shape != hidden[1:] or arrays["output_weights"].shape
             != (hidden[1], 1) or arrays["output_bias"].shape != (1,) or not all(np.isfinite(a).all()
@@ -83,6 +95,25 @@ def load_detector(path: str | Path) -> DigitDetector:
         raise DigitsError(f"The not-a-digit detector {path} holds arrays of the wrong shapes or non-finite "
                           f"numbers; {REFIT}")
     return DigitDetector(**arrays)
+
+
+def _read_array(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    """The .npy member `name` of an .npz archive, never inflating or allocating more than MAX_DETECTOR_BYTES."""
+    member = archive.getinfo(name)
+    if member.file_size > MAX_DETECTOR_BYTES:
+        raise ValueError(f"its member {name} declares {member.file_size:,} bytes, more than a detector holds")
+    with archive.open(member) as stream:
+        content = stream.read(MAX_DETECTOR_BYTES + 1)
+    if len(content) > MAX_DETECTOR_BYTES:
+        raise ValueError(f"its member {name} inflates to more than a detector holds")
+    buffer = io.BytesIO(content)
+    version = np.lib.format.read_magic(buffer)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(buffer)
+    if dtype.hasobject or int(np.prod(shape, dtype=object)) * dtype.itemsize > len(content) - buffer.tell():
+        raise ValueError(f"its member {name} declares an array larger than the member")
+    buffer.seek(0)
+    return np.load(buffer, allow_pickle=False)
 
 
 def fit_detector(digit_features: np.ndarray, other_features: np.ndarray, *, hidden_units: int = HIDDEN_UNITS,

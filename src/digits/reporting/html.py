@@ -16,7 +16,7 @@ from digits.evaluation.comparison import Comparison, format_duration
 from digits.evaluation.conclusions import stopping_words
 from digits.evaluation.metrics import Evaluation, OverfittingVerdict
 from digits.reporting.templating import render, setting_value
-from digits.training.runs import write_atomically
+from digits.training.file_access import write_atomically
 
 # Mistakes shown per model: three rows of eight, enough to see what kind of mistakes a model makes.
 GALLERY_SIZE = 24

@@ -15,7 +15,8 @@ from typing import Any
 from digits.errors import DigitsError
 from digits.evaluation.comparison import format_duration
 from digits.reporting.templating import render
-from digits.training.runs import METRICS_FILE, _read_json, write_atomically
+from digits.training.file_access import write_atomically
+from digits.training.runs import METRICS_FILE, _read_json
 
 # Rows of the table of every trial; a long sweep's page stays readable.
 TRIAL_ROWS = 200

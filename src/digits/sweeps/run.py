@@ -21,12 +21,10 @@ import logging
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +46,11 @@ POLL_SECONDS = 2.0
 SQLITE_TIMEOUT_SECONDS = 60
 # How many times a worker tries to set up the storage's tables while other workers set them up too.
 SCHEMA_ATTEMPTS = 6
+# Bounds on the counts a user gives (issue 24): each far beyond use, checked before Optuna or Keras load.
+MAX_TRIALS = 100_000
+MAX_WORKERS = 256  # processes on this machine, each training its own model
+MAX_HEARTBEAT_SECONDS = 3600
+MAX_SEEDS = 100  # the final training: one model per seed on all 60,000 images
 
 
 # --- storage and study ----------------------------------------------------------------------------
@@ -99,7 +102,7 @@ def open_storage(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS):
         # SQLAlchemy's default PostgreSQL driver is psycopg2; digits installs psycopg (3), so plain URLs use it.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") else {}
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     last_error: Exception = RuntimeError("no attempt")
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
@@ -108,10 +111,14 @@ def open_storage(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS):
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
                 grace_period=GRACE_HEARTBEATS * heartbeat_seconds,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
-        except (IntegrityError, ProgrammingError) as error:
+        except (IntegrityError, ProgrammingError, OperationalError) as error:
             # Workers that start together on an empty database all create Optuna's tables; all but one lose that
-            # race ("duplicate key", "already exists"). Each step checks before it creates, so trying again is safe.
+            # race ("duplicate key", "already exists": PostgreSQL's IntegrityError or ProgrammingError, SQLite's
+            # OperationalError). Each step checks before it creates, so trying again is safe. Any other
+            # OperationalError (no such host, a locked file past its timeout) means the storage cannot be used.
             last_error = error
+            if isinstance(error, OperationalError) and "already exists" not in str(error):
+                break
             time.sleep(random.uniform(0.1, 0.5) * attempt)
         except Exception as error:  # noqa: BLE001  SQLAlchemy's and the drivers' many errors all mean "cannot use it".
             last_error = error
@@ -140,19 +147,20 @@ def has_heartbeat(storage) -> bool:
     return is_heartbeat_enabled(storage)
 
 
-def create_study(space: SearchSpace, storage, study_name: str, worker: str = "1"):
+def create_study(space: SearchSpace, storage, study_name: str):
     """Create the study, or join it when it exists (another worker or machine started it) with the same space."""
     import optuna
 
-    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True)
-    # The space's seed makes a fresh sweep's first worker reproducible. Every other worker, and a rerun, mixes in
-    # its host, process and the trials already there: the same seed would make them repeat the same draws.
-    seed = space.seed
-    done = len(study.get_trials(deepcopy=False))
-    if seed is not None and (done or worker != "1"):
-        seed = zlib.crc32(f"{seed} {socket.gethostname()} {os.getpid()} {worker} {done}".encode())
-    sampler = (optuna.samplers.RandomSampler(seed=seed) if space.sampler == "random"
-               else optuna.samplers.TPESampler(seed=seed))
+    optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True)
+    sampler: optuna.samplers.BaseSampler
+    if space.seed is None:  # A fresh seed for each worker: nothing to reproduce.
+        sampler = optuna.samplers.RandomSampler() if space.sampler == "random" else optuna.samplers.TPESampler()
+    else:
+        from digits.sweeps.sampler import TrialSeededSampler
+
+        # Each trial's draws follow from the space's seed and the trial's number: workers started together draw
+        # differently (a seed per worker made them draw alike), and the same sweep run again draws the same.
+        sampler = TrialSeededSampler(space.sampler, space.seed)
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=make_pruner(space))
     described = space_record(space)
     recorded = study.user_attrs.get("space")
@@ -247,7 +255,7 @@ def _work(job: SweepJob, data: Mnist | None, progress) -> dict[str, int]:
     from optuna.trial import TrialState
 
     storage = open_storage(job.storage_url, job.heartbeat_seconds)
-    study = create_study(job.space, storage, job.study_name, job.worker)
+    study = create_study(job.space, storage, job.study_name)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes: one per trial, nothing to act on
     if data is None:
         from digits.data.mnist import load_mnist
@@ -299,12 +307,13 @@ def run_sweep(job: SweepJob, workers: int = 1, progress=print) -> dict[str, int]
 
     Raises KeyboardInterrupt after every worker has closed its trial, if the user pressed Ctrl-C.
     """
-    if workers < 1:
-        raise DigitsError(f"The number of workers must be at least 1, not {workers}.")
-    if job.trials < 1:
-        raise DigitsError(f"The number of trials must be at least 1, not {job.trials}.")
-    if job.heartbeat_seconds < 1:
-        raise DigitsError(f"The heartbeat interval must be at least 1 second, not {job.heartbeat_seconds}.")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise DigitsError(f"The number of workers must be between 1 and {MAX_WORKERS}, not {workers}.")
+    if not 1 <= job.trials <= MAX_TRIALS:
+        raise DigitsError(f"The number of trials must be between 1 and {MAX_TRIALS:,}, not {job.trials}.")
+    if not 1 <= job.heartbeat_seconds <= MAX_HEARTBEAT_SECONDS:
+        raise DigitsError(f"The heartbeat interval must be between 1 and {MAX_HEARTBEAT_SECONDS:,} seconds, not "
+                          f"{job.heartbeat_seconds}.")
     study = create_study(job.space, open_storage(job.storage_url), job.study_name)  # bad storage or space: a sentence
     trial_folders = job.runs_dir / SWEEPS_DIR / job.study_name
     if not study.trials and any(trial_folders.glob("trial-*")):
@@ -384,8 +393,8 @@ def train_final(study, data: Mnist, runs_dir: str | Path, *, seeds: int = 1, pro
     from digits.study import report_run
     from digits.training.fit import train
 
-    if seeds < 1:
-        raise DigitsError(f"The number of seeds must be at least 1, not {seeds}.")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise DigitsError(f"The number of seeds must be between 1 and {MAX_SEEDS}, not {seeds}.")
     best = best_trials(study, 1)[0]
     evaluated = []
     for seed in range(seeds):

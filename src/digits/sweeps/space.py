@@ -37,7 +37,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from digits.errors import DigitsError
 from digits.training.declared import Choices, first_problem
-from digits.training.recipes import PRESETS, Recipe, get_preset, with_overrides
+from digits.training.file_access import read_bounded
+from digits.training.recipes import MAX_SEED, PRESETS, Recipe, get_preset, with_overrides
 
 SWEEPS_DIR = "sweeps"  # under the runs folder: the default SQLite file and each study's trial folders
 # What every trial validates on; "test" would choose recipes on the test set, "none" would score nothing.
@@ -47,6 +48,13 @@ SAMPLERS = ("tpe", "random")
 # Fields a space may not set: the validation is the sweep's (see above), the preset names the base.
 RESERVED_FIELDS = ("validation", "preset")
 RECIPE_FIELDS = Recipe.model_fields
+# A space file is a few hundred bytes written by hand; its lists are short. Bigger ones are refused before the
+# sampler sees them: a million choices took 37 s and 1.4 GB, and TOML nested 100,000 deep was a RecursionError.
+MAX_SPACE_FILE_BYTES = 1 * 2**20
+MAX_CHOICES = 1000
+# Pruner settings and a trial's time limit: a week of seconds, and more trials or epochs than any sweep runs.
+MAX_TRIAL_SECONDS = 7 * 24 * 3600
+MAX_PRUNER_COUNT = 100_000
 
 
 @dataclass(frozen=True)
@@ -98,18 +106,24 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
     """Read and check a space file, given as a path or the name of a shipped space."""
     path = Path(path_or_name)
     shipped = shipped_spaces()
-    if not path.is_file():
+    if not path.exists():  # A pipe or a folder at the path is refused by read_bounded below, in words.
         if str(path_or_name) in shipped:
             path = shipped[str(path_or_name)]
         else:
             raise DigitsError(f"There is no space file {path_or_name}; give a TOML file or a shipped space "
                               f"({', '.join(sorted(shipped))}).")
     try:
-        content = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise DigitsError(f"Cannot read the space file {path} ({error}); check the path.") from None
+        # A pipe or a device is refused unread, and at most MAX_SPACE_FILE_BYTES are read.
+        content = tomllib.loads(read_bounded(path, MAX_SPACE_FILE_BYTES).decode("utf-8"))
+    except OSError as error:
+        raise DigitsError(f"Cannot read the space file {path} ({error.strerror or error}); check the path.") from None
+    except RecursionError:
+        raise DigitsError(f"The space file {path} is nested too deeply to be a space; write its tables as the "
+                          "shipped spaces do.") from None
     except tomllib.TOMLDecodeError as error:
         raise DigitsError(f"The space file {path} is not valid TOML ({error}); fix that line.") from None
+    except ValueError as error:  # Not UTF-8, or refused by read_bounded (it says why).
+        raise DigitsError(f"Cannot read the space file {path} ({str(error)[:200]}); give a TOML space file.") from None
     return parse_space(content, name=path.stem, source=str(path))
 
 
@@ -120,6 +134,8 @@ SPACE_FILE = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen
 
 
 def _scalars_once(choices: list) -> list:
+    if len(choices) > MAX_CHOICES:
+        raise ValueError(f"lists {len(choices):,} values; a sweep chooses among at most {MAX_CHOICES:,}")
     if any(not isinstance(choice, str | int | float | bool) for choice in choices):
         raise ValueError("may hold only strings, numbers and booleans")
     if len(set(map(repr, choices))) < len(choices):
@@ -159,8 +175,10 @@ class PrunerTable(BaseModel):
 
     model_config = SPACE_FILE
     kind: Annotated[str, Choices(PRUNERS)] = "median"
-    startup_trials: int | None = Field(None, ge=0, description="trials that run to the end before any is pruned")
-    warmup_epochs: int | None = Field(None, ge=0, description="epochs every trial trains before it may be pruned")
+    startup_trials: int | None = Field(None, ge=0, le=MAX_PRUNER_COUNT,
+                                       description="trials that run to the end before any is pruned")
+    warmup_epochs: int | None = Field(None, ge=0, le=MAX_PRUNER_COUNT,
+                                      description="epochs every trial trains before it may be pruned")
 
 
 class SpaceFile(BaseModel):
@@ -169,9 +187,9 @@ class SpaceFile(BaseModel):
     model_config = SPACE_FILE
     description: str = ""
     base: str
-    trial_seconds: float | None = Field(None, gt=0, json_schema_extra={"unit": "seconds"})
+    trial_seconds: float | None = Field(None, gt=0, le=MAX_TRIAL_SECONDS, json_schema_extra={"unit": "seconds"})
     sampler: Annotated[str, Choices(SAMPLERS)] = "tpe"
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     fixed: dict[str, Any] = {}
     search: dict[str, dict[str, Any]] = {}
     pruner: PrunerTable = PrunerTable()

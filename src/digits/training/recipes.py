@@ -61,6 +61,14 @@ STUDY_RESULTS: dict[str, StudyFigure] = {
 
 # `--validation holdout` keeps the last 10,000 training images aside, as Keras's own MNIST examples do.
 HOLDOUT_SIZE = 10_000
+# Every number a recipe holds has an upper bound too, checked before any work: a batch of 2**63 images crashed
+# Python (a segmentation fault) after the run folder was made, and a seed above 2**32 - 1 was a traceback.
+# MNIST has 60,000 training images: a bigger batch, training limit or count of steps per call means nothing.
+TRAINING_IMAGES = 60_000
+# The largest seed NumPy and Python's random accept together with TensorFlow: 2**32 - 1.
+MAX_SEED = 2**32 - 1
+# The study's longest recipes train 500 epochs; 100,000 is a limit no one reaches by choice.
+MAX_EPOCHS = 100_000
 
 
 # Every field of a Recipe declares its type, range and a description (which `digits train --help` shows); pydantic
@@ -93,9 +101,9 @@ class Recipe(BaseModel):
         "Optimizer, with Keras's defaults for every setting but the ones below.")
     learning_rate: float = _setting(
         "Optimizer step size: constant over the run, or the peak of a one-cycle schedule; switching optimizer "
-        "without it takes that optimizer's Keras default.", gt=0)
-    epochs: int = _setting("Passes over the training images.", ge=1)
-    batch_size: int = _setting("Images per gradient step; 128 is the study's.", 128, ge=1)
+        "without it takes that optimizer's Keras default.", gt=0, le=1000)
+    epochs: int = _setting("Passes over the training images.", ge=1, le=MAX_EPOCHS)
+    batch_size: int = _setting("Images per gradient step; 128 is the study's.", 128, ge=1, le=TRAINING_IMAGES)
     momentum: float = _setting(
         "SGD momentum (0 = plain SGD, as in the study); ignored by the other optimizers.", 0.0, ge=0, lt=1)
     nesterov: bool = _setting(
@@ -129,7 +137,8 @@ class Recipe(BaseModel):
         "results, not the recipe.", "float32")
     steps_per_execution: int | None = _setting(
         "Batches Keras runs per call into the compiled graph (None = one whole epoch): it amortises the per-step "
-        "overhead that dominates the small shallow network and does not change the math.", None, ge=1)
+        "overhead that dominates the small shallow network and does not change the math.", None, ge=1,
+        le=TRAINING_IMAGES)
     jit_compile: Annotated[bool | str, Choices((True, False, "auto"))] = _setting(
         "XLA compilation: true, false or auto (Keras decides; off on a CPU); true speeds up the shallow network, "
         "but never use it for the CNN on a CPU, where XLA's convolutions are about 13x slower.", "auto")
@@ -139,15 +148,17 @@ class Recipe(BaseModel):
         unit="(a fraction: 0.99 for 99 %)", ge=0, le=1)
     seed: int = _setting(
         "Seeds Python, NumPy and the backend: weight initialisation, shuffling, dropout and augmentation follow "
-        "from it.", 0, ge=0)
+        "from it.", 0, ge=0, le=MAX_SEED)
     validation: Annotated[str, Choices(VALIDATIONS)] = _setting(
         "Which images score each epoch: test (the 10,000 test images, as the study did), holdout (the last 10,000 "
         "training images, training on the first 50,000, so the test set stays unseen) or none (train on all 60,000 "
         "and score nothing per epoch: the final model of a recipe chosen on the holdout).", "test")
     train_limit: int | None = _setting(
-        "Train on only the first N training images (None = all); for tests and quick tries.", None, ge=1)
+        "Train on only the first N training images (None = all); for tests and quick tries.", None, ge=1,
+        le=TRAINING_IMAGES)
     test_limit: int | None = _setting(
-        "Validate on only the first N validation images (None = all); for tests and quick tries.", None, ge=1)
+        "Validate on only the first N validation images (None = all); for tests and quick tries.", None, ge=1,
+        le=TRAINING_IMAGES)
     preset: str = _setting("The preset this recipe started from; it names the run folder.", "custom")
 
     @model_validator(mode="after")

@@ -8,11 +8,13 @@ Everyone reads runs through `load_run`, so a missing, unfinished or damaged run 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
 import stat
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +24,7 @@ import numpy as np
 
 from digits.errors import DigitsError
 from digits.training import run_files
+from digits.training.file_access import MAX_RUN_FILE_BYTES, new_partial, publish, read_bounded, write_atomically
 from digits.training.recipes import Recipe
 from digits.training.run_files import CONFIG_FILE, METRICS_FILE, problem_in
 
@@ -85,32 +88,16 @@ def make_folder(folder: Path, fix: str) -> Path:
     return folder
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write text (UTF-8) through a temporary file beside `path`, so a reader never sees half a file (nor an
-    empty one left over on a full disk)."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, content: dict) -> None:
     """Write JSON atomically (`write_atomically`)."""
     write_atomically(path, json.dumps(content, indent=2) + "\n")
 
 
 def save_model(model, path: Path) -> None:
-    """`model.save(path)` through a temporary file: on a full disk no truncated model.keras is left."""
-    partial = path.with_name(path.stem + ".partial" + path.suffix)  # Keras insists on the .keras suffix.
-    try:
+    """`model.save(path)` through a temporary file (`new_partial`): on a full disk no truncated model.keras is left."""
+    with new_partial(path, suffix=path.suffix) as partial:  # Keras insists on the .keras suffix.
         model.save(partial)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+        publish(partial, path)
 
 
 def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
@@ -118,12 +105,13 @@ def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
     path = Path(path)
     if not path.exists():
         raise DigitsError(f"There is no run folder at {path}; give the path of a folder that `digits train` wrote.")
-    if not path.is_dir() or not (path / CONFIG_FILE).is_file():
+    # A config.json that is there but not a regular file (a pipe, a link to a device) is refused by _read_json.
+    if not path.is_dir() or not os.path.lexists(path / CONFIG_FILE):
         raise DigitsError(
             f"{path} is not a run folder (it has no {CONFIG_FILE}); give a folder that `digits train` wrote."
         )
     config = _read_json(path / CONFIG_FILE)
-    if (path / METRICS_FILE).is_file():
+    if os.path.lexists(path / METRICS_FILE):
         metrics = _read_json(path / METRICS_FILE)
     elif require_complete:
         raise DigitsError(
@@ -140,14 +128,14 @@ def load_run(path: str | Path, *, require_complete: bool = True) -> Run:
         )
     history = read_history(path / HISTORY_FILE)
     model_path = path / MODEL_FILE
-    if require_complete and not model_path.is_file():
+    if require_complete and not os.path.lexists(model_path):
         raise DigitsError(f"The run in {path} has no {MODEL_FILE}; it was damaged, so train it again.")
     return Run(path=path, name=path.name, config=config, metrics=metrics, history=history, model_path=model_path)
 
 
 def load_model(run: Run):
     """The run's trained Keras model."""
-    if not run.model_path.is_file():
+    if not os.path.lexists(run.model_path):
         raise DigitsError(f"The run in {run.path} has no {MODEL_FILE} (no epoch finished); train it again.")
     return load_keras_file(run.model_path, damaged=f"the file is damaged, so train {run.path.name} again")
 
@@ -181,7 +169,7 @@ def load_keras_file(path: Path, *, compile: bool = True, damaged: str = "give a 
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # noqa: BLE001  Keras raises many types for a damaged zip; all mean the same.
-        refused = refused_by_safe_mode(error)
+        refused = refused_by_safe_mode(error, path)
         if refused:
             raise DigitsError(
                 f"The model {path} was refused: it holds {refused}, which Keras's safe loading does not allow "
@@ -190,35 +178,69 @@ def load_keras_file(path: Path, *, compile: bool = True, damaged: str = "give a 
         raise DigitsError(f"Cannot load a Keras model from {path} ({type(error).__name__}); {damaged}.") from None
 
 
-def refused_by_safe_mode(error: Exception) -> str | None:
-    """What in a .keras file Keras's safe mode refused (code, or a name it does not know), or None."""
+def refused_by_safe_mode(error: Exception, path: Path | None = None) -> str | None:
+    """What in a .keras file Keras's safe mode refused (code, or a name it does not know), or None.
+
+    Keras's message names the unknown class or function but, for one nested in a layer, prints the outer object's
+    module beside it ("keras.system"); the module is therefore read from the file's own config.json (`path`).
+    """
     message = str(error)
     if "safe_mode" in message or "arbitrary code" in message:
         return "Python code (a Lambda layer or a function)"
     unknown = re.search(r"Could not locate (class|function) '([^']{1,80})'", message)
     if unknown:
-        module = re.search(r"'module': '([^']{1,80})'", message)
-        name = f"{module.group(1)}.{unknown.group(2)}" if module else unknown.group(2)
-        return f"a {unknown.group(1)} named {name!r} that Keras does not know"
+        kind, name = unknown.groups()
+        return f"a {kind} named {foreign_name(path, name) if path else repr(name)} that Keras does not know"
     return None
 
 
-# A run's JSON and CSV files are a few kilobytes; a bigger one was not written by digits.
-MAX_RUN_FILE_BYTES = 10 * 2**20
+# Modules whose classes and functions a digits model may name: Keras's own and digits's registered layers.
+KNOWN_MODULES = ("keras", "digits")
+
+
+def foreign_name(path: Path, name: str) -> str:
+    """`name` as the .keras file at `path` spells it, with its module ('os.system'): the first object in the file's
+    config.json of that class or function name whose module is not Keras's or digits's; `name` alone if none is.
+    The config is walked with a list, not recursion, and read with a size cap."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = archive.getinfo("config.json")
+            if member.file_size > MAX_RUN_FILE_BYTES:
+                return repr(name)
+            with archive.open(member) as stream:
+                config = json.loads(stream.read(MAX_RUN_FILE_BYTES))
+    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile):
+        return repr(name)
+    waiting = [config]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, list):
+            waiting.extend(reversed(item))
+        elif isinstance(item, dict):
+            module, class_name = item.get("module"), item.get("class_name")
+            named = item.get("config") if class_name == "function" else class_name
+            if (named == name and isinstance(module, str)
+                    and module.split(".")[0] not in KNOWN_MODULES):
+                return repr(f"{module}.{name}")
+            waiting.extend(reversed(list(item.values())))
+    return repr(name)
+
+
 DAMAGED_RUN = "the run is damaged, so train it again"
 
 
 def _read_json(path: Path, fix: str = DAMAGED_RUN) -> dict:
     """A run file's JSON object, checked against its declared model (run_files.MODELS); one sentence ending in
-    `fix` when it cannot be read or holds a value digits cannot use."""
+    `fix` when it cannot be read (a pipe, a device, too big, nested too deeply) or holds a value digits cannot
+    use."""
     try:
-        if path.stat().st_size > MAX_RUN_FILE_BYTES:
-            raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
-        content = json.loads(path.read_text())
+        content = json.loads(read_bounded(path))
     except RecursionError:
         raise DigitsError(f"Cannot read {path} (it is nested too deeply); {fix}.") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DigitsError(f"Cannot read {path} ({error}); {fix}.") from None
+    except OSError as error:
+        raise DigitsError(f"Cannot read {path} ({error.strerror or error}); {fix}.") from None
+    except ValueError as error:  # UnicodeDecodeError and json's errors are ValueErrors too.
+        raise DigitsError(f"Cannot read {path} ({str(error)[:200]}); {fix}.") from None
     if not isinstance(content, dict):
         raise DigitsError(f"{path} does not hold a JSON object; {fix}.")
     problem = problem_in(content, run_files.MODELS[path.name]) if path.name in run_files.MODELS else None
@@ -246,10 +268,8 @@ RECALIBRATE = "delete it, or calibrate the run again (`digits evaluate RUN --cal
 def read_calibration(path: Path) -> dict:
     """A calibration.json's settings, checked: {} when there is none; one sentence naming the file when it cannot
     be read or holds a temperature or threshold digits cannot use (NaN, infinite, out of range)."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
-    if not path.is_file():
-        raise DigitsError(f"{path} is not a regular file; {RECALIBRATE}.")
     return _read_json(path, fix=RECALIBRATE)
 
 
@@ -264,13 +284,10 @@ def check_calibration(settings: dict, path: Path) -> dict:
 
 def read_history(path: Path) -> dict[str, np.ndarray]:
     """The columns of a history.csv, one entry per finished epoch (`epoch` as integers)."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DigitsError(f"The run in {path.parent} has no {HISTORY_FILE}; it was damaged, so train it again.")
     try:
-        if path.stat().st_size > MAX_RUN_FILE_BYTES:
-            raise ValueError(f"it is over {MAX_RUN_FILE_BYTES // 2**20} MB")
-        with path.open(newline="") as file:
-            rows = list(csv.reader(file))
+        rows = list(csv.reader(io.StringIO(read_bounded(path).decode("utf-8"), newline="")))
         header, body = rows[0], rows[1:]
         if tuple(header) != HISTORY_COLUMNS:
             raise ValueError(f"header {','.join(header)}")
