@@ -16,13 +16,14 @@ import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.reduction import ForkingPickler
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
 import numpy as np
 from PIL import Image
 
+# One home for a picture's limits: `digits predict` prepares files under the same ones (re-exported here).
+from digits.inference.preparation import PREPARATION_SECONDS, WORKER_MEMORY_BYTES, limit_memory
 from digits.pictures import decode
 
 if TYPE_CHECKING:
@@ -30,12 +31,6 @@ if TYPE_CHECKING:
 
 # Worker processes that prepare pictures, one per core of a small machine; more pictures wait their turn.
 PREPARATION_PROCESSES = 2
-# A picture taking longer than this to prepare is abandoned and its worker killed: an ordinary photo takes
-# 2–3 ms and a 40-megapixel PNG about a second, while a hostile file can take minutes of CPU.
-PREPARATION_SECONDS = 5.0
-# Memory a worker may use beyond its own code, for one picture: a 40-megapixel RGBA picture is 160 MB
-# decoded, and Pillow and NumPy make a few copies of it.
-WORKER_MEMORY_BYTES = 1024 * 2**20
 # Pictures waiting for a free worker beyond this many are refused (503) rather than queued without end.
 MAX_WAITING_PICTURES = 64
 # A picture (pickled with its name) up to this size is written to an idle worker's pipe at once: the empty
@@ -422,18 +417,6 @@ def silence_stderr() -> None:
         os.dup2(null, 2)
         os.close(null)
     except OSError:
-        pass
-
-
-def limit_memory(extra_bytes: int) -> None:
-    """Cap this process's address space at what it uses now plus `extra_bytes` (Linux; elsewhere nothing)."""
-    try:
-        import resource
-
-        pages = int(Path("/proc/self/statm").read_text().split()[0])
-        limit = pages * resource.getpagesize() + extra_bytes
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ImportError, OSError, ValueError):
         pass
 
 
