@@ -1,0 +1,352 @@
+"""A picture of a number → its digits, each prepared MNIST-style, left to right.
+
+After the clean-up `digits.pictures.prepare` does for one digit (polarity, background, stroke threshold), the
+strokes are cut into digits:
+
+1. pieces: connected ink (strokes a pixel or two apart count as connected, as for one digit); the paper's
+   edge and specks much smaller than the writing are dropped;
+2. joined: pieces whose columns overlap are one digit (the two strokes of a 4 or a 5, a broken loop);
+3. split: a piece much wider than tall is several touching digits. Cuts are searched along the columns with
+   the least ink, a few candidates per cut, and every stretch between two candidate cuts is prepared as a
+   digit; the classifier (outside this stage) scores them and `choose_digits` takes the most confident path;
+4. ordered left to right, at most MAX_DIGITS.
+
+`find_digits` gives a `Layout` (every candidate digit, prepared); `choose_digits` picks the digits from the
+scores a classifier gives them. A picture found to hold one digit is prepared exactly as `prepare_image` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from digits.pictures.decode import ImageError, NoDigitError, load_image, source_name, to_grey
+from digits.pictures.prepare import (
+    FIT_SIDE,
+    _dilate,
+    _frame_edges,
+    centre_in_field,
+    fit_box,
+    ink_on_black,
+    ink_threshold,
+    prepare_grey,
+    remove_background,
+)
+
+# A picture holds at most this many digits: a phone number or a date, not a page of text.
+MAX_DIGITS = 12
+# A piece whose box is both shorter and narrower than this fraction of the tallest piece is a speck.
+SPECK_FRACTION = 0.2
+# Pieces whose column ranges overlap by this fraction of the narrower one belong to one digit.
+JOIN_OVERLAP = 0.3
+# A piece wider than this many times its height is taken for touching digits (MNIST's widest digits, a 0 or
+# a 2 with a long foot, are about as wide as tall).
+SPLIT_RATIO = 1.15
+# A digit's usual width over its height, to guess how many touching digits a wide piece holds.
+DIGIT_RATIO = 0.7
+# Candidate columns tried for each cut, and how far (in digit widths) a cut may move from its even spacing.
+CUT_CHOICES = 4
+CUT_REACH = 0.35
+
+
+class TooManyDigits(ImageError):
+    """A picture with more than MAX_DIGITS digits (a page of text, a grid)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """One stretch of ink that may be a digit: from cut `start` to cut `stop` (nodes of the layout's paths)."""
+
+    start: int
+    stop: int
+    box: tuple[int, int, int, int]  # (x, y, width, height) in the picture's pixels
+    view: np.ndarray  # (28, 28) uint8, MNIST-style
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Every candidate digit in a picture; a path of candidates from node 0 to `end` is one way to read it."""
+
+    candidates: tuple[Candidate, ...]
+    end: int
+
+    @property
+    def views(self) -> np.ndarray:
+        """(N, 28, 28) uint8: every candidate's view, to be classified in one batch."""
+        return np.stack([candidate.view for candidate in self.candidates])
+
+    @property
+    def is_single(self) -> bool:
+        """Whether the picture holds one digit and nothing to choose (prepared exactly as `prepare_image`)."""
+        return len(self.candidates) == 1
+
+
+def find_digits_in_file(source, *, name: str | None = None) -> Layout:
+    """`load_image` then `find_digits`: a picture file or its bytes → its `Layout`."""
+    label = source_name(source, name)
+    return find_digits(load_image(source, name=label), name=label)
+
+
+def find_digits(image: Image.Image, *, name: str | None = None) -> Layout:
+    """Every candidate digit in a picture of a number (or of one digit), prepared MNIST-style.
+
+    Raises NoDigitError when there is no ink, TooManyDigits beyond MAX_DIGITS digits.
+    """
+    label = name or getattr(image, "filename", "") or "the image"
+    grey = to_grey(image, label)  # (H, W) float32 in [0, 1], at most WORK_SIDE on a side
+    residual = remove_background(ink_on_black(grey))
+    scale = image.width / grey.shape[1]
+    pieces = _pieces(residual)
+    if pieces is None:
+        raise NoDigitError(f"no digit found in {label}: the picture is blank or has too little contrast.")
+    strokes, boxes, threshold = pieces
+    if len(boxes) == 1 and not _is_wide(boxes[0], _line_height(boxes)):
+        view, (top, bottom, left, right) = prepare_grey(image, grey, label, residual)
+        box = _picture_box((slice(top, bottom), slice(left, right)), scale, (0, 0))
+        return Layout((Candidate(0, 1, box, view),), 1)
+    offset = (0, 0)
+    line_height = max(rows.stop - rows.start for rows, _ in boxes)
+    if scale > 1 and line_height < FIT_SIDE:
+        # Small digits in a big picture: find them again in the original pixels around them.
+        top = min(rows.start for rows, _ in boxes)
+        bottom = max(rows.stop for rows, _ in boxes)
+        left = min(columns.start for _, columns in boxes)
+        right = max(columns.stop for _, columns in boxes)
+        margin = line_height // 2
+        height, width = grey.shape
+        around = (max(0, left - margin), max(0, top - margin), min(width, right + margin),
+                  min(height, bottom + margin))
+        crop = image.crop(tuple(round(edge * scale) for edge in around))
+        closer_grey = to_grey(crop, label)
+        closer_residual = remove_background(ink_on_black(closer_grey))
+        closer = _pieces(closer_residual)
+        if closer is not None:
+            offset = (round(around[0] * scale), round(around[1] * scale))
+            residual, (strokes, boxes, threshold) = closer_residual, closer
+            scale = crop.width / closer_grey.shape[1]
+    return _layout(residual, strokes, boxes, threshold, scale, offset, label)
+
+
+def choose_digits(layout: Layout, scores: np.ndarray) -> list[Candidate]:
+    """The path of candidates, left to right, whose scores (one per candidate, e.g. log-probabilities) sum highest."""
+    best = np.full(layout.end + 1, -np.inf)
+    best[0] = 0.0
+    came_by: list[int | None] = [None] * (layout.end + 1)
+    # Nodes are numbered left to right, so taking candidates by their stop visits each node's arrivals in order.
+    order = sorted(range(len(layout.candidates)), key=lambda index: layout.candidates[index].stop)
+    for index in order:
+        candidate = layout.candidates[index]
+        total = best[candidate.start] + float(scores[index])
+        if total > best[candidate.stop]:
+            best[candidate.stop], came_by[candidate.stop] = total, index
+    path: list[Candidate] = []
+    node = layout.end
+    while node != 0:
+        arrival = came_by[node]
+        if arrival is None:  # Cannot happen for a layout from find_digits: every node is reached.
+            raise ValueError("the layout has no path from its first node to its last")
+        path.append(layout.candidates[arrival])
+        node = layout.candidates[arrival].start
+    return path[::-1]
+
+
+# --- pieces -----------------------------------------------------------------------------------------
+
+
+Box = tuple[slice, slice]
+
+
+def _pieces(residual: np.ndarray) -> tuple[np.ndarray, list[Box], float] | None:
+    """The labelled strokes (0: paper, k: piece k), each piece's box, left to right, and the stroke threshold."""
+    threshold = ink_threshold(residual)
+    if threshold is None:
+        return None
+    strokes = residual > threshold
+    strokes &= ~_frame_edges(strokes)
+    height, width = strokes.shape
+    gap = max(1, round(0.01 * max(height, width)))  # As `find_ink` groups a broken pen line.
+    groups, count = ndimage.label(_dilate(strokes, gap), structure=np.ones((3, 3)))
+    groups = groups * strokes
+    if count == 0 or not strokes.any():
+        return None
+    found = ndimage.find_objects(groups)
+    boxes = {index + 1: box for index, box in enumerate(found) if box is not None}
+    tallest = max(rows.stop - rows.start for rows, _ in boxes.values())
+    if tallest < 2:
+        return None
+    # Specks: small in both directions next to the writing's height.
+    for number, (rows, columns) in list(boxes.items()):
+        if max(rows.stop - rows.start, columns.stop - columns.start) < SPECK_FRACTION * tallest:
+            del boxes[number]
+    # Pieces of one digit: their columns overlap. Joined left to right until nothing more overlaps.
+    merged: list[tuple[list[int], Box]] = []
+    for number, box in sorted(boxes.items(), key=lambda item: item[1][1].start):
+        for index, (numbers, other) in enumerate(merged):
+            if _columns_overlap(box, other):
+                merged[index] = (numbers + [number], _union(box, other))
+                break
+        else:
+            merged.append(([number], box))
+    changed = True
+    while changed:
+        changed = False
+        for first in range(len(merged)):
+            for second in range(first + 1, len(merged)):
+                if _columns_overlap(merged[first][1], merged[second][1]):
+                    numbers = merged[first][0] + merged[second][0]
+                    merged[first] = (numbers, _union(merged[first][1], merged[second][1]))
+                    del merged[second]
+                    changed = True
+                    break
+            if changed:
+                break
+    merged.sort(key=lambda item: item[1][1].start)
+    relabel = np.zeros(count + 1, np.int32)
+    for index, (numbers, _) in enumerate(merged):
+        relabel[numbers] = index + 1
+    return relabel[groups], [box for _, box in merged], threshold
+
+
+def _columns_overlap(first: Box, second: Box) -> bool:
+    overlap = min(first[1].stop, second[1].stop) - max(first[1].start, second[1].start)
+    narrower = min(first[1].stop - first[1].start, second[1].stop - second[1].start)
+    return overlap > JOIN_OVERLAP * narrower
+
+
+def _union(first: Box, second: Box) -> Box:
+    return (slice(min(first[0].start, second[0].start), max(first[0].stop, second[0].stop)),
+            slice(min(first[1].start, second[1].start), max(first[1].stop, second[1].stop)))
+
+
+def _line_height(boxes: list[Box]) -> int:
+    """The writing's height: the median of its pieces' heights (a flat 5 or a dash is lower than the line)."""
+    return max(1, round(float(np.median([rows.stop - rows.start for rows, _ in boxes]))))
+
+
+def _is_wide(box: Box, line_height: int) -> bool:
+    """Whether a piece is wider than one digit: its height, or the line's when it is taller, times SPLIT_RATIO."""
+    rows, columns = box
+    return (columns.stop - columns.start) > SPLIT_RATIO * max(rows.stop - rows.start, line_height)
+
+
+# --- candidates -------------------------------------------------------------------------------------
+
+
+def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshold: float, scale: float,
+            offset: tuple[int, int], label: str) -> Layout:
+    """Each piece a candidate, and each wide piece every stretch between candidate cuts; nodes left to right."""
+    if len(boxes) > MAX_DIGITS:  # Refused before preparing each one.
+        raise TooManyDigits(f"{label} holds more than {MAX_DIGITS} digits; digits reads a number of at most "
+                            f"{MAX_DIGITS} digits, so crop the picture to one.")
+    candidates: list[Candidate] = []
+    node = 0  # Where the next piece starts: the last node so far.
+    line_height = _line_height(boxes)
+    for number, (rows, columns) in enumerate(boxes, start=1):
+        piece = labels[rows, columns] == number  # (h, w) bool
+        whole = _prepare_stretch(residual[rows, columns], piece, threshold)
+        if not _is_wide((rows, columns), line_height):
+            candidates.append(Candidate(node, node + 1, _picture_box(_shift(whole[1], rows, columns), scale, offset),
+                                        whole[0]))
+            node += 1
+            continue
+        start = node
+        cuts = _cut_choices(piece, max(rows.stop - rows.start, line_height))  # [[0], [c, ...], ..., [w]]
+        nodes = []
+        for choices in cuts:
+            nodes.append(list(range(node, node + len(choices))))
+            node += len(choices)
+        node -= 1  # The first and last cuts have one node each: the previous piece's end and the next's start.
+        if len(cuts) == 3:
+            # Or one wide digit after all (a 0, a 2 with a long foot): the classifier's confidence decides.
+            candidates.append(Candidate(start, node, _picture_box(_shift(whole[1], rows, columns), scale, offset),
+                                        whole[0]))
+        for step in range(len(cuts) - 1):
+            for left, start in zip(cuts[step], nodes[step], strict=True):
+                for right, stop in zip(cuts[step + 1], nodes[step + 1], strict=True):
+                    if right - left < 2:
+                        continue
+                    stretch = piece[:, left:right]
+                    if not stretch.any():
+                        continue
+                    view, box = _prepare_stretch(residual[rows, columns][:, left:right], stretch, threshold)
+                    box = (box[0], slice(box[1].start + left, box[1].stop + left))
+                    candidates.append(Candidate(start, stop, _picture_box(_shift(box, rows, columns), scale, offset),
+                                                view))
+    end = node
+    digits = _shortest_path_length(candidates, end)
+    if digits > MAX_DIGITS:
+        raise TooManyDigits(f"{label} holds more than {MAX_DIGITS} digits; digits reads a number of at most "
+                            f"{MAX_DIGITS} digits, so crop the picture to one.")
+    return Layout(tuple(candidates), end)
+
+
+def _cut_choices(piece: np.ndarray, line_height: int) -> list[list[int]]:
+    """Candidate columns for each cut of a wide piece: [[0], [a few columns], ..., [width]].
+
+    The piece is guessed to hold round(width / (DIGIT_RATIO × line height)) digits (at least 2); each cut is searched
+    near its even spacing, among the columns with the least ink.
+    """
+    height, width = piece.shape
+    count = int(min(MAX_DIGITS + 1, max(2, round(width / (DIGIT_RATIO * line_height)))))
+    ink = piece.sum(axis=0).astype(np.float64)  # (w,) ink per column
+    ink = np.convolve(ink, np.ones(3) / 3, mode="same")  # A stroke's crossing, not a single column's luck.
+    spacing = width / count
+    cuts: list[list[int]] = [[0]]
+    for index in range(1, count):
+        centre = index * spacing
+        low, high = max(1, round(centre - CUT_REACH * spacing)), min(width - 1, round(centre + CUT_REACH * spacing))
+        window = np.arange(low, high + 1)
+        # The least ink first; among equal ink, the column nearest the even spacing.
+        order = window[np.lexsort((np.abs(window - centre), ink[window]))]
+        chosen: list[int] = []
+        for column in order.tolist():
+            if all(abs(column - other) > 1 for other in chosen):
+                chosen.append(column)
+            if len(chosen) == CUT_CHOICES:
+                break
+        cuts.append(sorted(chosen))
+    cuts.append([width])
+    return cuts
+
+
+def _prepare_stretch(residual: np.ndarray, strokes: np.ndarray, threshold: float) -> tuple[np.ndarray, Box]:
+    """One digit's strokes (bool) and the residual ink around them → its (28, 28) view and its box in them.
+
+    As `find_ink` does for one digit: cropped a pixel beyond the strokes, the ink scaled so strokes are 1, with
+    anti-aliased edges next to them kept and everything else (a neighbour's ink) dropped.
+    """
+    height, width = strokes.shape
+    rows, columns = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
+    top, bottom = max(rows[0] - 1, 0), min(rows[-1] + 2, height)
+    left, right = max(columns[0] - 1, 0), min(columns[-1] + 2, width)
+    kept = strokes[top:bottom, left:right]
+    ink = residual[top:bottom, left:right]
+    level = float(np.percentile(ink[kept], 75))
+    floor = 0.5 * threshold
+    ink = np.clip((ink - floor) / max(level - floor, 1e-6), 0.0, 1.0) * _dilate(kept, 2)
+    return centre_in_field(fit_box(ink)), (slice(top, bottom), slice(left, right))
+
+
+def _shift(box: Box, rows: slice, columns: slice) -> Box:
+    return (slice(box[0].start + rows.start, box[0].stop + rows.start),
+            slice(box[1].start + columns.start, box[1].stop + columns.start))
+
+
+def _picture_box(box: Box, scale: float, offset: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box in the working grey's pixels → (x, y, width, height) in the picture's pixels."""
+    rows, columns = box
+    left, top = offset[0] + round(columns.start * scale), offset[1] + round(rows.start * scale)
+    right, bottom = offset[0] + round(columns.stop * scale), offset[1] + round(rows.stop * scale)
+    return (left, top, max(1, right - left), max(1, bottom - top))
+
+
+def _shortest_path_length(candidates: list[Candidate], end: int) -> int:
+    """How many digits the fewest-digit reading has (every reading of a layout has as many, piece by piece)."""
+    fewest = np.full(end + 1, np.iinfo(np.int64).max // 2, np.int64)
+    fewest[0] = 0
+    for candidate in sorted(candidates, key=lambda candidate: candidate.stop):
+        fewest[candidate.stop] = min(fewest[candidate.stop], fewest[candidate.start] + 1)
+    return int(fewest[end])
