@@ -311,7 +311,8 @@ def test_files_keep_one_result_each_with_its_prediction_or_its_error(classifier,
     seven, notes = digits.predict(tmp_path, model=classifier)
     assert isinstance(seven, FileResult) and seven.digit == 7 and seven.prediction.verdict == DIGIT
     assert seven.to_dict() == {"path": str(tmp_path / "a-seven.png"), **seven.prediction.to_dict()}
-    assert repr(seven).startswith(f"FileResult(path={str(tmp_path / 'a-seven.png')!r}, prediction=NumberPrediction(number='7'")
+    assert repr(seven).startswith(f"FileResult(path={str(tmp_path / 'a-seven.png')!r}, "
+                                  "prediction=NumberPrediction(number='7'")
     assert notes.prediction is None and "not an image" in notes.error
     with pytest.raises(ValueError, match="b-notes.txt has no answer: .*not an image"):
         notes.top()

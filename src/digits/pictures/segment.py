@@ -103,10 +103,13 @@ def find_digits(image: Image.Image, *, name: str | None = None) -> Layout:
     if pieces is None:
         raise NoDigitError(f"no digit found in {label}: the picture is blank or has too little contrast.")
     strokes, boxes, threshold = pieces
-    if len(boxes) == 1 and not _is_wide(boxes[0], _line_height(boxes)):
+    if len(boxes) == 1:
+        # One piece is read as one digit exactly as `prepare_image` reads it; if wide, that is one choice of several.
         view, (top, bottom, left, right) = prepare_grey(image, grey, label, residual)
-        box = _picture_box((slice(top, bottom), slice(left, right)), scale, (0, 0))
-        return Layout((Candidate(0, 1, box, view),), 1)
+        whole = Candidate(0, 1, _picture_box((slice(top, bottom), slice(left, right)), scale, (0, 0)), view)
+        if not _is_wide(boxes[0], _line_height(boxes)):
+            return Layout((whole,), 1)
+        return _layout(residual, strokes, boxes, threshold, scale, (0, 0), label, whole)
     offset = (0, 0)
     line_height = max(rows.stop - rows.start for rows, _ in boxes)
     if scale > 1 and line_height < FIT_SIDE:
@@ -236,8 +239,11 @@ def _is_wide(box: Box, line_height: int) -> bool:
 
 
 def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshold: float, scale: float,
-            offset: tuple[int, int], label: str) -> Layout:
-    """Each piece a candidate, and each wide piece every stretch between candidate cuts; nodes left to right."""
+            offset: tuple[int, int], label: str, whole: Candidate | None = None) -> Layout:
+    """Each piece a candidate, and each wide piece every stretch between candidate cuts; nodes left to right.
+
+    `whole`: the candidate of a picture's only piece read whole, as `prepare_image` reads it.
+    """
     if len(boxes) > MAX_DIGITS:  # Refused before preparing each one.
         raise TooManyDigits(f"{label} holds more than {MAX_DIGITS} digits; digits reads a number of at most "
                             f"{MAX_DIGITS} digits, so crop the picture to one.")
@@ -246,10 +252,13 @@ def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshol
     line_height = _line_height(boxes)
     for number, (rows, columns) in enumerate(boxes, start=1):
         piece = labels[rows, columns] == number  # (h, w) bool
-        whole = _prepare_stretch(residual[rows, columns], piece, threshold)
+        if whole is not None:
+            read_whole = Candidate(node, node + 1, whole.box, whole.view)
+        else:
+            view, box = _prepare_stretch(residual[rows, columns], piece, threshold)
+            read_whole = Candidate(node, node + 1, _picture_box(_shift(box, rows, columns), scale, offset), view)
         if not _is_wide((rows, columns), line_height):
-            candidates.append(Candidate(node, node + 1, _picture_box(_shift(whole[1], rows, columns), scale, offset),
-                                        whole[0]))
+            candidates.append(read_whole)
             node += 1
             continue
         start = node
@@ -261,8 +270,7 @@ def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshol
         node -= 1  # The first and last cuts have one node each: the previous piece's end and the next's start.
         if len(cuts) == 3:
             # Or one wide digit after all (a 0, a 2 with a long foot): the classifier's confidence decides.
-            candidates.append(Candidate(start, node, _picture_box(_shift(whole[1], rows, columns), scale, offset),
-                                        whole[0]))
+            candidates.append(Candidate(start, node, read_whole.box, read_whole.view))
         for step in range(len(cuts) - 1):
             for left, start in zip(cuts[step], nodes[step], strict=True):
                 for right, stop in zip(cuts[step + 1], nodes[step + 1], strict=True):
