@@ -70,7 +70,7 @@ def photo_like(ink: np.ndarray, rng: np.random.Generator, *, max_degrees: float 
     width, height = picture.size
     # Perspective: each corner moves up to 4 % of the side, as a picture taken not quite square-on.
     reach = 0.04
-    corners = [(0, 0), (width, 0), (width, height), (0, height)]
+    corners = [(0.0, 0.0), (float(width), 0.0), (float(width), float(height)), (0.0, float(height))]
     moved = [(x + rng.uniform(-reach, reach) * width, y + rng.uniform(-reach, reach) * height) for x, y in corners]
     picture = picture.transform(picture.size, Image.Transform.PERSPECTIVE, _perspective(corners, moved),
                                 Image.Resampling.BICUBIC)
