@@ -77,14 +77,15 @@ def test_typed_numbers_and_a_photo_of_one_are_read(classifier):
     assert read(classifier, photo).number == "4096"
 
 
-def test_touching_digits_are_cut_where_the_classifier_reads_them_best(classifier, mnist):
-    glyphs = [mnist_glyph(mnist.test_images[TEST_INDICES[digit]]) for digit in "74"]
-    overlap = round(0.1 * glyphs[1].shape[1])
+@pytest.mark.parametrize("number", ["74", "20", "38", "56"])
+def test_touching_digits_are_cut_where_the_classifier_reads_them_best(classifier, mnist, number):
+    glyphs = [mnist_glyph(mnist.test_images[TEST_INDICES[digit]]) for digit in number]
+    overlap = round(0.15 * glyphs[1].shape[1])  # The second digit overlaps the first by 15 % of its width.
     ink, _ = compose_number(glyphs, [-overlap], margin=30)
     picture = ink_picture(ink)
     layout = find_digits(picture)
     assert len(layout.candidates) > 2  # One piece of ink, several ways to cut it.
-    assert read(classifier, picture).number == "74"
+    assert read(classifier, picture).number == number
 
 
 def test_the_two_strokes_of_a_five_are_one_digit_and_a_speck_is_no_digit(classifier):

@@ -47,9 +47,13 @@ JOIN_OVERLAP = 0.3
 SPLIT_RATIO = 1.15
 # A digit's usual width over its height, to guess how many touching digits a wide piece holds.
 DIGIT_RATIO = 0.7
-# Candidate columns tried for each cut, and how far (in digit widths) a cut may move from its even spacing.
-CUT_CHOICES = 4
-CUT_REACH = 0.35
+# Candidate cut columns per digit a wide piece may hold, and how close two may be (a share of the line height).
+CUT_CHOICES = 3
+MIN_CUT_SPACING = 0.08
+# A stretch between two cuts is read as a digit if its width is within these shares of the line height (a 1 is
+# narrow, a 0 or a flat 5 about as wide as tall).
+MIN_DIGIT_WIDTH = 0.12
+MAX_DIGIT_WIDTH = 1.3
 
 
 class TooManyDigits(ImageError):
@@ -170,7 +174,9 @@ def _pieces(residual: np.ndarray) -> tuple[np.ndarray, list[Box], float] | None:
     strokes = residual > threshold
     strokes &= ~_frame_edges(strokes)
     height, width = strokes.shape
-    gap = max(1, round(0.01 * max(height, width)))  # As `find_ink` groups a broken pen line.
+    # Strokes this close are one piece, as `find_ink` groups a broken pen line, but measured on the shorter side:
+    # a long number's width would join its digits.
+    gap = max(1, round(0.01 * min(height, width)))
     groups, count = ndimage.label(_dilate(strokes, gap), structure=np.ones((3, 3)))
     groups = groups * strokes
     if count == 0 or not strokes.any():
@@ -261,63 +267,54 @@ def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshol
             candidates.append(read_whole)
             node += 1
             continue
-        start = node
-        cuts = _cut_choices(piece, max(rows.stop - rows.start, line_height))  # [[0], [c, ...], ..., [w]]
-        nodes = []
-        for choices in cuts:
-            nodes.append(list(range(node, node + len(choices))))
-            node += len(choices)
-        node -= 1  # The first and last cuts have one node each: the previous piece's end and the next's start.
-        if len(cuts) == 3:
-            # Or one wide digit after all (a 0, a 2 with a long foot): the classifier's confidence decides.
-            candidates.append(Candidate(start, node, read_whole.box, read_whole.view))
-        for step in range(len(cuts) - 1):
-            for left, start in zip(cuts[step], nodes[step], strict=True):
-                for right, stop in zip(cuts[step + 1], nodes[step + 1], strict=True):
-                    if right - left < 2:
-                        continue
-                    stretch = piece[:, left:right]
-                    if not stretch.any():
-                        continue
-                    view, box = _prepare_stretch(residual[rows, columns][:, left:right], stretch, threshold)
-                    box = (box[0], slice(box[1].start + left, box[1].stop + left))
-                    candidates.append(Candidate(start, stop, _picture_box(_shift(box, rows, columns), scale, offset),
-                                                view))
+        # Any stretch between two cut columns as wide as a digit may be one: the classifier's confidence picks the
+        # path, however many digits it holds, with reading the piece whole (one wide digit) always one of them.
+        height = max(rows.stop - rows.start, line_height)
+        points = [0, *_cut_columns(piece, height), piece.shape[1]]
+        nodes = [node, *range(node + 1, node + len(points))]
+        candidates.append(Candidate(node, nodes[-1], read_whole.box, read_whole.view))
+        piece_residual = residual[rows, columns]
+        for first in range(len(points) - 1):
+            for last in range(first + 1, len(points)):
+                left, right = points[first], points[last]
+                if right - left > MAX_DIGIT_WIDTH * height or (first, last) == (0, len(points) - 1):
+                    break
+                stretch = piece[:, left:right]
+                if right - left < MIN_DIGIT_WIDTH * height or not stretch.any():
+                    continue
+                view, box = _prepare_stretch(piece_residual[:, left:right], stretch, threshold)
+                box = (box[0], slice(box[1].start + left, box[1].stop + left))
+                candidates.append(Candidate(nodes[first], nodes[last],
+                                            _picture_box(_shift(box, rows, columns), scale, offset), view))
+        node = nodes[-1]
     end = node
-    digits = _shortest_path_length(candidates, end)
-    if digits > MAX_DIGITS:
+    if _likely_digits(boxes, line_height) > MAX_DIGITS:
         raise TooManyDigits(f"{label} holds more than {MAX_DIGITS} digits; digits reads a number of at most "
                             f"{MAX_DIGITS} digits, so crop the picture to one.")
     return Layout(tuple(candidates), end)
 
 
-def _cut_choices(piece: np.ndarray, line_height: int) -> list[list[int]]:
-    """Candidate columns for each cut of a wide piece: [[0], [a few columns], ..., [width]].
-
-    The piece is guessed to hold round(width / (DIGIT_RATIO × line height)) digits (at least 2); each cut is searched
-    near its even spacing, among the columns with the least ink.
-    """
-    height, width = piece.shape
-    count = int(min(MAX_DIGITS + 1, max(2, round(width / (DIGIT_RATIO * line_height)))))
+def _cut_columns(piece: np.ndarray, height: int) -> list[int]:
+    """Columns of a wide piece where touching digits may meet: the local minima of its ink per column, at most
+    CUT_CHOICES per digit it may hold, the least inked first, at least MIN_CUT_SPACING of the height apart."""
+    width = piece.shape[1]
     ink = piece.sum(axis=0).astype(np.float64)  # (w,) ink per column
     ink = np.convolve(ink, np.ones(3) / 3, mode="same")  # A stroke's crossing, not a single column's luck.
-    spacing = width / count
-    cuts: list[list[int]] = [[0]]
-    for index in range(1, count):
-        centre = index * spacing
-        low, high = max(1, round(centre - CUT_REACH * spacing)), min(width - 1, round(centre + CUT_REACH * spacing))
-        window = np.arange(low, high + 1)
-        # The least ink first; among equal ink, the column nearest the even spacing.
-        order = window[np.lexsort((np.abs(window - centre), ink[window]))]
-        chosen: list[int] = []
-        for column in order.tolist():
-            if all(abs(column - other) > 1 for other in chosen):
-                chosen.append(column)
-            if len(chosen) == CUT_CHOICES:
-                break
-        cuts.append(sorted(chosen))
-    cuts.append([width])
-    return cuts
+    margin = max(1, round(MIN_DIGIT_WIDTH * height))
+    inside = np.arange(margin, width - margin)
+    if inside.size == 0:
+        return []
+    left, right = ink[inside - 1], ink[np.minimum(inside + 1, width - 1)]
+    minima = inside[(ink[inside] <= left) & (ink[inside] <= right)]
+    limit = CUT_CHOICES * max(2, round(width / (DIGIT_RATIO * height)))
+    chosen: list[int] = []
+    spacing = max(2, round(MIN_CUT_SPACING * height))
+    for column in minima[np.argsort(ink[minima], kind="stable")].tolist():
+        if all(abs(column - other) >= spacing for other in chosen):
+            chosen.append(column)
+        if len(chosen) == limit:
+            break
+    return sorted(chosen)
 
 
 def _prepare_stretch(residual: np.ndarray, strokes: np.ndarray, threshold: float) -> tuple[np.ndarray, Box]:
@@ -351,10 +348,7 @@ def _picture_box(box: Box, scale: float, offset: tuple[int, int]) -> tuple[int, 
     return (left, top, max(1, right - left), max(1, bottom - top))
 
 
-def _shortest_path_length(candidates: list[Candidate], end: int) -> int:
-    """How many digits the fewest-digit reading has (every reading of a layout has as many, piece by piece)."""
-    fewest = np.full(end + 1, np.iinfo(np.int64).max // 2, np.int64)
-    fewest[0] = 0
-    for candidate in sorted(candidates, key=lambda candidate: candidate.stop):
-        fewest[candidate.stop] = min(fewest[candidate.stop], fewest[candidate.start] + 1)
-    return int(fewest[end])
+def _likely_digits(boxes: list[Box], line_height: int) -> int:
+    """How many digits the pieces likely hold: one each, a wide one as many as its width holds digits."""
+    return sum(max(1, round((columns.stop - columns.start) / (DIGIT_RATIO * max(rows.stop - rows.start, line_height))))
+               if _is_wide((rows, columns), line_height) else 1 for rows, columns in boxes)
