@@ -48,7 +48,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="a run folder, .keras or .onnx file (default: the shipped model)")
     parser.add_argument("--out", type=Path, help="write the pictures read wrongly here")
+    parser.add_argument("--examples", type=Path, metavar="DIR",
+                        help="only write the docs' example pictures here (then `digits predict DIR --show ...`)")
     args = parser.parse_args()
+    if args.examples is not None:
+        write_examples(args.examples, load_mnist(), find_fonts())
+        return
 
     classifier = load_classifier(args.model)
     mnist = load_mnist()
@@ -142,6 +147,28 @@ def single_digits(classifier, mnist, fonts, count: int, rng: np.random.Generator
         accuracy_before = np.mean([str(digit) == label for digit, label in zip(before.tolist(), labels, strict=True)])
         accuracy_after = np.mean([number == label for number, label in zip(after, labels, strict=True)])
         print(f"{kind:<16} {accuracy_before:>13.1%} {accuracy_after:>13.1%} {same:>10.1%}")
+
+
+def write_examples(folder: Path, mnist, fonts) -> None:
+    """The docs' pictures: a handwritten number, a photo-like typed one, touching digits and a slanted line."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # MNIST test images of the digits 0-9 (indices into the test set).
+    test_index = {"0": 3, "1": 2, "2": 1, "3": 18, "4": 4, "5": 8, "6": 11, "7": 0, "8": 61, "9": 7}
+
+    def handwritten(number: str, spacing: int) -> np.ndarray:
+        glyphs = [mnist_glyph(mnist.test_images[test_index[digit]]) for digit in number]
+        spacings = [spacing if spacing >= 0 else round(spacing / 100 * glyph.shape[1]) for glyph in glyphs[1:]]
+        return compose_number(glyphs, spacings, margin=30)[0]
+
+    ink_picture(handwritten("2026", 12)).save(folder / "1-handwritten-2026.png")
+    glyphs = [mask_glyph(render_glyph(fonts[0], digit, 90)) for digit in "4096"]
+    photo_like(compose_number(glyphs, [20] * 3, margin=60)[0], np.random.default_rng(1)).save(
+        folder / "2-photo-4096.jpg")
+    ink_picture(handwritten("1208", -15)).save(folder / "3-touching-1208.png")
+    line = ink_picture(handwritten("1789", 12))
+    line.rotate(25, Image.Resampling.BICUBIC, expand=True, fillcolor=255).save(folder / "4-slanted-1789.png")
 
 
 def _digits_right(number: str, truth: str) -> float:

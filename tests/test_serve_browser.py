@@ -342,6 +342,7 @@ def test_the_camera_takes_a_frame_and_reads_the_number(browser, server_url, tmp_
     try:
         page = chromium.new_page()
         page.goto(server_url + "/")
+        expect(page.get_by_role("button", name="Take the picture")).to_be_hidden()  # No camera yet.
         page.get_by_role("button", name="Camera").click()
         expect(page.locator("#camera-view")).to_be_visible()
         # The button is enabled once the camera's first frame has arrived; the click waits for that.
