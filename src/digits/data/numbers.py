@@ -1,4 +1,4 @@
-"""Pictures of whole numbers, composed from pictures of single digits: for the tests and `benchmarks/numbers.py`.
+"""Pictures of whole numbers, composed from pictures of single digits: for the tests and `benchmarks/read_numbers.py`.
 
 A number is its digits' ink side by side on one line, each glyph centred on the line's middle: apart (a gap
 between them), or touching (each overlapping the one before by a share of its width). `photo_like` then turns

@@ -89,7 +89,8 @@ def remove_background(ink: np.ndarray) -> np.ndarray:
 # --- 4. ink ------------------------------------------------------------------------------------------
 
 
-def find_ink(residual: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+def find_ink(residual: np.ndarray,
+             threshold: float | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """The digit's ink, cropped and scaled so strokes are 1 and paper 0, and its box (top, bottom, left,
     right) in `residual`; None when there is no ink.
 
@@ -98,7 +99,7 @@ def find_ink(residual: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int
     see about half of it.
     """
     height, width = residual.shape
-    threshold = ink_threshold(residual)
+    threshold = ink_threshold(residual) if threshold is None else threshold  # Given by a caller that knows it.
     if threshold is None:
         return None
     strokes = residual > threshold
@@ -331,12 +332,12 @@ def prepare_image(image: Image.Image, *, name: str | None = None) -> np.ndarray:
     return prepare_grey(image, grey, label)[0]
 
 
-def prepare_grey(image: Image.Image, grey: np.ndarray, label: str,
-                 residual: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def prepare_grey(image: Image.Image, grey: np.ndarray, label: str, residual: np.ndarray | None = None,
+                 threshold: float | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """`prepare_image` on the picture's grey (`to_grey`), and, if known already, its residual ink
-    (`remove_background(ink_on_black(grey))`): the (28, 28) view and the digit's box (top, bottom, left, right)
-    in `grey`'s pixels."""
-    found = find_ink(residual) if residual is not None else _find_digit(grey)
+    (`remove_background(ink_on_black(grey))`) and `ink_threshold`: the (28, 28) view and the digit's box (top,
+    bottom, left, right) in `grey`'s pixels."""
+    found = find_ink(residual, threshold) if residual is not None else _find_digit(grey)
     if found is None:
         raise NoDigitError(f"no digit found in {label}: the picture is blank or has too little contrast.")
     strokes, (top, bottom, left, right) = found

@@ -109,7 +109,7 @@ def find_digits(image: Image.Image, *, name: str | None = None) -> Layout:
     strokes, boxes, threshold = pieces
     if len(boxes) == 1:
         # One piece is read as one digit exactly as `prepare_image` reads it; if wide, that is one choice of several.
-        view, (top, bottom, left, right) = prepare_grey(image, grey, label, residual)
+        view, (top, bottom, left, right) = prepare_grey(image, grey, label, residual, threshold)
         whole = Candidate(0, 1, _picture_box((slice(top, bottom), slice(left, right)), scale, (0, 0)), view)
         if not _is_wide(boxes[0], _line_height(boxes)):
             return Layout((whole,), 1)

@@ -1,6 +1,6 @@
 """How often does `digits predict` read a whole number exactly?
 
-    .venv/bin/python benchmarks/numbers.py [--count 300] [--seed 0] [--model RUN|FILE.keras|FILE.onnx] [--out DIR]
+    .venv/bin/python benchmarks/read_numbers.py [--count 300] [--seed 0] [--model RUN|FILE.keras|FILE.onnx] [--out DIR]
 
 Composes numbers of 2–6 digits and reads each with exactly the code path of `digits predict` (`find_digits` →
 the classifier → the most confident cuts), then prints the share read exactly beside the goal (issue 22):
@@ -20,23 +20,18 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on the path, where its name hides Python's own `numbers`
-# module (which NumPy imports); the benchmarks import nothing from their folder.
-sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from digits.data.mnist import load_mnist  # noqa: E402
-from digits.data.numbers import compose_number, ink_picture, mask_glyph, mnist_glyph, photo_like  # noqa: E402
-from digits.data.synthetic import DIGITS, find_fonts, render_glyph  # noqa: E402
-from digits.inference.classifier import load_classifier  # noqa: E402
-from digits.inference.numbers import read_layouts  # noqa: E402
-from digits.pictures.prepare import prepare_image  # noqa: E402
-from digits.pictures.segment import find_digits  # noqa: E402
+from digits.data.mnist import load_mnist
+from digits.data.numbers import compose_number, ink_picture, mask_glyph, mnist_glyph, photo_like
+from digits.data.synthetic import DIGITS, find_fonts, render_glyph
+from digits.inference.classifier import load_classifier
+from digits.inference.numbers import read_layouts
+from digits.pictures.prepare import prepare_image
+from digits.pictures.segment import find_digits
 
 GOALS = {"handwritten": 0.95, "fonts": 0.98, "photo-like": 0.90, "touching": 0.80}
 
