@@ -111,7 +111,8 @@ def read_layout(layout: Layout, predictions: Predictions) -> NumberPrediction:
         chosen = [0]
     else:
         index_of = {id(candidate): index for index, candidate in enumerate(layout.candidates)}
-        chosen = [index_of[id(candidate)] for candidate in choose_digits(layout, confidence(predictions))]
+        scores = confidence(predictions) + np.array([candidate.prior for candidate in layout.candidates])
+        chosen = [index_of[id(candidate)] for candidate in choose_digits(layout, scores)]
     candidates = [layout.candidates[index] for index in chosen]
     return NumberPrediction(predictions[np.array(chosen)], np.array([candidate.box for candidate in candidates]),
                             np.stack([candidate.view for candidate in candidates]))

@@ -54,6 +54,11 @@ MIN_CUT_SPACING = 0.08
 # narrow, a 0 or a flat 5 about as wide as tall).
 MIN_DIGIT_WIDTH = 0.12
 MAX_DIGIT_WIDTH = 1.3
+# Wider than this share of the line height, a stretch read as one digit loses WIDE_PENALTY per line height more
+# log-confidence (on 80 touching numbers of benchmarks/read_numbers.py: none 67.5 % read exactly, 5 75 %, 8 74 %,
+# 15 70 %; 5 from 0.75 of the height 60 %).
+WIDE_DIGIT = 0.9
+WIDE_PENALTY = 5.0
 
 
 class TooManyDigits(ImageError):
@@ -68,6 +73,8 @@ class Candidate:
     stop: int
     box: tuple[int, int, int, int]  # (x, y, width, height) in the picture's pixels
     view: np.ndarray  # (28, 28) uint8, MNIST-style
+    # Added to the classifier's log-confidence: below 0 for a stretch wider than a digit usually is.
+    prior: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -272,7 +279,9 @@ def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshol
         height = max(rows.stop - rows.start, line_height)
         points = [0, *_cut_columns(piece, height), piece.shape[1]]
         nodes = [node, *range(node + 1, node + len(points))]
-        candidates.append(Candidate(node, nodes[-1], read_whole.box, read_whole.view))
+        # A picture's only piece read whole is as likely a wide digit as touching ones: single digits read as before.
+        candidates.append(Candidate(node, nodes[-1], read_whole.box, read_whole.view,
+                                    0.0 if whole is not None else _width_prior(piece.shape[1], height)))
         piece_residual = residual[rows, columns]
         for first in range(len(points) - 1):
             for last in range(first + 1, len(points)):
@@ -285,13 +294,19 @@ def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshol
                 view, box = _prepare_stretch(piece_residual[:, left:right], stretch, threshold)
                 box = (box[0], slice(box[1].start + left, box[1].stop + left))
                 candidates.append(Candidate(nodes[first], nodes[last],
-                                            _picture_box(_shift(box, rows, columns), scale, offset), view))
+                                            _picture_box(_shift(box, rows, columns), scale, offset), view,
+                                            _width_prior(right - left, height)))
         node = nodes[-1]
     end = node
     if _likely_digits(boxes, line_height) > MAX_DIGITS:
         raise TooManyDigits(f"{label} holds more than {MAX_DIGITS} digits; digits reads a number of at most "
                             f"{MAX_DIGITS} digits, so crop the picture to one.")
     return Layout(tuple(candidates), end)
+
+
+def _width_prior(width: int, height: int) -> float:
+    """A log-prior against reading touching digits as one: 0 up to WIDE_DIGIT of the line height, then falling."""
+    return -WIDE_PENALTY * max(0.0, width / height - WIDE_DIGIT)
 
 
 def _cut_columns(piece: np.ndarray, height: int) -> list[int]:
