@@ -88,6 +88,14 @@ def test_touching_digits_are_cut_where_the_classifier_reads_them_best(classifier
     assert read(classifier, picture).number == number
 
 
+def test_two_touching_digits_are_not_taken_for_one_wide_digit(classifier, mnist):
+    # A 3 pressed against a 2, then a 7 apart: read whole, the touching pair passes for a wide 2, and the line reads
+    # "27"; a stretch wider than a digit usually is pays for it, so the pair is cut in two.
+    glyphs = [mnist_glyph(mnist.test_images[TEST_INDICES[digit]]) for digit in "327"]
+    ink, _ = compose_number(glyphs, [-round(0.15 * glyphs[1].shape[1]), 15], margin=30)
+    assert read(classifier, ink_picture(ink)).number == "327"
+
+
 def test_the_two_strokes_of_a_five_are_one_digit_and_a_speck_is_no_digit(classifier):
     picture = Image.new("L", (240, 240), 255)
     draw = ImageDraw.Draw(picture)
