@@ -137,14 +137,15 @@ def main() -> int:
     mistakes = []
     for row, result, naive_digit in zip(rows, results, naive_digits, strict=True):
         prediction = result.prediction
-        correct = prediction is not None and prediction.digit == row["digit"]
+        # The whole picture's reading (digits predict reads numbers): one digit, the right one.
+        correct = prediction is not None and prediction.number == str(row["digit"])
         # A real digit the not-a-digit verdict turned away.
         rejected = prediction is not None and prediction.verdict == NOT_A_DIGIT
         for group in ("all", f"subset: {row['subset']}", f"polarity: {row['polarity']}", f"format: {row['format']}"):
             groups[group].append((correct, naive_digit == row["digit"], rejected))
         if not correct:
             answer = (result.error if prediction is None
-                      else f"read as {prediction.digit} ({prediction.probability:.0%})")
+                      else f"read as {prediction.number} ({prediction.probability:.0%})")
             mistakes.append(f"{row['path']} (a {row['digit']}): {answer}")
     (args.out / "mistakes.txt").write_text("\n".join(mistakes) + "\n")
 

@@ -69,8 +69,8 @@ def test_a_picture_over_the_time_limit_is_abandoned_and_the_next_file_is_read(tm
     with BoundedPreparer(time_limit=0.3) as preparer:
         with pytest.raises(ImageError, match=r"^Preparing .*slow\.fits took longer than the 0\.3 s digits allows"):
             preparer.prepare(slow)
-        view, original = preparer.prepare(one, keep_original=True)
-    assert view.shape == (28, 28) and view.max() == 255 and original.shape[0] <= 280
+        layout, original, _ = preparer.prepare(one, keep_original=True)
+    assert layout.is_single and layout.views[0].max() == 255 and original.shape[0] <= 280
 
 
 def test_a_picture_over_the_memory_limit_is_one_sentence(tmp_path):

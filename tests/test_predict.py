@@ -19,6 +19,7 @@ from digits.inference.classifier import PRETRAINED_DIR, PRETRAINED_MODEL, load_c
 from digits.inference.files import FileResult, find_image_files, result_line, results_document
 from digits.inference.prediction import DIGIT, Prediction, Predictions
 from digits.pictures.prepare import prepare_file, prepare_image
+from digits.pictures.segment import find_digits_in_file
 from digits.serving.app import create_app
 from digits.training.recipes import get_preset
 from digits.training.runs import load_run
@@ -257,8 +258,9 @@ def test_equal_probabilities_rank_the_lower_digit_first_in_the_api_the_lines_the
         answer = post_png(client, picture.read_bytes())
     assert answer["digit"] == 0 and [ranked["digit"] for ranked in answer["top"]] == [0, 1, 2]
     # One type behind both: the same fields in the same order; the server adds the model and the view.
-    assert list(entry) == ["path", "digit", "verdict", "probability", "digit_score", "top", "probabilities"]
-    assert list(answer) == list(entry)[1:] + ["model", "view"]
+    assert list(entry) == ["path", "digit", "verdict", "probability", "digit_score", "top", "probabilities", "number",
+                           "digits"]
+    assert list(answer) == list(entry)[1:] + ["model", "view", "views"]
     assert {key: answer[key] for key in list(entry)[1:]} == {key: entry[key] for key in list(entry)[1:]}
     # This model has no not-a-digit detector: no digit score, and every picture counts as a digit.
     assert answer["digit_score"] is None and answer["verdict"] == DIGIT
@@ -309,7 +311,8 @@ def test_files_keep_one_result_each_with_its_prediction_or_its_error(classifier,
     seven, notes = digits.predict(tmp_path, model=classifier)
     assert isinstance(seven, FileResult) and seven.digit == 7 and seven.prediction.verdict == DIGIT
     assert seven.to_dict() == {"path": str(tmp_path / "a-seven.png"), **seven.prediction.to_dict()}
-    assert repr(seven).startswith(f"FileResult(path={str(tmp_path / 'a-seven.png')!r}, prediction=Prediction(digit=7")
+    assert repr(seven).startswith(f"FileResult(path={str(tmp_path / 'a-seven.png')!r}, "
+                                  "prediction=NumberPrediction(number='7'")
     assert notes.prediction is None and "not an image" in notes.error
     with pytest.raises(ValueError, match="b-notes.txt has no answer: .*not an image"):
         notes.top()
@@ -320,7 +323,10 @@ def test_the_server_answers_what_digits_predict_answers_for_the_same_picture(cla
     with TestClient(create_app(classifier)) as client:
         answer = post_png(client, png)
     view = prepare_file(png)
-    assert answer["view"] == view.tolist()
+    assert answer["view"] == view.tolist() and answer["views"] == [view.tolist()]
     # The server's workers call Classifier.classify, as digits.predict does: the very same answer.
     (expected,) = digits.predict(view, model=classifier)
-    assert answer == {**expected.to_dict(), "model": classifier.name, "view": view.tolist()}
+    (box,) = [candidate.box for candidate in find_digits_in_file(png).candidates]
+    digit = {key: value for key, value in expected.to_dict().items() if key in ("digit", "probability", "digit_score")}
+    assert answer == {**expected.to_dict(), "number": "7", "digits": [{**digit, "box": list(box)}],
+                      "model": classifier.name, "view": view.tolist(), "views": [view.tolist()]}

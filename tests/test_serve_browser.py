@@ -1,4 +1,4 @@
-"""The draw-a-digit page end to end: the real server, a real headless Chromium, a mouse and a finger.
+"""The draw-a-digit page end to end: the real server, a real headless Chromium, a mouse, a finger and a camera.
 
 Set DIGITS_SCREENSHOT=docs/serve.png to refresh the README's screenshot while the tests run.
 """
@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# One stroke per digit as fractions of the square, with enough points for smooth pointer moves.
+# One stroke per digit as fractions of a square as tall as the drawing box, with enough points for smooth moves.
 SEVEN = [(0.28, 0.22), (0.72, 0.22), (0.45, 0.80)]
 ONE = [(0.5, 0.18), (0.5, 0.82)]
 
@@ -102,9 +102,17 @@ def stroke_points(stroke, steps_per_segment=12):
     return points
 
 
-def draw_with_mouse(page, stroke):
+def square_points(page, stroke, square=None):
+    """The stroke's points on the page, in a square as tall as the box: in its middle, or the `square`-th from the
+    left, each 0.6 of a square right of the one before (digits written side by side)."""
     box = page.locator("#pad").bounding_box()
-    points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke_points(stroke)]
+    side = box["height"]
+    left = box["x"] + ((box["width"] - side) / 2 if square is None else 0.1 * side + 0.6 * side * square)
+    return [(left + x * side, box["y"] + y * side) for x, y in stroke_points(stroke)]
+
+
+def draw_with_mouse(page, stroke, square=None):
+    points = square_points(page, stroke, square)
     page.mouse.move(*points[0])
     page.mouse.down()
     for point in points[1:]:
@@ -114,8 +122,7 @@ def draw_with_mouse(page, stroke):
 
 def draw_with_finger(page, stroke):
     """A touch stroke through the Chrome DevTools protocol: touchstart, moves, touchend, as a phone sends."""
-    box = page.locator("#pad").bounding_box()
-    points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke_points(stroke)]
+    points = square_points(page, stroke)
     devtools = page.context.new_cdp_session(page)
     for index, (x, y) in enumerate(points):
         kind = "touchStart" if index == 0 else "touchMove"
@@ -261,3 +268,87 @@ def test_a_finger_draws_on_a_phone_sized_screen(open_page):
 
     shown_digit(page, 1)
     assert page.evaluate("window.scrollY") == 0  # The finger drew instead of scrolling.
+
+
+def number_picture(number: str, path: Path) -> Path:
+    """A picture of `number` typed in a system font, dark on light, 3:1."""
+    from digits.data.numbers import compose_number, ink_picture, mask_glyph
+    from digits.data.synthetic import find_fonts, render_glyph
+
+    glyphs = [mask_glyph(render_glyph(find_fonts()[0], digit, 90)) for digit in number]
+    ink_picture(compose_number(glyphs, [20] * (len(number) - 1), margin=60)[0]).save(path)
+    return path
+
+
+def shown_number(page, number: str):
+    expect(page.locator("#digit")).to_have_text(number, timeout=15_000)
+    expect(page.locator("#readings li strong")).to_have_text(list(number))
+
+
+def test_a_number_written_in_the_wide_box_is_read_with_each_digits_box_and_reading(open_page):
+    page = open_page(viewport={"width": 1000, "height": 760})
+    for square, stroke in enumerate([SEVEN, ONE, SEVEN]):
+        draw_with_mouse(page, stroke, square)
+
+    shown_number(page, "717")
+    assert re.fullmatch(r"\d{1,3}\.\d % sure", page.locator("#confidence").inner_text())
+    assert page.locator("#bars li .bar-value").all_inner_texts() == ["–"] * 10  # The bars are one digit's.
+    # Three boxes drawn over the drawing: red pixels on the overlay, in three separate runs of columns.
+    red_columns = page.evaluate(
+        """() => {
+            const boxes = document.getElementById("boxes");
+            const data = boxes.getContext("2d").getImageData(0, 0, boxes.width, boxes.height).data;
+            const columns = new Array(boxes.width).fill(false);
+            for (let index = 0; index < data.length; index += 4)
+                if (data[index] > 150 && data[index + 3] > 0) columns[(index / 4) % boxes.width] = true;
+            return columns;
+        }"""
+    )
+    runs = sum(1 for before, now in itertools.pairwise([False, *red_columns]) if now and not before)
+    assert runs == 3
+
+
+def test_an_uploaded_photo_of_a_number_is_read(open_page, tmp_path):
+    page = open_page()
+    page.get_by_text("Upload a photo").wait_for()
+    page.set_input_files("#file", str(number_picture("2026", tmp_path / "year.png")))
+
+    shown_number(page, "2026")
+
+
+def write_y4m(picture_path: Path, path: Path) -> Path:
+    """The picture as a Y4M video Chromium's fake camera plays: 640×480 grey frames (4:2:0, neutral colour)."""
+    from PIL import Image
+
+    frame = Image.open(picture_path).convert("L")
+    frame.thumbnail((600, 440))
+    canvas = Image.new("L", (640, 480), 255)
+    canvas.paste(frame, ((640 - frame.width) // 2, (480 - frame.height) // 2))
+    luma = canvas.tobytes()
+    chroma = bytes([128]) * (320 * 240)
+    with open(path, "wb") as video:
+        video.write(b"YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg\n")
+        for _ in range(3):
+            video.write(b"FRAME\n" + luma + chroma + chroma)
+    return path
+
+
+def test_the_camera_takes_a_frame_and_reads_the_number(browser, server_url, tmp_path):
+    video = write_y4m(number_picture("314", tmp_path / "number.png"), tmp_path / "number.y4m")
+    camera_args = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                   f"--use-file-for-fake-video-capture={video}"]
+    # A second Chromium, whose fake camera plays the video (the other tests' browser has no camera).
+    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + camera_args)
+    try:
+        page = chromium.new_page()
+        page.goto(server_url + "/")
+        expect(page.get_by_role("button", name="Take the picture")).to_be_hidden()  # No camera yet.
+        page.get_by_role("button", name="Camera").click()
+        expect(page.locator("#camera-view")).to_be_visible()
+        # The button is enabled once the camera's first frame has arrived; the click waits for that.
+        page.get_by_role("button", name="Take the picture").click(timeout=15_000)
+
+        shown_number(page, "314")
+        expect(page.locator("#camera-view")).to_be_hidden()  # The camera is let go once the frame is taken.
+    finally:
+        chromium.close()

@@ -15,10 +15,11 @@ from digits.errors import DigitsError
 def add_predict_commands(subcommands) -> None:
     predict = subcommands.add_parser(
         "predict",
-        help="read the digit in your own pictures (PNG, JPEG, BMP, GIF, TIFF, WebP)",
-        description="Prepare each picture the way MNIST was prepared (light ink on black, fitted in 20x20, "
-        "centred by mass in 28x28) and print the digit, its probability and the likeliest digits. Folders "
-        "are walked in sorted order, skipping hidden files. The exit status is 0 only if every file was read.",
+        help="read the digit, or the number, in your own pictures (PNG, JPEG, BMP, GIF, TIFF, WebP)",
+        description="Find the digits in each picture (a number of up to 12 digits, left to right), prepare each "
+        "the way MNIST was prepared (light ink on black, fitted in 20x20, centred by mass in 28x28) and print "
+        "the number and its probability (for one digit, the likeliest digits too). Folders are walked in sorted "
+        "order, skipping hidden files. The exit status is 0 only if every file was read.",
     )
     predict.add_argument("inputs", nargs="+", metavar="IMAGE|DIR", help="picture files or folders of them")
     predict.add_argument(
@@ -27,7 +28,8 @@ def add_predict_commands(subcommands) -> None:
     )
     predict.add_argument("--json", action="store_true", help="print one JSON document, not one line per file")
     predict.add_argument(
-        "--show", type=Path, metavar="DIR", help="write each picture beside the 28x28 view the model saw"
+        "--show", type=Path, metavar="DIR",
+        help="write each picture, each digit's box and reading drawn on it, beside the 28x28 views the model saw"
     )
     predict.add_argument("--top", type=int, default=3, metavar="K", help="how many likeliest digits to list (3)")
     predict.set_defaults(handler=run_predict)

@@ -1,10 +1,11 @@
 """Read picture files with a classifier: what `digits predict` runs.
 
-`predict_files` prepares every file (`digits.pictures.prepare`) and classifies the readable ones in one batch with
-`digits.inference.classifier.Classifier.classify`: every file gets a `FileResult`, holding its `Prediction` or, for a
-file that cannot be read, its error instead of stopping the others. `results_document` and `result_line` are its
-JSON and its line per file, both from `Prediction.to_dict` and `Prediction.top`; `save_views` draws each picture
-beside the 28×28 view the model read.
+`predict_files` finds the digits in every file (`digits.pictures.segment`) and classifies the readable ones in one
+batch with `digits.inference.classifier.Classifier.classify`: every file gets a `FileResult`, holding its
+`NumberPrediction` (one digit or several) or, for a file that cannot be read, its error instead of stopping the
+others. `results_document` and `result_line` are its JSON and its line per file, both from
+`NumberPrediction.to_dict`; `save_views` draws each picture with each digit's box and reading, beside the 28×28
+views the model read.
 """
 
 from __future__ import annotations
@@ -18,44 +19,58 @@ import numpy as np
 
 from digits.errors import DigitsError
 from digits.inference.classifier import Classifier
-from digits.inference.prediction import NOT_A_DIGIT, Prediction
+from digits.inference.numbers import NumberPrediction, read_layouts
+from digits.inference.prediction import NOT_A_DIGIT
 from digits.inference.preparation import SHOW_HEIGHT, BoundedPreparer
 from digits.pictures.decode import ImageError
+from digits.pictures.segment import Layout
 
 # --- predicting files ---------------------------------------------------------------------------------
 
 
 @dataclass
 class FileResult:
-    """One file's answer: its `Prediction` and the prepared 28×28 view, or the error that stopped it."""
+    """One file's answer: its `NumberPrediction` (its digits, their boxes and views), or the error that stopped it."""
 
     path: str
-    prediction: Prediction | None = None
+    prediction: NumberPrediction | None = None
     error: str | None = None
-    view: np.ndarray | None = None  # (28, 28) uint8: what the model read.
     original: Any = None  # A small RGB copy of the picture (PIL), kept for --show.
+    scale: float = 1.0  # The original's pixels per picture pixel, to draw the boxes on it.
 
-    def _answered(self) -> Prediction:
+    @property
+    def view(self) -> np.ndarray | None:
+        """(28, 28) uint8: what the model read, for a picture of one digit (the first digit's of a number)."""
+        return None if self.prediction is None else self.prediction.views[0]
+
+    def _answered(self) -> NumberPrediction:
         """The prediction; a ValueError for a file that could not be read."""
         if self.prediction is None:
             raise ValueError(f"{self.path} has no answer: {self.error or 'it was not classified'}")
         return self.prediction
 
     @property
+    def number(self) -> str:
+        """The digits read, e.g. "2026"."""
+        return self._answered().number
+
+    @property
     def digit(self) -> int:
-        return self._answered().digit
+        """The digit of a picture of one digit (of a number: its first digit)."""
+        return self._answered()[0].digit
 
     @property
     def probability(self) -> float:
-        """The probability of the digit given."""
+        """The probability of the number (of the digit, for one digit) given."""
         return self._answered().probability
 
     def top(self, count: int = 3) -> list[tuple[int, float]]:
-        """The `count` likeliest (digit, probability) pairs (`Prediction.top`)."""
-        return self._answered().top(count)
+        """The `count` likeliest (digit, probability) pairs of the first digit (`Prediction.top`)."""
+        return self._answered()[0].top(count)
 
     def to_dict(self, top: int = 3) -> dict:
-        """{"path", then `Prediction.to_dict`'s fields}, or {"path", "error"} for a file that could not be read."""
+        """{"path", then `NumberPrediction.to_dict`'s fields}, or {"path", "error"} for a file that could not be
+        read."""
         if self.prediction is None:
             return {"path": self.path, "error": self.error}
         return {"path": self.path, **self.prediction.to_dict(top)}
@@ -118,38 +133,41 @@ def _walk(top: Path, limit: int) -> list[Path]:
 
 
 def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: bool = False) -> list[FileResult]:
-    """Prepare every file (in a worker process, within the server's time and memory limits: `BoundedPreparer`),
-    classify the readable ones in one batch; errors stay per file."""
+    """Find the digits in every file (in a worker process, within the server's time and memory limits:
+    `BoundedPreparer`), classify those of the readable ones in one batch; errors stay per file."""
     from PIL import Image
 
     results = [FileResult(path=str(path)) for path in paths]
-    readable, views = [], []
+    readable: list[FileResult] = []
+    layouts: list[Layout] = []
     with BoundedPreparer() as preparer:
         for result in results:
             try:
-                result.view, original = preparer.prepare(result.path, keep_original=keep_originals)
+                layout, original, result.scale = preparer.prepare(result.path, keep_original=keep_originals)
             except ImageError as error:
                 result.error = str(error)
                 continue
             if original is not None:
                 result.original = Image.fromarray(original)
             readable.append(result)
-            views.append(result.view)
-    if readable:
-        predictions = classifier.classify(np.stack(views))  # (N, 28, 28) -> N predictions
-        for result, prediction in zip(readable, predictions, strict=True):
-            result.prediction = prediction
+            layouts.append(layout)
+    for result, reading in zip(readable, read_layouts(classifier.classify, layouts), strict=True):
+        result.prediction = reading
     return results
 
 
 def result_line(result: FileResult, top: int = 3) -> str:
-    """One line for `digits predict`: the path, the digit, its probability and the likeliest digits.
+    """One line for `digits predict`: the path, the number (or digit) and its probability; for one digit, the
+    likeliest digits too.
 
     Control characters in a file name (a newline) are escaped, so a name cannot forge another line.
     """
-    prediction = result.prediction
-    if prediction is None:
+    reading = result.prediction
+    if reading is None:
         return one_line(f"{result.path}: error: {result.error}")
+    if len(reading) > 1:
+        return one_line(f"{result.path}: {reading.line()}")
+    prediction = reading[0]
     likeliest = ", ".join(f"{digit} {probability:.1%}" for digit, probability in prediction.top(top))
     answer = f"{prediction.digit} ({prediction.probability:.1%})"
     if prediction.verdict == NOT_A_DIGIT:
@@ -177,10 +195,13 @@ def _without(info: dict, key: str) -> dict:
 
 # Each --show picture: the original, at most SHOW_HEIGHT tall, beside the 28×28 view at 10× (nearest).
 SHOW_MARGIN = 10
+# Each digit's box and reading are drawn over the original in this colour (seen on light and dark paper).
+SHOW_BOX_COLOUR = (230, 40, 40)
 
 
 def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
-    """Write, for each read file, a PNG of the original beside the 28×28 view the model saw.
+    """Write, for each read file, a PNG of the original, each digit's box and reading drawn on it, beside the
+    28×28 views the model saw.
 
     Each is a new file: a name already taken in the folder (the input picture itself, or anything else)
     gets the next free "-2", "-3"... instead, so no existing file is ever written over.
@@ -195,15 +216,29 @@ def save_views(results: list[FileResult], folder: str | Path) -> list[Path]:
                           "choose another.") from None
     written = []
     for result in results:
-        if result.prediction is None or result.original is None or result.view is None:
+        reading = result.prediction
+        if reading is None or result.original is None:
             continue
-        original = result.original
-        view = Image.fromarray(result.view).resize((SHOW_HEIGHT, SHOW_HEIGHT), Image.Resampling.NEAREST)
-        width = original.width + SHOW_HEIGHT + 3 * SHOW_MARGIN
+        original = result.original.copy()
+        drawing = ImageDraw.Draw(original)
+        for prediction, (left, top, width, height) in zip(reading.predictions, reading.boxes.tolist(), strict=True):
+            # Each digit's box, in the copy's pixels, and its reading above it (below, at the top edge).
+            box = [round(left * result.scale), round(top * result.scale),
+                   round((left + width) * result.scale) - 1, round((top + height) * result.scale) - 1]
+            drawing.rectangle(box, outline=SHOW_BOX_COLOUR, width=2)
+            drawing.text((box[0] + 2, box[1] - 12 if box[1] >= 12 else box[3] + 2), str(prediction.digit),
+                         fill=SHOW_BOX_COLOUR)
+        side = SHOW_HEIGHT if len(reading) == 1 else SHOW_HEIGHT // 2  # Each 28×28 view, enlarged (nearest).
+        views_width = len(reading) * (side + SHOW_MARGIN) - SHOW_MARGIN
+        width = original.width + views_width + 3 * SHOW_MARGIN
         sheet = Image.new("RGB", (width, SHOW_HEIGHT + 2 * SHOW_MARGIN + 20), (128, 128, 128))
         sheet.paste(original, (SHOW_MARGIN, SHOW_MARGIN + (SHOW_HEIGHT - original.height) // 2))
-        sheet.paste(view.convert("RGB"), (original.width + 2 * SHOW_MARGIN, SHOW_MARGIN))
-        caption = f"{result.digit} ({result.probability:.1%})   original | 28x28 view the model saw"
+        for index, view in enumerate(reading.views):
+            enlarged = Image.fromarray(view).resize((side, side), Image.Resampling.NEAREST)
+            sheet.paste(enlarged.convert("RGB"), (original.width + 2 * SHOW_MARGIN + index * (side + SHOW_MARGIN),
+                                                  SHOW_MARGIN))
+        what = "view" if len(reading) == 1 else "views"
+        caption = f"{reading.number} ({reading.probability:.1%})   original | 28x28 {what} the model saw"
         ImageDraw.Draw(sheet).text((SHOW_MARGIN, SHOW_HEIGHT + SHOW_MARGIN + 4), caption, fill=(255, 255, 255))
         name = Path(result.path).stem or "image"
         target, copy = folder / f"{name}.png", 2

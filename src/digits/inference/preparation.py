@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.pictures.decode import ImageError, ImageTooLarge, load_image
-from digits.pictures.prepare import prepare_image
+from digits.pictures.segment import Layout, find_digits
 
 # A picture's limits, the server's workers' too (digits.serving.workers imports them), so a file is read the
 # same way on both sides: an ordinary photo takes 2–3 ms and a 40-megapixel PNG about a second, while a hostile
@@ -57,9 +57,10 @@ class BoundedPreparer:
     def __exit__(self, *exception) -> None:
         self.stop()
 
-    def prepare(self, path: str | Path, *, keep_original: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """The (28, 28) uint8 view of the picture at `path` and, with keep_original, a small RGB copy of it
-        ((h, w, 3) uint8, at most SHOW_HEIGHT tall); ImageError with one sentence naming the file otherwise."""
+    def prepare(self, path: str | Path, *, keep_original: bool = False) -> tuple[Layout, np.ndarray | None, float]:
+        """The digits found in the picture at `path` (`digits.pictures.segment.Layout`, each candidate prepared
+        28×28) and, with keep_original, a small RGB copy of it ((h, w, 3) uint8, at most SHOW_HEIGHT tall) with
+        the copy's pixels per picture pixel; ImageError with one sentence naming the file otherwise."""
         name = str(path)
         connection = self._started()
         connection.send((name, keep_original))
@@ -114,8 +115,8 @@ class BoundedPreparer:
 
 
 def serve_preparations(connection: Connection, memory_limit: int) -> None:
-    """The worker: prepare each file the pipe names, answer ("view", (view, original)) or ("error", (too large,
-    sentence)), until the pipe closes."""
+    """The worker: find the digits in each file the pipe names, answer ("layout", (layout, original, scale)) or
+    ("error", (too large, sentence)), until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the caller's to handle: it stops this worker.
     limit_memory(memory_limit)
     connection.send("ready")
@@ -127,8 +128,10 @@ def serve_preparations(connection: Connection, memory_limit: int) -> None:
         answer: tuple[str, object]
         try:
             image = load_image(name)
-            view = prepare_image(image, name=name)
-            answer = ("view", (view, np.asarray(display_copy(image)) if keep_original else None))
+            layout = find_digits(image, name=name)
+            original = display_copy(image) if keep_original else None
+            answer = ("layout", (layout, None if original is None else np.asarray(original),
+                                 1.0 if original is None else original.width / image.width))
         except ImageError as error:
             answer = ("error", (isinstance(error, ImageTooLarge), str(error)))
         except MemoryError:

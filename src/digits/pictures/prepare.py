@@ -89,7 +89,8 @@ def remove_background(ink: np.ndarray) -> np.ndarray:
 # --- 4. ink ------------------------------------------------------------------------------------------
 
 
-def find_ink(residual: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+def find_ink(residual: np.ndarray,
+             threshold: float | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """The digit's ink, cropped and scaled so strokes are 1 and paper 0, and its box (top, bottom, left,
     right) in `residual`; None when there is no ink.
 
@@ -98,14 +99,9 @@ def find_ink(residual: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int
     see about half of it.
     """
     height, width = residual.shape
-    if min(height, width) >= 8:
-        around = _nonzero_box(residual, margin=2)  # The blur reaches 2 pixels.
-        peak = float(ndimage.gaussian_filter(residual[around], 1.0, truncate=2.0).max())
-    else:
-        peak = float(residual.max())
-    if peak < MIN_CONTRAST:
+    threshold = ink_threshold(residual) if threshold is None else threshold  # Given by a caller that knows it.
+    if threshold is None:
         return None
-    threshold = min(max(otsu(residual)[0], 0.2 * peak), 0.6 * peak)
     strokes = residual > threshold
     strokes &= ~_frame_edges(strokes)
     # Pieces a few pixels apart (a broken pen line) are grouped into one mark.
@@ -127,6 +123,19 @@ def find_ink(residual: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int
     floor = 0.5 * threshold
     ink = np.clip((residual - floor) / max(level - floor, 1e-6), 0.0, 1.0) * near
     return ink, (top, bottom, left, right)
+
+
+def ink_threshold(residual: np.ndarray) -> float | None:
+    """The level above which `residual` is stroke (Otsu's, kept within a band below the peak); None: no ink."""
+    height, width = residual.shape
+    if min(height, width) >= 8:
+        around = _nonzero_box(residual, margin=2)  # The blur reaches 2 pixels.
+        peak = float(ndimage.gaussian_filter(residual[around], 1.0, truncate=2.0).max())
+    else:
+        peak = float(residual.max())
+    if peak < MIN_CONTRAST:
+        return None
+    return min(max(otsu(residual)[0], 0.2 * peak), 0.6 * peak)
 
 
 def _nonzero_box(values: np.ndarray, margin: int) -> tuple[slice, slice]:
@@ -320,7 +329,15 @@ def prepare_image(image: Image.Image, *, name: str | None = None) -> np.ndarray:
     """
     label = name or getattr(image, "filename", "") or "the image"
     grey = to_grey(image, label)  # (H, W) float32 in [0, 1], at most WORK_SIDE on a side
-    found = _find_digit(grey)
+    return prepare_grey(image, grey, label)[0]
+
+
+def prepare_grey(image: Image.Image, grey: np.ndarray, label: str, residual: np.ndarray | None = None,
+                 threshold: float | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """`prepare_image` on the picture's grey (`to_grey`), and, if known already, its residual ink
+    (`remove_background(ink_on_black(grey))`) and `ink_threshold`: the (28, 28) view and the digit's box (top,
+    bottom, left, right) in `grey`'s pixels."""
+    found = find_ink(residual, threshold) if residual is not None else _find_digit(grey)
     if found is None:
         raise NoDigitError(f"no digit found in {label}: the picture is blank or has too little contrast.")
     strokes, (top, bottom, left, right) = found
@@ -334,7 +351,7 @@ def prepare_image(image: Image.Image, *, name: str | None = None) -> np.ndarray:
         if closer is not None:
             strokes = closer[0]
     digit = fit_box(strokes)  # (h, w) float32 in [0, 1], longer side 20
-    return centre_in_field(digit)
+    return centre_in_field(digit), (top, bottom, left, right)
 
 
 def _find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:

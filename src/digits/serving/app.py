@@ -1,9 +1,9 @@
 """The draw-a-digit page and a REST API over one classifier, served by FastAPI and uvicorn.
 
 Every picture, whether drawn on the page, uploaded, or posted by a program, goes through
-`digits.pictures.prepare.prepare_file`, the same preprocessing `digits predict` uses, and then through
-`Classifier.classify`, the same inference; the answer is `Prediction.to_dict`'s fields, as in `digits predict --json`,
-so the three agree.
+`digits.pictures.segment.find_digits_in_file`, the same preprocessing `digits predict` uses, and then through
+`Classifier.classify`, the same inference; the answer is `NumberPrediction.to_dict`'s fields, as in
+`digits predict --json`, so the three agree.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -20,7 +19,8 @@ from pydantic import BaseModel, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digits import __version__
-from digits.pictures import decode
+from digits.inference.numbers import read_layout
+from digits.pictures import decode, segment
 from digits.serving import limits
 from digits.serving.workers import BatchClassifier, PicturePreparer, PreparationFailed
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
     from digits.inference.classifier import Classifier
-    from digits.inference.prediction import Prediction as DigitPrediction
+    from digits.inference.numbers import NumberPrediction
 
 # A phone photo is a few MB; a canvas drawing is a few KB. Anything larger is refused unread.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -44,36 +44,57 @@ class RankedDigit(BaseModel):
     probability: float = Field(ge=0.0, le=1.0)
 
 
-# The classifier's verdict on a picture (digits.inference.prediction's DIGIT and NOT_A_DIGIT).
-Verdict = Literal["digit", "not a digit"]
+# The classifier's verdict on a picture: digits.inference.prediction's DIGIT and NOT_A_DIGIT for one digit,
+# digits.inference.numbers' NUMBER and NOT_A_NUMBER for several.
+Verdict = Literal["digit", "not a digit", "number", "not a number"]
+
+
+class DigitReading(BaseModel):
+    """One digit of the number, left to right."""
+
+    digit: int = Field(ge=0, le=9, description="The most probable digit.")
+    probability: float = Field(ge=0.0, le=1.0, description="The model's probability for `digit`.")
+    digit_score: float | None = Field(ge=0.0, le=1.0, description="How digit-like it is (null without a detector).")
+    box: list[int] = Field(min_length=4, max_length=4,
+                           description="Where it is in the picture: x, y, width, height in the picture's pixels.")
 
 
 class Prediction(BaseModel):
-    """What the model read in one picture: `digits.inference.prediction.Prediction.to_dict`, then the model and view."""
+    """What the model read in one picture: `digits.inference.numbers.NumberPrediction.to_dict`, then the model and
+    the views it read."""
 
-    digit: int = Field(ge=0, le=9, description="The most probable digit.")
+    digit: int | None = Field(ge=0, le=9, description="The most probable digit, for a picture of one digit; null "
+                              "for several (see `number` and `digits`).")
     verdict: Verdict = Field(
-        description="`not a digit` when the picture does not look like any digit (the model's not-a-digit "
-        "detector, or without one the best digit's probability, is under its measured threshold); `digit` and "
-        "the other fields still give the best guess."
+        description="One digit: `not a digit` when the picture does not look like any digit (the model's "
+        "not-a-digit detector, or without one the best digit's probability, is under its measured threshold). "
+        "Several: `not a number` when one of them does not look like a digit, else `number`. The other fields "
+        "still give the best guess."
     )
-    probability: float = Field(ge=0.0, le=1.0, description="The model's probability for `digit`.")
+    probability: float = Field(ge=0.0, le=1.0, description="The model's probability for `digit`, or for the whole "
+                               "number (the product of its digits').")
     digit_score: float | None = Field(
-        ge=0.0, le=1.0, description="How digit-like the picture is, from the model's not-a-digit detector (0 to 1); "
-        "null for a model without one."
+        ge=0.0, le=1.0, description="How digit-like the picture is (of a number: its least digit-like digit), from "
+        "the model's not-a-digit detector (0 to 1); null for a model without one."
     )
-    top: list[RankedDigit] = Field(
-        description=f"The {TOP_COUNT} most probable digits, most probable first; equal probabilities lower digit first."
+    top: list[RankedDigit] | None = Field(
+        description=f"The {TOP_COUNT} most probable digits, most probable first; equal probabilities lower digit "
+        "first; null for several digits."
     )
-    probabilities: list[float] = Field(
-        min_length=10, max_length=10, description="One probability per digit 0..9; they sum to 1 (rounded to 6 places)."
+    probabilities: list[float] | None = Field(
+        min_length=10, max_length=10, description="One probability per digit 0..9; they sum to 1 (rounded to 6 "
+        "places); null for several digits."
     )
+    number: str = Field(description="The digits read, left to right, e.g. `2026` (one digit: `7`).")
+    digits: list[DigitReading] = Field(description="Each digit read, left to right, and its box.")
     model: str = Field(description="Name of the model that answered.")
-    view: list[list[int]] = Field(
+    view: list[list[int]] | None = Field(
         min_length=28,
         max_length=28,
-        description="The 28×28 image the model saw: 28 rows of 28 values in 0..255, light ink on black.",
+        description="The 28×28 image the model saw: 28 rows of 28 values in 0..255, light ink on black; null for "
+        "several digits (see `views`).",
     )
+    views: list[list[list[int]]] = Field(description="The 28×28 image the model saw for each digit, left to right.")
 
 
 class ModelInfo(BaseModel):
@@ -96,7 +117,8 @@ class ErrorMessage(BaseModel):
 
 
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorMessage, "description": "The upload is empty, not an image, or unreadable."},
+    400: {"model": ErrorMessage, "description": "The upload is empty, not an image, or unreadable, or holds more "
+          f"than {segment.MAX_DIGITS} digits."},
     403: {"model": ErrorMessage, "description": "The request comes from a page of another site (its `Origin`)."},
     408: {"model": ErrorMessage, "description": f"The body took longer than {limits.BODY_SECONDS:g} s to arrive."},
     413: {
@@ -179,15 +201,15 @@ def create_app(
     @app.post(
         "/predict",
         response_model=Prediction,
-        summary="Read the digit in an image",
+        summary="Read the digit, or the number, in an image",
         responses=PREDICT_ERRORS,
         openapi_extra={"requestBody": PREDICT_REQUEST_BODY},
     )
     async def predict(request: Request) -> Prediction:
         data, name = await read_image_bytes(request, max_upload_bytes)
         try:
-            # (28, 28) uint8, exactly as `digits predict` reads a file; given up if the client leaves.
-            view = await limits.unless_client_leaves(request.receive, prepare(data, name))
+            # Every candidate digit, exactly as `digits predict` reads a file; given up if the client leaves.
+            layout = await limits.unless_client_leaves(request.receive, prepare(data, name))
         except decode.ImageTooLarge as error:
             raise HTTPException(413, sentence(error)) from error
         except decode.NoDigitError as error:
@@ -196,7 +218,7 @@ def create_app(
             raise HTTPException(400, sentence(error)) from error
         except PreparationFailed as error:
             raise HTTPException(error.status, str(error)) from error
-        return describe_prediction(classifier.name, view, await classify(view))
+        return describe_prediction(classifier.name, read_layout(layout, await classify.many(layout.views)))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
@@ -278,10 +300,12 @@ async def file_field(request: Request, body: AsyncGenerator[bytes, None]) -> tup
         await form.close()
 
 
-def describe_prediction(model_name: str, view: np.ndarray, prediction: DigitPrediction) -> Prediction:
-    """The API's answer for one view: the prediction's fields (as `digits predict --json` gives them), the model's
-    name and the 28×28 view it read."""
-    return Prediction(**prediction.to_dict(TOP_COUNT), model=model_name, view=view.tolist())
+def describe_prediction(model_name: str, reading: NumberPrediction) -> Prediction:
+    """The API's answer for one picture: the reading's fields (as `digits predict --json` gives them), the model's
+    name and the 28×28 views it read."""
+    views = reading.views.tolist()
+    return Prediction(**reading.to_dict(TOP_COUNT), model=model_name, view=views[0] if len(views) == 1 else None,
+                      views=views)
 
 
 def sentence(error: Exception) -> str:

@@ -28,6 +28,7 @@ from digits.pictures import decode
 
 if TYPE_CHECKING:
     from digits.inference.prediction import Prediction, Predictions
+    from digits.pictures.segment import Layout
 
 # Worker processes that prepare pictures, one per core of a small machine; more pictures wait their turn.
 PREPARATION_PROCESSES = 2
@@ -79,8 +80,13 @@ class BatchClassifier:
 
     async def __call__(self, view: np.ndarray) -> Prediction:
         """The prediction for one (28, 28) view."""
+        return (await self.many(view[np.newaxis]))[0]
+
+    async def many(self, views: np.ndarray) -> Predictions:
+        """The predictions for (N, 28, 28) views (a number's candidate digits), classified together with those of
+        the other requests waiting."""
         answer = asyncio.get_running_loop().create_future()
-        self.waiting.append((view, answer))
+        self.waiting.append((views, answer))
         if self.worker is None or self.worker.done():
             self.worker = asyncio.create_task(self.answer_waiting())
         return await answer
@@ -88,14 +94,21 @@ class BatchClassifier:
     async def answer_waiting(self) -> None:
         # The worker ends as soon as nobody waits, so nothing is left running when the server stops.
         while self.waiting:
-            batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
+            # Requests in order while their views fit in max_batch (always at least one request).
+            taken, size = 1, len(self.waiting[0][0])
+            while taken < len(self.waiting) and size + len(self.waiting[taken][0]) <= self.max_batch:
+                size += len(self.waiting[taken][0])
+                taken += 1
+            batch, self.waiting = self.waiting[:taken], self.waiting[taken:]
             answers = [answer for _, answer in batch]
             try:
-                views = np.stack([view for view, _ in batch])  # (N, 28, 28)
+                views = np.concatenate([views for views, _ in batch])  # (N, 28, 28)
                 predictions = await anyio.to_thread.run_sync(self.classify, views)
-                for answer, prediction in zip(answers, predictions, strict=True):
+                start = 0
+                for (request_views, _), answer in zip(batch, answers, strict=True):
                     if not answer.done():  # A request whose client left is cancelled.
-                        answer.set_result(prediction)
+                        answer.set_result(predictions[start : start + len(request_views)])
+                    start += len(request_views)
             except Exception as error:  # noqa: BLE001  Whatever failed, every waiting request hears of it.
                 for answer in answers:
                     if not answer.done():
@@ -149,10 +162,11 @@ class PicturePreparer:
             self.idle += self.starting
             self.starting = []
 
-    async def __call__(self, data: bytes, name: str) -> np.ndarray:
-        """The (28, 28) uint8 view of an image file's bytes, exactly as `digits predict` reads a file.
+    async def __call__(self, data: bytes, name: str) -> Layout:
+        """The candidate digits of an image file's bytes (`Layout`), exactly as `digits predict` reads a file.
 
-        Raises what `digits.pictures.prepare.prepare_file` raises (ImageError, NoDigitError), or PreparationFailed.
+        Raises what `digits.pictures.segment.find_digits_in_file` raises (ImageError, NoDigitError, TooManyDigits),
+        or PreparationFailed.
         """
         self.start(wait=False)
         for worker in self.starting:  # Workers started before the event loop ran: each joins when ready.
@@ -182,7 +196,7 @@ class PicturePreparer:
             raise PreparationFailed(500, f"The server failed to prepare {name}; see its log.")
         if isinstance(answer, BaseException):  # ("error", the ImageError the worker raised)
             raise answer
-        return np.asarray(answer)
+        return answer  # type: ignore[return-value]
 
     async def idle_worker(self) -> PreparationWorker:
         """A worker for the next picture; first come, first served (a freed worker is handed to the next in line)."""
@@ -375,10 +389,10 @@ class PreparationWorker:
 def serve_preparations(connection, memory_limit: int) -> None:
     """A worker's life: prepare each picture the pipe brings, answer its view or its error, until the pipe closes."""
     # Imported here: SciPy's filters (0.2 s) are needed in the workers, not in the server that must start answering.
-    from digits.pictures.prepare import prepare_file
+    from digits.pictures.segment import find_digits_in_file
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    prepare_file(warm_up_png())  # Loads what the first picture needs (SciPy's filters, Pillow's PNG reader).
+    find_digits_in_file(warm_up_png())  # Loads what the first picture needs (SciPy's filters, Pillow's PNG reader).
     limit_memory(memory_limit)
     silence_stderr()
     connection.send("ready")
@@ -388,7 +402,7 @@ def serve_preparations(connection, memory_limit: int) -> None:
         except (EOFError, OSError):
             return  # The server has gone.
         try:
-            answer: tuple[str, object] = ("view", prepare_file(data, name=name))
+            answer: tuple[str, object] = ("layout", find_digits_in_file(data, name=name))
         except decode.ImageError as error:
             answer = ("error", error)
         except MemoryError:

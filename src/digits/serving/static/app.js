@@ -1,15 +1,18 @@
-// The draw-a-digit page: draw with Pointer Events, send the square as a PNG to /predict, show the answer.
+// The draw-a-digit page: draw with Pointer Events (or upload a photo, or take one with the camera), send the
+// picture as a PNG to /predict, show the number, each digit's box and reading, and the 28×28 views.
 "use strict";
 
 const PAPER = "#ffffff";
 const INK = "#111111";
-// Stroke width as a fraction of the square: thick enough to stay 2–3 pixels wide once shrunk to 28×28.
+// Stroke width as a fraction of the box's height: thick enough to stay 2–3 pixels wide once shrunk to 28×28.
 const STROKE_FRACTION = 0.065;
 // While drawing, ask for a prediction at most this often; lifting the pen always asks at once.
 const LIVE_INTERVAL_MS = 150;
-// The server gets a half-size copy of the square: the digit still spans about 100 pixels, five times the
+// The server gets a half-size copy of the box: a digit still spans about 100 pixels, five times the
 // 20 it is fitted into, and preparing it costs the server half the time (benchmarks/serve_load.py).
-const SEND_SIDE = 140;
+const SEND_SCALE = 0.5;
+// Each digit's box and reading are drawn over the picture in this colour.
+const BOX_COLOUR = "#e02828";
 
 const pad = document.getElementById("pad");
 // Each stroke reads the square back once; this keeps that read cheap.
@@ -23,7 +26,16 @@ const message = document.getElementById("message");
 const barRows = Array.from(document.querySelectorAll("#bars li"));
 const viewCanvas = document.getElementById("view");
 const viewContext = viewCanvas.getContext("2d");
-const sendCanvas = Object.assign(document.createElement("canvas"), { width: SEND_SIDE, height: SEND_SIDE });
+const boxesCanvas = document.getElementById("boxes");
+const boxesContext = boxesCanvas.getContext("2d");
+const readings = document.getElementById("readings");
+const cameraButton = document.getElementById("camera");
+const snapButton = document.getElementById("snap");
+const cameraView = document.getElementById("camera-view");
+const sendCanvas = Object.assign(document.createElement("canvas"), {
+  width: pad.width * SEND_SCALE,
+  height: pad.height * SEND_SCALE,
+});
 const sendContext = sendCanvas.getContext("2d");
 
 let hasInk = false;
@@ -36,6 +48,9 @@ let inFlight = false;
 let another = false;
 let lastSentAt = 0;
 let liveTimer = null;
+// From the pixels of the picture sent to the pad's: a drawing is sent at SEND_SCALE; a photo is fitted in.
+let pictureToPad = { scale: 1 / SEND_SCALE, left: 0, top: 0 };
+let cameraStream = null;
 
 // --- drawing ------------------------------------------------------------------------------------
 
@@ -49,6 +64,8 @@ function clearPad() {
   clearTimeout(liveTimer);
   liveTimer = null;
   padHint.hidden = false;
+  pictureToPad = { scale: 1 / SEND_SCALE, left: 0, top: 0 };
+  stopCamera();
   showIdle("Draw a digit to start.");
 }
 
@@ -65,7 +82,7 @@ function canvasPoint(event) {
 function drawStroke() {
   padContext.putImageData(strokeStart, 0, 0);
   padContext.strokeStyle = padContext.fillStyle = INK;
-  padContext.lineWidth = pad.width * STROKE_FRACTION;
+  padContext.lineWidth = pad.height * STROKE_FRACTION;
   padContext.lineCap = "round";
   padContext.lineJoin = "round";
   padContext.beginPath();
@@ -125,11 +142,11 @@ document.addEventListener("keydown", (event) => {
 
 // --- asking the server --------------------------------------------------------------------------
 
-// The picture sent to the server: the square at SEND_SIDE pixels, as a PNG blob.
+// The picture sent to the server: the box at SEND_SCALE, as a PNG blob.
 function padPng() {
   sendContext.imageSmoothingEnabled = true;
   sendContext.imageSmoothingQuality = "high";
-  sendContext.drawImage(pad, 0, 0, SEND_SIDE, SEND_SIDE);
+  sendContext.drawImage(pad, 0, 0, sendCanvas.width, sendCanvas.height);
   return new Promise((resolve) => sendCanvas.toBlob(resolve, "image/png"));
 }
 
@@ -201,24 +218,60 @@ function percent(probability) {
 
 function showPrediction(prediction) {
   message.hidden = true;
-  digitOutput.textContent = String(prediction.digit);
+  digitOutput.textContent = prediction.number;
+  digitOutput.classList.toggle("number", prediction.number.length > 1);
   // A picture unlike any digit still shows the best guess, greyed, with a gentle word instead of "sure".
-  const doubtful = prediction.verdict === "not a digit";
+  const doubtful = prediction.verdict === "not a digit" || prediction.verdict === "not a number";
+  const what = prediction.digits.length > 1 ? "number" : "digit";
   digitOutput.classList.toggle("muted", doubtful);
   confidence.textContent = doubtful
-    ? `This doesn't look like a digit. Best guess: ${prediction.digit} (${percent(prediction.probability)}).`
+    ? `This doesn't look like a ${what}. Best guess: ${prediction.number} (${percent(prediction.probability)}).`
     : `${percent(prediction.probability)} sure`;
+  // The ten bars are one digit's; a number's digits each show their own reading instead.
   barRows.forEach((row, digit) => {
-    const probability = prediction.probabilities[digit];
-    row.querySelector(".bar-fill").style.width = `${(probability * 100).toFixed(2)}%`;
-    row.querySelector(".bar-value").textContent = percent(probability);
+    const probability = prediction.probabilities ? prediction.probabilities[digit] : null;
+    row.querySelector(".bar-fill").style.width = probability === null ? "0%" : `${(probability * 100).toFixed(2)}%`;
+    row.querySelector(".bar-value").textContent = probability === null ? "–" : percent(probability);
     row.classList.toggle("top", digit === prediction.digit);
   });
-  drawView(prediction.view);
+  drawView(viewContext, prediction.views[0]);
+  showDigits(prediction.digits, prediction.views);
 }
 
-function drawView(view) {
-  const pixels = viewContext.createImageData(28, 28);
+// Each digit's box over the picture, its reading under the box, and its 28×28 view in the list below.
+function showDigits(digits, views) {
+  boxesContext.clearRect(0, 0, boxesCanvas.width, boxesCanvas.height);
+  boxesContext.strokeStyle = boxesContext.fillStyle = BOX_COLOUR;
+  boxesContext.lineWidth = 2;
+  boxesContext.font = "bold 18px system-ui, sans-serif";
+  boxesContext.textAlign = "center";
+  boxesContext.textBaseline = "top";
+  readings.replaceChildren();
+  digits.forEach((reading, index) => {
+    const [x, y, width, height] = reading.box;
+    const left = pictureToPad.left + x * pictureToPad.scale;
+    const top = pictureToPad.top + y * pictureToPad.scale;
+    const right = left + width * pictureToPad.scale;
+    const bottom = top + height * pictureToPad.scale;
+    boxesContext.strokeRect(left, top, right - left, bottom - top);
+    const below = Math.min(bottom + 3, boxesCanvas.height - 20);
+    boxesContext.fillText(String(reading.digit), (left + right) / 2, below);
+
+    const item = document.createElement("li");
+    const view = Object.assign(document.createElement("canvas"), { width: 28, height: 28 });
+    drawView(view.getContext("2d"), views[index]);
+    const digit = document.createElement("strong");
+    digit.textContent = String(reading.digit);
+    const probability = document.createElement("span");
+    probability.textContent = percent(reading.probability);
+    item.append(view, digit, probability);
+    item.dataset.digit = String(reading.digit);
+    readings.append(item);
+  });
+}
+
+function drawView(context, view) {
+  const pixels = context.createImageData(28, 28);
   view.forEach((row, y) =>
     row.forEach((value, x) => {
       const offset = (y * 28 + x) * 4;
@@ -226,7 +279,7 @@ function drawView(view) {
       pixels.data[offset + 3] = 255;
     }),
   );
-  viewContext.putImageData(pixels, 0, 0);
+  context.putImageData(pixels, 0, 0);
 }
 
 function showIdle(text) {
@@ -241,6 +294,9 @@ function showIdle(text) {
   });
   viewContext.fillStyle = "#000000";
   viewContext.fillRect(0, 0, 28, 28);
+  digitOutput.classList.remove("number");
+  boxesContext.clearRect(0, 0, boxesCanvas.width, boxesCanvas.height);
+  readings.replaceChildren();
 }
 
 function showError(text) {
@@ -262,7 +318,8 @@ async function predictFile(file) {
     const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
     const width = bitmap.width * scale;
     const height = bitmap.height * scale;
-    padContext.drawImage(bitmap, (pad.width - width) / 2, (pad.height - height) / 2, width, height);
+    pictureToPad = { scale, left: (pad.width - width) / 2, top: (pad.height - height) / 2 };
+    padContext.drawImage(bitmap, pictureToPad.left, pictureToPad.top, width, height);
     hasInk = true;
   } catch (error) {
     // The browser cannot show every format (TIFF, say); the server may still read it.
@@ -289,6 +346,55 @@ document.addEventListener("drop", (event) => {
   const file = event.dataTransfer && event.dataTransfer.files[0];
   if (file) predictFile(file);
 });
+
+// --- the camera ---------------------------------------------------------------------------------
+
+// The camera's picture shows in the box; "Take the picture" reads one frame, as an uploaded photo is read.
+async function startCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    showError("This browser gives the page no camera (it needs https or localhost); upload a photo instead.");
+    return;
+  }
+  try {
+    cameraStream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+  } catch (error) {
+    showError(`The camera cannot be used (${error.name}); allow it in the browser, or upload a photo instead.`);
+    return;
+  }
+  cameraView.srcObject = cameraStream;
+  cameraView.hidden = false;
+  padHint.hidden = true;
+  snapButton.disabled = true; // Until the first frame arrives there is nothing to take.
+  snapButton.hidden = false;
+  cameraButton.hidden = true;
+}
+
+cameraView.addEventListener("loadeddata", () => {
+  snapButton.disabled = false;
+});
+
+function stopCamera() {
+  if (cameraStream) cameraStream.getTracks().forEach((track) => track.stop());
+  cameraStream = null;
+  cameraView.srcObject = null;
+  cameraView.hidden = true;
+  snapButton.hidden = true;
+  cameraButton.hidden = false;
+}
+
+async function takePicture() {
+  if (!cameraStream || cameraView.videoWidth === 0) return;
+  const frame = Object.assign(document.createElement("canvas"), {
+    width: cameraView.videoWidth,
+    height: cameraView.videoHeight,
+  });
+  frame.getContext("2d").drawImage(cameraView, 0, 0);
+  const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/png"));
+  await predictFile(new File([blob], "camera.png", { type: "image/png" }));
+}
+
+cameraButton.addEventListener("click", startCamera);
+snapButton.addEventListener("click", takePicture);
 
 // --- the model ----------------------------------------------------------------------------------
 
