@@ -189,7 +189,7 @@ def test_a_worker_killed_while_starting_is_replaced_so_the_server_keeps_all_its_
             preparer.close()
 
     view, killed, idle = asyncio.run(kill_one_while_starting())
-    assert view.shape == (28, 28) and view.max() == 255
+    assert view.is_single and view.views[0].max() == 255  # The drawn 7, found and prepared.
     assert len(idle) == 2 and killed not in idle  # Two workers again, one of them new.
 
 
@@ -215,7 +215,7 @@ def test_worker_errors_are_written_to_the_servers_stderr_at_most_ten_a_minute(ca
         return statuses, view
 
     statuses, view = asyncio.run(send_bugs(25))
-    assert statuses == [500] * 25 and view.shape == (28, 28)
+    assert statuses == [500] * 25 and view.is_single
     log = capfd.readouterr().err
     # Each logged error names the picture and ends with its traceback's cause; the 15 beyond the limit are not written.
     assert log.count("digits serve: preparing picture number 12345 failed in a worker process:") == 10, log
@@ -237,7 +237,7 @@ def test_a_worker_that_dies_while_preparing_a_picture_is_named_in_the_servers_lo
             preparer.close()
 
     status, view = asyncio.run(kill_while_preparing())
-    assert status == 503 and view.shape == (28, 28)  # The next picture is read by the worker that took its place.
+    assert status == 503 and view.is_single  # The next picture is read by the worker that took its place.
     assert ("digits serve: a worker process ended (exit status -9) while preparing a slow JPEG; another takes its "
             "place.") in capfd.readouterr().err
 
