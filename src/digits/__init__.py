@@ -13,12 +13,17 @@ import importlib
 import os
 import sys
 
+from digits import quiet_start
+
 __version__ = "0.1.0"
 
 # TensorFlow is the study's own backend and the fastest we measured on these CPUs; a user's choice wins.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# TensorFlow's C++ start-up chatter (oneDNN notices, CPU feature lines) is noise to a user of the CLI.
+# TensorFlow's C++ start-up chatter (oneDNN notices, CPU feature lines) is noise to a user of the CLI or a
+# notebook: its logging is quietened here, before anything imports TensorFlow, and the lines it writes before
+# that logging starts are caught by digits.quiet_start.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+quiet_start.install()
 
 # Each public name and the module that defines it.
 _PUBLIC = {
@@ -68,6 +73,11 @@ def _show_results_in_notebooks() -> None:
     html_formatter = shell.display_formatter.formatters["text/html"]
     for (module, class_name), function in _NOTEBOOK_DISPLAYS.items():
         html_formatter.for_type_by_name(module, class_name, _displayed_by(function))
+    # digits draws its Figures without pyplot (nothing stays open), so matplotlib's inline hook, which pyplot or
+    # `%matplotlib inline` installs, never registers: a Figure would show as "<Figure size 616x572 with 1 Axes>".
+    # A PNG printer registered by name shows it as a picture; one already registered by `%matplotlib inline`
+    # (by class) comes first, so a user's own choice of format wins.
+    shell.display_formatter.formatters["image/png"].for_type_by_name("matplotlib.figure", "Figure", _figure_png)
 
 
 def _displayed_by(function: str):
@@ -76,6 +86,10 @@ def _displayed_by(function: str):
         return getattr(importlib.import_module("digits.reporting.display"), function)(result)
 
     return html
+
+
+def _figure_png(figure) -> bytes:
+    return importlib.import_module("digits.reporting.plots").to_png(figure)
 
 
 _show_results_in_notebooks()
