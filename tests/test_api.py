@@ -88,6 +88,35 @@ def test_library_errors_name_parameters_and_the_cli_names_flags():
     assert "`" not in result.stderr
 
 
+def test_api_mistakes_are_one_sentence_naming_the_parameter():
+    data = digits.load_mnist()
+    keras_model = digits.build_model("shallow")
+    for call, words in [
+        (lambda: digits.train(data, "quick-cnn"), "`recipe` comes first and `data` second"),
+        (lambda: digits.train(3), "`recipe` is a preset's name (see digits.presets()) or a Recipe, not an int"),
+        (lambda: digits.evaluate("runs/any", "mnist"), "`data` is what digits.load_mnist() returns"),
+        (lambda: digits.evaluate(data, "runs/any"), "`run` comes first and `data` second"),
+        (lambda: digits.evaluate(keras_model), "`run` is a run (what digits.train or digits.load_run returns"),
+        (lambda: digits.compare("runs/a", 3), "`runs` is a run"),
+        (lambda: digits.predict(data.test_images[0], model=keras_model), "`model` is None (the shipped model)"),
+        (lambda: digits.predict(np.zeros((5, 784), np.uint8)), "not uint8 (5, 784)"),  # quoted as given
+        (lambda: digits.predict([data.test_images[0], np.zeros((28, 28))]), "`images[1]` is uint8 images"),
+        (lambda: digits.predict(["a.png", data.test_images[0]]), "`images` holds both arrays and paths"),
+        (lambda: digits.predict(3), "`images` is uint8 arrays or picture paths, not an int"),
+    ]:
+        with pytest.raises(digits.DigitsError) as caught:
+            call()
+        assert words in str(caught.value), str(caught.value)
+        assert "Keras model (shallow)" in str(caught.value) or "(shallow)" not in str(caught.value)
+
+
+def test_predict_takes_a_list_of_arrays_as_one_batch():
+    data = digits.load_mnist()
+    listed = digits.predict([data.test_images[0], data.test_images[1:4]])
+    np.testing.assert_array_equal(listed.probabilities, digits.predict(data.test_images[:4]).probabilities)
+    assert len(listed) == 4
+
+
 def test_sweep_and_export_errors_name_parameters_too(tmp_path):
     from digits.inference.export import export_model
     from digits.sweeps.run import default_storage, open_storage
