@@ -33,6 +33,7 @@ def test_import_digits_and_help_load_no_tensorflow():
     code = ("import sys, digits, digits.cli\n"
             "try:\n    digits.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
             "digits.get_preset('quick-cnn', epochs=2), digits.presets()\n"
+            "import pydoc; pydoc.render_doc(digits)\n"
             "heavy = sorted(name for name in ('tensorflow', 'keras', 'matplotlib') if name in sys.modules)\n"
             "print('LOADED', heavy)")
     result = run_python(code)
@@ -57,6 +58,16 @@ def test_no_public_function_shares_its_name_with_a_module():
                                    "run_study", "load_run", "presets", "build_model"}
     with pytest.raises(AttributeError):
         digits.no_such_function  # noqa: B018
+
+
+def test_help_shows_the_public_api_first():
+    import pydoc
+
+    text = pydoc.render_doc(digits, renderer=pydoc.plaintext)
+    before_the_modules = text[:text.index("PACKAGE CONTENTS")]
+    for name in set(digits.__all__) - {"__version__"}:
+        assert f"    {name}(" in before_the_modules or f"    {name} " in before_the_modules, name
+    assert dir(digits) == sorted(digits.__all__)  # tab completion offers the API, not os, sys or importlib
 
 
 def test_get_preset_takes_overrides_and_keeps_the_rest():

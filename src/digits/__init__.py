@@ -1,12 +1,28 @@
 """digits: train, understand, compare and use MNIST handwritten-digit classifiers.
 
-The public API is a handful of functions, imported on first use so that `import digits` (and `digits
---help`) loads no TensorFlow:
+The public API (`help(digits.train)` and the others say more):
+
+    load_mnist()                       the verified MNIST that ships with digits, as uint8 arrays
+    presets()                          the training presets by name: recipe, purpose, the study's result
+    get_preset(name, **overrides)      one preset's recipe, with fields replaced (epochs=2, ...)
+    build_model(name)                  a fresh Keras model: "shallow", "cnn" or "cnn-bn"
+    train(recipe, data)                train a preset into a new run folder; returns a TrainedRun
+    load_run(path)                     a finished run folder, read back as a TrainedRun
+    evaluate(run, data)                test accuracy, mistakes, verdicts, figures and report.html
+    compare(run, run, ..., data=data)  several runs on the same test images, with a verdict
+    predict(images, model=None)        read digits in uint8 arrays or in picture files and folders
+    run_study(data)                    the whole study: train, evaluate, compare, report
+    DigitsError                        the error a user can cause: one sentence naming the fix
 
     import digits
-    run = digits.train("quick-cnn", epochs=2)      # a TrainedRun: model, history, folder
-    evaluation = digits.evaluate(run)              # accuracy, mistakes, verdicts, figures
-    evaluation.confusion_matrix()                  # a matplotlib Figure, shown inline
+    data = digits.load_mnist()
+    run = digits.train("quick-cnn", data, epochs=2)   # a TrainedRun: model, history, folder
+    evaluation = digits.evaluate(run, data)           # accuracy, mistakes, verdicts, figures
+    evaluation.confusion_matrix()                     # a matplotlib Figure, shown inline in Jupyter
+
+The functions load on first use, so `import digits` (and `digits --help`) loads no TensorFlow. The
+subpackages below are the stages those functions are built from (data, training, evaluation, reporting,
+pictures, inference, serving, sweeps).
 """
 
 import importlib
@@ -49,7 +65,8 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+    # The public API only, which is what tab completion and help() should offer first.
+    return sorted(__all__)
 
 
 # In a notebook, each of these classes (module, name) shows itself through this function of digits.reporting.display.
