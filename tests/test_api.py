@@ -70,6 +70,21 @@ def test_help_shows_the_public_api_first():
     assert dir(digits) == sorted(digits.__all__)  # tab completion offers the API, not os, sys or importlib
 
 
+def test_presets_and_predictions_print_short_and_presets_show_as_a_table():
+    presets = digits.presets()
+    assert repr(presets).startswith("Presets(9: seed-shallow-mse, ") and len(repr(presets)) < 200
+    assert repr(presets["quick-cnn"]).startswith("Preset('quick-cnn': cnn, 5 epochs; ") and "Recipe(" not in repr(
+        presets["quick-cnn"])
+    from digits.reporting.display import presets_table  # what Jupyter shows (digits registers it by class name)
+
+    page = presets_table(presets)
+    assert page.count("<tr>") == 1 + len(presets) and "<code>quick-cnn</code>" in page
+
+    prediction = digits.predict(digits.load_mnist().test_images[:2])
+    for printed in (repr(prediction), repr(prediction[0])):
+        assert len(printed) < 120 and "array" not in printed and "\n" not in printed, printed
+
+
 def test_get_preset_takes_overrides_and_keeps_the_rest():
     recipe = digits.get_preset("quick-cnn", epochs=2, target_accuracy=None, validation="none")
     assert (recipe.epochs, recipe.target_accuracy, recipe.validation) == (2, None, "none")
@@ -215,10 +230,18 @@ def test_an_evaluation_draws_its_figures_and_shows_itself_as_a_card(trained, tmp
     evaluation = digits.evaluate(run, data, tmp_path / "evaluation")
 
     for figure in (evaluation.learning_curves(), evaluation.confusion_matrix(), evaluation.mistakes_gallery(),
-                   evaluation.per_class_table()):
+                   evaluation.per_class_table().figure()):
         assert isinstance(figure, Figure)
     card = evaluation._repr_html_()
     assert f"{100 * evaluation.accuracy:.2f} % test accuracy" in card and card.count("<img") == 3
+
+    # The per-class scores are a real table in a notebook (rows one can copy), and eleven short lines as text.
+    table = evaluation.per_class_table()
+    page = table._repr_html_()
+    assert page.count("<tr") == 11 and "<img" not in page
+    weakest = min(evaluation.per_class, key=lambda scores: scores.f1)
+    assert f"<td>{weakest.digit}</td><td>{weakest.precision:.3f}</td>" in page
+    assert len(repr(table).splitlines()) == 12 and "(weakest)" in repr(table)
 
 
 @pytest.mark.slow

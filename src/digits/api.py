@@ -17,7 +17,7 @@ import numpy as np
 from digits.data.mnist import Mnist, load_mnist
 from digits.errors import DigitsError
 from digits.training import recipes
-from digits.training.recipes import Preset, Recipe
+from digits.training.recipes import Presets, Recipe
 
 if TYPE_CHECKING:
     from digits.inference.files import FileResult
@@ -27,9 +27,9 @@ __all__ = ["load_mnist", "presets", "get_preset", "build_model", "train", "load_
            "predict", "run_study"]
 
 
-def presets() -> dict[str, Preset]:
-    """The named presets: each a recipe, what it is for, and what the study reported for it."""
-    return dict(recipes.PRESETS)
+def presets() -> Presets:
+    """The named presets (a dict): each a recipe, what it is for, and what the study reported for it."""
+    return Presets(recipes.PRESETS)
 
 
 def get_preset(name: str, **overrides) -> Recipe:

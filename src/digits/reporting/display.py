@@ -46,6 +46,16 @@ def evaluation_table(evaluation: Evaluation) -> str:
     return render("notebook/evaluation_table.html.j2", evaluation=evaluation)
 
 
+def presets_table(presets) -> str:
+    """The presets (digits.presets()) as a table: name, model, epochs, what each is for, the study's result."""
+    return render("notebook/presets_table.html.j2", presets=presets.values())
+
+
+def per_class_table(table) -> str:
+    """Precision, recall and F1 of each digit (an EvaluatedModel's `per_class_table()`), the weakest F1 marked."""
+    return render("notebook/per_class_table.html.j2", table=table)
+
+
 def comparison_table(comparison: Comparison) -> str:
     """A Comparison's ranking, best first, and its verdict."""
     return render("notebook/comparison_table.html.j2", comparison=comparison)
