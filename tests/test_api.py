@@ -295,3 +295,29 @@ def test_epoch_lines_print_one_line_per_epoch(capsys):
         lines.on_epoch_end(epoch, {"loss": 0.5, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.91})
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 3 and printed[2].startswith("epoch 3/3") and "validation accuracy 91.00 %" in printed[2]
+
+
+def test_training_progress_is_one_updating_bar_in_a_terminal_and_lines_in_a_pipe(monkeypatch, capsys):
+    import io
+
+    from digits.training.callbacks import EpochLines, epoch_progress
+
+    assert isinstance(epoch_progress(3, "quick-cnn"), EpochLines)  # pytest's captured stderr is a pipe
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress = epoch_progress(3, "quick-cnn")
+    progress.on_train_begin()
+    for epoch in range(3):
+        progress.on_epoch_begin(epoch)
+        progress.on_epoch_end(epoch, {"loss": 0.5, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.91})
+    progress.on_train_end()
+    screen = terminal.getvalue()
+    # One line, redrawn in place ("\r") as epochs end (at most ten times a second), left at its last state.
+    assert screen.count("\n") == 1 and screen.count("\r") >= 2 and not capsys.readouterr().out
+    last = screen.rstrip("\n").split("\r")[-1]
+    assert last.startswith("quick-cnn: epoch 3/3") and "validation accuracy 91.00 %" in last

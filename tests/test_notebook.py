@@ -98,7 +98,7 @@ def execute_in_a_kernel(cells: list[str], directory: Path, environment: dict | N
 
 
 @pytest.mark.slow
-def test_the_readme_quickstart_runs_in_a_kernel_and_draws_its_figure_inline(tmp_path):
+def test_the_readme_quickstart_runs_in_a_kernel_quietly_with_one_progress_bar_and_its_figure_inline(tmp_path):
     # DIGITS_QUICKSTART_SMALL shrinks its training the way the quickstart's own comment says.
     notebook = execute_in_a_kernel([readme_quickstart()], tmp_path, {"DIGITS_QUICKSTART_SMALL": "1"})
     outputs = notebook.cells[0].outputs
@@ -109,3 +109,7 @@ def test_the_readme_quickstart_runs_in_a_kernel_and_draws_its_figure_inline(tmp_
     assert any("image/png" in output.get("data", {}) for output in outputs if output.output_type == "execute_result")
     stderr = "".join(output.get("text", "") for output in outputs if output.get("name") == "stderr")
     assert not any(noise in stderr for noise in TENSORFLOW_NOISE), stderr
+    # Training shows one progress bar (tqdm's notebook widget), not a printed line per epoch.
+    bars = [output for output in outputs if output.output_type == "display_data"]
+    assert len(bars) == 1 and "application/vnd.jupyter.widget-view+json" in bars[0]["data"], bars
+    assert "quick-cnn: epoch" in bars[0]["data"]["text/plain"] and "epoch 1/1 ·" not in printed

@@ -57,8 +57,9 @@ def train(recipe: str | Recipe = "quick-cnn", data: Mnist | None = None, runs_di
           verbose: int | str = "epochs", tensorboard: bool = False, callbacks: Sequence = (), **overrides):
     """Train a preset (by name) or a Recipe, with field overrides; returns the run (a `TrainedRun`).
 
-    `data` defaults to the MNIST that ships with digits. verbose: "epochs" prints one line per epoch,
-    0 nothing, 1 Keras's progress bar. With tensorboard=True the run folder gets TensorBoard logs
+    `data` defaults to the MNIST that ships with digits. verbose: "epochs" shows one progress bar per training
+    (epochs, ETA, the last epoch's metrics; in Jupyter and terminals it updates in place, in logs and pipes it is
+    one line per epoch), 0 nothing, 1 Keras's progress bar. With tensorboard=True the run folder gets TensorBoard logs
     (`tensorboard --logdir <run>/tensorboard`).
     """
     from digits.training.fit import train as train_recipe
