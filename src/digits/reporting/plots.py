@@ -317,8 +317,13 @@ def reliability_diagram(before, after=None, path: str | Path | None = None, *, t
         filled = reliability.counts > 0
         axes.plot(reliability.confidence[filled], reliability.accuracy[filled], marker="o", color=colour,
                   label=f"{label} (ECE {100 * reliability.expected_calibration_error:.2f} %)")
-    # Nearly every MNIST prediction is over 90 % sure; the interesting part of the plot is the top right.
-    low = min(0.5, float(np.nanmin(before.confidence[before.counts > 0])) - 0.05)
+    # Nearly every MNIST prediction is over 90 % sure, so the plot starts near the lowest point drawn rather than at
+    # 0 — the lowest of both curves, on both axes (a calibrated curve sits lower; a bin's accuracy may fall below
+    # its confidence), so no bin is cut off.
+    drawn = [values[reliability.counts > 0] for reliability in (before, after) if reliability is not None
+             for values in (reliability.confidence, reliability.accuracy)]
+    lowest = float(np.nanmin(np.concatenate(drawn))) if drawn and any(len(values) for values in drawn) else 0.5
+    low = max(0.0, math.floor(10 * min(0.5, lowest - 0.05)) / 10)
     axes.set(xlim=(low, 1.0), ylim=(low, 1.0), xlabel="confidence (top probability)", ylabel="accuracy",
              title=title or "Reliability on the test set")
     axes.legend(loc="upper left", fontsize=8)
