@@ -109,8 +109,12 @@ class EvaluatedModel(Evaluation):
 
     def summary(self) -> ModelSummary:
         parameters = self.metrics.get("parameters") or sum(row["parameters"] for row in self.architecture) or None
+        recipe = (self.config or {}).get("recipe", {})
+        calibration = self.calibration or {}
         return ModelSummary.from_evaluation(self.name, self, training_seconds=self.metrics.get("training_seconds"),
-                                            epochs=self.metrics.get("epochs"), parameters=parameters)
+                                            epochs=self.metrics.get("epochs"), parameters=parameters,
+                                            label_smoothing=recipe.get("label_smoothing"),
+                                            calibration_error=calibration.get("expected_calibration_error"))
 
     def calibration_line(self) -> str:
         """One sentence on the expected calibration error, before and after the temperature if there is one, and
