@@ -77,6 +77,7 @@ _NOTEBOOK_DISPLAYS = {
     ("digits.reporting.evaluated_model", "EvaluatedModel"): "evaluation_card",
     ("digits.evaluation.comparison", "Comparison"): "comparison_table",
     ("digits.training.recipes", "Presets"): "presets_table",
+    ("digits.inference.files", "FileResult"): "file_result_card",
 }
 
 
