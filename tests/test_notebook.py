@@ -58,9 +58,43 @@ def test_the_study_notebook_runs_and_shows_its_figures_and_cards(tmp_path, monke
             assert html and words in html[0] and "data:image/png;base64," in html[0]
     printed = "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
                       for output in cell.outputs)
+    # Question 2 shows both models' parameter arithmetic; question 4 answers in words, with its uncertainty.
     assert "hidden   784 × 64 + 64" in printed and "= 50,240 parameters" in printed
-    assert re.search(r"The CNN's mistakes are between (more|less) similar-looking digits", printed)
+    assert "conv2    3 × 3 × 32 × 64 + 64" in printed and "= 34,826 parameters" in printed
+    assert re.search(r"(Yes|No|Not measurably): the CNN's mistakes are between .*95 % bootstrap interval "
+                     r"[-+]0\.\d{3} to [-+]0\.\d{3} over the CNN's \d+ and the shallow network's \d+ mistakes", printed)
+    # Your own digit: the picture beside the 28×28 view the model read, its top 3 and digit score.
+    [own_digit] = outputs("own-digit")
+    card = next(output["data"]["text/html"] for output in own_digit if "text/html" in output.get("data", {}))
+    assert card.count("data:image/png;base64,") == 2 and "top 3: " in card and "digit score" in card
+    assert_reads_like_a_students_notebook(notebook)
     assert len(list((tmp_path / "runs").glob("*-seed-cnn"))) == 1
+
+
+def text_lines(output) -> int:
+    """Lines of plain text an output shows: a stream's or an error's, or a value's with no HTML or picture form."""
+    if output.output_type == "stream":
+        return len(output.text.splitlines())
+    if output.output_type == "error":
+        return len(output.get("traceback", []))
+    data = output.get("data", {})
+    if {"text/html", "image/png", "application/vnd.jupyter.widget-view+json"} & set(data):
+        return 0
+    return len(data.get("text/plain", "").splitlines())
+
+
+def assert_reads_like_a_students_notebook(notebook) -> None:
+    """What the study notebook promises a student: no cell of more than 20 lines of text (training shows one
+    progress bar, not a line per epoch), no TensorFlow start-up noise, and every Figure drawn as a picture."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        assert sum(text_lines(output) for output in cell.outputs) <= 20, cell.source
+        stderr = "".join(output.get("text", "") for output in cell.outputs if output.get("name") == "stderr")
+        assert not any(noise in stderr for noise in TENSORFLOW_NOISE), stderr
+        for output in cell.outputs:
+            if output.get("data", {}).get("text/plain", "").startswith("<Figure size"):
+                assert "image/png" in output["data"], cell.source
 
 
 def readme_quickstart() -> str:
