@@ -310,6 +310,8 @@ def test_training_progress_is_one_updating_bar_in_a_terminal_and_lines_in_a_pipe
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
+    assert isinstance(epoch_progress(3, "quick-cnn"), EpochLines)  # stdout piped, as `| tee train.log` does
+    monkeypatch.setattr(sys, "stdout", Terminal())
     progress = epoch_progress(3, "quick-cnn")
     progress.on_train_begin()
     for epoch in range(3):

@@ -99,7 +99,8 @@ def epoch_progress(total_epochs: int, title: str) -> keras.callbacks.Callback:
 
             return EpochBar(total_epochs, title, notebook_bar, bar_width=None)  # the widget sizes its bar
         return EpochBar(total_epochs, title, _displayed_bar_class())
-    if _is_terminal(sys.stderr):
+    # Both streams: `digits train ... | tee train.log` pipes stdout, and that log should get its lines.
+    if _is_terminal(sys.stdout) and _is_terminal(sys.stderr):
         from tqdm import tqdm as terminal_bar
 
         return EpochBar(total_epochs, title, terminal_bar)
