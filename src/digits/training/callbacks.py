@@ -109,19 +109,19 @@ def epoch_progress(total_epochs: int, title: str) -> keras.callbacks.Callback:
 class EpochBar(keras.callbacks.Callback):
     """One tqdm bar for the whole training: epochs done, elapsed time and ETA, and the last epoch's metrics."""
 
-    def __init__(self, total_epochs: int, title: str, bar_class, bar_width: int | None = 20):
+    # The bar is 20 characters wide, so the metrics after it never squeeze it to nothing.
+    BAR_FORMAT = "{desc}: epoch {n_fmt}/{total_fmt} {bar:20} {elapsed}<{remaining}{postfix}"
+
+    def __init__(self, total_epochs: int, title: str, bar_class):
         super().__init__()
         self.total_epochs = total_epochs
         self.title = title
         self.bar_class = bar_class
-        # A fixed width in text, so the metrics after it do not squeeze the bar to nothing.
-        self.bar_field = "{bar}" if bar_width is None else f"{{bar:{bar_width}}}"
         self.bar = None
 
     def on_train_begin(self, logs=None):
         self.bar = self.bar_class(total=self.total_epochs, desc=self.title, unit="epoch", leave=True,
-                                  bar_format=f"{{desc}}: epoch {{n_fmt}}/{{total_fmt}} {self.bar_field} "
-                                             "{elapsed}<{remaining}{postfix}")
+                                  bar_format=self.BAR_FORMAT)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.bar is not None:
@@ -149,8 +149,8 @@ def _is_terminal(stream) -> bool:
 
 
 def _displayed_bar_class():
-    """A tqdm bar drawn as one notebook output updated in place (for Jupyter without ipywidgets): the saved
-    notebook keeps one line per training, not one per epoch."""
+    """A tqdm bar drawn as one notebook output updated in place (at most twice a second): the saved notebook keeps
+    one line per training, its last state, not one per epoch."""
     import io
 
     from IPython.display import display
