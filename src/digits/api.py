@@ -234,7 +234,7 @@ def _is_keras_model(value) -> bool:
 
 
 def _described(value) -> str:
-    """A wrong argument, named for a sentence: "the str 'mnist'", "a float64 array of shape (5, 784)"."""
+    """A wrong argument, named for a sentence: "the text 'mnist'", "a float64 array of shape (5, 784)"."""
     if isinstance(value, str):
         return f"the text {value[:40]!r}"
     if isinstance(value, np.ndarray):
