@@ -33,6 +33,7 @@ def test_import_digits_and_help_load_no_tensorflow():
     code = ("import sys, digits, digits.cli\n"
             "try:\n    digits.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
             "digits.get_preset('quick-cnn', epochs=2), digits.presets()\n"
+            "import pydoc; pydoc.render_doc(digits)\n"
             "heavy = sorted(name for name in ('tensorflow', 'keras', 'matplotlib') if name in sys.modules)\n"
             "print('LOADED', heavy)")
     result = run_python(code)
@@ -57,6 +58,31 @@ def test_no_public_function_shares_its_name_with_a_module():
                                    "run_study", "load_run", "presets", "build_model"}
     with pytest.raises(AttributeError):
         digits.no_such_function  # noqa: B018
+
+
+def test_help_shows_the_public_api_first():
+    import pydoc
+
+    text = pydoc.render_doc(digits, renderer=pydoc.plaintext)
+    before_the_modules = text[:text.index("PACKAGE CONTENTS")]
+    for name in set(digits.__all__) - {"__version__"}:
+        assert f"    {name}(" in before_the_modules or f"    {name} " in before_the_modules, name
+    assert dir(digits) == sorted(digits.__all__)  # tab completion offers the API, not os, sys or importlib
+
+
+def test_presets_and_predictions_print_short_and_presets_show_as_a_table():
+    presets = digits.presets()
+    assert repr(presets).startswith("Presets(9: seed-shallow-mse, ") and len(repr(presets)) < 200
+    assert repr(presets["quick-cnn"]).startswith("Preset('quick-cnn': cnn, 5 epochs; ") and "Recipe(" not in repr(
+        presets["quick-cnn"])
+    from digits.reporting.display import presets_table  # what Jupyter shows (digits registers it by class name)
+
+    page = presets_table(presets)
+    assert page.count("<tr>") == 1 + len(presets) and "<code>quick-cnn</code>" in page
+
+    prediction = digits.predict(digits.load_mnist().test_images[:2])
+    for printed in (repr(prediction), repr(prediction[0])):
+        assert len(printed) < 120 and "array" not in printed and "\n" not in printed, printed
 
 
 def test_get_preset_takes_overrides_and_keeps_the_rest():
@@ -86,6 +112,35 @@ def test_library_errors_name_parameters_and_the_cli_names_flags():
     assert result.returncode == 1
     assert "--validation holdout" in result.stderr and "--target-accuracy none" in result.stderr
     assert "`" not in result.stderr
+
+
+def test_api_mistakes_are_one_sentence_naming_the_parameter():
+    data = digits.load_mnist()
+    keras_model = digits.build_model("shallow")
+    for call, words in [
+        (lambda: digits.train(data, "quick-cnn"), "`recipe` comes first and `data` second"),
+        (lambda: digits.train(3), "`recipe` is a preset's name (see digits.presets()) or a Recipe, not an int"),
+        (lambda: digits.evaluate("runs/any", "mnist"), "`data` is what digits.load_mnist() returns"),
+        (lambda: digits.evaluate(data, "runs/any"), "`run` comes first and `data` second"),
+        (lambda: digits.evaluate(keras_model), "`run` is a run (what digits.train or digits.load_run returns"),
+        (lambda: digits.compare("runs/a", 3), "`runs` is a run"),
+        (lambda: digits.predict(data.test_images[0], model=keras_model), "`model` is None (the shipped model)"),
+        (lambda: digits.predict(np.zeros((5, 784), np.uint8)), "not uint8 (5, 784)"),  # quoted as given
+        (lambda: digits.predict([data.test_images[0], np.zeros((28, 28))]), "`images[1]` is uint8 images"),
+        (lambda: digits.predict(["a.png", data.test_images[0]]), "`images` holds both arrays and paths"),
+        (lambda: digits.predict(3), "`images` is uint8 arrays or picture paths, not an int"),
+    ]:
+        with pytest.raises(digits.DigitsError) as caught:
+            call()
+        assert words in str(caught.value), str(caught.value)
+        assert "Keras model (shallow)" in str(caught.value) or "(shallow)" not in str(caught.value)
+
+
+def test_predict_takes_a_list_of_arrays_as_one_batch():
+    data = digits.load_mnist()
+    listed = digits.predict([data.test_images[0], data.test_images[1:4]])
+    np.testing.assert_array_equal(listed.probabilities, digits.predict(data.test_images[:4]).probabilities)
+    assert len(listed) == 4
 
 
 def test_sweep_and_export_errors_name_parameters_too(tmp_path):
@@ -175,10 +230,18 @@ def test_an_evaluation_draws_its_figures_and_shows_itself_as_a_card(trained, tmp
     evaluation = digits.evaluate(run, data, tmp_path / "evaluation")
 
     for figure in (evaluation.learning_curves(), evaluation.confusion_matrix(), evaluation.mistakes_gallery(),
-                   evaluation.per_class_table()):
+                   evaluation.per_class_table().figure()):
         assert isinstance(figure, Figure)
     card = evaluation._repr_html_()
     assert f"{100 * evaluation.accuracy:.2f} % test accuracy" in card and card.count("<img") == 3
+
+    # The per-class scores are a real table in a notebook (rows one can copy), and eleven short lines as text.
+    table = evaluation.per_class_table()
+    page = table._repr_html_()
+    assert page.count("<tr") == 11 and "<img" not in page
+    weakest = min(evaluation.per_class, key=lambda scores: scores.f1)
+    assert f"<td>{weakest.digit}</td><td>{weakest.precision:.3f}</td>" in page
+    assert len(repr(table).splitlines()) == 12 and "(weakest)" in repr(table)
 
 
 @pytest.mark.slow
@@ -232,3 +295,31 @@ def test_epoch_lines_print_one_line_per_epoch(capsys):
         lines.on_epoch_end(epoch, {"loss": 0.5, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.91})
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 3 and printed[2].startswith("epoch 3/3") and "validation accuracy 91.00 %" in printed[2]
+
+
+def test_training_progress_is_one_updating_bar_in_a_terminal_and_lines_in_a_pipe(monkeypatch, capsys):
+    import io
+
+    from digits.training.callbacks import EpochLines, epoch_progress
+
+    assert isinstance(epoch_progress(3, "quick-cnn"), EpochLines)  # pytest's captured stderr is a pipe
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert isinstance(epoch_progress(3, "quick-cnn"), EpochLines)  # stdout piped, as `| tee train.log` does
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    progress = epoch_progress(3, "quick-cnn")
+    progress.on_train_begin()
+    for epoch in range(3):
+        progress.on_epoch_begin(epoch)
+        progress.on_epoch_end(epoch, {"loss": 0.5, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.91})
+    progress.on_train_end()
+    screen = terminal.getvalue()
+    # One line, redrawn in place ("\r") as epochs end (at most ten times a second), left at its last state.
+    assert screen.count("\n") == 1 and screen.count("\r") >= 2 and not capsys.readouterr().out
+    last = screen.rstrip("\n").split("\r")[-1]
+    assert last.startswith("quick-cnn: epoch 3/3") and "validation accuracy 91.00 %" in last

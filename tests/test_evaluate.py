@@ -193,3 +193,39 @@ def test_a_gap_alone_is_mild_and_one_epoch_is_too_early_to_tell():
 
     single = overfitting_verdict(history([0.5], [0.85], [0.4], [0.80]))
     assert single.level == "unknown" and single.sentence.startswith("Too early to tell: only one epoch")
+
+
+def test_one_epochs_rise_is_noise_and_a_rise_without_a_training_lead_is_not_overfitting():
+    # seed-cnn's curve: validation loss falls to 0.022 and ends at 0.026 one epoch later, while training accuracy
+    # (measured with dropout on) stays below validation.
+    validation_loss = [0.08, 0.05, 0.04, 0.035, 0.03, 0.029, 0.027, 0.026, 0.025, 0.024, 0.024, 0.023, 0.023,
+                       0.022, 0.026]
+    one_epoch = overfitting_verdict(history(np.linspace(0.3, 0.03, 15), np.linspace(0.90, 0.990, 15),
+                                            validation_loss, np.linspace(0.95, 0.992, 15)))
+    assert not one_epoch.turned_upward and one_epoch.level == "none"
+    assert one_epoch.sentence.startswith("No sign of overfitting: validation loss levelled off: lowest at epoch 14")
+
+    # Three epochs above the lowest, but training accuracy still below validation.
+    rising = overfitting_verdict(history(np.linspace(0.3, 0.03, 8), np.linspace(0.90, 0.985, 8),
+                                         [0.08, 0.05, 0.03, 0.025, 0.022, 0.025, 0.026, 0.027],
+                                         np.linspace(0.95, 0.99, 8)))
+    assert rising.turned_upward and rising.level == "none"
+    assert rising.sentence == ("No clear sign of overfitting: validation loss bottomed at epoch 5 (0.022) and rose "
+                               "to 0.027 by epoch 8, but training accuracy ends 0.5 points below validation.")
+
+
+def test_a_better_model_with_higher_loss_says_why():
+    # The study's run: quick-cnn is more accurate, yet its cross-entropy is higher than seed-cnn's.
+    quick = ModelSummary("quick-cnn", accuracy=0.9915, loss=0.129, mistakes=85, count=10_000,
+                         label_smoothing=0.1, calibration_error=0.0998)
+    seed = ModelSummary("seed-cnn", accuracy=0.9905, loss=0.084, mistakes=95, count=10_000,
+                        label_smoothing=0.0, calibration_error=0.0045)
+    sentence = compare([seed, quick]).sentence
+    assert ("with higher loss (0.129 vs 0.084), because its label smoothing (0.1) trains it to keep 10 % of its "
+            "probability off the right digit, which raises cross-entropy even where it is right (calibration error "
+            "9.98 % against 0.45 %)") in sentence
+
+    unexplained = compare([ModelSummary("a", 0.99, 0.2, 10, 1000, calibration_error=0.05),
+                           ModelSummary("b", 0.98, 0.1, 20, 1000, calibration_error=0.01)]).sentence
+    assert "with higher loss (0.200 vs 0.100): its probabilities are less well calibrated (calibration error " \
+           "5.00 % against 1.00 %)" in unexplained

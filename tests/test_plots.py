@@ -101,3 +101,22 @@ def test_figures_leave_no_pyplot_figure_open(tmp_path, history):
     plots.learning_curves(history, tmp_path / "curves.png")
     plots.confusion_figure(np.eye(10, dtype=int), tmp_path / "confusion.png")
     assert len(pyplot.get_fignums()) == before
+
+
+def test_the_reliability_diagram_shows_every_bin_of_both_curves():
+    from digits.evaluation.calibration import reliability
+
+    generator = np.random.default_rng(0)
+    labels = generator.integers(0, 10, 2000)
+    # Mostly confident, right predictions, and a few unsure ones (top probability 0.2–0.4) that are mostly wrong.
+    logits = generator.normal(size=(2000, 10))
+    logits[np.arange(2000), labels] += np.where(np.arange(2000) < 1900, 8.0, 0.0)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    softened = np.exp(logits / 3) / np.exp(logits / 3).sum(axis=1, keepdims=True)  # a higher temperature
+    before, after = reliability(labels, probabilities), reliability(labels, softened)
+    axes = plots.reliability_diagram(before, after).axes[0]
+    (x_low, x_high), (y_low, y_high) = axes.get_xlim(), axes.get_ylim()
+    for bins in (before, after):
+        filled = bins.counts > 0
+        assert (x_low <= bins.confidence[filled]).all() and (bins.confidence[filled] <= x_high).all()
+        assert (y_low <= bins.accuracy[filled]).all() and (bins.accuracy[filled] <= y_high).all()

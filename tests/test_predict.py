@@ -330,3 +330,24 @@ def test_the_server_answers_what_digits_predict_answers_for_the_same_picture(cla
     digit = {key: value for key, value in expected.to_dict().items() if key in ("digit", "probability", "digit_score")}
     assert answer == {**expected.to_dict(), "number": "7", "digits": [{**digit, "box": list(box)}],
                       "model": classifier.name, "view": view.tolist(), "views": [view.tolist()]}
+
+
+def test_a_picture_file_shows_itself_in_a_notebook_beside_the_view_the_model_read(tmp_path):
+    import base64
+    import io
+    import random
+
+    from digits.data.synthetic import stroke_picture
+    from digits.reporting.display import file_result_card
+
+    picture, _ = stroke_picture("7", random.Random(3))  # a pen-drawn 7, as a student's photo or scan would be
+    path = tmp_path / "my-digit.png"
+    picture.save(path)
+    result, = digits.predict(path, keep_originals=True)
+    assert repr(result).startswith("FileResult(path=") and len(repr(result)) < 200  # no 28×28 array printed
+
+    card = file_result_card(result)  # what Jupyter shows for it (digits registers it by class name)
+    assert f"<b>{result.digit}</b>" in card and "top 3: " in card and "digit score " in card
+    images = [Image.open(io.BytesIO(base64.b64decode(uri.split('"')[0])))
+              for uri in card.split("data:image/png;base64,")[1:]]
+    assert len(images) == 2 and images[1].size == (28 * 6, 28 * 6)  # the original, then the view, enlarged

@@ -28,13 +28,19 @@ class ModelSummary:
     training_seconds: float | None = None
     epochs: int | None = None
     parameters: int | None = None
+    # What explains a loss out of line with the accuracy: the recipe's label smoothing, and the expected
+    # calibration error (a fraction) on the test set; None when not known.
+    label_smoothing: float | None = None
+    calibration_error: float | None = None
 
     @classmethod
     def from_evaluation(cls, name: str, evaluation: Evaluation, *, training_seconds: float | None = None,
-                        epochs: int | None = None, parameters: int | None = None) -> ModelSummary:
+                        epochs: int | None = None, parameters: int | None = None,
+                        label_smoothing: float | None = None, calibration_error: float | None = None) -> ModelSummary:
         return cls(name=name, accuracy=evaluation.accuracy, loss=evaluation.loss,
                    mistakes=evaluation.mistake_count, count=evaluation.count,
-                   training_seconds=training_seconds, epochs=epochs, parameters=parameters)
+                   training_seconds=training_seconds, epochs=epochs, parameters=parameters,
+                   label_smoothing=label_smoothing, calibration_error=calibration_error)
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,22 @@ def _tie_breakers(winners: list[ModelSummary]) -> str:
 
 def _loss_clause(best: ModelSummary, other: ModelSummary) -> str:
     relation = "lower" if best.loss < other.loss else "higher" if best.loss > other.loss else "equal"
-    return f", with {relation} loss ({best.loss:.3f} vs {other.loss:.3f})"
+    clause = f", with {relation} loss ({best.loss:.3f} vs {other.loss:.3f})"
+    if relation != "higher":
+        return clause
+    # More accurate yet higher cross-entropy looks like a contradiction; say what causes it.
+    smoothing = best.label_smoothing or 0.0
+    calibration = ""
+    if best.calibration_error is not None and other.calibration_error is not None:
+        calibration = (f"calibration error {100 * best.calibration_error:.2f} % against "
+                       f"{100 * other.calibration_error:.2f} %")
+    if smoothing > (other.label_smoothing or 0.0):
+        clause += (f", because its label smoothing ({smoothing:g}) trains it to keep {100 * smoothing:g} % of its "
+                   f"probability off the right digit, which raises cross-entropy even where it is right")
+        return clause + (f" ({calibration})" if calibration else "")
+    if calibration:
+        return clause + f": its probabilities are less well calibrated ({calibration})"
+    return clause + ": fewer wrong answers, but less fitting probabilities"
 
 
 def _cost_clause(best: ModelSummary, other: ModelSummary) -> str:

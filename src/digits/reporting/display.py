@@ -46,6 +46,40 @@ def evaluation_table(evaluation: Evaluation) -> str:
     return render("notebook/evaluation_table.html.j2", evaluation=evaluation)
 
 
+def presets_table(presets) -> str:
+    """The presets (digits.presets()) as a table: name, model, epochs, what each is for, the study's result."""
+    return render("notebook/presets_table.html.j2", presets=presets.values())
+
+
+def per_class_table(table) -> str:
+    """Precision, recall and F1 of each digit (an EvaluatedModel's `per_class_table()`), the weakest F1 marked."""
+    return render("notebook/per_class_table.html.j2", table=table)
+
+
+# How many screen pixels each of the 28×28 pixels the model read takes in a card: as tall as the original's copy.
+VIEW_SCALE = 6
+
+
+def file_result_card(result) -> str:
+    """One picture file read by `digits.predict` (a FileResult): the original beside the 28×28 view the model
+    read, the digit, the top 3 and the digit score, or the reason the file could not be read."""
+    import io
+
+    from PIL import Image
+
+    def png(image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    view = None
+    if result.view is not None:
+        side = 28 * VIEW_SCALE
+        view = png(Image.fromarray(result.view).resize((side, side), Image.Resampling.NEAREST))
+    original = png(result.original) if result.original is not None else None
+    return render("notebook/file_result_card.html.j2", result=result, view_png=view, original_png=original)
+
+
 def comparison_table(comparison: Comparison) -> str:
     """A Comparison's ranking, best first, and its verdict."""
     return render("notebook/comparison_table.html.j2", comparison=comparison)

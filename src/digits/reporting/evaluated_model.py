@@ -28,6 +28,32 @@ from digits.reporting.html import GALLERY_SIZE, DataSection, ModelSection, write
 from digits.training.runs import make_folder, write_json
 
 REPORT_FILE = "report.html"
+
+
+@dataclass(frozen=True)
+class PerClassTable:
+    """Each digit's precision, recall, F1 and test images (`ClassScores` rows), the weakest F1 marked."""
+
+    name: str
+    rows: list  # ClassScores, digit 0 to 9
+
+    @property
+    def weakest(self) -> int | None:
+        """The digit read worst (lowest F1)."""
+        return min(self.rows, key=lambda scores: scores.f1).digit if self.rows else None
+
+    def figure(self):
+        return plots.per_class_table(self.rows, title=self.name)
+
+    def __repr__(self) -> str:
+        lines = [f"{self.name}: per digit", "digit  precision  recall     F1  images"]
+        lines += [f"{scores.digit:>5}  {scores.precision:>9.3f}  {scores.recall:>6.3f}  {scores.f1:>5.3f}  "
+                  f"{scores.support:>6,}{'  (weakest)' if scores.digit == self.weakest else ''}"
+                  for scores in self.rows]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return display.per_class_table(self)
 EVALUATION_FILE = "evaluation.json"
 
 
@@ -72,8 +98,10 @@ class EvaluatedModel(Evaluation):
             raise DigitsError(f"The test images of {self.name} were not kept, so its mistakes cannot be drawn.")
         return plots.mistakes_gallery(self.images, self.mistakes, count=count, title=self.name)
 
-    def per_class_table(self):
-        return plots.per_class_table(self.per_class, title=self.name)
+    def per_class_table(self) -> PerClassTable:
+        """Precision, recall and F1 of each digit: an HTML table in a notebook, text in a terminal; `.figure()`
+        draws it as the report does."""
+        return PerClassTable(self.name, list(self.per_class))
 
     def _repr_html_(self) -> str:
         # Jupyter also finds this card by the class's name (digits/__init__.py), before the Evaluation's table.
@@ -81,8 +109,12 @@ class EvaluatedModel(Evaluation):
 
     def summary(self) -> ModelSummary:
         parameters = self.metrics.get("parameters") or sum(row["parameters"] for row in self.architecture) or None
+        recipe = (self.config or {}).get("recipe", {})
+        calibration = self.calibration or {}
         return ModelSummary.from_evaluation(self.name, self, training_seconds=self.metrics.get("training_seconds"),
-                                            epochs=self.metrics.get("epochs"), parameters=parameters)
+                                            epochs=self.metrics.get("epochs"), parameters=parameters,
+                                            label_smoothing=recipe.get("label_smoothing"),
+                                            calibration_error=calibration.get("expected_calibration_error"))
 
     def calibration_line(self) -> str:
         """One sentence on the expected calibration error, before and after the temperature if there is one, and

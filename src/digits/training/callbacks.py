@@ -5,6 +5,7 @@ Python after every batch, which the whole-epoch graph calls of digits.train avoi
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -78,6 +79,100 @@ class StopAtAccuracy(keras.callbacks.Callback):
                 "seconds": seconds}
 
 
+def epoch_summary(logs: dict) -> str:
+    """An epoch's metrics in words: loss and accuracy, and the validation's when there is one."""
+    parts = [f"loss {logs.get('loss', math.nan):.4f}", f"accuracy {100 * logs.get('accuracy', math.nan):.2f} %"]
+    if "val_loss" in logs:
+        parts += [f"validation loss {logs['val_loss']:.4f}",
+                  f"validation accuracy {100 * logs.get('val_accuracy', math.nan):.2f} %"]
+    return " · ".join(parts)
+
+
+def epoch_progress(total_epochs: int, title: str) -> keras.callbacks.Callback:
+    """How `verbose="epochs"` shows training where it runs: in Jupyter, one tqdm bar per training drawn as one
+    output updated in place; in a terminal, one tqdm bar redrawn in place; in a log file or a pipe, one line per
+    epoch, which reads well there.
+
+    In Jupyter the bar is tqdm's text bar in a display updated in place rather than tqdm's ipywidgets bar: a saved
+    notebook then holds each training's last line, which every viewer shows (GitHub, nbconvert, the docs), and
+    none of the widgets' state (about 10 KB a training, which nbclient keeps even for closed widgets)."""
+    if _in_jupyter():
+        return EpochBar(total_epochs, title, _displayed_bar_class())
+    # Both streams: `digits train ... | tee train.log` pipes stdout, and that log should get its lines.
+    if _is_terminal(sys.stdout) and _is_terminal(sys.stderr):
+        from tqdm import tqdm as terminal_bar
+
+        return EpochBar(total_epochs, title, terminal_bar)
+    return EpochLines(total_epochs)
+
+
+class EpochBar(keras.callbacks.Callback):
+    """One tqdm bar for the whole training: epochs done, elapsed time and ETA, and the last epoch's metrics."""
+
+    # The bar is 20 characters wide, so the metrics after it never squeeze it to nothing.
+    BAR_FORMAT = "{desc}: epoch {n_fmt}/{total_fmt} {bar:20} {elapsed}<{remaining}{postfix}"
+
+    def __init__(self, total_epochs: int, title: str, bar_class):
+        super().__init__()
+        self.total_epochs = total_epochs
+        self.title = title
+        self.bar_class = bar_class
+        self.bar = None
+
+    def on_train_begin(self, logs=None):
+        self.bar = self.bar_class(total=self.total_epochs, desc=self.title, unit="epoch", leave=True,
+                                  bar_format=self.BAR_FORMAT)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.set_postfix_str(epoch_summary(logs or {}), refresh=False)
+            self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _in_jupyter() -> bool:
+    """Whether this process is a Jupyter kernel (not a terminal IPython), asked without importing IPython."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def _displayed_bar_class():
+    """A tqdm bar drawn as one notebook output updated in place (at most twice a second): the saved notebook keeps
+    one line per training, its last state, not one per epoch."""
+    import io
+
+    from IPython.display import display
+    from tqdm import tqdm
+
+    class DisplayedBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            self.handle = None
+            # ascii=False: tqdm would draw "#" for a stream of unknown encoding; a notebook shows Unicode blocks.
+            super().__init__(*args, file=io.StringIO(), mininterval=0.5, ascii=False, **kwargs)
+
+        def display(self, msg=None, pos=None):
+            line = {"text/plain": msg or self.__str__()}
+            if self.handle is None:
+                self.handle = display(line, raw=True, display_id=True)
+            else:
+                self.handle.update(line, raw=True)
+            return True
+
+    return DisplayedBar
+
+
 class EpochLines(keras.callbacks.Callback):
     """One printed line per finished epoch, which reads the same in a terminal, a log file and a notebook."""
 
@@ -91,10 +186,5 @@ class EpochLines(keras.callbacks.Callback):
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        parts = [f"epoch {epoch + 1}/{self.total_epochs}", f"{time.perf_counter() - self.started:.1f} s",
-                 f"loss {logs.get('loss', math.nan):.4f}", f"accuracy {100 * logs.get('accuracy', math.nan):.2f} %"]
-        if "val_loss" in logs:
-            parts += [f"validation loss {logs['val_loss']:.4f}",
-                      f"validation accuracy {100 * logs.get('val_accuracy', math.nan):.2f} %"]
-        self.print_line(" · ".join(parts))
+        self.print_line(f"epoch {epoch + 1}/{self.total_epochs} · {time.perf_counter() - self.started:.1f} s · "
+                        f"{epoch_summary(logs or {})}")

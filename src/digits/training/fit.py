@@ -28,7 +28,7 @@ import numpy as np
 from digits import __version__
 from digits.data.mnist import CLASSES, Mnist, to_model_input
 from digits.errors import DigitsError
-from digits.training.callbacks import EpochLines, RunRecorder, StopAtAccuracy
+from digits.training.callbacks import RunRecorder, StopAtAccuracy, epoch_progress
 from digits.training.models import build_model
 from digits.training.precision import PrecisionChoice, choose_precision
 from digits.training.recipes import HOLDOUT_SIZE, Recipe
@@ -334,11 +334,11 @@ def train(
 ) -> TrainedRun:
     """Train `recipe` on `data` in a new run folder in `runs_dir`; returns the run (model, history, folder).
 
-    verbose is Keras's (0 silent, 1 progress bar, 2 one line per epoch), or "epochs": one short line per
-    epoch that also reads well in a notebook. `callbacks` run after the one that records each epoch. With
-    tensorboard, TensorBoard logs go to `<run>/tensorboard/` (per epoch only, so training is not slowed).
-    Raises RunInterrupted (a KeyboardInterrupt) after closing the folder consistently if the user presses
-    Ctrl-C.
+    verbose is Keras's (0 silent, 1 progress bar, 2 one line per epoch), or "epochs": one progress bar per training
+    with the last epoch's metrics and an ETA, updated in place in Jupyter and in a terminal, and one short line per
+    epoch in a log file or a pipe (callbacks.epoch_progress). `callbacks` run after the one that records each epoch.
+    With tensorboard, TensorBoard logs go to `<run>/tensorboard/` (per epoch only, so training is not slowed).
+    Raises RunInterrupted (a KeyboardInterrupt) after closing the folder consistently if the user presses Ctrl-C.
     """
     if verbose not in ("epochs", 0, 1, 2):
         raise DigitsError(f'`verbose` is 0, 1, 2 or "epochs", not {verbose!r}.')
@@ -356,7 +356,7 @@ def train(
         write_json(run_dir / CONFIG_FILE, config)
     extra = list(callbacks)
     if verbose == "epochs":
-        extra.insert(0, EpochLines(recipe.epochs))
+        extra.insert(0, epoch_progress(recipe.epochs, recipe.preset or recipe.model))
         verbose = 0
     if tensorboard:
         # Written once per epoch, without weight histograms, graphs or profiling: nothing runs per batch.

@@ -216,6 +216,18 @@ class Preset:
     study_recipe: str | None = None
     """The study's preset this one retells faster (same model, loss and optimizer family), if any."""
 
+    def __repr__(self) -> str:
+        # The recipe's 25 fields are in `.recipe`; one line says which preset this is.
+        return f"Preset({self.name!r}: {self.recipe.model}, {self.recipe.epochs} epochs; {self.description})"
+
+
+class Presets(dict[str, Preset]):
+    """The presets by name (what `digits.presets()` returns): a dict that prints as one line of names, and shows
+    itself in a notebook as a table (digits.reporting.display.presets_table)."""
+
+    def __repr__(self) -> str:
+        return f"Presets({len(self)}: {', '.join(self)})"
+
 
 def _preset(name: str, description: str, study_result: str | None = None, study_recipe: str | None = None,
             **fields) -> Preset:
