@@ -28,7 +28,7 @@ HEADER = """\
 # the test and lint extras, and everything they pull in. Use it to reproduce the figures in the docs:
 #     .venv/bin/pip install -c constraints.txt -e '.[test]'
 # Regenerate after upgrading the environment: .venv/bin/python scripts/freeze_constraints.py
-# uvicorn has an upper bound in pyproject.toml: digits/serving/limits.py subclasses its internal HTTP protocol class.
+# uvicorn has an upper bound in pyproject.toml: digits/serving/protocol.py subclasses its internal HTTP protocol class.
 """
 
 
