@@ -174,6 +174,15 @@ def test_predict_the_api_and_the_server_give_the_same_number(classifier, number_
     assert answer["view"] is None and np.array(answer["views"]).shape == (4, 28, 28)
 
 
+def test_a_number_read_in_a_notebook_shows_the_number_and_each_digits_view(classifier, number_png):
+    from digits.reporting.display import file_result_card
+
+    (result,) = digits.predict(number_png, model=classifier, keep_originals=True)
+    card = file_result_card(result)  # what Jupyter shows for a FileResult
+    assert "<b>2026</b>" in card and "each digit, left to right: 2 (" in card and "top 3" not in card
+    assert card.count("data:image/png;base64,") == 1 + 4  # the picture, then the four views the model read
+
+
 def test_the_server_refuses_too_many_digits_in_one_sentence(classifier):
     with TestClient(create_app(classifier)) as client:
         import io

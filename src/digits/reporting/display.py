@@ -62,7 +62,8 @@ VIEW_SCALE = 6
 
 def file_result_card(result) -> str:
     """One picture file read by `digits.predict` (a FileResult): the original beside the 28×28 view the model
-    read, the digit, the top 3 and the digit score, or the reason the file could not be read."""
+    read, the digit, the top 3 and the digit score (for a number: the number, and each digit's reading and view),
+    or the reason the file could not be read."""
     import io
 
     from PIL import Image
@@ -72,12 +73,11 @@ def file_result_card(result) -> str:
         image.save(buffer, "PNG")
         return buffer.getvalue()
 
-    view = None
-    if result.view is not None:
-        side = 28 * VIEW_SCALE
-        view = png(Image.fromarray(result.view).resize((side, side), Image.Resampling.NEAREST))
+    side = 28 * VIEW_SCALE
+    views = [] if result.prediction is None else [
+        png(Image.fromarray(view).resize((side, side), Image.Resampling.NEAREST)) for view in result.prediction.views]
     original = png(result.original) if result.original is not None else None
-    return render("notebook/file_result_card.html.j2", result=result, view_png=view, original_png=original)
+    return render("notebook/file_result_card.html.j2", result=result, view_pngs=views, original_png=original)
 
 
 def comparison_table(comparison: Comparison) -> str:
