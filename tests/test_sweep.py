@@ -266,7 +266,9 @@ def test_a_sqlite_sweep_prunes_records_and_reports(tmp_path):
 def test_an_interrupted_sweep_rerun_ends_with_exactly_the_asked_trials(tmp_path):
     from digits.sweeps.run import create_study, open_storage
 
-    space = write_space(tmp_path, epochs=4, pruner="none")
+    # 40 epochs: after the first (compiling) epoch the tiny data's epochs take a few ms each, and with 4 the trial
+    # could finish before the test's Ctrl-C reached it (1 run in 3 failed so).
+    space = write_space(tmp_path, epochs=40, pruner="none")
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
     study = create_study(load_space(space), open_storage(storage), "tiny")
     for learning_rate, batch_size in ((0.02, 128), (0.01, 128), (0.02, 256)):  # three different recipes
