@@ -96,16 +96,6 @@ def test_two_touching_digits_are_not_taken_for_one_wide_digit(classifier, mnist)
     assert read(classifier, ink_picture(ink)).number == "327"
 
 
-def test_a_one_pressed_into_a_five_is_two_digits_not_a_six(classifier, mnist):
-    # MNIST training images 50023 (a 1) and 50010 (a 5): touching, the pair is no wider than one digit and was read
-    # whole as a "6"; cut a 1's width from its edge, it reads "15".
-    one, five = mnist.train_images[50023], mnist.train_images[50010]
-    assert (mnist.train_labels[50023], mnist.train_labels[50010]) == (1, 5)
-    glyphs = [mnist_glyph(one), mnist_glyph(five)]
-    ink, _ = compose_number(glyphs, [-round(0.15 * glyphs[1].shape[1])], margin=30)
-    assert read(classifier, ink_picture(ink)).number == "15"
-
-
 def test_the_two_strokes_of_a_five_are_one_digit_and_a_speck_is_no_digit(classifier):
     picture = Image.new("L", (240, 240), 255)
     draw = ImageDraw.Draw(picture)

@@ -8,8 +8,7 @@ strokes are cut into digits:
 2. joined: pieces whose columns overlap are one digit (the two strokes of a 4 or a 5, a broken loop); pieces no
    wider together than one digit are also read whole, as `prepare_image` reads them, if the classifier reads
    that clearly better than the pieces (WHOLE_PRIOR);
-3. split: a piece much wider than tall is several touching digits (a picture's only piece, a little wider than
-   tall, may be a 1 pressed into its neighbour). Cuts are searched along the columns with
+3. split: a piece much wider than tall is several touching digits. Cuts are searched along the columns with
    the least ink, a few candidates per cut, and every stretch between two candidate cuts is prepared as a
    digit; the classifier (outside this stage) scores them and `choose_digits` takes the most confident path;
 4. ordered left to right, at most MAX_DIGITS.
@@ -48,15 +47,6 @@ JOIN_OVERLAP = 0.3
 # A piece wider than this many times its height is taken for touching digits (MNIST's widest digits, a 0 or
 # a 2 with a long foot, are about as wide as tall).
 SPLIT_RATIO = 1.15
-# A picture's only piece, narrower than that but wider than CUT_RATIO times its height, may be a narrow 1 pressed
-# into its neighbour (a "15" read as a 6): it is also cut, only ONE_WIDTH of the height from either edge, each digit
-# of a cut paying NARROW_SPLIT_PRIOR / 2 of log-confidence. Chosen on MNIST *training* digits 50000-59999 drawn
-# touching as in benchmarks/read_numbers.py (500 numbers: 78.2 % read exactly before, 78.8 % after; 400 single
-# digits and 500 numbers with gaps read as before); cutting every such piece of a line read more touching numbers
-# but split wide single digits.
-CUT_RATIO = 0.8
-NARROW_SPLIT_PRIOR = -3.0
-ONE_WIDTH = 0.4
 # A digit's usual width over its height, to guess how many touching digits a wide piece holds.
 DIGIT_RATIO = 0.7
 # Candidate cut columns per digit a wide piece may hold, and how close two may be (a share of the line height).
@@ -138,7 +128,7 @@ def find_digits(image: Image.Image, *, name: str | None = None) -> Layout:
         # One piece is read as one digit exactly as `prepare_image` reads it; if wide, that is one choice of several.
         view, (top, bottom, left, right) = prepare_grey(image, grey, label, residual, threshold)
         whole = Candidate(0, 1, _picture_box((slice(top, bottom), slice(left, right)), scale, (0, 0)), view)
-        if not _is_wide(boxes[0], _line_height(boxes), CUT_RATIO):
+        if not _is_wide(boxes[0], _line_height(boxes)):
             return Layout((whole,), 1)
         return _layout(residual, strokes, boxes, threshold, scale, (0, 0), label, whole)
     offset = (0, 0)
@@ -279,10 +269,10 @@ def _line_height(boxes: list[Box]) -> int:
     return max(1, round(float(np.median([rows.stop - rows.start for rows, _ in boxes]))))
 
 
-def _is_wide(box: Box, line_height: int, ratio: float = SPLIT_RATIO) -> bool:
-    """Whether a piece is wider than one digit: its height, or the line's when it is taller, times `ratio`."""
+def _is_wide(box: Box, line_height: int) -> bool:
+    """Whether a piece is wider than one digit: its height, or the line's when it is taller, times SPLIT_RATIO."""
     rows, columns = box
-    return (columns.stop - columns.start) > ratio * max(rows.stop - rows.start, line_height)
+    return (columns.stop - columns.start) > SPLIT_RATIO * max(rows.stop - rows.start, line_height)
 
 
 # --- candidates -------------------------------------------------------------------------------------
@@ -307,21 +297,14 @@ def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshol
         else:
             view, box = _prepare_stretch(residual[rows, columns], piece, threshold)
             read_whole = Candidate(node, node + 1, _picture_box(_shift(box, rows, columns), scale, offset), view)
-        if not _is_wide((rows, columns), line_height, SPLIT_RATIO if whole is None else CUT_RATIO):
+        if not _is_wide((rows, columns), line_height):
             candidates.append(read_whole)
             node += 1
             continue
         # Any stretch between two cut columns as wide as a digit may be one: the classifier's confidence picks the
         # path, however many digits it holds, with reading the piece whole (one wide digit) always one of them.
         height = max(rows.stop - rows.start, line_height)
-        cuts = _cut_columns(piece, height)
-        split_prior = 0.0
-        if not _is_wide((rows, columns), line_height):
-            # About as wide as one digit, the piece may be a narrow 1 pressed into its neighbour: cut only a 1's
-            # width from either edge, and only where the parts read clearly better than the piece whole.
-            split_prior = NARROW_SPLIT_PRIOR / 2
-            cuts = [cut for cut in cuts if min(cut, piece.shape[1] - cut) <= ONE_WIDTH * height]
-        points = [0, *cuts, piece.shape[1]]
+        points = [0, *_cut_columns(piece, height), piece.shape[1]]
         nodes = [node, *range(node + 1, node + len(points))]
         # A picture's only piece read whole is as likely a wide digit as touching ones: single digits read as before.
         candidates.append(Candidate(node, nodes[-1], read_whole.box, read_whole.view,
@@ -339,7 +322,7 @@ def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshol
                 box = (box[0], slice(box[1].start + left, box[1].stop + left))
                 candidates.append(Candidate(nodes[first], nodes[last],
                                             _picture_box(_shift(box, rows, columns), scale, offset), view,
-                                            _width_prior(right - left, height) + split_prior))
+                                            _width_prior(right - left, height)))
         node = nodes[-1]
     end = node
     if _likely_digits(boxes, line_height) > MAX_DIGITS:
