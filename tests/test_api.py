@@ -129,6 +129,7 @@ def test_api_mistakes_are_one_sentence_naming_the_parameter():
         (lambda: digits.predict([data.test_images[0], np.zeros((28, 28))]), "`images[1]` is uint8 images"),
         (lambda: digits.predict(["a.png", data.test_images[0]]), "`images` holds both arrays and paths"),
         (lambda: digits.predict(3), "`images` is uint8 arrays or picture paths, not an int"),
+        (lambda: digits.predict([]), "`images` is empty; give uint8 arrays, picture files or folders"),
     ]:
         with pytest.raises(digits.DigitsError) as caught:
             call()

@@ -164,6 +164,8 @@ def predict(images, model=None, *, keep_originals: bool = False) -> Predictions 
     if not isinstance(images, str | Path | Iterable):
         raise DigitsError(f"`images` is uint8 arrays or picture paths, not {_described(images)}.")
     given = [images] if isinstance(images, str | Path) else list(images)
+    if not given:
+        raise DigitsError("`images` is empty; give uint8 arrays, picture files or folders holding some.")
     arrays = [image for image in given if isinstance(image, np.ndarray)]
     if given and len(arrays) == len(given):
         # A list of images, as a notebook often gathers them: one batch, each checked and quoted as it was given.
