@@ -1,7 +1,9 @@
 """What a request to `digits serve` may cost, and who may send one: the server's limits in one place.
 
-Two layers, so that no request can make the server hold more than a bounded amount of memory:
+Three layers, so that no client can make the server hold more than a bounded amount of memory or keep others waiting:
 
+- `digits.serving.protocol.LimitedListener`, the listening socket: a cap on the connections one client, and all
+  clients together, hold open, applied as each is accepted, before anything is built for it;
 - `digits.serving.protocol.LimitedHttpToolsProtocol`, uvicorn's fast HTTP parser with a cap on the request line
   and headers and a deadline for receiving them (httptools has neither, so a client could send headers without end);
 - `RequestGuard`, an ASGI middleware: a deadline for receiving the body, one budget of memory shared by
@@ -38,6 +40,17 @@ UPLOAD_BUDGET_BYTES = 128 * 2**20
 # The uploads of one client (one IPv4 address, or one IPv6 /64 network) may hold this much of it, three uploads of
 # the largest size; beyond it that client gets 429. So one client cannot keep every other upload waiting.
 CLIENT_UPLOAD_BYTES = 32 * 2**20
+
+# Open connections one client (an IPv4 address, or an IPv6 /64 network, as for CLIENT_UPLOAD_BYTES) may hold. A
+# browser opens at most 6 to one server; 64 leaves room for a few people behind one NAT address. Beyond it a new
+# connection is answered 429 and closed as it is accepted, before a transport and a parser are built for it: 1,000
+# connections arriving at once from one client used to cost the event loop a few hundred milliseconds.
+CLIENT_CONNECTIONS = 64
+# Open connections of all clients together; beyond it a new one is answered 503 and closed in the same way. Each costs
+# up to 16 KB of headers and 64 KB of body before the app reads it (about 160 MB for all of them). Fewer when the
+# process may not open that many files: CONNECTION_FILE_RESERVE of them stay for the model, the workers and the log.
+MAX_CONNECTIONS = 2048
+CONNECTION_FILE_RESERVE = 128
 
 # On SIGTERM or Ctrl+C, requests being answered get this long to finish before the server exits anyway (Docker
 # kills after 10 s). Longer than a picture's preparation limit (5 s), so a picture being prepared is answered;
@@ -129,7 +142,12 @@ class UploadBudget:
 def client_of(scope) -> str:
     """Who sent a request, for the per-client share: its IPv4 address, or its IPv6 /64 network (one host may hold
     a whole /64). Behind a reverse proxy every request comes from the proxy, which then holds one client's share."""
-    address = (scope.get("client") or ("",))[0] or ""
+    return client_key((scope.get("client") or ("",))[0] or "")
+
+
+def client_key(address: str) -> str:
+    """The client an address belongs to: itself for IPv4 (an IPv4-mapped IPv6 address is its IPv4 one), its /64
+    network for IPv6; anything else (a Unix socket's path) as it is."""
     try:
         parsed = ipaddress.ip_address(address.split("%")[0])
     except ValueError:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import ipaddress
 import logging
 import socket
@@ -21,7 +22,7 @@ from digits.data.mnist import IMAGE_SIDE
 from digits.errors import DigitsError
 from digits.serving import limits
 from digits.serving.app import create_app
-from digits.serving.protocol import LimitedHttpToolsProtocol, RateLimitedLog
+from digits.serving.protocol import LimitedHttpToolsProtocol, LimitedListener, RateLimitedLog
 
 
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
@@ -69,6 +70,11 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
                                 http=LimitedHttpToolsProtocol, timeout_graceful_shutdown=limits.STOP_SECONDS)
         server = StoppingServer(config, app.state.begin_stopping)
         logging.getLogger("uvicorn.error").addFilter(RateLimitedLog())  # After uvicorn configured it.
+        # What is loaded by now (the model, the libraries: about a million objects) lives as long as the server:
+        # frozen, the garbage collector's full passes skip it. Each walked it all, 70-110 ms of a stalled event
+        # loop, every few seconds under a flood of connections.
+        gc.collect()
+        gc.freeze()
         try:
             server.run(sockets=[listener])
         except KeyboardInterrupt:
@@ -113,7 +119,7 @@ def use_one_thread_per_inference() -> None:
         pass  # TensorFlow already started in this process (an embedding program); its settings stay.
 
 
-def open_listener(host: str, port: int) -> socket.socket:
+def open_listener(host: str, port: int) -> LimitedListener:
     """A socket bound to host:port, or a DigitsError in one sentence when that is impossible."""
     if not 0 <= port <= 65535:
         raise DigitsError(f"Port {port} is not a valid port number; choose one between 1 and 65535.")
@@ -125,7 +131,8 @@ def open_listener(host: str, port: int) -> socket.socket:
         ) from error
     # Naming the protocol (TCP) matters: only then does asyncio set TCP_NODELAY on each connection; without
     # it, a response's headers and body meet Nagle's algorithm and every keep-alive request waits 40 ms.
-    listener = socket.socket(family, kind, protocol)
+    # The listener caps the connections each client holds open, and all of them (limits.CLIENT_CONNECTIONS).
+    listener = LimitedListener(family, kind, protocol)
     # Lets a restarted server reuse the port at once; a port another program listens on is still refused.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

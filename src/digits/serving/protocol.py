@@ -1,20 +1,145 @@
-"""uvicorn's httptools protocol with the limits httptools lacks, and a rate limit on uvicorn's own log.
+"""The connections of `digits serve` below the application: its listening socket, uvicorn's httptools protocol
+with the limits httptools lacks, and a rate limit on uvicorn's own log.
 
+`LimitedListener` caps the connections each client, and all clients together, hold open, as each is accepted.
 `LimitedHttpToolsProtocol` holds each request's line and headers to `limits.MAX_HEADER_BYTES` and
 `limits.HEADER_SECONDS` before the application sees the request, and answers bytes that are not HTTP in the API's
-shape; `digits.serving.process` hands it to uvicorn. The limits themselves are in `digits.serving.limits`.
+shape. `digits.serving.process` hands both to uvicorn. The limits themselves are in `digits.serving.limits`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import resource
+import socket
 import time
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from digits.serving.limits import HEADER_SECONDS, MAX_HEADER_BYTES, SECURITY_HEADERS
+from digits.serving.limits import (
+    BUSY_HEADERS,
+    CLIENT_CONNECTIONS,
+    CONNECTION_FILE_RESERVE,
+    HEADER_SECONDS,
+    MAX_CONNECTIONS,
+    MAX_HEADER_BYTES,
+    SECURITY_HEADERS,
+    client_key,
+)
+
+CLIENT_CONNECTIONS_SENTENCE = (f"Your address already holds {CLIENT_CONNECTIONS} open connections to this server; "
+                               "close some, or wait for their answers, and connect again.")
+SERVER_CONNECTIONS_SENTENCE = ("The server holds as many open connections as it accepts; connect again in a "
+                               "moment.")
+# A refused connection is accepted, answered and closed within one call to `accept`, at most this many in a row:
+# then the event loop gets its turn (the rest of a flood waits in the kernel's queue for the next one).
+REFUSALS_PER_ACCEPT = 64
+# What a refused client has already sent is read (and dropped) once before closing: closing a socket with unread
+# bytes resets the connection, and the client would lose the answer.
+DROPPED_BYTES = bytearray(64 * 1024)
+
+
+class LimitedListener(socket.socket):
+    """The listening socket of `digits serve`, which refuses a connection as it is accepted when its client already
+    holds `client_connections` open ones (429) or the server `max_connections` (503).
+
+    The refusal is one answer written and the socket closed, within `accept` itself: asyncio never builds a
+    transport for it, nor uvicorn a protocol and a parser, which is what made a flood of connections stall
+    everyone else's requests. The connections it hands out (`CountedConnection`) give their place back when closed.
+    `max_connections` defaults to MAX_CONNECTIONS, or fewer when the process may open fewer files.
+    """
+
+    def __init__(self, family: int, kind: int, protocol: int, client_connections: int = CLIENT_CONNECTIONS,
+                 max_connections: int | None = None):
+        super().__init__(family, kind, protocol)
+        self.client_connections = client_connections
+        self.max_connections = connections_the_process_can_hold() if max_connections is None else max_connections
+        self.open_connections = 0
+        self.open_by_client: dict[str, int] = {}  # Only clients holding a connection, so it is as long as they are.
+
+    def accept(self) -> tuple[socket.socket, object]:
+        for _ in range(REFUSALS_PER_ACCEPT):
+            descriptor, address = self._accept()  # type: ignore[attr-defined]
+            connection = CountedConnection(self.family, self.type, self.proto, fileno=descriptor)
+            client = client_key(address[0] if isinstance(address, tuple) else "")
+            if self.open_by_client.get(client, 0) >= self.client_connections:
+                refuse_connection(connection, 429, CLIENT_CONNECTIONS_SENTENCE)
+            elif self.open_connections >= self.max_connections:
+                refuse_connection(connection, 503, SERVER_CONNECTIONS_SENTENCE)
+            else:
+                self.open_connections += 1
+                self.open_by_client[client] = self.open_by_client.get(client, 0) + 1
+                connection.listener, connection.client = self, client
+                if socket.getdefaulttimeout() is None and self.gettimeout():
+                    connection.setblocking(True)  # As socket.accept does.
+                return connection, address
+        raise BlockingIOError(errno.EAGAIN, "refused connections; the rest are accepted at the next turn")
+
+    def give_place_back(self, client: str) -> None:
+        self.open_connections -= 1
+        left = self.open_by_client.get(client, 0) - 1
+        if left > 0:
+            self.open_by_client[client] = left
+        else:
+            self.open_by_client.pop(client, None)
+
+
+class CountedConnection(socket.socket):
+    """An accepted connection that gives its place back to its `LimitedListener` once, when it is closed."""
+
+    listener: LimitedListener | None = None
+    client = ""
+
+    def give_place_back(self) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.give_place_back(self.client)
+
+    def close(self) -> None:
+        self.give_place_back()
+        super().close()
+
+    def detach(self) -> int:
+        self.give_place_back()
+        return super().detach()
+
+    def __del__(self) -> None:
+        self.give_place_back()  # A connection dropped without close() (an error while asyncio set it up).
+        super().__del__()  # type: ignore[misc]
+
+
+def connections_the_process_can_hold() -> int:
+    """MAX_CONNECTIONS, or fewer when the process may not open that many files: running out of them makes asyncio
+    stop accepting connections for a second (everyone's, /health's too)."""
+    files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if files == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, files - CONNECTION_FILE_RESERVE))
+
+
+def refuse_connection(connection: socket.socket, status: int, detail: str) -> None:
+    """Answer a connection just accepted in one sentence, and close it, without reading its request."""
+    connection.setblocking(False)
+    try:
+        connection.send(http_answer(status, detail, BUSY_HEADERS))
+        connection.recv_into(DROPPED_BYTES)
+    except OSError:
+        pass  # Nothing has arrived yet, or the client has gone: closing is all that is left.
+    connection.close()
+
+
+def http_answer(status: int, detail: str, extra_headers: dict[str, str]) -> bytes:
+    """A whole HTTP/1.1 answer in the API's shape: `{"detail": detail}`, the security headers and `extra_headers`."""
+    reason = {400: b"Bad Request", 408: b"Request Timeout", 429: b"Too Many Requests",
+              431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}[status]
+    body = json.dumps({"detail": detail}).encode()
+    head = [b"HTTP/1.1 %d %s" % (status, reason), b"content-type: application/json",
+            b"content-length: %d" % len(body)]
+    head += [name.encode() + b": " + value.encode() for name, value in {**extra_headers, **SECURITY_HEADERS}.items()]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -100,10 +225,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def head_over_limit(self, data: bytes) -> bool:
         """Whether the head being read, with `data` (the head's next bytes, maybe a body after them), is over
         MAX_HEADER_BYTES: the head ends at the first blank line, which may begin in the previous chunk."""
-        joined = self.head_tail + data
-        end = joined.find(b"\r\n\r\n")
-        size = self.head_bytes + (len(data) if end < 0 else end + 4 - len(self.head_tail))
-        return size > MAX_HEADER_BYTES
+        room = MAX_HEADER_BYTES - self.head_bytes
+        if len(data) <= room:
+            return False  # Under the limit wherever the head ends.
+        # Only the bytes that fit are searched for the blank line: a 67 KB head costs no more than a 16 KB one.
+        return (self.head_tail + data[:room]).find(b"\r\n\r\n") < 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.end_head()
@@ -145,12 +271,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def answer_and_close(self, status: int, detail: str) -> None:
         """Answer in one sentence, with the security headers, and close, without passing the request to the app."""
-        reason = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
-        body = json.dumps({"detail": detail}).encode()
-        head = [b"HTTP/1.1 %d %s" % (status, reason), b"content-type: application/json",
-                b"content-length: %d" % len(body), b"connection: close"]
-        head += [name.encode() + b": " + value.encode() for name, value in SECURITY_HEADERS.items()]
-        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.write(http_answer(status, detail, {"connection": "close"}))
         # Closing with unread data would reset the connection and lose the answer on the way: the rest of the
         # request is read and dropped for a second, after the answer and the end of it are sent.
         self.refused = True
