@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -235,7 +236,7 @@ class PicturePreparer:
 
     def replace(self, worker: PreparationWorker) -> None:
         """Kill a worker whose picture was abandoned, and start another in the background."""
-        worker.stop()
+        worker.stop(wait=False)
         if worker in self.workers:
             self.workers.remove(worker)
         if self.stopping:
@@ -379,11 +380,16 @@ class PreparationWorker:
         finally:
             loop.remove_reader(descriptor)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Kill the process. `wait=False` (on the event loop) leaves waiting for its end to a thread: a worker that
+        holds a large picture's memory takes 20-110 ms to end, and the loop answered nobody meanwhile."""
         self.connection.close()
         if self.process.is_alive():
             self.process.kill()
-        self.process.join(timeout=5)
+        if wait:
+            self.process.join(timeout=5)
+        else:
+            threading.Thread(target=self.process.join, args=(5,), daemon=True).start()
 
 
 def serve_preparations(connection, memory_limit: int) -> None:
