@@ -70,9 +70,9 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
                                 http=LimitedHttpToolsProtocol, timeout_graceful_shutdown=limits.STOP_SECONDS)
         server = StoppingServer(config, app.state.begin_stopping)
         logging.getLogger("uvicorn.error").addFilter(RateLimitedLog())  # After uvicorn configured it.
-        # What is loaded by now (the model, the libraries: about a million objects) lives as long as the server:
-        # frozen, the garbage collector's full passes skip it. Each walked it all, 70-110 ms of a stalled event
-        # loop, every few seconds under a flood of connections.
+        # What is loaded by now (the model, the libraries: 80,000 objects with ONNX Runtime, more with TensorFlow)
+        # lives as long as the server: frozen, the garbage collector's full passes skip it. Each walked it all,
+        # 70-300 ms of a stalled event loop on two busy cores, every few seconds under a flood of connections.
         gc.collect()
         gc.freeze()
         try:
