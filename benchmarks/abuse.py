@@ -15,6 +15,7 @@ client's wait was counted as the server's.
     .venv/bin/python benchmarks/abuse.py                  # all attacks, about 2 minutes
     .venv/bin/python benchmarks/abuse.py --only headers   # one of them
     .venv/bin/python benchmarks/abuse.py --stop           # SIGTERM with 30 slow pictures in flight (issue 24)
+    .venv/bin/python benchmarks/abuse.py --loop-steps     # and the longest step of the server's event loop
 
 Targets (issues 15 and 24): /health answers within 100 ms under every attack, the server process stays under
 600 MB (its workers have limits of their own), the legitimate request is answered (200) within the preparation
@@ -224,14 +225,16 @@ async def attack_for(port: int, name: str, seconds: float) -> None:
     await asyncio.gather(*coroutines, return_exceptions=True)
 
 
-def run_attack(port: int, name: str, seconds: float, sampler: MemorySampler, legit: bytes) -> dict:
+def run_attack(port: int, name: str, seconds: float, sampler: MemorySampler, legit: bytes,
+               loop_steps: list[tuple[float, float, float]] | None = None) -> dict:
     """One attack from a process of its own, while this one times /health and sends a legitimate drawing."""
     attackers = subprocess.Popen([sys.executable, __file__, "--attack", name, "--port", str(port),
                                   "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
     try:
         attackers.stdout.readline()  # "attacking": its hostile file is built.
         sampler.reset()
-        until = time.monotonic() + seconds
+        started = time.monotonic()
+        until = started + seconds
         health: list[float] = []
         watcher = threading.Thread(target=watch_health, args=(port, until, health))
         watcher.start()
@@ -248,23 +251,45 @@ def run_attack(port: int, name: str, seconds: float, sampler: MemorySampler, leg
             "server_peak_mb": sampler.server_peak / 2**20,
             "health_p50": statistics.median(health) if health else float("inf"),
             "health_max": max(health) if health else float("inf"),
-            "legit": f"{legit_status} in {legit_seconds:.2f} s"}
+            "legit": f"{legit_status} in {legit_seconds:.2f} s",
+            "loop_step": longest_step(loop_steps, started, until) if loop_steps is not None else None}
 
 
-def start_server() -> tuple[subprocess.Popen, int]:
-    server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--host", HOST, "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def start_server(loop_steps: list[tuple[float, float, float]] | None = None) -> tuple[subprocess.Popen, int]:
+    """`digits serve` on a free port; with `loop_steps`, through benchmarks/loop_steps.py, whose (end, CPU ms,
+    clock ms) of each long event-loop step a thread appends to that list."""
+    command = ["-m", "digits"] if loop_steps is None else [str(Path(__file__).with_name("loop_steps.py"))]
+    server = subprocess.Popen([sys.executable, *command, "serve", "--host", HOST, "--port", "0"],
+                              stdout=subprocess.PIPE, text=True,
+                              stderr=subprocess.DEVNULL if loop_steps is None else subprocess.PIPE)
     address = re.search(r"http://127\.0\.0\.1:(\d+)/", server.stdout.readline())
     if not address:
         server.kill()
         raise SystemExit("digits serve did not start")
+    if loop_steps is not None:
+        def read_steps() -> None:
+            for line in server.stderr:
+                if line.startswith("loop-step "):
+                    cpu_ms, wall_ms, end = map(float, line.split()[1:])
+                    loop_steps.append((end, cpu_ms, wall_ms))
+        threading.Thread(target=read_steps, daemon=True).start()
     return server, int(address.group(1))
+
+
+def longest_step(loop_steps: list[tuple[float, float, float]], start: float, end: float) -> str:
+    """The longest loop step that ended between `start` and `end`: its CPU time and its time on the clock."""
+    steps = [(cpu_ms, wall_ms) for ended, cpu_ms, wall_ms in loop_steps if start <= ended <= end]
+    if not steps:
+        return "none over 10 ms"
+    return "{:.0f} ms CPU, {:.0f} ms clock".format(*max(steps, key=lambda step: step[1]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="how long each attack lasts (default: 8)")
     parser.add_argument("--only", choices=sorted(ATTACKS), action="append", help="run only these attacks")
+    parser.add_argument("--loop-steps", action="store_true",
+                        help="also report each attack's longest event-loop step (benchmarks/loop_steps.py)")
     parser.add_argument("--attack", choices=sorted(ATTACKS), help=argparse.SUPPRESS)  # In the attackers' process.
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -276,7 +301,8 @@ def main() -> None:
     from digits.serving import limits, workers
 
     legit = draw_digit_png(7)
-    server, port = start_server()
+    loop_steps: list[tuple[float, float, float]] | None = [] if args.loop_steps else None
+    server, port = start_server(loop_steps)
     sampler = MemorySampler(server.pid)
     sampler.start()
     rows = []
@@ -284,7 +310,7 @@ def main() -> None:
         time.sleep(1.0)
         idle_mb = sampler.peak / 2**20
         for name in args.only or list(ATTACKS):
-            rows.append(run_attack(port, name, args.seconds, sampler, legit))
+            rows.append(run_attack(port, name, args.seconds, sampler, legit, loop_steps))
             print(f"  {name} done", file=sys.stderr, flush=True)
     finally:
         sampler.running = False
@@ -299,12 +325,14 @@ def main() -> None:
           f"uploads {limits.UPLOAD_BUDGET_BYTES / 2**20:.0f} MB "
           "together")
     print()
+    steps_column = " longest loop step |" if args.loop_steps else ""
     print(f"| attack | peak memory: server (goal < {SERVER_MEMORY_TARGET_MB:.0f} MB) | with workers | /health p50 | "
-          f"/health max (goal < {HEALTH_TARGET_MS:.0f} ms) | legitimate request |")
-    print("|---|---|---|---|---|---|")
+          f"/health max (goal < {HEALTH_TARGET_MS:.0f} ms) | legitimate request |{steps_column}")
+    print("|---|---|---|---|---|---|" + ("---|" if args.loop_steps else ""))
     for row in rows:
         print(f"| {row['description']} | {row['server_peak_mb']:.0f} MB | {row['peak_mb']:.0f} MB | "
-              f"{row['health_p50']:.1f} ms | {row['health_max']:.1f} ms | {row['legit']} |")
+              f"{row['health_p50']:.1f} ms | {row['health_max']:.1f} ms | {row['legit']} |"
+              + (f" {row['loop_step']} |" if args.loop_steps else ""))
     worst = max((row["health_max"] for row in rows), default=0.0)
     largest = max((row["server_peak_mb"] for row in rows), default=0.0)
     legit_ok = all(row["legit"].startswith("200") for row in rows)
