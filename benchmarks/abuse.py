@@ -277,11 +277,11 @@ def start_server(loop_steps: list[tuple[float, float, float]] | None = None) -> 
 
 
 def longest_step(loop_steps: list[tuple[float, float, float]], start: float, end: float) -> str:
-    """The longest loop step that ended between `start` and `end`: its CPU time and its time on the clock."""
+    """The longest loop steps that ended between `start` and `end`: in CPU time, and on the clock."""
     steps = [(cpu_ms, wall_ms) for ended, cpu_ms, wall_ms in loop_steps if start <= ended <= end]
     if not steps:
         return "none over 10 ms"
-    return "{:.0f} ms CPU, {:.0f} ms clock".format(*max(steps, key=lambda step: step[1]))
+    return f"{max(cpu for cpu, _ in steps):.0f} ms CPU, {max(wall for _, wall in steps):.0f} ms clock"
 
 
 def main() -> None:
@@ -325,7 +325,7 @@ def main() -> None:
           f"uploads {limits.UPLOAD_BUDGET_BYTES / 2**20:.0f} MB "
           "together")
     print()
-    steps_column = " longest loop step |" if args.loop_steps else ""
+    steps_column = " longest loop step (CPU, clock) |" if args.loop_steps else ""
     print(f"| attack | peak memory: server (goal < {SERVER_MEMORY_TARGET_MB:.0f} MB) | with workers | /health p50 | "
           f"/health max (goal < {HEALTH_TARGET_MS:.0f} ms) | legitimate request |{steps_column}")
     print("|---|---|---|---|---|---|" + ("---|" if args.loop_steps else ""))
@@ -374,12 +374,13 @@ ONE_READ_HEAD = (f"POST /predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: image
     b"X-%d: a\r\n" % number for number in range(6100)) + b"\r\n"  # 67 KB of 6,100 headers, in one write
 
 
-async def one_read_heads(port: int, until: float) -> None:
-    """A 67 KB head in one write, on a chunked upload whose body never comes; again a second after it is answered."""
+async def one_read_heads(port: int, until: float, source: str | None = None) -> None:
+    """A 67 KB head in one write, on a chunked upload whose body never comes; again a second after it is answered.
+    `source`: the address it comes from (default: 127.0.0.1)."""
     while time.monotonic() < until:
         writer = None
         try:
-            reader, writer = await asyncio.open_connection(HOST, port)
+            reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source, 0) if source else None)
             writer.write(ONE_READ_HEAD)
             await writer.drain()
             await asyncio.wait_for(reader.read(), max(0.1, until - time.monotonic()))
@@ -395,6 +396,9 @@ ATTACKS.update({
     "declared": ("heads declaring 128 MB of bodies never sent, 13 connections", declared_lengths),
     "oneread": ("67 KB heads in one read on chunked uploads, 1,000 connections",
                 lambda port, until: [one_read_heads(port, until) for _ in range(1000)]),
+    # The same from 100 addresses (10 connections each), as many clients would: under each client's cap.
+    "spread": ("67 KB heads in one read, 1,000 connections from 100 addresses", lambda port, until: [
+        one_read_heads(port, until, f"127.0.1.{number % 100 + 1}") for number in range(1000)]),
 })
 
 

@@ -191,7 +191,7 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html")  # limits.RequestGuard adds the security headers.
 
     @app.get("/health", response_model=Health, summary="Is the server up?")
-    def health() -> Health:
+    async def health() -> Health:  # On the event loop: a `def` went to a thread and back, behind whatever ran.
         return Health(status="ok", model=classifier.name)
 
     @app.get("/model", response_model=ModelInfo, summary="The model that answers")

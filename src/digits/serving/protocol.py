@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import json
 import logging
 import resource
@@ -124,15 +125,18 @@ def refuse_connection(connection: socket.socket, status: int, detail: str) -> No
     """Answer a connection just accepted in one sentence, and close it, without reading its request."""
     connection.setblocking(False)
     try:
-        connection.send(http_answer(status, detail, BUSY_HEADERS))
+        connection.send(http_answer(status, detail, retry_later=True))
         connection.recv_into(DROPPED_BYTES)
     except OSError:
         pass  # Nothing has arrived yet, or the client has gone: closing is all that is left.
     connection.close()
 
 
-def http_answer(status: int, detail: str, extra_headers: dict[str, str]) -> bytes:
-    """A whole HTTP/1.1 answer in the API's shape: `{"detail": detail}`, the security headers and `extra_headers`."""
+@functools.cache  # A few sentences, each sent to every connection a flood opens.
+def http_answer(status: int, detail: str, retry_later: bool = False) -> bytes:
+    """A whole HTTP/1.1 answer in the API's shape, `{"detail": detail}`, that closes the connection, with the security
+    headers, and `Retry-After: 5` when `retry_later`."""
+    extra_headers = BUSY_HEADERS if retry_later else {"connection": "close"}
     reason = {400: b"Bad Request", 408: b"Request Timeout", 429: b"Too Many Requests",
               431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}[status]
     body = json.dumps({"detail": detail}).encode()
@@ -228,8 +232,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         room = MAX_HEADER_BYTES - self.head_bytes
         if len(data) <= room:
             return False  # Under the limit wherever the head ends.
-        # Only the bytes that fit are searched for the blank line: a 67 KB head costs no more than a 16 KB one.
-        return (self.head_tail + data[:room]).find(b"\r\n\r\n") < 0
+        if (self.head_tail + data[:min(3, room)]).find(b"\r\n\r\n") >= 0:
+            return False  # The blank line began in the previous chunk and ends within the limit.
+        # Only the bytes that fit are searched, in place: a 67 KB head costs no more than a 16 KB one.
+        return data.find(b"\r\n\r\n", 0, room) < 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.end_head()
@@ -271,7 +277,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def answer_and_close(self, status: int, detail: str) -> None:
         """Answer in one sentence, with the security headers, and close, without passing the request to the app."""
-        self.transport.write(http_answer(status, detail, {"connection": "close"}))
+        self.transport.write(http_answer(status, detail))
         # Closing with unread data would reset the connection and lose the answer on the way: the rest of the
         # request is read and dropped for a second, after the answer and the end of it are sent.
         self.refused = True

@@ -183,8 +183,9 @@ class PicturePreparer:
                 "send a simpler picture (a PNG or a baseline JPEG)."
             ) from None
         except (EOFError, OSError):
-            # The worker died (killed, or out of memory): the next request gets a new one.
-            self.replace(worker)
+            # The worker died (killed, or out of memory): the next request gets a new one. It has ended, so waiting
+            # for it costs nothing, and gives its exit status to the log.
+            self.replace(worker, wait=True)
             self.error_log.write(f"a worker process ended (exit status {worker.process.exitcode}) while preparing "
                                  f"{name}; another takes its place.")
             raise PreparationFailed(503, "The server's picture preparation failed; send the picture again.") from None
@@ -234,9 +235,9 @@ class PicturePreparer:
                 return
         self.idle.append(worker)
 
-    def replace(self, worker: PreparationWorker) -> None:
+    def replace(self, worker: PreparationWorker, wait: bool = False) -> None:
         """Kill a worker whose picture was abandoned, and start another in the background."""
-        worker.stop(wait=False)
+        worker.stop(wait=wait)
         if worker in self.workers:
             self.workers.remove(worker)
         if self.stopping:
