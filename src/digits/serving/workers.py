@@ -162,9 +162,10 @@ class PicturePreparer:
             self.idle += self.starting
             self.starting = []
 
-    async def __call__(self, data: bytes, name: str) -> Layout:
+    async def __call__(self, data: bytes, name: str, drawing: tuple[int, int, int] | None = None) -> Layout:
         """The candidate digits of an image file's bytes (`Layout`), exactly as `digits predict` reads a file.
 
+        `drawing`: the bytes are a drawing of this `digits.pictures.drawing.drawing_size`, read without a decoder.
         Raises what `digits.pictures.segment.find_digits_in_file` raises (ImageError, NoDigitError, TooManyDigits),
         or PreparationFailed.
         """
@@ -174,7 +175,7 @@ class PicturePreparer:
         self.starting = []
         worker = await self.idle_worker()
         try:
-            kind, answer = await worker.prepare(data, name, self.time_limit)
+            kind, answer = await worker.prepare(data, name, self.time_limit, drawing)
         except TimeoutError:
             self.replace(worker)
             raise PreparationFailed(
@@ -351,9 +352,10 @@ class PreparationWorker:
         if ready != "ready":
             raise PreparationFailed(503, "A picture preparation worker failed to start.")
 
-    async def prepare(self, data: bytes, name: str, time_limit: float) -> tuple[str, object]:
+    async def prepare(self, data: bytes, name: str, time_limit: float,
+                      drawing: tuple[int, int, int] | None = None) -> tuple[str, object]:
         deadline = time.monotonic() + time_limit
-        message = ForkingPickler.dumps((data, name))  # What `connection.send((data, name))` writes.
+        message = ForkingPickler.dumps((data, name, drawing))  # What `connection.send(...)` writes.
         if len(message) <= DIRECT_SEND_BYTES:
             self.connection.send_bytes(message)
         else:
@@ -389,7 +391,8 @@ class PreparationWorker:
 def serve_preparations(connection, memory_limit: int) -> None:
     """A worker's life: prepare each picture the pipe brings, answer its view or its error, until the pipe closes."""
     # Imported here: SciPy's filters (0.2 s) are needed in the workers, not in the server that must start answering.
-    from digits.pictures.segment import find_digits_in_file
+    from digits.pictures.drawing import drawing_image
+    from digits.pictures.segment import find_digits, find_digits_in_file
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     find_digits_in_file(warm_up_png())  # Loads what the first picture needs (SciPy's filters, Pillow's PNG reader).
@@ -398,11 +401,14 @@ def serve_preparations(connection, memory_limit: int) -> None:
     connection.send("ready")
     while True:
         try:
-            data, name = connection.recv()
+            data, name, drawing = connection.recv()
         except (EOFError, OSError):
             return  # The server has gone.
         try:
-            answer: tuple[str, object] = ("layout", find_digits_in_file(data, name=name))
+            if drawing is None:
+                answer: tuple[str, object] = ("layout", find_digits_in_file(data, name=name))
+            else:  # Its header was checked by the server: its pixels are read as they are.
+                answer = ("layout", find_digits(drawing_image(data, drawing), name=name))
         except decode.ImageError as error:
             answer = ("error", error)
         except MemoryError:
