@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 PREPARATION_PROCESSES = 2
 # Pictures waiting for a free worker beyond this many are refused (503) rather than queued without end.
 MAX_WAITING_PICTURES = 64
-# A picture (pickled with its name) up to this size is written to an idle worker's pipe at once: the empty
-# pipe (64 KB on Linux) takes it without blocking. A bigger one is written from a thread, which waits while
-# the worker reads it. The page's drawings are 2–5 KB; the thread's round trip cost each about 0.1 ms of CPU.
-DIRECT_SEND_BYTES = 32 * 1024
+# A picture (pickled with its name) up to this size is written to an idle worker's connection at once: the empty
+# socket pair (Linux gives it 208 KB, net.core.wmem_default) takes it without blocking, and were it smaller the
+# idle worker is reading. A bigger one is written from a thread, which waits while the worker reads it. The
+# page's drawings are 39 KB of grey pixels; the thread's round trip cost each about 0.1 ms of CPU.
+DIRECT_SEND_BYTES = 64 * 1024
 # Workers that die while starting are replaced, up to this many in a row; then the server stops trying
 # (a worker that can never start, as with a broken installation, would otherwise be restarted without end).
 MAX_FAILED_STARTS = 2 * PREPARATION_PROCESSES
