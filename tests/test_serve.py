@@ -203,7 +203,9 @@ def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, dig
 # --- batching: concurrent pictures share one inference call ---------------------------------------
 
 
-def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_of_one_at_a_time(classifier):
+@pytest.mark.parametrize("in_loop", [False, True], ids=["in-a-thread", "on-the-event-loop"])
+def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_of_one_at_a_time(classifier,
+                                                                                                in_loop):
     views = load_mnist().test_images[:20]  # 20 different digits, so a mixed-up answer shows.
     batch_sizes = []
 
@@ -211,7 +213,7 @@ def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_o
         batch_sizes.append(len(batch))
         return classifier.classify(batch)
 
-    classify = BatchClassifier(recording_classify, max_batch=8)
+    classify = BatchClassifier(recording_classify, max_batch=8, in_loop=in_loop)
 
     async def all_at_once():
         return await asyncio.gather(*(classify(view) for view in views))

@@ -182,7 +182,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     stop_notice = limits.StopNotice()
     app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts, stop_notice=stop_notice)
-    classify = BatchClassifier(classifier.classify)  # What `digits predict` and `digits.predict` call.
+    # What `digits predict` and `digits.predict` call; ONNX Runtime's quick calls are made on the event loop.
+    classify = BatchClassifier(classifier.classify, in_loop=classifier.runtime == "onnxruntime")
     prepare = app.state.preparer = PicturePreparer()
 
     def begin_stopping() -> None:

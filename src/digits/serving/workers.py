@@ -71,11 +71,18 @@ class BatchClassifier:
     0.18 ms per picture for 16 or more: most of it is Python and TensorFlow overhead, which batching shares. With
     16 requests at once, each cost the whole server 2.4 ms of CPU instead of 3.0 ms. A picture alone is classified
     at once, and each picture gets the answer a call for it alone gives, up to float rounding.
+
+    `in_loop`: call `classify` on the event loop instead of in a thread. ONNX Runtime reads a drawing's digits in
+    about 0.1 ms, and handing them to a thread and back cost more than that (0.16 ms of CPU a call, measured
+    side by side); a Keras model takes milliseconds, which would hold up every other request, so it runs in a
+    thread.
     """
 
-    def __init__(self, classify: Callable[[np.ndarray], Predictions], max_batch: int = MAX_BATCH):
+    def __init__(self, classify: Callable[[np.ndarray], Predictions], max_batch: int = MAX_BATCH,
+                 in_loop: bool = False):
         self.classify = classify
         self.max_batch = max_batch
+        self.in_loop = in_loop
         self.waiting: list[tuple[np.ndarray, asyncio.Future]] = []
         self.worker: asyncio.Task | None = None
 
@@ -104,7 +111,11 @@ class BatchClassifier:
             answers = [answer for _, answer in batch]
             try:
                 views = np.concatenate([views for views, _ in batch])  # (N, 28, 28)
-                predictions = await anyio.to_thread.run_sync(self.classify, views)
+                if self.in_loop:
+                    predictions = self.classify(views)
+                    await asyncio.sleep(0)  # Other requests get the loop between two batches.
+                else:
+                    predictions = await anyio.to_thread.run_sync(self.classify, views)
                 start = 0
                 for (request_views, _), answer in zip(batch, answers, strict=True):
                     if not answer.done():  # A request whose client left is cancelled.
