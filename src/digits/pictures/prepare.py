@@ -144,8 +144,8 @@ def _nonzero_box(values: np.ndarray, margin: int) -> tuple[slice, slice]:
     if rows.size == 0:
         return slice(0, values.shape[0]), slice(0, values.shape[1])
     return (
-        slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, values.shape[0])),
-        slice(max(columns[0] - margin, 0), min(columns[-1] + 1 + margin, values.shape[1])),
+        slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, values.shape[0])),
+        slice(max(int(columns[0]) - margin, 0), min(int(columns[-1]) + 1 + margin, values.shape[1])),
     )
 
 
