@@ -74,8 +74,8 @@ class BatchClassifier:
 
     `in_loop`: call `classify` on the event loop instead of in a thread. ONNX Runtime reads a drawing's digits in
     about 0.1 ms, and handing them to a thread and back cost more than that (0.16 ms of CPU a call, measured
-    side by side); a Keras model takes milliseconds, which would hold up every other request, so it runs in a
-    thread.
+    side by side), and a whole batch (MAX_BATCH views) holds the loop about 6 ms; a Keras model takes
+    milliseconds for one, which would hold up every other request, so it runs in a thread.
     """
 
     def __init__(self, classify: Callable[[np.ndarray], Predictions], max_batch: int = MAX_BATCH,
