@@ -37,6 +37,7 @@ from digits.pictures.prepare import (
     ink_threshold,
     prepare_grey,
     remove_background,
+    upper_quartile,
 )
 
 # A picture holds at most this many digits: a phone number or a date, not a page of text.
@@ -378,7 +379,7 @@ def _prepare_stretch(residual: np.ndarray, strokes: np.ndarray, threshold: float
     left, right = max(columns[0] - 1, 0), min(columns[-1] + 2, width)
     kept = strokes[top:bottom, left:right]
     ink = residual[top:bottom, left:right]
-    level = float(np.percentile(ink[kept], 75))
+    level = upper_quartile(ink[kept])
     floor = 0.5 * threshold
     ink = np.clip((ink - floor) / max(level - floor, 1e-6), 0.0, 1.0) * _dilate(kept, 2)
     return centre_in_field(fit_box(ink)), (slice(top, bottom), slice(left, right))
