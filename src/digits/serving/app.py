@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -212,7 +212,7 @@ def create_app(
         responses=PREDICT_ERRORS,
         openapi_extra={"requestBody": PREDICT_REQUEST_BODY},
     )
-    async def predict(request: Request) -> Prediction:
+    async def predict(request: Request) -> Response:
         data, name = await read_image_bytes(request, max_upload_bytes)
         try:
             # The page's drawing is checked here, from its header; anything else is decoded by a worker.
@@ -228,7 +228,11 @@ def create_app(
             raise HTTPException(400, sentence(error)) from error
         except PreparationFailed as error:
             raise HTTPException(error.status, str(error)) from error
-        return describe_prediction(classifier.name, read_layout(layout, await classify.many(layout.views)))
+        prediction = describe_prediction(classifier.name, read_layout(layout, await classify.many(layout.views)))
+        # Encoded once by pydantic's compiled serializer: returned as a model, FastAPI would check it against
+        # `response_model` again and encode it in Python, 0.3 ms more CPU a drawing (the same values; numbers under
+        # 1e-4 are written 0.00001 rather than 1e-05). `response_model` still describes it in the OpenAPI schema.
+        return Response(prediction.model_dump_json(), media_type="application/json")
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
