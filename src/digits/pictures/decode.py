@@ -189,6 +189,8 @@ def to_grey(image: Image.Image, label: str = "the picture") -> np.ndarray:
         pixels = pixels / (65535.0 if brightest > 255 else 255.0 if brightest > 1 else 1.0)
     else:
         pixels = pixels / 255.0
+    if image.mode == "L":
+        return pixels  # 0–255 over 255: within [0, 1] already (a drawing's grey pixels).
     if pixels.ndim == 2:
         return np.clip(pixels, 0.0, 1.0)
     if pixels.shape[2] == 4:

@@ -154,9 +154,12 @@ def ink_threshold(residual: np.ndarray) -> float | None:
 
 def _nonzero_box(values: np.ndarray, margin: int) -> tuple[slice, slice]:
     """Rows and columns around every non-zero value, `margin` wider on each side within the picture."""
-    rows, columns = np.flatnonzero(values.any(axis=1)), np.flatnonzero(values.any(axis=0))
+    rows = np.flatnonzero(values.any(axis=1))
     if rows.size == 0:
         return slice(0, values.shape[0]), slice(0, values.shape[1])
+    # The columns are looked for only in the rows that hold something: the same columns, from a fraction of a
+    # drawing's pixels.
+    columns = np.flatnonzero(values[rows[0] : rows[-1] + 1].any(axis=0))
     return (
         slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, values.shape[0])),
         slice(max(int(columns[0]) - margin, 0), min(int(columns[-1]) + 1 + margin, values.shape[1])),
