@@ -1,6 +1,7 @@
 """The REST API of `digits serve`, through FastAPI's test client, and the `digits serve` command itself."""
 
 import asyncio
+import io
 import json
 import re
 import signal
@@ -18,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import child_processes, run_digits
+from conftest import child_processes, draw_digit_png, run_digits
 from digits.data.mnist import load_mnist
 from digits.inference.classifier import Classifier, load_classifier
 from digits.inference.runtime import OnnxModel
@@ -100,6 +101,86 @@ def test_multipart_upload_and_raw_body_give_the_same_answer(client, digit_png):
     assert raw == form == octet
 
 
+# --- drawings: the page's grey pixels, read without a decoder -----------------------------------------
+
+
+def page_drawing(digit_indices: list[int]) -> np.ndarray:
+    """(140, 280) uint8: MNIST test digits drawn side by side as the page sends its box, dark ink on white."""
+    test_images = load_mnist().test_images
+    canvas = np.full((140, 280), 255, np.uint8)
+    for place, index in enumerate(digit_indices):
+        # Each digit scaled to the box's height, in its own square from the left (one digit: in the middle).
+        ink = np.kron(test_images[index].astype(np.int32), np.ones((5, 5), np.int32))  # (140, 140) in 0..255
+        left = 70 if len(digit_indices) == 1 else 140 * place
+        canvas[:, left:left + 140] = np.minimum(canvas[:, left:left + 140], 255 - ink * (255 - 0x11) // 255)
+    return canvas
+
+
+def pgm(drawing: np.ndarray) -> bytes:
+    height, width = drawing.shape
+    return f"P5\n{width} {height}\n255\n".encode() + drawing.tobytes()
+
+
+def rgba_png(drawing: np.ndarray) -> bytes:
+    """The drawing as the page sent it before its grey pixels: an opaque RGBA PNG."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(drawing).convert("RGBA").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def post_drawing(client, body: bytes):
+    return client.post("/predict", content=body, headers={"Content-Type": "image/x-portable-graymap"})
+
+
+# Single digits (MNIST test images 0-3: a 7, a 2, a 1, a 0) and two numbers of two digits.
+DRAWINGS = [[0], [1], [2], [3], [4, 5], [6, 7]]
+
+
+@pytest.mark.parametrize("digit_indices", DRAWINGS, ids=lambda indices: "+".join(map(str, indices)))
+def test_a_drawing_sent_as_grey_pixels_gets_the_answer_its_png_gets(client, digit_indices):
+    drawing = page_drawing(digit_indices)
+
+    from_pixels = post_drawing(client, pgm(drawing))
+    from_png = post_png(client, rgba_png(drawing))
+
+    assert from_pixels.status_code == from_png.status_code == 200, from_pixels.text
+    pixels_answer, png_answer = from_pixels.json(), from_png.json()
+    labels = "".join(str(label) for label in load_mnist().test_labels[digit_indices])
+    assert png_answer["number"] == labels  # The drawings are read right, so agreeing means something.
+    for key in ("number", "digit", "verdict", "view", "views"):
+        assert pixels_answer[key] == png_answer[key], key
+    assert [reading["box"] for reading in pixels_answer["digits"]] == [reading["box"] for reading in
+                                                                       png_answer["digits"]]
+    np.testing.assert_allclose(pixels_answer["probability"], png_answer["probability"], atol=1e-6)
+    if png_answer["probabilities"] is not None:
+        np.testing.assert_allclose(pixels_answer["probabilities"], png_answer["probabilities"], atol=1e-6)
+
+
+def test_a_drawing_uploaded_as_a_pgm_file_gets_the_same_answer(client):
+    drawing = pgm(page_drawing([4, 5]))
+
+    as_drawing = post_drawing(client, drawing).json()
+    as_file = client.post("/predict", files={"file": ("number.pgm", drawing, "image/x-portable-graymap")}).json()
+
+    assert as_drawing == as_file
+    assert as_drawing["number"] == "41"  # MNIST test images 4 and 5.
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    (b"P5\n280 140\n255\n" + bytes(39_199), 400, ["280×140", "39,199 bytes"]),
+    (b"P5\n280 140\n255\n" + bytes(39_201), 400, ["39,201 bytes"]),
+    (b"P5\n99999 99999\n255\n" + bytes(10), 413, ["99,999×99,999", "2,048"]),
+    (b"P5\n0 140\n255\n", 400, ["0×140"]),
+    (b"P5\n28 28\n65535\n" + bytes(2 * 28 * 28), 400, ["P5"]),
+    (b"P2\n2 1\n255\n0 0\n", 400, ["binary PGM"]),
+    (draw_digit_png(7), 400, ["binary PGM"]),
+], ids=["one-byte-short", "one-byte-long", "absurd-size", "no-pixels", "16-bit", "plain-text-pgm", "a-png"])
+def test_a_malformed_drawing_is_refused_from_its_header_in_one_sentence(client, body, status, words):
+    assert_one_sentence_error(post_drawing(client, body), status, *words)
+
+
 @pytest.mark.slow
 def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, digit_png, tmp_path):
     picture = tmp_path / "seven.png"
@@ -122,7 +203,9 @@ def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, dig
 # --- batching: concurrent pictures share one inference call ---------------------------------------
 
 
-def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_of_one_at_a_time(classifier):
+@pytest.mark.parametrize("in_loop", [False, True], ids=["in-a-thread", "on-the-event-loop"])
+def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_of_one_at_a_time(classifier,
+                                                                                                in_loop):
     views = load_mnist().test_images[:20]  # 20 different digits, so a mixed-up answer shows.
     batch_sizes = []
 
@@ -130,7 +213,7 @@ def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_o
         batch_sizes.append(len(batch))
         return classifier.classify(batch)
 
-    classify = BatchClassifier(recording_classify, max_batch=8)
+    classify = BatchClassifier(recording_classify, max_batch=8, in_loop=in_loop)
 
     async def all_at_once():
         return await asyncio.gather(*(classify(view) for view in views))

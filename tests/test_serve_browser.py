@@ -4,6 +4,7 @@ Set DIGITS_SCREENSHOT=docs/serve.png to refresh the README's screenshot while th
 """
 
 import base64
+import io
 import itertools
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -151,6 +153,9 @@ def view_brightest_pixel(page) -> int:
 
 def test_drawing_a_seven_shows_seven_with_ten_bars_and_the_28x28_view(open_page, server_url, tmp_path):
     page = open_page(viewport={"width": 1000, "height": 760})
+    sent_types = set()
+    page.on("request", lambda request: request.url.endswith("/predict")
+            and sent_types.add(request.headers.get("content-type")))
     draw_with_mouse(page, SEVEN)
 
     shown_digit(page, 7)
@@ -161,18 +166,21 @@ def test_drawing_a_seven_shows_seven_with_ten_bars_and_the_28x28_view(open_page,
     assert view_brightest_pixel(page) == 255
     assert page.locator("#message").is_hidden()
 
-    # The page shows what the API says about the very picture it sends.
-    png_data_url = page.evaluate(
-        """() => padPng().then((blob) => new Promise((resolve) => {
-            const reader = new FileReader();
-            reader.onload = () => resolve(reader.result);
-            reader.readAsDataURL(blob);
-        }))"""
-    )
-    png = base64.b64decode(png_data_url.split(",", 1)[1])
-    answer = httpx.post(server_url + "/predict", content=png, headers={"Content-Type": "image/png"}).json()
+    # The page sends its drawing's grey pixels (a PGM), and shows what the API says about the very picture it sends,
+    # which is what a PNG of those pixels (what the page sent before) gets.
+    assert sent_types == {"image/x-portable-graymap"}
+    picture = page.evaluate("() => padPicture().then(({ body, type }) => ({ bytes: Array.from(body), type }))")
+    assert picture["type"] == "image/x-portable-graymap"
+    drawing = bytes(picture["bytes"])
+    assert drawing.startswith(b"P5\n280 140\n255\n") and len(drawing) == 15 + 280 * 140
+    answer = httpx.post(server_url + "/predict", content=drawing, headers={"Content-Type": picture["type"]}).json()
     assert answer["digit"] == 7
     assert page.locator("#confidence").inner_text() == f"{answer['probability'] * 100:.1f} % sure"
+    png = io.BytesIO()
+    Image.frombytes("L", (280, 140), drawing[15:]).convert("RGBA").save(png, "PNG")
+    from_png = httpx.post(server_url + "/predict", content=png.getvalue(), headers={"Content-Type": "image/png"})
+    assert from_png.json()["view"] == answer["view"]
+    assert from_png.json()["probability"] == pytest.approx(answer["probability"], abs=1e-6)
 
     page.screenshot(path=str(tmp_path / "seven.png"))
     if os.environ.get("DIGITS_SCREENSHOT"):

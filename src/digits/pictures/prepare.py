@@ -119,10 +119,24 @@ def find_ink(residual: np.ndarray,
     residual = residual[top:bottom, left:right]
     # Anti-aliased edges next to kept strokes belong to the digit; everything else is paper.
     near = _dilate(kept, 2)
-    level = float(np.percentile(residual[kept], 75))  # Typical stroke ink, not one bright speck.
+    level = upper_quartile(residual[kept])  # Typical stroke ink, not one bright speck.
     floor = 0.5 * threshold
     ink = np.clip((residual - floor) / max(level - floor, 1e-6), 0.0, 1.0) * near
     return ink, (top, bottom, left, right)
+
+
+def upper_quartile(values: np.ndarray) -> float:
+    """`float(np.percentile(values, 75))` of a 1-D float32 array, bit for bit (its linear interpolation, in float32),
+    at a tenth of its cost: one partition, no checks of the arguments."""
+    position = 0.75 * (values.size - 1)
+    below = int(position)
+    above = min(below + 1, values.size - 1)
+    ordered = np.partition(values, (below, above))
+    low, high = ordered[below], ordered[above]
+    weight = position - below
+    step = high - low
+    # NumPy's _lerp: from the nearer end, so that a weight of 1 would give `high` exactly.
+    return float(high - step * (1 - weight)) if weight >= 0.5 else float(low + step * weight)
 
 
 def ink_threshold(residual: np.ndarray) -> float | None:
@@ -140,12 +154,15 @@ def ink_threshold(residual: np.ndarray) -> float | None:
 
 def _nonzero_box(values: np.ndarray, margin: int) -> tuple[slice, slice]:
     """Rows and columns around every non-zero value, `margin` wider on each side within the picture."""
-    rows, columns = np.flatnonzero(values.any(axis=1)), np.flatnonzero(values.any(axis=0))
+    rows = np.flatnonzero(values.any(axis=1))
     if rows.size == 0:
         return slice(0, values.shape[0]), slice(0, values.shape[1])
+    # The columns are looked for only in the rows that hold something: the same columns, from a fraction of a
+    # drawing's pixels.
+    columns = np.flatnonzero(values[rows[0] : rows[-1] + 1].any(axis=0))
     return (
-        slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, values.shape[0])),
-        slice(max(columns[0] - margin, 0), min(columns[-1] + 1 + margin, values.shape[1])),
+        slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, values.shape[0])),
+        slice(max(int(columns[0]) - margin, 0), min(int(columns[-1]) + 1 + margin, values.shape[1])),
     )
 
 
@@ -249,7 +266,7 @@ def fit_box(ink: np.ndarray) -> np.ndarray:
         # Unless that would break a hairline (a bold serif font's thin strokes), so the shape changes.
         if ndimage.label(thinned > 0.5)[1] == ndimage.label(ink > 0.5)[1]:
             ink = _crop_to_ink(thinned)
-    digit = np.clip(_resize(ink, BOX_SIDE / max(ink.shape)), 0.0, None)
+    digit = np.maximum(_resize(ink, BOX_SIDE / max(ink.shape)), 0.0)
     peak = float(digit.max())
     return digit / peak if peak > 0 else digit  # Stretch the contrast: the strongest stroke is 255.
 
@@ -264,8 +281,12 @@ def _resize(pixels: np.ndarray, scale: float) -> np.ndarray:
 def _resize_to(pixels: np.ndarray, shape: tuple[int, int], method=Image.Resampling.LANCZOS) -> np.ndarray:
     if pixels.shape == shape:
         return pixels
-    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32))
-    return np.asarray(image.resize((shape[1], shape[0]), method), dtype=np.float32)
+    # Pillow's 32-bit float mode holds the array's bytes as they are: copied in and out, without fromarray's and
+    # __array_interface__'s checks (a third of the cost of a digit's resize).
+    height, width = pixels.shape
+    image = Image.frombytes("F", (width, height), np.ascontiguousarray(pixels, dtype=np.float32).tobytes())
+    resized = image.resize((shape[1], shape[0]), method).tobytes()
+    return np.frombuffer(resized, np.float32).reshape(shape)
 
 
 def _stroke_width(mask: np.ndarray) -> float:
@@ -304,13 +325,17 @@ def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
 def centre_in_field(digit: np.ndarray) -> np.ndarray:
     """Place the digit in IMAGE_SIDE² so its centre of mass is at the centre, as MNIST did (whole pixels)."""
     height, width = digit.shape
-    if digit.sum() > 0:
-        centre_row, centre_column = ndimage.center_of_mass(digit)
+    total = digit.sum()
+    if total > 0:
+        # SciPy's center_of_mass, the same sums in the same order, without its checks: each coordinate weighted by
+        # the ink there (in float64), over the ink's float32 sum.
+        centre_row = (digit * np.arange(height, dtype=float)[:, np.newaxis]).sum() / total
+        centre_column = (digit * np.arange(width, dtype=float)[np.newaxis, :]).sum() / total
     else:
         centre_row, centre_column = height / 2, width / 2
     middle = IMAGE_SIDE / 2
-    top = int(np.clip(round(middle - centre_row), 0, IMAGE_SIDE - height))
-    left = int(np.clip(round(middle - centre_column), 0, IMAGE_SIDE - width))
+    top = min(max(round(middle - centre_row), 0), IMAGE_SIDE - height)
+    left = min(max(round(middle - centre_column), 0), IMAGE_SIDE - width)
     field = np.zeros((IMAGE_SIDE, IMAGE_SIDE), np.float32)
     field[top : top + height, left : left + width] = digit
     return np.round(np.clip(field, 0.0, 1.0) * 255).astype(np.uint8)

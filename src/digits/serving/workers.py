@@ -35,10 +35,11 @@ if TYPE_CHECKING:
 PREPARATION_PROCESSES = 2
 # Pictures waiting for a free worker beyond this many are refused (503) rather than queued without end.
 MAX_WAITING_PICTURES = 64
-# A picture (pickled with its name) up to this size is written to an idle worker's pipe at once: the empty
-# pipe (64 KB on Linux) takes it without blocking. A bigger one is written from a thread, which waits while
-# the worker reads it. The page's drawings are 2–5 KB; the thread's round trip cost each about 0.1 ms of CPU.
-DIRECT_SEND_BYTES = 32 * 1024
+# A picture (pickled with its name) up to this size is written to an idle worker's connection at once: the empty
+# socket pair (Linux gives it 208 KB, net.core.wmem_default) takes it without blocking, and were it smaller the
+# idle worker is reading. A bigger one is written from a thread, which waits while the worker reads it. The
+# page's drawings are 39 KB of grey pixels; the thread's round trip cost each about 0.1 ms of CPU.
+DIRECT_SEND_BYTES = 64 * 1024
 # Workers that die while starting are replaced, up to this many in a row; then the server stops trying
 # (a worker that can never start, as with a broken installation, would otherwise be restarted without end).
 MAX_FAILED_STARTS = 2 * PREPARATION_PROCESSES
@@ -71,11 +72,18 @@ class BatchClassifier:
     0.18 ms per picture for 16 or more: most of it is Python and TensorFlow overhead, which batching shares. With
     16 requests at once, each cost the whole server 2.4 ms of CPU instead of 3.0 ms. A picture alone is classified
     at once, and each picture gets the answer a call for it alone gives, up to float rounding.
+
+    `in_loop`: call `classify` on the event loop instead of in a thread. ONNX Runtime reads a drawing's digits in
+    about 0.1 ms, and handing them to a thread and back cost more than that (0.16 ms of CPU a call, measured
+    side by side), and a whole batch (MAX_BATCH views) holds the loop about 6 ms; a Keras model takes
+    milliseconds for one, which would hold up every other request, so it runs in a thread.
     """
 
-    def __init__(self, classify: Callable[[np.ndarray], Predictions], max_batch: int = MAX_BATCH):
+    def __init__(self, classify: Callable[[np.ndarray], Predictions], max_batch: int = MAX_BATCH,
+                 in_loop: bool = False):
         self.classify = classify
         self.max_batch = max_batch
+        self.in_loop = in_loop
         self.waiting: list[tuple[np.ndarray, asyncio.Future]] = []
         self.worker: asyncio.Task | None = None
 
@@ -104,7 +112,11 @@ class BatchClassifier:
             answers = [answer for _, answer in batch]
             try:
                 views = np.concatenate([views for views, _ in batch])  # (N, 28, 28)
-                predictions = await anyio.to_thread.run_sync(self.classify, views)
+                if self.in_loop:
+                    predictions = self.classify(views)
+                    await asyncio.sleep(0)  # Other requests get the loop between two batches.
+                else:
+                    predictions = await anyio.to_thread.run_sync(self.classify, views)
                 start = 0
                 for (request_views, _), answer in zip(batch, answers, strict=True):
                     if not answer.done():  # A request whose client left is cancelled.
@@ -163,9 +175,10 @@ class PicturePreparer:
             self.idle += self.starting
             self.starting = []
 
-    async def __call__(self, data: bytes, name: str) -> Layout:
+    async def __call__(self, data: bytes, name: str, drawing: tuple[int, int, int] | None = None) -> Layout:
         """The candidate digits of an image file's bytes (`Layout`), exactly as `digits predict` reads a file.
 
+        `drawing`: the bytes are a drawing of this `digits.pictures.drawing.drawing_size`, read without a decoder.
         Raises what `digits.pictures.segment.find_digits_in_file` raises (ImageError, NoDigitError, TooManyDigits),
         or PreparationFailed.
         """
@@ -175,7 +188,7 @@ class PicturePreparer:
         self.starting = []
         worker = await self.idle_worker()
         try:
-            kind, answer = await worker.prepare(data, name, self.time_limit)
+            kind, answer = await worker.prepare(data, name, self.time_limit, drawing)
         except TimeoutError:
             self.replace(worker)
             raise PreparationFailed(
@@ -353,9 +366,10 @@ class PreparationWorker:
         if ready != "ready":
             raise PreparationFailed(503, "A picture preparation worker failed to start.")
 
-    async def prepare(self, data: bytes, name: str, time_limit: float) -> tuple[str, object]:
+    async def prepare(self, data: bytes, name: str, time_limit: float,
+                      drawing: tuple[int, int, int] | None = None) -> tuple[str, object]:
         deadline = time.monotonic() + time_limit
-        message = ForkingPickler.dumps((data, name))  # What `connection.send((data, name))` writes.
+        message = ForkingPickler.dumps((data, name, drawing))  # What `connection.send(...)` writes.
         if len(message) <= DIRECT_SEND_BYTES:
             self.connection.send_bytes(message)
         else:
@@ -396,7 +410,8 @@ class PreparationWorker:
 def serve_preparations(connection, memory_limit: int) -> None:
     """A worker's life: prepare each picture the pipe brings, answer its view or its error, until the pipe closes."""
     # Imported here: SciPy's filters (0.2 s) are needed in the workers, not in the server that must start answering.
-    from digits.pictures.segment import find_digits_in_file
+    from digits.pictures.drawing import drawing_image
+    from digits.pictures.segment import find_digits, find_digits_in_file
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     find_digits_in_file(warm_up_png())  # Loads what the first picture needs (SciPy's filters, Pillow's PNG reader).
@@ -405,11 +420,14 @@ def serve_preparations(connection, memory_limit: int) -> None:
     connection.send("ready")
     while True:
         try:
-            data, name = connection.recv()
+            data, name, drawing = connection.recv()
         except (EOFError, OSError):
             return  # The server has gone.
         try:
-            answer: tuple[str, object] = ("layout", find_digits_in_file(data, name=name))
+            if drawing is None:
+                answer: tuple[str, object] = ("layout", find_digits_in_file(data, name=name))
+            else:  # Its header was checked by the server: its pixels are read as they are.
+                answer = ("layout", find_digits(drawing_image(data, drawing), name=name))
         except decode.ImageError as error:
             answer = ("error", error)
         except MemoryError:

@@ -1,5 +1,6 @@
 // The draw-a-digit page: draw with Pointer Events (or upload a photo, or take one with the camera), send the
-// picture as a PNG to /predict, show the number, each digit's box and reading, and the 28×28 views.
+// drawing's grey pixels (or the photo's file) to /predict, show the number, each digit's box and reading, and the
+// 28×28 views.
 "use strict";
 
 const PAPER = "#ffffff";
@@ -36,7 +37,11 @@ const sendCanvas = Object.assign(document.createElement("canvas"), {
   width: pad.width * SEND_SCALE,
   height: pad.height * SEND_SCALE,
 });
-const sendContext = sendCanvas.getContext("2d");
+// Each drawing sent is read back from it.
+const sendContext = sendCanvas.getContext("2d", { willReadFrequently: true });
+// A drawing is sent as its grey pixels, a binary PGM: the server reads them without decoding a PNG
+// (docs/serve.md). A box holding colour (a photo drawn over) is sent as a PNG, read as any picture is.
+const DRAWING_TYPE = "image/x-portable-graymap";
 
 let hasInk = false;
 let activePointer = null;
@@ -142,12 +147,24 @@ document.addEventListener("keydown", (event) => {
 
 // --- asking the server --------------------------------------------------------------------------
 
-// The picture sent to the server: the box at SEND_SCALE, as a PNG blob.
-function padPng() {
+// The picture sent to the server: the box at SEND_SCALE, as a PGM of its grey pixels ({ body, type }); as a PNG
+// when a pixel is coloured or not opaque, which grey bytes cannot say.
+function padPicture() {
   sendContext.imageSmoothingEnabled = true;
   sendContext.imageSmoothingQuality = "high";
   sendContext.drawImage(pad, 0, 0, sendCanvas.width, sendCanvas.height);
-  return new Promise((resolve) => sendCanvas.toBlob(resolve, "image/png"));
+  const { data, width, height } = sendContext.getImageData(0, 0, sendCanvas.width, sendCanvas.height);
+  const header = new TextEncoder().encode(`P5\n${width} ${height}\n255\n`);
+  const pgm = new Uint8Array(header.length + width * height);
+  pgm.set(header);
+  for (let source = 0, target = header.length; source < data.length; source += 4, target += 1) {
+    const grey = data[source];
+    if (data[source + 1] !== grey || data[source + 2] !== grey || data[source + 3] !== 255) {
+      return new Promise((resolve) => sendCanvas.toBlob((png) => resolve({ body: png, type: "image/png" }), "image/png"));
+    }
+    pgm[target] = grey;
+  }
+  return Promise.resolve({ body: pgm, type: DRAWING_TYPE });
 }
 
 function scheduleLivePrediction() {
@@ -176,9 +193,9 @@ async function predictDrawing() {
   lastSentAt = performance.now();
   const sentFor = generation;
   try {
-    const png = await padPng();
+    const picture = await padPicture();
     // Half a stroke may read as no digit yet; say so only once the pen is lifted.
-    await predict(png, sentFor, { quietNoDigit: activePointer !== null });
+    await predict(picture.body, sentFor, { quietNoDigit: activePointer !== null, type: picture.type });
   } finally {
     inFlight = false;
   }
@@ -188,8 +205,8 @@ async function predictDrawing() {
   }
 }
 
-async function predict(image, sentFor, { quietNoDigit = false } = {}) {
-  let request = { method: "POST", headers: { "Content-Type": "image/png" }, body: image };
+async function predict(image, sentFor, { quietNoDigit = false, type = "image/png" } = {}) {
+  let request = { method: "POST", headers: { "Content-Type": type }, body: image };
   if (image instanceof File) {
     // A form upload carries the file's name, so a message can say which file it is about.
     const form = new FormData();
