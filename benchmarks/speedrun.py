@@ -21,6 +21,7 @@ its default spinning made it up to 7x slower (83.6 s against 11.8 s for one epoc
     .venv/bin/pip install -e '.[bench]'             # PyTorch (CPU build) for the reference
     .venv/bin/python benchmarks/speedrun.py          # 5 seeds a side: about 3 minutes on 2 cores
     .venv/bin/python benchmarks/speedrun.py --seeds 10 --json speedrun.json
+    .venv/bin/python benchmarks/speedrun.py --shifted RUN...   # what it trades away: off-centre digits
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up notices, in --shifted and the workers
 
 # What the issue reported for the reference port on another 2-core Xeon with AMX (30 seeds).
 ISSUE_REFERENCE = "99.06 % mean of 30 seeds in 7.2 s of training (issue 26, another 2-core Xeon with AMX)"
@@ -155,6 +158,41 @@ def digits_worker(seed: int) -> dict:
             "detail": f"keras {keras.__version__} on {keras.backend.backend()}, {run.config['precision']}"}
 
 
+# How far --shifted moves every test image (whole pixels, in each of the four directions).
+SHIFT_PIXELS = 2
+
+
+def shifted_accuracy(runs: list[Path]) -> None:
+    """Test accuracy of each run's model as MNIST gives the digits and with every digit moved off-centre.
+
+    MNIST centres each digit by its centre of mass; a digit that is not (a cropped scan, a user's drawing read
+    without digits' preparation) is what a model trained without shifts has never seen.
+    """
+    import keras
+    import numpy as np
+
+    from digits.data.mnist import load_mnist, to_model_input
+    from digits.training.augment import shift_images
+    from digits.training.runs import load_model, load_run
+
+    data = load_mnist()
+    moves = [(SHIFT_PIXELS, 0), (-SHIFT_PIXELS, 0), (0, SHIFT_PIXELS), (0, -SHIFT_PIXELS)]
+    print(f"{'run':<40} {'parameters':>10} {'as given':>9} {f'shifted {SHIFT_PIXELS} px':>12}")
+
+    def accuracy(model: keras.Model, images: np.ndarray) -> float:
+        probabilities = model.predict(to_model_input(images), batch_size=TEST_BATCH_SIZE, verbose=0)
+        return float(np.mean(np.argmax(probabilities, axis=1) == data.test_labels))
+
+    for path in runs:
+        run = load_run(path)
+        model = load_model(run)
+        plain = accuracy(model, data.test_images)
+        shifted = statistics.fmean(accuracy(model, shift_images(data.test_images, rows, columns))
+                                   for rows, columns in moves)
+        print(f"{run.name + ' (' + run.config['recipe']['model'] + ')':<40} {model.count_params():>10,} "
+              f"{100 * plain:>8.2f} % {100 * shifted:>10.2f} %")
+
+
 WORKERS = {"reference": reference_worker, "digits": digits_worker}
 TITLES = {"reference": "record recipe, PyTorch port", "digits": "digits train speedrun"}
 
@@ -164,7 +202,6 @@ def run_worker(side: str, seed: int) -> dict:
     environment = dict(os.environ)
     if side == "reference":
         environment.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     source = str(Path(__file__).resolve().parents[1] / "src")
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [source, environment.get("PYTHONPATH")]))
     command = [sys.executable, __file__, "--worker", side, "--seed", str(seed)]
@@ -187,11 +224,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="trainings per side, seeds 0 to N-1 (default 5)")
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
+    parser.add_argument("--shifted", type=Path, nargs="+", metavar="RUN",
+                        help=f"instead: score these run folders on the test set as given and with every digit "
+                        f"shifted by {SHIFT_PIXELS} pixels (the mean of up, down, left and right)")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(RESULT_PREFIX + json.dumps(WORKERS[args.worker](args.seed)), flush=True)
+        return
+    if args.shifted:
+        shifted_accuracy(args.shifted)
         return
     if not 1 <= args.seeds <= 100:
         raise SystemExit(f"--seeds must be between 1 and 100, not {args.seeds}.")
