@@ -18,7 +18,8 @@ alternate seed by seed, each starting first every other seed, so a busy spell on
 The reference's OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE unless set): on a shared 2-core machine
 its default spinning made it up to 7x slower (83.6 s against 11.8 s for one epoch).
 
-    .venv/bin/pip install -e '.[bench]'             # PyTorch (CPU build) for the reference
+    .venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu   # the reference's PyTorch
+    .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/speedrun.py          # 5 seeds a side: about 3 minutes on 2 cores
     .venv/bin/python benchmarks/speedrun.py --seeds 10 --json speedrun.json
     .venv/bin/python benchmarks/speedrun.py --shifted RUN...   # what it trades away: off-centre digits
@@ -239,8 +240,9 @@ def main() -> None:
     if not 1 <= args.seeds <= 100:
         raise SystemExit(f"--seeds must be between 1 and 100, not {args.seeds}.")
     if importlib.util.find_spec("torch") is None:
-        raise SystemExit("The reference port needs PyTorch, which is not installed; install the CPU build with "
-                         "`.venv/bin/pip install -e '.[bench]'` and run this again.")
+        raise SystemExit("The reference port needs PyTorch, which is not installed; install its CPU build with "
+                         "`.venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu` (or "
+                         "`pip install -e '.[bench]'`) and run this again.")
 
     load_before = os.getloadavg()
     print(f"CPU: {cpu_line()}; load average {load_before[0]:.1f} (1 min), {load_before[1]:.1f} (5 min) at the start")
