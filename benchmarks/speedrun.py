@@ -176,6 +176,7 @@ def shifted_accuracy(runs: list[Path]) -> None:
     from digits.training.augment import shift_images
     from digits.training.runs import load_model, load_run
 
+    loaded = [load_run(path) for path in runs]  # every folder checked before any work
     data = load_mnist()
     moves = [(SHIFT_PIXELS, 0), (-SHIFT_PIXELS, 0), (0, SHIFT_PIXELS), (0, -SHIFT_PIXELS)]
     print(f"{'run':<40} {'parameters':>10} {'as given':>9} {f'shifted {SHIFT_PIXELS} px':>12}")
@@ -184,8 +185,7 @@ def shifted_accuracy(runs: list[Path]) -> None:
         probabilities = model.predict(to_model_input(images), batch_size=TEST_BATCH_SIZE, verbose=0)
         return float(np.mean(np.argmax(probabilities, axis=1) == data.test_labels))
 
-    for path in runs:
-        run = load_run(path)
+    for run in loaded:
         model = load_model(run)
         plain = accuracy(model, data.test_images)
         shifted = statistics.fmean(accuracy(model, shift_images(data.test_images, rows, columns))
@@ -235,7 +235,12 @@ def main() -> None:
         print(RESULT_PREFIX + json.dumps(WORKERS[args.worker](args.seed)), flush=True)
         return
     if args.shifted:
-        shifted_accuracy(args.shifted)
+        from digits.errors import DigitsError
+
+        try:
+            shifted_accuracy(args.shifted)
+        except DigitsError as error:  # a missing or damaged run folder: its one sentence, no traceback
+            raise SystemExit(str(error)) from None
         return
     if not 1 <= args.seeds <= 100:
         raise SystemExit(f"--seeds must be between 1 and 100, not {args.seeds}.")
