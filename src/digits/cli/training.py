@@ -179,7 +179,7 @@ def run_models(args) -> int:
         build_model(args.name).summary()
         return 0
     for name in MODELS:
-        print(f"{name:<10} {build_model(name).count_params():>7,} parameters   {DESCRIPTIONS.get(name, '')}")
+        print(f"{name:<12} {build_model(name).count_params():>7,} parameters   {DESCRIPTIONS.get(name, '')}")
     return 0
 
 

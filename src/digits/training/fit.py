@@ -139,7 +139,10 @@ def make_optimizer(recipe: Recipe, total_steps: int) -> keras.optimizers.Optimiz
     if recipe.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                     **averaging)
-    others = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta, "rmsprop": keras.optimizers.RMSprop}
+    if recipe.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=recipe.beta_1, beta_2=recipe.beta_2,
+                                     **averaging)
+    others = {"adadelta": keras.optimizers.Adadelta, "rmsprop": keras.optimizers.RMSprop}
     return others[recipe.optimizer](learning_rate=learning_rate, **averaging)
 
 
