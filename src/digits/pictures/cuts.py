@@ -121,7 +121,8 @@ def _least_ink_paths(piece: np.ndarray, line_height: float, margin: float):
     # Column of each (centre, offset): the centres are every column, the offsets -band..band.
     offsets = np.arange(-band, band + 1)
     columns = np.arange(width)[:, np.newaxis] + offsets[np.newaxis, :]  # (w, 2 band + 1)
-    outside = (columns < 0) | (columns >= width)
+    # A path stays half a narrowest digit in from either edge: nearer, it would cut nothing worth reading off.
+    outside = (columns < margin / 2) | (columns >= width - margin / 2)
     safe = np.clip(columns, 0, width - 1)
     cost = np.where(outside, np.inf, ink[0][safe])  # (w, 2 band + 1): the best path so far ending at each column
     moves = np.empty((height, width, offsets.size), np.int8)  # each step: from the offset -1, 0 or +1 of this one
