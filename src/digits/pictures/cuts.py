@@ -43,20 +43,20 @@ def edge_cut(height: int, column: int) -> Cut:
     return Cut(np.full(height, column, np.int64), 0.0)
 
 
-def find_cuts(piece: np.ndarray, line_height: int, *, margin: int, spacing: int, limit: int,
-              column_limit: int) -> list[Cut]:
-    """Where touching digits in a piece (h, w) bool may meet, left to right: the cut paths crossing least ink
-    (`path_cuts`, at most `limit`), and the straight columns of least ink (`column_cuts`, at most `column_limit`)
-    at least half `spacing` from any path.
+def find_cuts(piece: np.ndarray, line_height: int, *, margin: int, spacing: int, limit: int) -> list[Cut]:
+    """Where touching digits in a piece (h, w) bool may meet, left to right: the `limit` cuts crossing fewest strokes
+    among the cut paths crossing least ink (`path_cuts`) and the straight columns of least ink (`column_cuts`), a
+    column kept only at least half `spacing` from every path.
 
     Both kinds are needed: a path goes round the strokes of digits that merely touch, and a straight cut through
-    the middle of a stroke two digits share is often the only one that leaves each digit whole.
+    the middle of a stroke two digits share is often the one that leaves each digit whole.
     """
     chosen = path_cuts(piece, line_height, margin=margin, spacing=spacing, limit=limit)
     paths = [cut.position for cut in chosen]
-    for cut in column_cuts(piece, margin=margin, spacing=spacing, limit=column_limit):
+    for cut in column_cuts(piece, margin=margin, spacing=spacing, limit=limit):
         if all(abs(cut.position - position) >= spacing / 2 for position in paths):
             chosen.append(cut)
+    chosen = sorted(chosen, key=lambda cut: cut.strokes_crossed)[:limit]
     return sorted(chosen, key=lambda cut: cut.position)
 
 

@@ -52,7 +52,6 @@ SPLIT_RATIO = 1.15
 DIGIT_RATIO = 0.7
 # Candidate cut columns per digit a wide piece may hold, and how close two may be (a share of the line height).
 CUT_CHOICES = 3
-COLUMN_CHOICES = 3
 MIN_CUT_SPACING = 0.08
 # A stretch between two cuts is read as a digit if its width is within these shares of the line height (a 1 is
 # narrow, a 0 or a flat 5 about as wide as tall).
@@ -365,12 +364,17 @@ def _width_prior(width: int, height: int) -> float:
 
 
 def _cuts(piece: np.ndarray, height: int) -> list[Cut]:
-    """Where touching digits in a wide piece may meet (`digits.pictures.cuts.find_cuts`): CUT_CHOICES of each kind
-    per digit the piece may hold, at least MIN_CUT_SPACING of the height apart, a narrowest digit from either edge."""
+    """Where touching digits in a wide piece may meet (`digits.pictures.cuts.find_cuts`), at least MIN_CUT_SPACING
+    of the height apart and a narrowest digit from either edge: CUT_CHOICES per digit it may hold, twice as many
+    when it may hold more than two.
+
+    A piece no wider than two digits is most often one wide digit (a 0 or a 2 drawn wide): it gets as many
+    candidate cuts as straight cuts alone gave it, so a single digit costs little more to read.
+    """
     digits = max(2, round(piece.shape[1] / (DIGIT_RATIO * height)))
     return find_cuts(piece, height, margin=max(1, round(MIN_DIGIT_WIDTH * height)),
-                     spacing=max(2, round(MIN_CUT_SPACING * height)), limit=CUT_CHOICES * digits,
-                     column_limit=COLUMN_CHOICES * digits)
+                     spacing=max(2, round(MIN_CUT_SPACING * height)),
+                     limit=CUT_CHOICES * digits * (1 if digits <= 2 else 2))
 
 
 def _prepare_stretch(residual: np.ndarray, strokes: np.ndarray, threshold: float) -> tuple[np.ndarray, Box]:
