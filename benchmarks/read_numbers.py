@@ -185,7 +185,7 @@ def write_examples(folder: Path, mnist, fonts) -> None:
     glyphs = [mask_glyph(render_glyph(fonts[0], digit, 90)) for digit in "4096"]
     photo_like(compose_number(glyphs, [20] * 3, margin=60)[0], np.random.default_rng(1)).save(
         folder / "2-photo-4096.jpg")
-    ink_picture(handwritten("1208", -15)).save(folder / "3-touching-1208.png")
+    ink_picture(handwritten("6174", -10)).save(folder / "3-touching-6174.png")
     line = ink_picture(handwritten("1789", 12))
     line.rotate(25, Image.Resampling.BICUBIC, expand=True, fillcolor=255).save(folder / "4-slanted-1789.png")
 

@@ -8,9 +8,10 @@ strokes are cut into digits:
 2. joined: pieces whose columns overlap are one digit (the two strokes of a 4 or a 5, a broken loop); pieces no
    wider together than one digit are also read whole, as `prepare_image` reads them, if the classifier reads
    that clearly better than the pieces (WHOLE_PRIOR);
-3. split: a piece much wider than tall is several touching digits. Cuts are searched along the columns with
-   the least ink, a few candidates per cut, and every stretch between two candidate cuts is prepared as a
-   digit; the classifier (outside this stage) scores them and `choose_digits` takes the most confident path;
+3. split: a piece much wider than tall is several touching digits. Candidate cuts are paths round strokes and
+   columns with the least ink (`digits.pictures.cuts`), a few per digit the piece may hold, and every stretch
+   between two cuts is prepared as a digit, with a prior against stretches too wide or too short and cuts through
+   many strokes; the classifier (outside this stage) scores them and `choose_digits` takes the most confident path;
 4. ordered left to right, at most MAX_DIGITS.
 
 `find_digits` gives a `Layout` (every candidate digit, prepared); `choose_digits` picks the digits from the
