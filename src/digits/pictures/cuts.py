@@ -4,9 +4,10 @@ Digits written close overlap: a straight vertical cut between them slices a stro
 read badly. A cut path may drift sideways, one column a row at most and within CUT_BAND of the line height of
 its centre column, so it goes round strokes and crosses ink only where the digits really touch (or where it must
 cut through a digit). Every column of the piece is the centre of one path, the one crossing the least ink (dynamic
-programming over the rows, all centres at once); the paths crossing least ink, a few per digit the piece may
-hold, are the candidate cuts. A path's cost is the number of strokes it crosses: the ink on it over the stroke
-width. Two digits touching at one point cost about one stroke; a cut through the middle of a 0 costs two.
+programming over the rows, all centres at once); the paths crossing least ink are candidate cuts, and so are the
+straight columns of least ink (`find_cuts` takes those of both kinds crossing fewest strokes). A cut's cost is
+the number of strokes it crosses: the ink on it over the stroke width. Two digits touching at one point cost
+about one stroke; a cut through the middle of a 0 costs two.
 """
 
 from __future__ import annotations
