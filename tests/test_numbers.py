@@ -12,10 +12,11 @@ from PIL import Image, ImageDraw
 import digits
 from conftest import run_digits
 from digits.data.mnist import load_mnist
-from digits.data.numbers import compose_number, ink_picture, mask_glyph, mnist_glyph, photo_like
+from digits.data.numbers import compose_number, ink_picture, mask_glyph, mnist_digits, mnist_glyph, photo_like
 from digits.data.synthetic import find_fonts, render_glyph
 from digits.inference.classifier import load_classifier
 from digits.inference.numbers import NOT_A_NUMBER, NUMBER, read_layouts
+from digits.pictures.cuts import between, column_cuts, edge_cut, path_cuts
 from digits.pictures.decode import NoDigitError
 from digits.pictures.prepare import prepare_image
 from digits.pictures.segment import MAX_DIGITS, TooManyDigits, find_digits
@@ -94,6 +95,56 @@ def test_two_touching_digits_are_not_taken_for_one_wide_digit(classifier, mnist)
     glyphs = [mnist_glyph(mnist.test_images[TEST_INDICES[digit]]) for digit in "327"]
     ink, _ = compose_number(glyphs, [-round(0.15 * glyphs[1].shape[1]), 15], margin=30)
     assert read(classifier, ink_picture(ink)).number == "327"
+
+
+@pytest.mark.parametrize(("number", "overlap"), [("1208", 0.15), ("90210", 0.15), ("8675309", 0.10),
+                                                 ("123456", 0.10)])
+def test_long_lines_of_touching_digits_are_cut_into_every_digit(classifier, mnist, number, overlap):
+    # All touching: one piece of ink holding the whole number. Straight cuts through the overlaps used to leave a
+    # digit out (1208 read 028, 90210 read 9020) or cut one into two (8675309 read 86757309).
+    glyphs = [mnist_glyph(mnist.test_images[TEST_INDICES[digit]]) for digit in number]
+    ink, _ = compose_number(glyphs, [-round(overlap * glyph.shape[1]) for glyph in glyphs[1:]], margin=30)
+    assert read(classifier, ink_picture(ink)).number == number
+
+
+def test_a_cut_between_slanted_strokes_follows_them_instead_of_slicing_them():
+    # Two strokes leaning right, joined by a thin bar at the foot: every straight cut between them runs down a
+    # slanted stroke for many pixels; a cut path leans with them, slips between them and crosses only the bar.
+    piece = Image.new("L", (40, 60), 0)
+    draw = ImageDraw.Draw(piece)
+    draw.line([(24, 0), (10, 59)], fill=255, width=5)
+    draw.line([(38, 0), (24, 59)], fill=255, width=5)
+    draw.line([(10, 57), (26, 57)], fill=255, width=3)
+    strokes = np.asarray(piece) > 127
+    inked = np.flatnonzero(strokes.any(axis=0))
+    strokes = strokes[:, inked[0] : inked[-1] + 1]  # A piece is cropped to its ink.
+    width = strokes.shape[1]
+    best = min(path_cuts(strokes, 60, margin=8, spacing=5, limit=4), key=lambda cut: cut.strokes_crossed)
+    assert best.strokes_crossed < 1 and best.columns[0] - best.columns[-1] >= 4  # It leans as the strokes do.
+    assert min(cut.strokes_crossed for cut in column_cuts(strokes, margin=8, spacing=5, limit=4)) > 3
+    # The tops of the two strokes (columns 14-18 and 28-32 of the piece) fall on either side of it.
+    right = strokes & between(best, edge_cut(60, width), 0, width)
+    assert right[:5, :20].sum() == 0 and right[:5, 24:].sum() == strokes[:5, 24:].sum() > 0
+
+
+def test_a_lone_round_shape_is_not_cut_into_digits(classifier):
+    # A smiley is one wide-enough piece (the eyes and mouth are within the face's columns): read whole, not a digit.
+    smiley = Image.new("L", (300, 300), 255)
+    draw = ImageDraw.Draw(smiley)
+    draw.ellipse((30, 30, 270, 270), outline=0, width=12)
+    for eye_x in (105, 195):
+        draw.ellipse((eye_x - 12, 95, eye_x + 12, 125), fill=0)
+    draw.arc((80, 105, 220, 225), 20, 160, fill=0, width=12)
+    reading = read(classifier, smiley)
+    assert len(reading) == 1 and reading.verdict == "not a digit"
+
+
+def test_numbers_to_tune_on_come_from_training_digits_never_the_test_set(mnist):
+    images, labels = mnist_digits(mnist, "holdout")
+    assert len(images) == len(labels) == 10_000 and np.array_equal(images, mnist.train_images[50_000:])
+    assert mnist_digits(mnist, "test")[0] is not None and len(mnist_digits(mnist, "test")[1]) == 10_000
+    with pytest.raises(ValueError, match="source must be one of test, holdout, not 'train'"):
+        mnist_digits(mnist, "train")
 
 
 def test_the_two_strokes_of_a_five_are_one_digit_and_a_speck_is_no_digit(classifier):

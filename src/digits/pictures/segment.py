@@ -8,9 +8,10 @@ strokes are cut into digits:
 2. joined: pieces whose columns overlap are one digit (the two strokes of a 4 or a 5, a broken loop); pieces no
    wider together than one digit are also read whole, as `prepare_image` reads them, if the classifier reads
    that clearly better than the pieces (WHOLE_PRIOR);
-3. split: a piece much wider than tall is several touching digits. Cuts are searched along the columns with
-   the least ink, a few candidates per cut, and every stretch between two candidate cuts is prepared as a
-   digit; the classifier (outside this stage) scores them and `choose_digits` takes the most confident path;
+3. split: a piece much wider than tall is several touching digits. Candidate cuts are paths round strokes and
+   columns with the least ink (`digits.pictures.cuts`), a few per digit the piece may hold, and every stretch
+   between two cuts is prepared as a digit, with a prior against stretches too wide or too short and cuts through
+   many strokes; the classifier (outside this stage) scores them and `choose_digits` takes the most confident path;
 4. ordered left to right, at most MAX_DIGITS.
 
 `find_digits` gives a `Layout` (every candidate digit, prepared); `choose_digits` picks the digits from the
@@ -25,6 +26,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from digits.pictures.cuts import Cut, between, edge_cut, find_cuts
 from digits.pictures.decode import ImageError, NoDigitError, load_image, source_name, to_grey
 from digits.pictures.prepare import (
     FIT_SIDE,
@@ -63,6 +65,19 @@ MAX_DIGIT_WIDTH = 1.3
 # 15 70 %; 5 from 0.75 of the height 60 %).
 WIDE_DIGIT = 0.9
 WIDE_PENALTY = 5.0
+# How a wide piece's stretches are scored besides the classifier's confidence, chosen on touching numbers of MNIST
+# *training* digits 50,000-59,999 (`benchmarks/read_numbers.py --digits holdout --sets touching`, seeds 0 and 1,
+# 300 numbers each; never the test digits), see docs/numbers.md:
+# - a cut loses CUT_PENALTY per stroke it crosses (`digits.pictures.cuts`): touching digits meet in a stroke or
+#   two, and a cut through one digit's loops crosses more;
+# - a stretch whose ink is shorter than SHORT_STRETCH of the line height loses SHORT_PENALTY per line height
+#   less: the digits of one line are about as tall as each other, and a sliver cut off a digit is not;
+# - each digit read gains DIGIT_BONUS, as the classifier reads a wide stretch of two digits about as confidently
+#   as each of them.
+CUT_PENALTY = 0.5
+SHORT_STRETCH = 0.75
+SHORT_PENALTY = 5.0
+DIGIT_BONUS = 0.25
 # Pieces together no wider than one digit (SPLIT_RATIO) may be one digit with a gap in a stroke: the whole picture,
 # read as `prepare_image` reads it, competes with reading its pieces, and gains this log-confidence over them.
 # Chosen on MNIST *training* digits 50000-59999 (never the test set) drawn as in benchmarks/read_numbers.py: of 4,000
@@ -309,28 +324,41 @@ def _layout(residual: np.ndarray, labels: np.ndarray, boxes: list[Box], threshol
             candidates.append(read_whole)
             node += 1
             continue
-        # Any stretch between two cut columns as wide as a digit may be one: the classifier's confidence picks the
-        # path, however many digits it holds, with reading the piece whole (one wide digit) always one of them.
+        # Any stretch between two cuts as wide as a digit may be one: the classifier's confidence picks the path,
+        # however many digits it holds, with reading the piece whole (one wide digit) always one of them.
         height = max(rows.stop - rows.start, line_height)
-        points = [0, *_cut_columns(piece, height), piece.shape[1]]
-        nodes = [node, *range(node + 1, node + len(points))]
+        piece_height, piece_width = piece.shape  # (h, w)
+        cuts = [edge_cut(piece_height, 0), *_cuts(piece, height), edge_cut(piece_height, piece_width)]
+        nodes = [node, *range(node + 1, node + len(cuts))]
         # A picture's only piece read whole is as likely a wide digit as touching ones: single digits read as before.
         candidates.append(Candidate(node, nodes[-1], read_whole.box, read_whole.view,
-                                    0.0 if whole is not None else _width_prior(piece.shape[1], height)))
+                                    DIGIT_BONUS + (0.0 if whole is not None else _width_prior(piece_width, height))))
         piece_residual = residual[rows, columns]
-        for first in range(len(points) - 1):
-            for last in range(first + 1, len(points)):
-                left, right = points[first], points[last]
-                if right - left > MAX_DIGIT_WIDTH * height or (first, last) == (0, len(points) - 1):
+        for first in range(len(cuts) - 1):
+            for last in range(first + 1, len(cuts)):
+                if cuts[last].position - cuts[first].position > MAX_DIGIT_WIDTH * height:
                     break
-                stretch = piece[:, left:right]
-                if right - left < MIN_DIGIT_WIDTH * height or not stretch.any():
+                if (first, last) == (0, len(cuts) - 1):
+                    break
+                # Only the columns the two cuts span: (h, reach) bool, the ink between them.
+                start, stop = int(cuts[first].columns.min()), min(int(cuts[last].columns.max()) + 1, piece_width)
+                stretch = piece[:, start:stop] & between(cuts[first], cuts[last], start, stop)
+                inked = np.flatnonzero(stretch.any(axis=0))
+                if inked.size == 0 or inked[-1] + 1 - inked[0] < MIN_DIGIT_WIDTH * height:
                     continue
-                view, box = _prepare_stretch(piece_residual[:, left:right], stretch, threshold)
-                box = (box[0], slice(box[1].start + left, box[1].stop + left))
+                left, right = start + int(inked[0]), start + int(inked[-1]) + 1
+                # A column of paper either side, as `_prepare_stretch` crops a pixel beyond the strokes.
+                around = slice(max(left - 1, 0), min(right + 1, piece_width))
+                strokes = np.zeros((piece_height, around.stop - around.start), bool)
+                strokes[:, left - around.start : right - around.start] = stretch[:, inked[0] : inked[-1] + 1]
+                view, box = _prepare_stretch(piece_residual[:, around], strokes, threshold)
+                box = (box[0], slice(box[1].start + around.start, box[1].stop + around.start))
+                inked_rows = np.flatnonzero(strokes.any(axis=1))
+                tall = (inked_rows[-1] + 1 - inked_rows[0]) / height
+                prior = (_width_prior(right - left, height) + DIGIT_BONUS - CUT_PENALTY * cuts[last].strokes_crossed
+                         - SHORT_PENALTY * max(0.0, SHORT_STRETCH - tall))
                 candidates.append(Candidate(nodes[first], nodes[last],
-                                            _picture_box(_shift(box, rows, columns), scale, offset), view,
-                                            _width_prior(right - left, height)))
+                                            _picture_box(_shift(box, rows, columns), scale, offset), view, prior))
         node = nodes[-1]
     end = node
     if _likely_digits(boxes, line_height) > MAX_DIGITS:
@@ -344,27 +372,18 @@ def _width_prior(width: int, height: int) -> float:
     return -WIDE_PENALTY * max(0.0, width / height - WIDE_DIGIT)
 
 
-def _cut_columns(piece: np.ndarray, height: int) -> list[int]:
-    """Columns of a wide piece where touching digits may meet: the local minima of its ink per column, at most
-    CUT_CHOICES per digit it may hold, the least inked first, at least MIN_CUT_SPACING of the height apart."""
-    width = piece.shape[1]
-    ink = piece.sum(axis=0).astype(np.float64)  # (w,) ink per column
-    ink = np.convolve(ink, np.ones(3) / 3, mode="same")  # A stroke's crossing, not a single column's luck.
-    margin = max(1, round(MIN_DIGIT_WIDTH * height))
-    inside = np.arange(margin, width - margin)
-    if inside.size == 0:
-        return []
-    left, right = ink[inside - 1], ink[np.minimum(inside + 1, width - 1)]
-    minima = inside[(ink[inside] <= left) & (ink[inside] <= right)]
-    limit = CUT_CHOICES * max(2, round(width / (DIGIT_RATIO * height)))
-    chosen: list[int] = []
-    spacing = max(2, round(MIN_CUT_SPACING * height))
-    for column in minima[np.argsort(ink[minima], kind="stable")].tolist():
-        if all(abs(column - other) >= spacing for other in chosen):
-            chosen.append(column)
-        if len(chosen) == limit:
-            break
-    return sorted(chosen)
+def _cuts(piece: np.ndarray, height: int) -> list[Cut]:
+    """Where touching digits in a wide piece may meet (`digits.pictures.cuts.find_cuts`), at least MIN_CUT_SPACING
+    of the height apart and a narrowest digit from either edge: CUT_CHOICES per digit it may hold, twice as many
+    when it may hold more than two.
+
+    A piece no wider than two digits is most often one wide digit (a 0 or a 2 drawn wide): it gets as many
+    candidate cuts as straight cuts alone gave it, so a single digit costs little more to read.
+    """
+    digits = max(2, round(piece.shape[1] / (DIGIT_RATIO * height)))
+    return find_cuts(piece, height, margin=max(1, round(MIN_DIGIT_WIDTH * height)),
+                     spacing=max(2, round(MIN_CUT_SPACING * height)),
+                     limit=CUT_CHOICES * digits * (1 if digits <= 2 else 2))
 
 
 def _prepare_stretch(residual: np.ndarray, strokes: np.ndarray, threshold: float) -> tuple[np.ndarray, Box]:
