@@ -136,6 +136,7 @@ def breakdown(wall: float, runs_dir: Path, start_up: tuple[float, float]) -> lis
     """Where the seconds of one `digits run` went: (phase, seconds, note), from its study.json and run folders."""
     seconds = json.loads((newest_study(runs_dir) / "study.json").read_text())["seconds"]
     runs = study_runs(runs_dir)
+    # The figures are drawn beside training, so only the main thread's phases add up to the wall time.
     in_process = sum(value for name, value in seconds.items() if not name.startswith("figures and report"))
     imports, data = start_up
     rows = [("start-up: Python, imports, MNIST, printing (the rest of the wall time)", wall - in_process,
@@ -151,7 +152,9 @@ def breakdown(wall: float, runs_dir: Path, start_up: tuple[float, float]) -> lis
                     f"{epochs[0] - typical:+.1f} s (building the graphs); {value - fit:.1f} s before and after fit "
                     "(data, model, compile, save)")
         elif name.startswith("figures and report"):
-            note = "drawn in a second thread while the next model trains"
+            last = preset == list(runs)[-1]
+            note = ("drawn in a second thread while the study waits (no model is left to train)" if last
+                    else "drawn in a second thread while the next model trains")
         rows.append((name, value, note))
     return rows
 
@@ -249,6 +252,13 @@ def main() -> None:
               f"{', '.join(f'{seconds:.1f}' for seconds in walls)} s; medians "
               f"{statistics.median(against_walls):.1f} s and {statistics.median(walls):.1f} s, "
               f"{statistics.median(against_walls) / statistics.median(walls):.2f}× faster")
+        for side, side_walls, prefix in (("--against", against_walls, "against"), ("this checkout", walls, "runs")):
+            trainings = [study_runs(work / f"{prefix}-{number}") for number in range(args.runs)]
+            cnn = statistics.median(runs["quick-cnn"]["metrics"]["training_seconds"] for runs in trainings)
+            outside = statistics.median(wall - sum(run["metrics"]["training_seconds"] for run in runs.values())
+                                        for wall, runs in zip(side_walls, trainings, strict=True))
+            print(f"{side}: medians of the CNN's fit {cnn:.1f} s, and of the wall time outside the four fits "
+                  f"(start-up, graph building outside fit, evaluation, figures, reports) {outside:.1f} s")
     print(f"\n`digits run` printed:\n{output}")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu, "reference_epoch_seconds": reference, "rows": rows,
