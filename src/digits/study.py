@@ -240,9 +240,12 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
     stopwatch = Stopwatch()
     reports: list[Future[EvaluatedModel]] = []
     # A model's figures and report are drawn in a second thread while the next model trains: TensorFlow runs a
-    # whole epoch per call without Python's lock, and the small networks leave a core idle (DRAWING_THREADS).
+    # whole epoch per call without Python's lock, and the small networks do not keep both cores busy.
     with ThreadPoolExecutor(max_workers=DRAWING_THREADS, thread_name_prefix="digits-report") as drawing:
         for number, recipe in enumerate(recipes, start=1):
+            for report in reports:
+                if report.done():
+                    report.result()  # A drawing that failed (a full disk) stops the study now, not at the end.
             schedule = "" if recipe.schedule == "constant" else f" {recipe.schedule}"
             progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
                      f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, batch {recipe.batch_size}, "
