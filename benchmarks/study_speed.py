@@ -12,10 +12,14 @@ epoch (epoch 1, which includes tracing, is left out) and multiplies by those epo
 for real, as a user runs it: the whole default `digits run` in a fresh process (start-up, data, training of all
 four models, evaluation, report), first with an empty precision cache (so it measures float32 against bfloat16
 on this CPU, once) and then as every later run goes. Each model's own training time and test accuracy are read
-from the study's run folders.
+from the study's run folders. It prints the whole study's ratio beside the goal (40×), each model's test accuracy
+beside the study's, and where the seconds of the quoted `digits run` went (study.json's phases, the run folders'
+epoch times, and a separate process timing the imports and the data).
 
     .venv/bin/python benchmarks/study_speed.py             # about 4 minutes on a 2-core CPU
     .venv/bin/python benchmarks/study_speed.py --runs 3    # three timed `digits run`s; the median is quoted
+    # A lever's gain: this checkout against another one's src (git worktree add /tmp/before main), alternating.
+    .venv/bin/python benchmarks/study_speed.py --runs 3 --against /tmp/before/src
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ from digits.training.recipes import STUDY_RESULTS  # noqa: E402
 from digits.training.runs import load_run  # noqa: E402
 
 # The study's recipes, the epochs the reference needs, and the quick preset `digits run` retells each with.
+# The whole study's speed-up over the study's three recipes: the goal, and the figure it must never fall below.
+GOAL = 40.0
+FLOOR = 21.0
 WORKLOADS = [
     ("shallow, MSE + SGD", "seed-shallow-mse", 409, "quick-shallow-mse"),
     ("shallow, Poisson + Adadelta", "seed-shallow-poisson", 500, "quick-shallow-poisson"),
@@ -83,10 +90,13 @@ def reference_epoch_seconds(preset: str, data, epochs: int) -> float:
     return float(np.median(timer.seconds[1:]))
 
 
-def timed_digits_run(runs_dir: Path, cache_dir: Path) -> tuple[float, str]:
-    """Wall seconds of the default `digits run` in a fresh process, and what it printed."""
+def timed_digits_run(runs_dir: Path, cache_dir: Path, source: Path | None = None) -> tuple[float, str]:
+    """Wall seconds of the default `digits run` in a fresh process, and what it printed; `source` runs another
+    checkout's `src` folder instead of this one's (the --against comparison)."""
     command = [sys.executable, "-m", "digits", "run", "--runs-dir", str(runs_dir)]
     environment = {**os.environ, "DIGITS_CACHE_DIR": str(cache_dir)}
+    if source is not None:
+        environment["PYTHONPATH"] = str(source)
     started = time.perf_counter()
     finished = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=environment)
     seconds = time.perf_counter() - started
@@ -95,11 +105,14 @@ def timed_digits_run(runs_dir: Path, cache_dir: Path) -> tuple[float, str]:
     return seconds, finished.stdout
 
 
+def newest_study(runs_dir: Path) -> Path:
+    return max((path for path in runs_dir.iterdir() if path.name.endswith("-study")), key=lambda path: path.name)
+
+
 def study_runs(runs_dir: Path) -> dict[str, dict]:
     """The newest study's runs in runs_dir, by preset: metrics, history, config and the test evaluation."""
-    study = max((path for path in runs_dir.iterdir() if path.name.endswith("-study")), key=lambda path: path.name)
     runs = {}
-    for run_path in json.loads((study / "study.json").read_text())["runs"]:
+    for run_path in json.loads((newest_study(runs_dir) / "study.json").read_text())["runs"]:
         run = load_run(run_path)
         evaluation = json.loads((run.path / "evaluation" / "evaluation.json").read_text())["evaluation"]
         runs[run.config["preset"]] = {"metrics": run.metrics, "history": run.history, "config": run.config,
@@ -107,14 +120,61 @@ def study_runs(runs_dir: Path) -> dict[str, dict]:
     return runs
 
 
+def start_up_seconds() -> tuple[float, float]:
+    """Seconds a fresh process takes to import what `digits run` imports (TensorFlow, Keras, matplotlib), and
+    then to load and verify MNIST."""
+    script = ("import time; started = time.perf_counter(); import digits.study, digits.training.fit; "
+              "imported = time.perf_counter(); from digits.data.mnist import load_mnist; load_mnist(); "
+              "print(imported - started, time.perf_counter() - imported)")
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=True)
+    imports, data = finished.stdout.split()
+    return float(imports), float(data)
+
+
+def breakdown(wall: float, runs_dir: Path, start_up: tuple[float, float]) -> list[tuple[str, float, str]]:
+    """Where the seconds of one `digits run` went: (phase, seconds, note), from its study.json and run folders."""
+    seconds = json.loads((newest_study(runs_dir) / "study.json").read_text())["seconds"]
+    runs = study_runs(runs_dir)
+    # The figures are drawn beside training, so only the main thread's phases add up to the wall time.
+    in_process = sum(value for name, value in seconds.items() if not name.startswith("figures and report"))
+    imports, data = start_up
+    rows = [("start-up: Python, imports, MNIST, printing (the rest of the wall time)", wall - in_process,
+             f"measured apart: imports {imports:.1f} s, loading and verifying MNIST {data:.1f} s")]
+    for name, value in seconds.items():
+        preset = name.rsplit(" ", 1)[-1]
+        note = ""
+        if name.startswith("train ") and preset in runs:
+            epochs = [float(epoch) for epoch in runs[preset]["history"]["seconds"]]
+            typical = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
+            fit = runs[preset]["metrics"]["training_seconds"]
+            note = (f"fit {fit:.1f} s: {len(epochs)} epochs of about {typical:.1f} s, the first "
+                    f"{epochs[0] - typical:+.1f} s (building the graphs); {value - fit:.1f} s before and after fit "
+                    "(data, model, compile, save)")
+        elif name.startswith("figures and report"):
+            last = preset == list(runs)[-1]
+            note = ("drawn in a second thread while the study waits (no model is left to train)" if last
+                    else "drawn in a second thread while the next model trains")
+        rows.append((name, value, note))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3, help="reference epochs measured per recipe (default 3)")
     parser.add_argument("--runs", type=int, default=1, help="timed `digits run`s after the first (default 1)")
+    parser.add_argument("--against", type=Path, metavar="SRC",
+                        help="also time `digits run` from another checkout's src folder (a lever's before), "
+                        "alternating with this one, and print the two side by side")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     if args.epochs < 2:
         raise SystemExit("--epochs must be at least 2: the first epoch includes tracing and is left out.")
+    if args.runs < 1:
+        raise SystemExit("--runs must be at least 1.")
+    if args.against is not None and not (args.against / "digits" / "__init__.py").is_file():
+        raise SystemExit(f"--against wants a checkout's src folder, holding digits/__init__.py; {args.against} "
+                         "does not.")
 
     cpu, flags = cpu_description()
     features = ", ".join(sorted(flag for flag in flags if flag in ("amx_bf16", "avx512_bf16", "avx512f")))
@@ -130,11 +190,17 @@ def main() -> None:
     print(f"reference seconds per epoch: {per_epoch}",
           flush=True)
     first_seconds, _ = timed_digits_run(work / "runs-first", work / "cache")  # measures the precision, once
-    walls, output = [], ""
-    for _ in range(args.runs):
-        seconds, output = timed_digits_run(work / "runs", work / "cache")
+    walls, against_walls, output = [], [], ""
+    for number in range(args.runs):
+        seconds, output = timed_digits_run(work / f"runs-{number}", work / "cache")
         walls.append(seconds)
-    runs = study_runs(work / "runs")
+        if args.against is not None:
+            against_walls.append(timed_digits_run(work / f"against-{number}", work / "cache", args.against)[0])
+    # The run whose wall time is the median is the one broken down and quoted.
+    quoted = sorted(range(len(walls)), key=walls.__getitem__)[len(walls) // 2]
+    runs_dir = work / f"runs-{quoted}"
+    runs = study_runs(runs_dir)
+    start_up = start_up_seconds()
 
     rows = []
     for label, seed, epochs, quick in WORKLOADS:
@@ -142,17 +208,19 @@ def main() -> None:
         run = runs[quick]
         reached = first_reaching(run["history"], figure.accuracy)
         reached_words = f"reached {100 * figure.accuracy:.2f} % at epoch {reached.epoch}" if reached else "not reached"
+        verdict = "at least the study's" if run["accuracy"] >= figure.accuracy else "BELOW the study's"
         rows.append([f"{label}: `{quick}` against the study's {epochs} epochs", reference[seed] * epochs,
-                     run["metrics"]["training_seconds"], f"{100 * run['accuracy']:.2f} % (study: {figure.words}; "
-                     f"{reached_words})"])
+                     run["metrics"]["training_seconds"], f"{100 * run['accuracy']:.2f} %, {verdict} (study: "
+                     f"{figure.words}; {reached_words})"])
     best = runs["quick-shallow"]
     rows.append(["shallow at its best: `quick-shallow` (cross-entropy; not in the study)", None,
                  best["metrics"]["training_seconds"], f"{100 * best['accuracy']:.2f} %"])
     reference_total = sum(reference[seed] * epochs for _, seed, epochs, _ in WORKLOADS)
-    wall = statistics.median(walls)
+    wall = walls[quoted]
     accuracies = " / ".join(f"{100 * runs[quick]['accuracy']:.2f} %" for _, _, _, quick in WORKLOADS)
-    rows.append(["whole study: `digits run`, one process (start-up, data, 4 models, evaluation, report)",
-                 reference_total, wall, f"{accuracies} (MSE / Poisson / CNN)"])
+    rows.append([f"**whole study: `digits run`, one process (start-up, data, 4 models, evaluation, report)**; "
+                 f"goal ≥ {GOAL:.0f}×, never below {FLOOR:.0f}×", reference_total, wall,
+                 f"{accuracies} (MSE / Poisson / CNN)"])
     rows.append(["the same, first run on this CPU (measures float32 against bfloat16 once)", reference_total,
                  first_seconds, ""])
 
@@ -163,15 +231,39 @@ def main() -> None:
     print("| workload | reference (plain Keras) | digits | ratio | accuracy reached |")
     print("|---|---:|---:|---:|---|")
     for name, reference_seconds, seconds, accuracy in rows:
-        ratio = f"{reference_seconds / seconds:.0f}×" if reference_seconds else "—"
+        ratio = f"{reference_seconds / seconds:.1f}×" if reference_seconds else "—"
         shown = f"{reference_seconds:,.0f} s" if reference_seconds else "—"
         print(f"| {name} | {shown} | {seconds:.1f} s | {ratio} | {accuracy} |")
+    ratio = reference_total / wall
+    status = "met" if ratio >= GOAL else ("not met, above the floor" if ratio >= FLOOR else "BELOW the floor")
+    print(f"\nWhole study: {ratio:.1f}× the study's three recipes (goal ≥ {GOAL:.0f}×: {status}).")
+
+    phases = breakdown(wall, runs_dir, start_up)
+    print(f"\nWhere the {wall:.1f} s of the quoted `digits run` went:\n")
+    print("| phase | seconds | share | note |")
+    print("|---|---:|---:|---|")
+    for name, seconds, note in phases:
+        print(f"| {name} | {seconds:.1f} | {100 * seconds / wall:.0f} % | {note} |")
     if len(walls) > 1:
         print(f"\n`digits run` wall seconds: {', '.join(f'{seconds:.1f}' for seconds in walls)}")
+    if against_walls:
+        print(f"\n--against {args.against}, run alternately with this checkout: "
+              f"{', '.join(f'{seconds:.1f}' for seconds in against_walls)} s against "
+              f"{', '.join(f'{seconds:.1f}' for seconds in walls)} s; medians "
+              f"{statistics.median(against_walls):.1f} s and {statistics.median(walls):.1f} s, "
+              f"{statistics.median(against_walls) / statistics.median(walls):.2f}× faster")
+        for side, side_walls, prefix in (("--against", against_walls, "against"), ("this checkout", walls, "runs")):
+            trainings = [study_runs(work / f"{prefix}-{number}") for number in range(args.runs)]
+            cnn = statistics.median(runs["quick-cnn"]["metrics"]["training_seconds"] for runs in trainings)
+            outside = statistics.median(wall - sum(run["metrics"]["training_seconds"] for run in runs.values())
+                                        for wall, runs in zip(side_walls, trainings, strict=True))
+            print(f"{side}: medians of the CNN's fit {cnn:.1f} s, and of the wall time outside the four fits "
+                  f"(start-up, graph building outside fit, evaluation, figures, reports) {outside:.1f} s")
     print(f"\n`digits run` printed:\n{output}")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu, "reference_epoch_seconds": reference, "rows": rows,
-                                         "digits_run_seconds": walls, "first_run_seconds": first_seconds},
+                                         "digits_run_seconds": walls, "first_run_seconds": first_seconds,
+                                         "against_seconds": against_walls, "breakdown": phases},
                                         indent=2, default=str))
 
 

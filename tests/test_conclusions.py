@@ -30,12 +30,14 @@ def test_time_to_reach_is_read_from_the_history_not_used_to_stop():
 def test_the_conclusion_says_why_training_ended_and_sets_the_study_beside_it():
     history = {"val_accuracy": [0.985, 0.991, 0.9929, 0.9931, 0.9931], "seconds": [9.0, 8.0, 8.0, 8.0, 8.0]}
     metrics = {"status": "complete", "epochs": 5}
-    line = model_conclusion("quick-cnn", summary("quick-cnn", 0.9931), config("quick-cnn"), metrics, history)
+    line = model_conclusion("quick-cnn", summary("quick-cnn", 0.9931), config("quick-cnn", epochs=5), metrics,
+                            history)
     assert line.startswith("quick-cnn: 99.31 % test accuracy (its 5 planned epochs)")
     assert "99.28 % after 15 epochs" in line and "+0.03 points" in line
     assert "first reached the study's 99.28 % at epoch 3, after 25.0 s" in line
     # Scored on the holdout, it claims no time on the test set.
-    holdout = model_conclusion("quick-cnn", summary("quick-cnn", 0.9931), config("quick-cnn", validation="holdout"),
+    holdout = model_conclusion("quick-cnn", summary("quick-cnn", 0.9931), config("quick-cnn", validation="holdout",
+                                                                                 epochs=5),
                                metrics, history)
     assert "not measured" in holdout and "first reached" not in holdout
     assert stopping_words({"status": "interrupted", "epochs": 2}, {"epochs": 4}) == "interrupted after 2 of 4 epochs"

@@ -196,6 +196,18 @@ def test_missing_or_empty_directory_is_explained(tmp_path):
     assert_one_sentence(error, "holds no MNIST-style data", "train-images-idx3-ubyte", "mnist.npz")
 
 
+
+def test_the_study_reads_the_same_data_beside_its_imports_and_refuses_the_same_way(tiny_mnist_dir, tmp_path):
+    # `digits run` reads MNIST in a second thread while TensorFlow imports: the arrays and errors must not change.
+    from digits.study import load_mnist_while_importing
+
+    beside, plain = load_mnist_while_importing(tiny_mnist_dir), data.load_mnist(tiny_mnist_dir)
+    assert (beside.train_images == plain.train_images).all() and (beside.test_labels == plain.test_labels).all()
+    assert beside.source == plain.source
+    with pytest.raises(data.DataError) as error:
+        load_mnist_while_importing(tmp_path / "nowhere")
+    assert_one_sentence(error, "nowhere", "does not exist", "leave out `data_dir`")
+
 # --- checksums and the known/unknown rule ------------------------------------------------------------
 
 

@@ -61,6 +61,24 @@ def test_per_class_scores_and_loss_by_hand():
     assert evaluation.loss == pytest.approx(-np.mean(np.log(true_probability)))
 
 
+def test_scores_match_scikit_learn_even_for_a_digit_never_predicted_or_never_present():
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 8, 300)  # digits 8 and 9 never occur
+    probabilities = rng.random((300, 10))
+    probabilities[:, 7] = 0  # and 7 is never predicted
+    evaluation = score(labels, probabilities)
+    predicted = probabilities.argmax(axis=1)
+    assert (evaluation.confusion == confusion_matrix(labels, predicted, labels=list(range(10)))).all()
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=list(range(10)),
+                                                                     zero_division=0)
+    rows = evaluation.per_class
+    assert np.allclose([row.precision for row in rows], precision) and np.allclose([row.recall for row in rows], recall)
+    assert np.allclose([row.f1 for row in rows], f1) and [row.support for row in rows] == list(support)
+    assert rows[7].precision == 0 and rows[9].recall == 0 and rows[9].f1 == 0
+
+
 def test_perfect_predictions_have_no_mistakes_and_tiny_loss():
     labels = np.arange(10)
     evaluation = score(labels, np.eye(10))

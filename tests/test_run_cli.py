@@ -64,6 +64,19 @@ def test_run_trains_evaluates_and_reports_every_model_of_the_study(study):
     assert f"{100 * accuracy:.2f} %" in output  # the printed table shows the computed figure
 
 
+def test_the_study_records_where_its_seconds_went(study):
+    _, runs_dir = study
+    studies = [path for path in runs_dir.iterdir() if path.name.endswith("-study")]
+    seconds = json.loads((studies[0] / "study.json").read_text())["seconds"]
+    for name in QUICK_PRESETS:
+        training = json.loads((run_of(runs_dir, name) / "metrics.json").read_text())["training_seconds"]
+        # Training a model takes at least its fit, and its figures are drawn (in a second thread) after it.
+        assert seconds[f"train {name}"] >= training > 0
+        assert seconds[f"figures and report {name}"] > 0
+        assert list(seconds).index(f"figures and report {name}") > list(seconds).index(f"train {name}")
+    assert seconds["comparison and study report"] > 0
+
+
 def test_the_study_compares_its_two_shallow_configurations_against_the_studys_own_figures(study):
     finished, runs_dir = study
     studies = [path for path in runs_dir.iterdir() if path.name.endswith("-study")]

@@ -9,7 +9,12 @@ evaluation into its own folder.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import functools
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +45,9 @@ EVALUATION_DIR = "evaluation"
 # the CNN, fast by default; the study's own three recipes with --exact.
 QUICK_PRESETS = ("quick-shallow-mse", "quick-shallow-poisson", "quick-shallow", "quick-cnn")
 EXACT_PRESETS = ("seed-shallow-mse", "seed-shallow-poisson", "seed-cnn")
+STUDY_FILE = "study.json"
+# One thread draws figures and writes reports beside training: more would only take cores from training.
+DRAWING_THREADS = 1
 
 
 @dataclass
@@ -50,6 +58,10 @@ class StudyResult:
     models: list[EvaluatedModel]
     comparison: Comparison
     conclusions: list[str] = field(default_factory=list)  # the study's findings, one sentence each
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Where `run_study`'s time went: wall seconds per phase ("train quick-cnn", "figures and report quick-cnn",
+    ...), in the order the phases started; figures and reports are drawn while the next model trains, so their
+    seconds overlap training's."""
 
     @property
     def report(self) -> Path:
@@ -95,6 +107,19 @@ def report_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None = 
                calibrate: bool = False) -> EvaluatedModel:
     """Predict a finished run's test set and write evaluation.json, figures and report.html.
 
+    The same as `prepare_report(...)()`: the model's part, then the drawing and writing.
+    """
+    return prepare_report(run, data, out_dir, model=model, with_data_section=with_data_section, tta=tta,
+                          test_limit=test_limit, calibrate=calibrate)()
+
+
+def prepare_report(run: Run | str | Path, data: Mnist, out_dir: str | Path | None = None, *, model=None,
+                   with_data_section: bool = True, tta: bool = False, test_limit: int | None = None,
+                   calibrate: bool = False) -> Callable[[], EvaluatedModel]:
+    """What `report_run` does with the model (predict, and calibrate if asked), now; returns the rest, which
+    scores, draws the figures and writes the folder without touching the model, to call when convenient
+    (`run_study` calls it in a second thread while the next model trains).
+
     model: the run's Keras model when it is in memory already (a TrainedRun's), scored as it is; without it the
     model is loaded from the run folder.
 
@@ -122,8 +147,8 @@ def report_run(run: Run | str | Path, data: Mnist, out_dir: str | Path | None = 
     if tta:
         config = {**config, "recipe": {**config["recipe"], "test_time_augmentation": TTA_WORDS}}
     default_dir = run.path / (EVALUATION_DIR + ("-tta" if tta else ""))
-    return report_predictions(
-        name, labels, probabilities, images, Path(out_dir) if out_dir else default_dir,
+    return functools.partial(
+        report_predictions, name, labels, probabilities, images, Path(out_dir) if out_dir else default_dir,
         source=str(run.path), config=config, metrics=run.metrics, history=run.history,
         layers=architecture(model), data=data if with_data_section else None, temperature=temperature,
         not_a_digit={**not_a_digit.settings, "sentence": not_a_digit.line()} if not_a_digit else None,
@@ -203,7 +228,8 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
 
     By default the quick presets: the shallow network under the study's two configurations (MSE + SGD, Poisson +
     Adadelta) with fast settings, the shallow network at its best (cross-entropy) and the CNN, each for a fixed
-    number of epochs. With exact, the study's own three recipes, unchanged.
+    number of epochs. With exact, the study's own three recipes, unchanged. Where the time went, phase by phase,
+    is in the result's `seconds` and in study.json.
     """
     from digits.training.fit import train
 
@@ -211,27 +237,77 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
     recipes = study_recipes(exact=exact, train_limit=train_limit, test_limit=test_limit, epochs=epochs)
     if out_dir is not None:
         check_new_folder(Path(out_dir))  # Refuse before minutes of training, not after.
-    models = []
-    for number, recipe in enumerate(recipes, start=1):
-        schedule = "" if recipe.schedule == "constant" else f" {recipe.schedule}"
-        progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
-                 f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, batch {recipe.batch_size}, "
-                 f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}")
-        trained = train(recipe, data, runs_dir, verbose=verbose)
-        progress(f"[{number}/{len(recipes)}] evaluating {trained.folder}")
-        # The model just trained, as it is in memory: nothing is loaded back from the run folder.
-        models.append(report_run(trained.as_run(), data, model=trained.model))
+    stopwatch = Stopwatch()
+    reports: list[Future[EvaluatedModel]] = []
+    # A model's figures and report are drawn in a second thread while the next model trains: TensorFlow runs a
+    # whole epoch per call without Python's lock, and the small networks do not keep both cores busy.
+    with ThreadPoolExecutor(max_workers=DRAWING_THREADS, thread_name_prefix="digits-report") as drawing:
+        for number, recipe in enumerate(recipes, start=1):
+            for report in reports:
+                if report.done():
+                    report.result()  # A drawing that failed (a full disk) stops the study now, not at the end.
+            schedule = "" if recipe.schedule == "constant" else f" {recipe.schedule}"
+            progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
+                     f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, batch {recipe.batch_size}, "
+                     f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}")
+            with stopwatch.phase(f"train {recipe.preset}"):
+                trained = train(recipe, data, runs_dir, verbose=verbose)
+            progress(f"[{number}/{len(recipes)}] evaluating {trained.folder}")
+            with stopwatch.phase(f"predict {recipe.preset}"):
+                # The model just trained, as it is in memory: nothing is loaded back from the run folder.
+                draw = prepare_report(trained.as_run(), data, model=trained.model)
+            reports.append(drawing.submit(stopwatch.timed, f"figures and report {recipe.preset}", draw))
+        with stopwatch.phase("waiting for the last figures"):
+            models = [report.result() for report in reports]
     _disambiguate(models)
-    # Created last, so an interrupted study leaves no empty study folder behind.
-    folder = new_output_folder(out_dir, Path(runs_dir), "study")
-    conclusions = study_conclusions(models)
-    comparison = compare_models(
-        models, folder, data=data, title="digits · the study", command=command, conclusions=conclusions,
-        extra={"exact": exact, "presets": list(presets),
-               "runs": [str(Path(model.source).resolve()) for model in models]},
-        json_name="study.json",
-    )
-    return StudyResult(folder=folder, models=models, comparison=comparison, conclusions=conclusions)
+    with stopwatch.phase("comparison and study report"):
+        # Created last, so an interrupted study leaves no empty study folder behind.
+        folder = new_output_folder(out_dir, Path(runs_dir), "study")
+        conclusions = study_conclusions(models)
+        comparison = compare_models(
+            models, folder, data=data, title="digits · the study", command=command, conclusions=conclusions,
+            extra={"exact": exact, "presets": list(presets),
+                   "runs": [str(Path(model.source).resolve()) for model in models]},
+            json_name=STUDY_FILE,
+        )
+    # Rewritten with the seconds of the comparison itself, which only end once it is written.
+    summary = json.loads((folder / STUDY_FILE).read_text())
+    write_json(folder / STUDY_FILE, {**summary, "seconds": stopwatch.seconds})
+    return StudyResult(folder=folder, models=models, comparison=comparison, conclusions=conclusions,
+                       seconds=stopwatch.seconds)
+
+
+class Stopwatch:
+    """Wall seconds per named phase, in the order the phases started (what `StudyResult.seconds` holds)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.seconds.setdefault(name, 0.0)  # Keeps the phases in the order they started.
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+
+    def timed(self, name: str, work: Callable[[], EvaluatedModel]) -> EvaluatedModel:
+        """`work()`, timed as the phase `name` (for work handed to another thread)."""
+        with self.phase(name):
+            return work()
+
+
+def load_mnist_while_importing(data_dir: str | Path | None = None) -> Mnist:
+    """MNIST as `digits.data.mnist.load_mnist(data_dir)` reads it, read and verified in a second thread while this
+    one imports TensorFlow and Keras for training: decompressing and hashing run without Python's lock, so the
+    data costs `digits run` almost nothing beside an import that takes seconds anyway."""
+    from digits.data.mnist import load_mnist
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digits-data") as reading:
+        data = reading.submit(load_mnist, data_dir)
+        import digits.training.fit  # noqa: F401  The import to overlap.
+        return data.result()
 
 
 def study_recipes(*, exact: bool = False, train_limit: int | None = None, test_limit: int | None = None,

@@ -108,21 +108,23 @@ def run_compare(args) -> int:
 def run_study_command(args) -> int:
     import time
 
-    from digits.api import load_mnist, run_study
+    from digits.api import run_study
     from digits.evaluation.conclusions import summary_table
-    from digits.study import study_recipes
+    from digits.study import load_mnist_while_importing, study_recipes
     from digits.training.runs import check_new_folder
 
     # Bad limits or a used --out folder are refused at once, not after loading Keras, data and training.
     study_recipes(exact=args.exact, train_limit=args.train_limit, test_limit=args.test_limit, epochs=args.epochs)
     if args.out is not None:
         check_new_folder(args.out)
-    from digits.training.fit import RunInterrupted
 
     started = time.perf_counter()
+    data = load_mnist_while_importing(args.data_dir)
+    from digits.training.fit import RunInterrupted  # Imported by now, beside the data.
+
     try:
         result = run_study(
-            load_mnist(args.data_dir), args.runs_dir, exact=args.exact, train_limit=args.train_limit,
+            data, args.runs_dir, exact=args.exact, train_limit=args.train_limit,
             test_limit=args.test_limit, epochs=args.epochs, out_dir=args.out,
             command=_command_line(),
             verbose=1 if sys.stdout.isatty() else "epochs", progress=lambda line: print(line, flush=True),

@@ -314,15 +314,20 @@ PRESETS: dict[str, Preset] = {
         ),
         _preset(
             "quick-cnn",
-            "the study's CNN, fast: bfloat16 where it pays, Adam one-cycle to 0.008, label smoothing 0.1, ±2 px "
-            "random whole-pixel shifts, batch 256, 5 epochs (instead of float32 Adam 0.001, batch 128, 15 epochs)",
+            "the study's CNN, fast: bfloat16 where it pays, Adam one-cycle to 0.008, ±2 px random whole-pixel shifts, "
+            "batch 128, 7 epochs (instead of float32 Adam 0.001, batch 128, 15 epochs)",
             study_recipe="seed-cnn",
-            # Batch 128, one-cycle to 0.006: 3, 4 and 5 epochs gave 99.05 %, 99.13 % and 99.18 %; batch 256 to 0.008:
-            # 4 epochs 99.06 %, 5 epochs 99.20 % (seed 1: 99.09 % against 99.07 % for batch 128 and 4 epochs);
-            # batch 512 to 0.012 or 0.016: 99.07 % after 5 and 99.16 % after 6. A batch of 256 trains 1.25x as many
-            # images per second as 128 in bfloat16, so 5 epochs of 256 cost what 4 of 128 did.
+            # Chosen to reach the study's 99.28 % on the holdout as a mean of seeds 0, 1 and 2 (one seed is too
+            # noisy: they spread over 0.15 points). Batch 256 to 0.008, label smoothing 0.1, 5 epochs (the preset
+            # before): seed 0 99.17 %. Without label smoothing, which cost accuracy in this short a run: batch 256,
+            # 5 epochs 99.23 / 99.20 / 99.11 % (mean 99.18); to 0.012, 6 epochs 99.26 / 99.21 / 99.17 (99.21);
+            # batch 128 to 0.008, 6 epochs 99.30 / 99.28 / 99.19 (99.26), 7 epochs 99.27 / 99.35 / 99.21 (99.28).
+            # On this AMX CPU a batch of 128 trains nearly as many images per second in bfloat16 as 256 (about 7 %
+            # fewer, measured side by side on a busy machine), so 7 epochs of 128 cost about 1.5x 5 of 256.
+            # Earlier, with label smoothing: batch 128 to 0.006, 3, 4 and 5 epochs gave 99.05, 99.13 and 99.18 %;
+            # batch 512 to 0.012 or 0.016: 99.07 % after 5 and 99.16 % after 6.
             model="cnn", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.008,
-            schedule="one-cycle", label_smoothing=0.1, augment_shift=2, precision="auto", batch_size=256, epochs=5,
+            schedule="one-cycle", augment_shift=2, precision="auto", batch_size=128, epochs=7,
         ),
         _preset(
             "speedrun",
