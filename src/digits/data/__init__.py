@@ -2,8 +2,9 @@
 
 Owns finding the MNIST files (the copy shipped in `digits/mnist/`, a folder, an .npz or a mirror), checking
 their structure and checksums and parsing them (`mnist`), describing them (`statistics`), fetching a file by
-its checksum (`download`), and drawing digits in the machine's fonts, pen strokes and things that are not
-digits (`synthetic`).
+its checksum (`download`), drawing digits in the machine's fonts, pen strokes and things that are not
+digits (`synthetic`; distorted digits, textures and scene crops: `varied_non_digits`), and the real pictures
+found in installed packages that only measure the not-a-digit verdict (`sample_photos`).
 
 May import: `digits.errors` only. Every other stage imports this one.
 """

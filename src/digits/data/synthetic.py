@@ -1,7 +1,8 @@
 """Pictures digits can draw offline: digits in the machine's fonts and as pen strokes, and things that are not
 digits (letters and symbols, scribbles, shapes, noise).
 
-`digits evaluate --calibrate` fits the not-a-digit detector on them (`digits.inference.not_a_digit_fit`), and the
+`digits evaluate --calibrate` fits the not-a-digit detector on them and on `digits.data.varied_non_digits`
+(`digits.inference.not_a_digit_fit`), and the
 benchmarks measure with them (`benchmarks/font_digits.py`, `benchmarks/not_a_digit.py`). Every generator takes a seed,
 so the same call draws the same pictures. Fonts are found with `fc-list` or under /usr/share/fonts; on Debian,
 `apt-get install fonts-dejavu-core fonts-liberation` gives 34 or more of them (38 on the development machine).

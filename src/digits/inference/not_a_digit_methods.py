@@ -1,0 +1,100 @@
+"""Which way of telling a digit from a non-digit holds on kinds of non-digit it never saw? Six methods compared.
+
+Each method gives a score, higher for what looks more like a digit, and is measured by leaving one kind out: for
+each kind of generated non-digit, a method that trains on non-digits is trained again without that kind, its
+threshold chosen again on the choice part, and only that kind's caught share is kept. The methods:
+
+  maximum probability  the classifier's largest probability (Hendrycks & Gimpel's baseline); trains on nothing
+  energy               log-sum-exp of the logits (Liu et al. 2020); trains on nothing
+  Mahalanobis          minus the distance to the nearest class under a class-conditional Gaussian with a shared
+                       covariance over the features (Lee et al. 2018), fitted on MNIST training digits only
+  today's detector     a small network over the features, trained against the four original kinds (issue 17)
+  varied detector      the same network trained against all seven kinds, distorted digits, textures and scene
+                       crops included
+  combination          the varied detector reading the distance to the nearest class and the energy too
+
+Every detector here reads the same share of the training part (`detector_features(subsample=True)`: 4,000 MNIST
+digits, 1,000 of each other kind), so that nineteen fits take minutes, not an hour. The parts
+(`digits.inference.not_a_digit_fit.draw_parts`) are shared with `fit_not_a_digit`, which fits the chosen one on all
+of the training part; benchmarks/not_a_digit.py --compare prints the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from digits.inference.not_a_digit import energy, fit_class_gaussian, fit_detector
+from digits.inference.not_a_digit_fit import (
+    DIGIT_KINDS,
+    NON_DIGIT_KINDS,
+    ORIGINAL_KINDS,
+    Parts,
+    Read,
+    detector_features,
+    fit_chosen,
+)
+
+Scorer = Callable[[Read], np.ndarray]
+
+
+def _maximum_probability(parts: Parts, without: str | None) -> Scorer:
+    return lambda read: read.probabilities.max(axis=1)
+
+
+def _energy(parts: Parts, without: str | None) -> Scorer:
+    return lambda read: energy(read.logits)
+
+
+def _mahalanobis(parts: Parts, without: str | None) -> Scorer:
+    gaussian = fit_class_gaussian(parts.training["mnist"].features, parts.training_labels)
+    return lambda read: -gaussian.distances(read.features)
+
+
+def _detector_against(kinds: tuple[str, ...]) -> Callable[[Parts, str | None], Scorer]:
+    def fit(parts: Parts, without: str | None) -> Scorer:
+        digit_features = detector_features(parts.training, DIGIT_KINDS, subsample=True)
+        other_features = detector_features(parts.training, tuple(kind for kind in kinds if kind != without),
+                                           subsample=True)
+        detector = fit_detector(digit_features, other_features)
+        return lambda read: detector.scores(read.features)
+
+    return fit
+
+
+def _combination(parts: Parts, without: str | None) -> Scorer:
+    detector = fit_chosen(parts, without=without, subsample=True)
+    return lambda read: detector.scores(read.features)
+
+
+# Method → (fit on the training part without a kind → score), and the kinds it trains against (none: it needs none).
+METHODS: dict[str, tuple[Callable[[Parts, str | None], Scorer], tuple[str, ...]]] = {
+    "maximum probability": (_maximum_probability, ()),
+    "energy": (_energy, ()),
+    "Mahalanobis": (_mahalanobis, ()),
+    "today's detector": (_detector_against(ORIGINAL_KINDS), ORIGINAL_KINDS),
+    "varied detector": (_detector_against(NON_DIGIT_KINDS), NON_DIGIT_KINDS),
+    "combination": (_combination, NON_DIGIT_KINDS),
+}
+
+
+def compare_methods(parts: Parts, methods: tuple[str, ...] = tuple(METHODS)
+                    ) -> tuple[dict[str, dict[str, dict]], dict[str, tuple[Scorer, dict]]]:
+    """method → held-out kind → `measure`'s figures of the method fitted without that kind (`caught[kind]` is the
+    figure that counts; a kind the method never trains against is measured by its one fit on everything), and
+    method → its fit on everything: the score and its figures (threshold included)."""
+    table: dict[str, dict[str, dict]] = {}
+    fitted: dict[str, tuple[Scorer, dict]] = {}
+    for method in methods:
+        fit, trained_kinds = METHODS[method]
+        scorer = fit(parts, None)
+        fitted[method] = (scorer, parts.measure(scorer))
+        table[method] = {kind: parts.measure(fit(parts, kind)) if kind in trained_kinds else fitted[method][1]
+                         for kind in NON_DIGIT_KINDS}
+    return table, fitted
+
+
+def worst_held_out(row: dict[str, dict]) -> float:
+    """The lowest share caught over the held-out kinds: the figure the method is chosen by."""
+    return min(figures["caught"][kind] for kind, figures in row.items())
