@@ -158,26 +158,40 @@ async def one_client(session: aiohttp.ClientSession, url: str, bodies: list[byte
             await asyncio.sleep(max(0.0, sent + interval - time.perf_counter()))
 
 
+def client_address(number: int) -> str:
+    """A loopback address of its own for each client (127.0.1.1, 127.0.1.2, ...), as people drawing come from their
+    own machines: the server holds one address to 64 open connections (limits.CLIENT_CONNECTIONS)."""
+    return f"127.0.{1 + number // 250}.{1 + number % 250}"
+
+
 async def load(url: str, bodies: list[bytes], headers: dict[str, str], clients: int, seconds: float,
                interval: float) -> tuple[Tally, float]:
     tally = Tally()
-    # One keep-alive connection per client, as each browser tab keeps its own.
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+    timeout = aiohttp.ClientTimeout(total=30)
+    # One keep-alive connection per client, as each browser tab keeps its own, from an address of its own.
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1, local_addr=(client_address(number), 0)),
+                              timeout=timeout)
+        for number in range(clients)
+    ]
+    try:
 
-        async def warm_up(body: bytes) -> None:
+        async def warm_up(session: aiohttp.ClientSession, body: bytes) -> None:
             async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
 
         # Warm up: the first calls trace the model and open the connections.
-        await asyncio.gather(*(warm_up(bodies[i]) for i in range(min(clients, len(bodies)))))
+        await asyncio.gather(*(warm_up(session, bodies[number % len(bodies)])
+                               for number, session in enumerate(sessions)))
         started = time.perf_counter()
         deadline = started + seconds
         await asyncio.gather(*(
             one_client(session, url, bodies, headers, number, clients, interval, deadline, tally)
-            for number in range(clients)
+            for number, session in enumerate(sessions)
         ))
         elapsed = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(session.close() for session in sessions))
     return tally, elapsed
 
 
