@@ -152,6 +152,29 @@ def test_interruption_keeps_the_model_of_the_last_finished_epoch(mnist, tmp_path
     assert measured == pytest.approx(run.history["val_accuracy"][1], abs=1e-6)
 
 
+class InterruptLeavingAScope(keras.callbacks.Callback):
+    """A Ctrl-C that lands while TensorFlow leaves a device scope: the scope's RuntimeError, the interrupt behind it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == 2:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("Exiting device scope without proper scope nesting")  # noqa: B904
+
+
+def test_a_ctrl_c_surfacing_as_tensorflows_scope_error_still_ends_the_run_as_interrupted(mnist, tmp_path):
+    with pytest.raises(RunInterrupted) as caught:
+        train(tiny_recipe(epochs=3), mnist, tmp_path, verbose=0, callbacks=[InterruptLeavingAScope()])
+    assert load_run(caught.value.run_dir, require_complete=False).metrics["epochs"] == 2
+
+
+def test_a_runtime_error_with_no_ctrl_c_behind_it_is_not_taken_for_one():
+    from digits.training.fit import raised_during_interrupt
+
+    assert not raised_during_interrupt(RuntimeError("Exiting device scope without proper scope nesting"))
+
+
 @pytest.mark.slow
 def test_interruption_before_any_epoch_leaves_no_model(mnist, tmp_path):
     with pytest.raises(RunInterrupted) as caught:
