@@ -113,6 +113,19 @@ def digit_png():
     return draw_digit_png
 
 
+def draw_smiley():
+    """A drawn smiley, 300x300, black on white: one round piece of ink that is no digit, whole or cut."""
+    from PIL import Image, ImageDraw
+
+    smiley = Image.new("L", (300, 300), 255)
+    draw = ImageDraw.Draw(smiley)
+    draw.ellipse((30, 30, 270, 270), outline=0, width=12)
+    for eye_x in (105, 195):
+        draw.ellipse((eye_x - 12, 95, eye_x + 12, 125), fill=0)
+    draw.arc((80, 105, 220, 225), 20, 160, fill=0, width=12)
+    return smiley
+
+
 def child_processes(parent: int) -> list[int]:
     """The ids of the live processes whose parent is `parent` (none once it has ended)."""
     try:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import digits
-from conftest import run_digits
+from conftest import draw_smiley, run_digits
 from digits.data.mnist import load_mnist
 from digits.data.numbers import compose_number, ink_picture, mask_glyph, mnist_digits, mnist_glyph, photo_like
 from digits.data.synthetic import find_fonts, render_glyph
@@ -129,12 +129,7 @@ def test_a_cut_between_slanted_strokes_follows_them_instead_of_slicing_them():
 
 def test_a_lone_round_shape_is_not_cut_into_digits(classifier):
     # A smiley is one wide-enough piece (the eyes and mouth are within the face's columns): read whole, not a digit.
-    smiley = Image.new("L", (300, 300), 255)
-    draw = ImageDraw.Draw(smiley)
-    draw.ellipse((30, 30, 270, 270), outline=0, width=12)
-    for eye_x in (105, 195):
-        draw.ellipse((eye_x - 12, 95, eye_x + 12, 125), fill=0)
-    draw.arc((80, 105, 220, 225), 20, 160, fill=0, width=12)
+    smiley = draw_smiley()
     reading = read(classifier, smiley)
     assert len(reading) == 1 and reading.verdict == "not a digit"
 

@@ -17,6 +17,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
+from conftest import draw_smiley
+
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.slow,
@@ -215,14 +217,7 @@ def test_a_chosen_file_is_read(open_page, digit_png, tmp_path):
 
 
 def test_a_smiley_is_gently_called_no_digit_with_the_best_guess(open_page, tmp_path):
-    from PIL import Image, ImageDraw
-
-    smiley = Image.new("L", (300, 300), 255)
-    draw = ImageDraw.Draw(smiley)
-    draw.ellipse((30, 30, 270, 270), outline=0, width=12)
-    for eye_x in (105, 195):
-        draw.ellipse((eye_x - 12, 95, eye_x + 12, 125), fill=0)
-    draw.arc((80, 105, 220, 225), 20, 160, fill=0, width=12)
+    smiley = draw_smiley()
     smiley.save(tmp_path / "smiley.png")
     page = open_page()
 
