@@ -526,9 +526,11 @@ def test_two_sweep_commands_started_together_on_sqlite_draw_different_trials(tmp
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], "\n".join(outputs)[-3000:]
     trials = load(storage, "together").get_trials()
-    values = [tuple(sorted(trial.params.items())) for trial in trials]
+    # A worker that asked for a trial once the sweep had enough withdraws it before drawing anything.
+    drawn = [trial for trial in trials if not trial.user_attrs.get("withdrawn")]
+    values = [tuple(sorted(trial.params.items())) for trial in drawn]
     assert len(set(values)) == len(values) >= 4, values
-    assert {trial.user_attrs["pid"] for trial in trials} == {worker.pid for worker in workers}  # both drew trials
+    assert {trial.user_attrs["pid"] for trial in drawn} == {worker.pid for worker in workers}  # both drew trials
 
 
 @pytest.mark.slow

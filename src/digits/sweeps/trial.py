@@ -79,6 +79,9 @@ def run_trial(trial, space: SearchSpace, data: Mnist, runs_dir: Path, *, target_
     import optuna
 
     study = trial.study
+    # Who drew it, before anything else: a withdrawn trial names its worker too.
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
     if _surplus(study, trial, target_trials):
         # Another worker asked for the last trial a moment before this one; stop before training anything.
         trial.set_user_attr("withdrawn", True)
@@ -87,8 +90,6 @@ def run_trial(trial, space: SearchSpace, data: Mnist, runs_dir: Path, *, target_
     trial_dir = runs_dir / SWEEPS_DIR / study.study_name / f"trial-{trial.number:04d}"
     trial_dir.mkdir(parents=True, exist_ok=False)
     trial.set_user_attr("recipe", recipe.model_dump())
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
     reporter = ReportToTrial(trial, trial_dir, space.trial_seconds)
     try:
         run_dir = train(recipe, data, trial_dir, verbose=0, callbacks=[reporter])
