@@ -24,6 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))  # The other benchmarks' pictures.
 from digits.data.mnist import load_mnist  # noqa: E402
+from digits.data.numbers import mnist_digits  # noqa: E402
 from digits.data.synthetic import find_fonts  # noqa: E402
 from digits.pictures.decode import ImageError  # noqa: E402
 from digits.pictures.drawing import drawing_image, drawing_size  # noqa: E402
@@ -41,7 +42,7 @@ def pictures() -> list[Image.Image]:
     for drawing in page_drawings(PAYLOAD_COUNT):
         body = encode(drawing, "pgm")
         drawn.append(drawing_image(body, drawing_size(body)))
-    mnist, fonts = load_mnist(), find_fonts()
+    mnist, fonts = mnist_digits(load_mnist(), "test"), find_fonts()
     rng = np.random.default_rng(0)
     numbers = []
     for kind in ("handwritten", "touching", "fonts", "photo-like"):

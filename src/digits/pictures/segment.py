@@ -140,10 +140,10 @@ def find_digits(image: Image.Image, *, name: str | None = None) -> Layout:
     pieces = _pieces(residual)
     if pieces is None:
         raise NoDigitError(f"no digit found in {label}: the picture is blank or has too little contrast.")
-    strokes, boxes, threshold = pieces
+    strokes, boxes, threshold, one_mark = pieces
     if len(boxes) == 1:
         # One piece is read as one digit exactly as `prepare_image` reads it; if wide, that is one choice of several.
-        view, (top, bottom, left, right) = prepare_grey(image, grey, label, residual, threshold)
+        view, (top, bottom, left, right) = prepare_grey(image, grey, label, residual, threshold, one_mark)
         whole = Candidate(0, 1, _picture_box((slice(top, bottom), slice(left, right)), scale, (0, 0)), view)
         if not _is_wide(boxes[0], _line_height(boxes)):
             return Layout((whole,), 1)
@@ -172,7 +172,7 @@ def find_digits(image: Image.Image, *, name: str | None = None) -> Layout:
         closer = _pieces(closer_residual)
         if closer is not None:
             offset = (round(around[0] * scale), round(around[1] * scale))
-            residual, (strokes, boxes, threshold) = closer_residual, closer
+            residual, (strokes, boxes, threshold, _) = closer_residual, closer
             scale = crop.width / closer_grey.shape[1]
     layout = _layout(residual, strokes, boxes, threshold, scale, offset, label)
     if whole_picture is None:
@@ -209,8 +209,9 @@ def choose_digits(layout: Layout, scores: np.ndarray) -> list[Candidate]:
 Box = tuple[slice, slice]
 
 
-def _pieces(residual: np.ndarray) -> tuple[np.ndarray, list[Box], float] | None:
-    """The labelled strokes (0: paper, k: piece k), each piece's box, left to right, and the stroke threshold."""
+def _pieces(residual: np.ndarray) -> tuple[np.ndarray, list[Box], float, np.ndarray | None] | None:
+    """The labelled strokes (0: paper, k: piece k), each piece's box, left to right, the stroke threshold, and the
+    strokes (bool) when they are all one mark, strokes a pixel apart joined (else None: see `find_ink`)."""
     threshold = ink_threshold(residual)
     if threshold is None:
         return None
@@ -265,7 +266,7 @@ def _pieces(residual: np.ndarray) -> tuple[np.ndarray, list[Box], float] | None:
         relabel[numbers] = index + 1
     labels = np.zeros(strokes.shape, np.int32)
     labels[around] = relabel[groups]
-    return labels, [box for _, box in merged], threshold
+    return labels, [box for _, box in merged], threshold, strokes if count == 1 else None
 
 
 def _columns_overlap(first: Box, second: Box) -> bool:
