@@ -228,6 +228,39 @@ def test_pictures_waiting_together_are_classified_in_one_call_with_the_answers_o
         np.testing.assert_allclose(prediction.digit_score, alone.digit_score, atol=1e-5)
 
 
+def test_a_batch_waits_for_the_views_of_a_picture_being_prepared_and_not_for_one_that_fails(classifier):
+    views = load_mnist().test_images[:3]
+    batch_sizes = []
+
+    def recording_classify(batch):
+        batch_sizes.append(len(batch))
+        return classifier.classify(batch)
+
+    classify = BatchClassifier(recording_classify, in_loop=True, gather_seconds=10.0)
+
+    async def request(view, preparing_seconds, fails=False):
+        with classify.expect():  # As the server's /predict prepares a picture.
+            await asyncio.sleep(preparing_seconds)
+            if fails:
+                raise ValueError("no digit")
+        return await classify(view)
+
+    async def three_requests():
+        # The first picture is ready at once, the second 10 ms later; the third fails 20 ms later.
+        return await asyncio.gather(request(views[0], 0.0), request(views[1], 0.01), request(views[2], 0.02, True),
+                                    return_exceptions=True)
+
+    started = time.perf_counter()
+    first, second, third = asyncio.run(three_requests())
+
+    # One call for both pictures, made as soon as nothing more was being prepared: not after the 10 s limit.
+    assert batch_sizes == [2] and time.perf_counter() - started < 5
+    assert isinstance(third, ValueError)
+    for view, prediction in ((views[0], first), (views[1], second)):
+        np.testing.assert_allclose(prediction.probabilities, classifier.classify(view[np.newaxis]).probabilities[0],
+                                   atol=1e-5)
+
+
 def test_a_failed_inference_answers_every_waiting_picture_and_the_next_one_is_classified(classifier):
     failures = [RuntimeError("the first call fails")]
 

@@ -219,7 +219,8 @@ def create_app(
             size = drawing.drawing_size(data, DRAWING_NAME) if is_drawing(request) else None
             name = DRAWING_NAME if size else name
             # Every candidate digit, exactly as `digits predict` reads a file; given up if the client leaves.
-            layout = await limits.unless_client_leaves(request.receive, prepare(data, name, size))
+            with classify.expect():  # Meanwhile, a batch being classified waits a little for its views.
+                layout = await limits.unless_client_leaves(request.receive, prepare(data, name, size))
         except decode.ImageTooLarge as error:
             raise HTTPException(413, sentence(error)) from error
         except decode.NoDigitError as error:
