@@ -318,6 +318,34 @@ def test_working_only_around_the_ink_finds_the_same_digit_as_working_on_the_whol
         np.testing.assert_array_equal(cropped_ink, whole_ink)
 
 
+def test_a_drawing_in_one_mark_gets_the_layout_it_gets_when_its_marks_are_grouped_again(monkeypatch):
+    from digits.pictures import segment
+
+    drawings = [Image.fromarray(np.round(grey * 255).astype(np.uint8)) for grey in canvas_greys(30)]
+    broken = np.full((140, 140), 255, np.uint8)
+    broken[20:120, 60:66] = 17
+    broken[68:71, 60:66] = 255  # A stroke broken by 3 pixels: two marks a pixel apart, one mark further apart.
+    drawings.append(Image.fromarray(broken))
+    one_mark = []
+    real_pieces = segment._pieces
+
+    def recording_pieces(residual):
+        pieces = real_pieces(residual)
+        one_mark.append(pieces is not None and pieces[3] is not None)
+        return pieces
+
+    monkeypatch.setattr(segment, "_pieces", recording_pieces)
+    shortcut = [segment.find_digits(drawing) for drawing in drawings]
+    # The same pictures, every mark grouped again by `find_ink`, as before the shortcut.
+    monkeypatch.setattr(segment, "_pieces", lambda residual: (*real_pieces(residual)[:3], None))
+    regrouped = [segment.find_digits(drawing) for drawing in drawings]
+
+    assert sum(one_mark) >= 25 and not one_mark[-1]  # The shortcut was taken, but not for the broken stroke.
+    for fast, slow in zip(shortcut, regrouped, strict=True):
+        assert [candidate.box for candidate in fast.candidates] == [candidate.box for candidate in slow.candidates]
+        np.testing.assert_array_equal(fast.views, slow.views)
+
+
 def test_the_page_s_opaque_colour_canvas_reads_like_the_same_drawing_in_greyscale():
     for grey in canvas_greys(20):
         drawing = Image.fromarray(np.round(grey * 255).astype(np.uint8))  # Mode L.
