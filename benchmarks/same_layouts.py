@@ -8,6 +8,7 @@ alone is timed: CPU time (process time) for the 200 drawings, best of --rounds.
 
     PYTHONPATH=<the old src> .venv/bin/python benchmarks/same_layouts.py --save before.json
     .venv/bin/python benchmarks/same_layouts.py --against before.json    # lists the pictures that differ
+    .venv/bin/python benchmarks/same_layouts.py --regroup --rounds 8     # the one-mark shortcut's time, in turns
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # The other benchmarks' pictures
 from digits.data.mnist import load_mnist  # noqa: E402
 from digits.data.numbers import mnist_digits  # noqa: E402
 from digits.data.synthetic import find_fonts  # noqa: E402
+from digits.pictures import segment  # noqa: E402
 from digits.pictures.decode import ImageError  # noqa: E402
 from digits.pictures.drawing import drawing_image, drawing_size  # noqa: E402
 from digits.pictures.segment import Layout, find_digits  # noqa: E402
@@ -67,6 +70,9 @@ def main() -> int:
     parser.add_argument("--save", type=Path, help="write each picture's digest here (JSON)")
     parser.add_argument("--against", type=Path, help="compare each picture's digest with a file --save wrote")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of timing the drawings (default: 5)")
+    parser.add_argument("--regroup", action="store_true",
+                        help="also time the drawings with every mark grouped again by find_ink, as before the "
+                        "one-mark shortcut (segment._pieces), in turns with it")
     args = parser.parse_args()
 
     images = pictures()
@@ -82,6 +88,22 @@ def main() -> int:
         for image in images[:PAYLOAD_COUNT]:
             find_digits(image)
         rounds.append((time.process_time() - started) * 1000 / PAYLOAD_COUNT)
+    if args.regroup:
+        one_mark_pieces = segment._pieces
+        modes = {"regrouped": lambda residual: (*one_mark_pieces(residual)[:3], None), "one mark": one_mark_pieces}
+        timings: dict[str, list[float]] = {mode: [] for mode in modes}
+        for _ in range(args.rounds):
+            for mode, pieces in modes.items():
+                segment._pieces = pieces
+                started = time.process_time()
+                for image in images[:PAYLOAD_COUNT]:
+                    find_digits(image)
+                timings[mode].append((time.process_time() - started) * 1000 / PAYLOAD_COUNT)
+        segment._pieces = one_mark_pieces
+        print("; ".join(f"{mode}: best {min(values):.3f} ms, median {statistics.median(values):.3f} ms a drawing"
+                        for mode, values in timings.items())
+              + f"; ratio {min(timings['regrouped']) / min(timings['one mark']):.2f}x (best), "
+              f"{statistics.median(timings['regrouped']) / statistics.median(timings['one mark']):.2f}x (median)")
     overall = hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
     print(f"{len(images)} pictures, layouts digest {overall}; preparing a drawing alone {min(rounds):.3f} ms of CPU "
           f"(best of {args.rounds} rounds of {PAYLOAD_COUNT}: {', '.join(f'{value:.3f}' for value in rounds)})")
