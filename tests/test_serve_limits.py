@@ -185,6 +185,26 @@ def test_a_form_over_the_size_limit_is_refused_with_413(classifier, digit_png, d
     assert response.headers["connection"] == "close"
 
 
+DRAWING = "image/x-portable-graymap"
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared-length", "chunked"])
+def test_the_page_s_drawing_keeps_the_upload_limit_and_is_read_in_pieces(classifier, declared):
+    drawing = b"P5\n100 100\n255\n" + bytes(range(100)) * 100  # 10,015 bytes: grey stripes, no digit.
+    with TestClient(create_app(classifier, max_upload_bytes=10_000)) as small_client:
+        too_large = small_client.post("/predict", content=drawing if declared else in_pieces(drawing, 1000),
+                                      headers={"Content-Type": DRAWING})
+        empty = small_client.post("/predict", content=b"", headers={"Content-Type": DRAWING})
+    assert_sentence(too_large, 413, "larger than 10,000 bytes")
+    assert too_large.headers["connection"] == "close"
+    assert_sentence(empty, 400, "upload is empty")
+
+    small = b"P5\n90 90\n255\n" + bytes([255]) * 8100  # Blank paper, within the limit, sent in pieces.
+    with TestClient(create_app(classifier, max_upload_bytes=10_000)) as small_client:
+        blank = small_client.post("/predict", content=in_pieces(small, 1000), headers={"Content-Type": DRAWING})
+    assert_sentence(blank, 422, "no digit found in the drawing")
+
+
 @pytest.mark.parametrize("parts, words", [
     ([("file", f"{number}.png", b"x") for number in range(5)], "too many files"),
     ([(f"note{number}", None, b"x") for number in range(17)], "too many fields"),
