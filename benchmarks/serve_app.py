@@ -7,8 +7,9 @@ the inference calls a request. No sockets and no other clients, so the figures a
 
 --compare gather: real worker processes; one app's batches wait up to `digits.serving.workers.GATHER_SECONDS` for
 the views of pictures being prepared, the other's are classified at once (as before).
---compare route: the drawing answered by `digits.serving.app.DrawingRoute`, or by FastAPI's /predict (as before);
-preparation and inference are replaced by their answers computed beforehand, so only the app's own work counts.
+--compare route: the drawing answered by `digits.serving.drawing_route.DrawingRoute`, or by FastAPI's /predict (as
+before); preparation and inference are replaced by their answers computed beforehand, so only the app's own work
+counts.
 
     .venv/bin/python benchmarks/serve_app.py                      # --compare gather, 8 clients, 3 rounds of 400
     .venv/bin/python benchmarks/serve_app.py --compare route
@@ -68,6 +69,7 @@ def main() -> int:
     from digits.pictures.drawing import drawing_image, drawing_size
     from digits.pictures.segment import find_digits
     from digits.serving import app as app_module
+    from digits.serving.drawing_route import DrawingRoute
     from digits.serving.workers import GATHER_SECONDS, BatchClassifier, PicturePreparer
     from serve_load import PAYLOAD_COUNT, encode, page_drawings
 
@@ -111,7 +113,7 @@ def main() -> int:
         without_route = apps["FastAPI's /predict"] = app_module.create_app(classifier, allowed_hosts=set())
         # Without the route (its middleware stack is built at the first request), /predict reads the drawing.
         without_route.user_middleware = [middleware for middleware in without_route.user_middleware
-                                         if middleware.cls is not app_module.DrawingRoute]
+                                         if middleware.cls is not DrawingRoute]
 
     def workers_cpu(app) -> float:
         total = 0.0

@@ -9,7 +9,6 @@ Every picture, whether drawn on the page, uploaded, or posted by a program, goes
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,18 +16,16 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import ClientDisconnect
 
 from digits import __version__
 from digits.inference.numbers import read_layout
 from digits.pictures import decode, drawing, segment
-from digits.serving import limits
+from digits.serving import drawing_route, limits
 from digits.serving.workers import BatchClassifier, PicturePreparer, PreparationFailed
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping
+    from collections.abc import AsyncGenerator
 
     from digits.inference.classifier import Classifier
     from digits.inference.numbers import NumberPrediction
@@ -185,9 +182,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     stop_notice = limits.StopNotice()
     # Inside the guard: the page's drawings are answered before FastAPI's router (see DrawingRoute).
-    app.add_middleware(DrawingRoute, answer=lambda data, size, receive: answer_picture(data, DRAWING_NAME, size,
-                                                                                       receive),
-                       max_upload_bytes=max_upload_bytes)
+    app.add_middleware(drawing_route.DrawingRoute, max_upload_bytes=max_upload_bytes,
+                       answer=lambda data, receive: answer_picture(data, DRAWING_NAME, checked_drawing(data), receive))
     app.add_middleware(limits.RequestGuard, allowed_hosts=allowed_hosts, stop_notice=stop_notice)
     # What `digits predict` and `digits.predict` call; ONNX Runtime's quick calls are made on the event loop.
     classify = BatchClassifier(classifier.classify, in_loop=classifier.runtime == "onnxruntime")
@@ -259,11 +255,7 @@ def create_app(
 
 def is_drawing(request: Request) -> bool:
     """Whether the raw body is declared a drawing (`digits.pictures.drawing`); a form's files are read as files."""
-    return declares_drawing(request.headers.get("content-type", ""))
-
-
-def declares_drawing(content_type: str) -> bool:
-    return content_type.split(";")[0].strip().lower() == drawing.DRAWING_TYPE
+    return drawing_route.declares_drawing(request.headers.get("content-type", ""))
 
 
 def checked_drawing(data: bytes) -> tuple[int, int, int]:
@@ -275,73 +267,6 @@ def checked_drawing(data: bytes) -> tuple[int, int, int]:
         raise HTTPException(413, sentence(error)) from error
     except decode.ImageError as error:
         raise HTTPException(400, sentence(error)) from error
-
-
-class DrawingRoute:
-    """ASGI middleware inside `limits.RequestGuard`: the page's drawings, POST /predict of type
-    `drawing.DRAWING_TYPE`, answered without FastAPI's router, request object and endpoint machinery; everything
-    else goes on to FastAPI. The same limits, checks and answers as `/predict` there (which still describes them in
-    the OpenAPI schema): `answer(data, size, receive)` is the endpoint's own code; a refusal is FastAPI's JSON
-    `{"detail": sentence}` with the exception's headers; anything unexpected goes up to the app's error handler."""
-
-    def __init__(self, app, answer, max_upload_bytes: int = MAX_UPLOAD_BYTES):
-        self.app = app
-        self.answer = answer
-        self.max_upload_bytes = max_upload_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if not (scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST"
-                and declares_drawing(header(scope, b"content-type"))):
-            await self.app(scope, receive, send)
-            return
-        headers: Mapping[str, str] = {}
-        try:
-            data = await self.read_body(scope, receive)
-            body, status = await self.answer(data, checked_drawing(data), receive), 200
-        except StarletteHTTPException as error:  # Ours, and limits.RequestGuard's (408, 429, 503) from `receive`.
-            body, status, headers = json_detail(error.detail), error.status_code, error.headers or {}
-        head = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-        head += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": head})
-        await send({"type": "http.response.body", "body": body})
-
-    async def read_body(self, scope, receive) -> bytes:
-        """The body, as `read_image_bytes` reads a raw one: 413 beyond max_upload_bytes, 400 when empty."""
-        too_large = HTTPException(
-            413, f"The upload is larger than {self.max_upload_bytes:,} bytes; send a smaller image (a photo scaled "
-            "down is enough).", headers={"connection": "close"},  # The rest of the body is not read.
-        )
-        declared = header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > self.max_upload_bytes:
-            raise too_large
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_upload_bytes:
-                raise too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        if not size:
-            raise HTTPException(400, "The upload is empty; send the bytes of an image file (PNG, JPEG, ...).")
-        return b"".join(chunks)
-
-
-def header(scope, name: bytes) -> str:
-    """The first value of a request header (lower-case `name`), as Starlette's `Request.headers.get` gives it."""
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
-
-
-def json_detail(detail: str) -> bytes:
-    """`{"detail": detail}` as FastAPI's JSONResponse writes it."""
-    return json.dumps({"detail": detail}, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def describe_model(classifier: Classifier) -> ModelInfo:
@@ -367,16 +292,13 @@ async def read_image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
     else:
         body = b"".join([chunk async for chunk in limited_body(request, limit)])
     if not body:
-        raise HTTPException(400, "The upload is empty; send the bytes of an image file (PNG, JPEG, ...).")
+        raise HTTPException(400, limits.EMPTY_UPLOAD_SENTENCE)
     return body, name
 
 
 async def limited_body(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     """The request's body in chunks, refused with 413 as soon as it declares or reaches more than `limit` bytes."""
-    too_large = HTTPException(
-        413, f"The upload is larger than {limit:,} bytes; send a smaller image (a photo scaled down is enough).",
-        headers={"connection": "close"},  # The rest of the body is not read.
-    )
+    too_large = limits.upload_too_large(limit)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large

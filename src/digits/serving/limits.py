@@ -75,6 +75,16 @@ HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-)
 SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded")
 
 
+EMPTY_UPLOAD_SENTENCE = "The upload is empty; send the bytes of an image file (PNG, JPEG, ...)."
+
+
+def upload_too_large(limit: int) -> HTTPException:
+    """The 413 for a body over `limit` bytes (the endpoint's limit, `digits.serving.app.MAX_UPLOAD_BYTES`), which
+    closes the connection: the rest of the body is not read."""
+    return HTTPException(413, f"The upload is larger than {limit:,} bytes; send a smaller image (a photo scaled down "
+                         "is enough).", headers={"connection": "close"})
+
+
 BUSY_SENTENCE = "The server is receiving too many uploads at once; send the picture again in a moment."
 # Closing the connection spares reading the rest of a body nobody will use.
 BUSY_HEADERS = {"retry-after": "5", "connection": "close"}
