@@ -5,7 +5,7 @@ clients posting the page drawings of `benchmarks/serve_load.py` back to back, in
 this process's CPU a drawing (the event loop, and inference: ONNX Runtime runs on the event loop), the workers', and
 the inference calls a request. No sockets and no other clients, so the figures are steadier than serve_load.py's.
 
---compare gather: real worker processes; one app's batches wait up to `digits.serving.workers.GATHER_SECONDS` for
+--compare gather: real worker processes; one app's batches wait up to `digits.serving.batching.GATHER_SECONDS` for
 the views of pictures being prepared, the other's are classified at once (as before).
 --compare route: the drawing answered by `digits.serving.drawing_route.DrawingRoute`, or by FastAPI's /predict (as
 before); preparation and inference are replaced by their answers computed beforehand, so only the app's own work
@@ -69,8 +69,9 @@ def main() -> int:
     from digits.pictures.drawing import drawing_image, drawing_size
     from digits.pictures.segment import find_digits
     from digits.serving import app as app_module
+    from digits.serving.batching import GATHER_SECONDS, BatchClassifier
     from digits.serving.drawing_route import DrawingRoute
-    from digits.serving.workers import GATHER_SECONDS, BatchClassifier, PicturePreparer
+    from digits.serving.workers import PicturePreparer
     from serve_load import PAYLOAD_COUNT, encode, page_drawings
 
     classifier = load_classifier(None, threads=1)

@@ -26,8 +26,8 @@ from digits.inference.runtime import OnnxModel
 from digits.pictures import decode as images
 from digits.pictures.prepare import prepare_file
 from digits.serving.app import MAX_UPLOAD_BYTES, create_app
+from digits.serving.batching import BatchClassifier
 from digits.serving.process import is_loopback
-from digits.serving.workers import BatchClassifier
 
 with warnings.catch_warnings():
     # Starlette's test client warns, on import, that it will move to another HTTP library; not our concern.

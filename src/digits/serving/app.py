@@ -22,7 +22,8 @@ from digits import __version__
 from digits.inference.numbers import read_layout
 from digits.pictures import decode, drawing, segment
 from digits.serving import drawing_route, limits
-from digits.serving.workers import BatchClassifier, PicturePreparer, PreparationFailed
+from digits.serving.batching import BatchClassifier
+from digits.serving.workers import PicturePreparer, PreparationFailed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
