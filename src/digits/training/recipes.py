@@ -34,6 +34,7 @@ DEFAULT_LEARNING_RATES: dict[str, float] = {
 OPTIMIZERS = tuple(DEFAULT_LEARNING_RATES)
 
 VALIDATIONS = ("test", "holdout", "none")
+TRAINING_LOOPS = ("fit", "graph")
 
 # "constant": the learning rate never changes (the study). "one-cycle": linear warm-up from 0 to the learning
 # rate over the first 20 % of the steps, then linear decay to 0 at the last step (digits.training.schedules.OneCycle).
@@ -148,6 +149,11 @@ class Recipe(BaseModel):
     jit_compile: Annotated[bool | str, Choices((True, False, "auto"))] = _setting(
         "XLA compilation: true, false or auto (Keras decides; off on a CPU); true speeds up the shallow network, "
         "but never use it for the CNN on a CPU, where XLA's convolutions are about 13x slower.", "auto")
+    training_loop: Annotated[str, Choices(TRAINING_LOOPS)] = _setting(
+        "How batches reach the compiled steps: fit (Keras's fit() and its tf.data pipeline) or graph (the uint8 "
+        "images as one tensor, shuffled by NumPy each epoch, batches sliced and scaled inside the graph: no pipeline "
+        "to start or shut down, which saves seconds on a one-epoch run; the same math, another shuffle order).",
+        "fit")
     target_accuracy: float | None = _setting(
         "Stop at the end of the first epoch whose validation accuracy reaches this fraction, 0.99 for 99 % (None = "
         "train every epoch); with the test set as validation, the time taken is only the time to reach it.", None,
@@ -174,6 +180,9 @@ class Recipe(BaseModel):
                              "drop `label_smoothing` or use `loss=categorical_crossentropy`.")
         check_augmentation(self.model, shift=self.augment_shift, rotation=self.augment_rotation,
                            zoom=self.augment_zoom, elastic=self.augment_elastic)
+        if self.training_loop == "graph" and self.jit_compile is True:
+            raise ValueError("The graph training loop runs without XLA (XLA asked for tens of gigabytes to compile "
+                             "its whole epoch); use `jit_compile=auto` or `training_loop=fit`.")
         if self.target_accuracy is not None and self.validation == "none":
             raise ValueError("Stopping at a target accuracy needs a validation set, but the validation is 'none'; "
                              "use `validation=holdout` or `validation=test`, or `target_accuracy=None`.")
@@ -347,7 +356,7 @@ PRESETS: dict[str, Preset] = {
             beta_2=0.9, schedule="one-cycle", precision="auto", batch_size=256, epochs=1, validation="none",
             # The epoch's 235 steps as two graph calls, 118 and 117: the second call's time tells how much of the
             # first went into building the graph (benchmarks/speedrun.py); the one extra return to Python is free.
-            steps_per_execution=118,
+            steps_per_execution=118, training_loop="graph",
         ),
         _preset(
             "best",
