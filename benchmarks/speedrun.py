@@ -8,10 +8,11 @@ by `digits.train` exactly as `digits train speedrun --seed N` trains it (one epo
 accuracy scored afterwards on the 10,000 test images).
 
 Training time means the same on both sides: from the start of the first training step to the end of the last,
-the data already in memory as arrays. For digits that is Keras's fit() (metrics.json's training_seconds), which
-includes the one-off building of its graph (tracing, graph optimisation, oneDNN kernels); the column "one-off
-build" estimates that part: the preset runs its epoch as two graph calls of 118 and 117 steps, and the first call
-takes the build plus its steps. PyTorch runs eagerly: nothing is built, and its first step's warm-up is included.
+the data already in memory as arrays. For digits that is its training loop (the preset's graph loop, or fit();
+metrics.json's training_seconds), which includes shuffling and handing over the images and the one-off building of
+its graph (tracing, graph optimisation, oneDNN kernels); the column "one-off build" estimates that part: the
+preset runs its epoch as two graph calls of 118 and 117 steps, and the first call takes the build plus its steps.
+PyTorch runs eagerly: nothing is built, and its first step's warm-up is included.
 
 Every training runs in a fresh process, as a user's would (start-up and data loading are not timed); the two sides
 alternate seed by seed, each starting first every other seed, so a busy spell on a shared machine hits both.

@@ -2,8 +2,8 @@
 
 `fit()` feeds its compiled steps through a tf.data pipeline: it copies the float32 images into the pipeline,
 shuffles and gathers batches on background threads, and when it returns it shuts that pipeline down. For the
-speedrun's one short epoch these are a large share of the run: on a busy 2-core AMD EPYC, 0.2–1.4 s before the
-first step and, in some runs, 1.5–7 s after the last one with no CPU in use (the pipeline's threads winding down).
+speedrun's one short epoch these are a large share of the run: on a busy 2-core AMD EPYC, 0.3–2.4 s before the
+first step and, in 3 of 11 runs, 1.5–7.4 s after the last one with no CPU in use (the pipeline winding down).
 Here the uint8 images are shuffled once per epoch by NumPy (seeded by the recipe) into one tensor, and each graph
 call slices its batches from it and scales them to [0, 1] in the graph, exactly as `to_model_input` does. The step
 itself is `model.train_step`, so the loss, metrics, optimizer and schedule are the compiled model's; callbacks are
