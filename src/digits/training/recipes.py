@@ -358,8 +358,8 @@ PRESETS: dict[str, Preset] = {
             beta_2=0.9, schedule="one-cycle", precision="auto", batch_size=256, epochs=1, validation="none",
             # The epoch's 235 steps as two graph calls, 118 and 117: the second call's time tells how much of the
             # first went into building the graph (benchmarks/speedrun.py); the one extra return to Python is free.
-            # The graph loop skips fit()'s tf.data pipeline: side by side on a busy AMD EPYC (seeds 0-2), training took
-            # 4.30 / 14.40 / 3.86 s against fit()'s 8.97 / 12.31 / 13.46 s, and 9 % less CPU (docs/speed.md).
+            # The graph loop skips fit()'s tf.data pipeline: side by side on a busy AMD EPYC (seeds 0-5), training took
+            # 7.99 s against fit()'s 10.41 s on average (1.30x; median pair 1.39x) and 9 % less CPU (docs/speed.md).
             steps_per_execution=118, training_loop="graph",
         ),
         _preset(
