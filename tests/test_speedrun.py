@@ -17,6 +17,8 @@ def test_speedrun_is_one_epoch_of_every_training_image_and_never_sees_the_test_s
     assert (recipe.model, recipe.epochs, recipe.validation, recipe.batch_size) == ("cnn-speedrun", 1, "none", 256)
     assert (recipe.optimizer, recipe.learning_rate, recipe.beta_1, recipe.beta_2) == ("adam", 0.01, 0.7, 0.9)
     assert recipe.schedule == "one-cycle" and recipe.target_accuracy is None
+    # Fed from one in-memory tensor, without tf.data's pipeline to start and shut down.
+    assert recipe.training_loop == "graph"
     description = PRESETS["speedrun"].description
     # A user choosing it is told how it was chosen and what it gives up for its speed.
     assert "--validation holdout" in description and "trades away" in description
@@ -75,3 +77,77 @@ def test_train_speedrun_on_a_slice_makes_a_run_that_evaluates(tmp_path):
     # Eight steps of 256 images already learn digits: far above the 10 % of guessing.
     assert evaluation["evaluation"]["accuracy"] > 0.5
     assert (run / "evaluation" / "report.html").is_file()
+
+
+def test_the_graph_loop_scales_pixels_exactly_as_every_model_input_is_scaled():
+    from digits.data.mnist import to_model_input
+    from digits.training.graph_loop import pixels_to_model_input
+
+    pixels = np.resize(np.arange(256, dtype=np.uint8), (3, 28, 28))  # every value a pixel can take
+    np.testing.assert_array_equal(pixels_to_model_input(pixels).numpy(), to_model_input(pixels))
+
+
+def test_the_graph_loop_with_xla_is_one_sentence_naming_the_settings():
+    with pytest.raises(DigitsError, match=r"^The graph training loop runs without XLA .*`training_loop=fit`\.$"):
+        with_overrides(get_preset("speedrun"), jit_compile=True)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    from digits.data.mnist import load_mnist
+
+    return load_mnist()
+
+
+def graph_recipe(**changes):
+    # Two epochs of 1,000 images in calls of 3 steps (4 steps an epoch: the last call has one partial batch).
+    return with_overrides(get_preset("speedrun"), train_limit=1000, test_limit=500, validation="holdout", epochs=2,
+                          steps_per_execution=3, **changes)
+
+
+@pytest.mark.slow
+def test_the_graph_loop_records_every_epoch_and_the_model_it_saves_scores_what_history_says(mnist, tmp_path):
+    import keras
+
+    from digits.data.mnist import to_model_input
+    from digits.training.fit import train
+    from digits.training.runs import load_model, load_run
+
+    calls = []
+
+    class CountCalls(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            calls.append(batch)
+
+    runs = [train(graph_recipe(seed=seed), mnist, tmp_path, verbose=0, callbacks=[CountCalls()])
+            for seed in (3, 3, 4)]
+    # Two graph calls an epoch, reported as fit() reports them: by the index of the last step each ran.
+    assert calls[:4] == [2, 3, 2, 3]
+    histories = [load_run(run.folder).history for run in runs]
+    assert histories[0]["epoch"].tolist() == [1, 2]
+    assert np.isfinite(histories[0]["loss"]).all() and histories[0]["val_accuracy"][-1] > 0.5
+    # The same seed, the same shuffle and the same run; another seed, another run.
+    np.testing.assert_allclose(histories[0]["loss"], histories[1]["loss"], rtol=1e-4)
+    assert not np.allclose(histories[0]["loss"], histories[2]["loss"], rtol=1e-4)
+    # The saved model is the trained one: it scores on the holdout images what the last epoch recorded.
+    holdout_images, holdout_labels = mnist.train_images[50_000:50_500], mnist.train_labels[50_000:50_500]
+    probabilities = load_model(load_run(runs[0].folder)).predict(to_model_input(holdout_images), verbose=0)
+    accuracy = float(np.mean(np.argmax(probabilities, axis=1) == holdout_labels))
+    assert accuracy == pytest.approx(histories[0]["val_accuracy"][-1], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_graph_loop_keeps_the_last_finished_epoch(mnist, tmp_path):
+    import keras
+
+    from digits.training.fit import RunInterrupted, train
+    from digits.training.runs import load_run
+
+    class InterruptAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as caught:
+        train(graph_recipe(), mnist, tmp_path, verbose=0, callbacks=[InterruptAfterFirstEpoch()])
+    run = load_run(caught.value.run_dir, require_complete=False)
+    assert (run.metrics["status"], run.metrics["epochs"], run.metrics["model_epoch"]) == ("interrupted", 1, 1)

@@ -29,6 +29,7 @@ from digits import __version__
 from digits.data.mnist import CLASSES, Mnist, to_model_input
 from digits.errors import DigitsError
 from digits.training.callbacks import RunRecorder, StopAtAccuracy, epoch_progress
+from digits.training.graph_loop import fit_in_graph
 from digits.training.models import build_model
 from digits.training.precision import PrecisionChoice, choose_precision
 from digits.training.recipes import HOLDOUT_SIZE, Recipe
@@ -81,6 +82,7 @@ class TrainingData:
     validation_images: np.ndarray  # (M, 28, 28, 1); M = 0 with validation "none"
     validation_labels: np.ndarray  # (M, 10)
     description: str  # which images validate, in words, for config.json
+    train_pixels: np.ndarray  # (N, 28, 28) uint8: train_images as stored, which the graph training loop feeds
 
 
 def prepare_data(recipe: Recipe, data: Mnist) -> TrainingData:
@@ -122,6 +124,7 @@ def prepare_data(recipe: Recipe, data: Mnist) -> TrainingData:
         validation_images=to_model_input(validation_images),
         validation_labels=one_hot[validation_labels],
         description=description,
+        train_pixels=train_images,
     )
 
 
@@ -247,16 +250,23 @@ def fit_with_interrupts(model: keras.Model, recipe: Recipe, split: TrainingData,
     has_validation = len(split.validation_images) > 0
     started = time.perf_counter()
     try:
-        model.fit(
-            split.train_images,
-            split.train_labels,
-            batch_size=recipe.batch_size,
-            epochs=recipe.epochs,
-            validation_data=(split.validation_images, split.validation_labels) if has_validation else None,
-            validation_batch_size=VALIDATION_BATCH_SIZE,
-            callbacks=[recorder, *([stopper] if stopper else []), *callbacks],
-            verbose=verbose,
-        )
+        if recipe.training_loop == "graph":
+            fit_in_graph(model, split.train_pixels, split.train_labels, batch_size=recipe.batch_size,
+                         epochs=recipe.epochs, seed=recipe.seed,
+                         validation=(split.validation_images, split.validation_labels) if has_validation else None,
+                         validation_batch_size=VALIDATION_BATCH_SIZE,
+                         callbacks=[recorder, *([stopper] if stopper else []), *callbacks], verbose=verbose)
+        else:
+            model.fit(
+                split.train_images,
+                split.train_labels,
+                batch_size=recipe.batch_size,
+                epochs=recipe.epochs,
+                validation_data=(split.validation_images, split.validation_labels) if has_validation else None,
+                validation_batch_size=VALIDATION_BATCH_SIZE,
+                callbacks=[recorder, *([stopper] if stopper else []), *callbacks],
+                verbose=verbose,
+            )
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
