@@ -221,7 +221,7 @@ def train_together(recipes: Sequence[Recipe], data: Mnist, runs_dir: str | Path,
 
 
 def _fit(model: Branches, split: TrainingData, recipe: Recipe, callbacks, verbose: int) -> tuple[str, float]:
-    """fit() the branches; ("complete" or "interrupted", seconds)."""
+    """fit() the branches; ("complete" or "interrupted", seconds). Ctrl-C as `fit.fit_with_interrupts` takes it."""
     has_validation = len(split.validation_images) > 0
     started = time.perf_counter()
     try:
