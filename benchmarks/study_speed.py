@@ -12,8 +12,9 @@ epoch (epoch 1, which includes tracing, is left out) and multiplies by those epo
 for real, as a user runs it: the whole default `digits run` in a fresh process (start-up, data, training of all
 four models, evaluation, report), first with an empty precision cache (so it measures float32 against bfloat16
 on this CPU, once) and then as every later run goes. Each model's own training time and test accuracy are read
-from the study's run folders. It prints the whole study's ratio beside the goal (40×), each model's test accuracy
-beside the study's, and where the seconds of the quoted `digits run` went (study.json's phases, the run folders'
+from the study's run folders (the three shallow networks train together, so their rows show the fit they
+share). It prints the whole study's ratio beside the goal (40×), each model's test accuracy beside the study's,
+and where the seconds of the quoted `digits run` went (study.json's phases, the run folders'
 epoch times, and a separate process timing the imports and the data).
 
     .venv/bin/python benchmarks/study_speed.py             # about 4 minutes on a 2-core CPU

@@ -245,11 +245,13 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
     # A model's figures and report are drawn in a second thread while the next model trains: TensorFlow runs a
     # whole epoch per call without Python's lock, and the small networks do not keep both cores busy.
     with ThreadPoolExecutor(max_workers=DRAWING_THREADS, thread_name_prefix="digits-report") as drawing:
+        trained_count = 0
         for group in training_groups(recipes):
             for report in reports:
                 if report.done():
                     report.result()  # A drawing that failed (a full disk) stops the study now, not at the end.
-            numbers = [recipes.index(recipe) + 1 for recipe in group]
+            numbers = list(range(trained_count + 1, trained_count + len(group) + 1))
+            trained_count += len(group)
             for number, recipe in zip(numbers, group, strict=True):
                 schedule = "" if recipe.schedule == "constant" else f" {recipe.schedule}"
                 progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
