@@ -49,13 +49,15 @@ from digits.training.runs import CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, che
 # What the recipes of a group must share: everything that decides which batches are fed, and when.
 SHARED_SETTINGS = ("batch_size", "epochs", "validation", "train_limit", "test_limit", "seed", "steps_per_execution",
                    "jit_compile")
-# Only recipes that stop at no target, average no weights and compute in float32 are grouped: each of those changes
-# what a single run's fit() does in ways a branch cannot copy (stopping, swapping weights, a global dtype policy).
+# The models whose arithmetic is small beside what surrounds it; a CNN keeps both cores busy alone.
 TOGETHER_MODELS = ("shallow",)
 
 
 def can_train_together(recipes: Sequence[Recipe]) -> bool:
-    """Whether `recipes` (two or more) can be trained as the branches of one model (see the module)."""
+    """Whether `recipes` (two or more) can be trained as the branches of one model (see the module).
+
+    Only float32 recipes that stop at no target and average no weights are grouped: each of those changes what a
+    single run's fit() does in ways a branch cannot copy (a global dtype policy, stopping, swapping weights)."""
     return (len(recipes) > 1 and all(recipe.model in TOGETHER_MODELS for recipe in recipes)
             and all(recipe.precision == "float32" and recipe.target_accuracy is None and not recipe.weight_averaging
                     for recipe in recipes)
