@@ -12,8 +12,9 @@ epoch (epoch 1, which includes tracing, is left out) and multiplies by those epo
 for real, as a user runs it: the whole default `digits run` in a fresh process (start-up, data, training of all
 four models, evaluation, report), first with an empty precision cache (so it measures float32 against bfloat16
 on this CPU, once) and then as every later run goes. Each model's own training time and test accuracy are read
-from the study's run folders. It prints the whole study's ratio beside the goal (40×), each model's test accuracy
-beside the study's, and where the seconds of the quoted `digits run` went (study.json's phases, the run folders'
+from the study's run folders (the three shallow networks train together, so their rows show the fit they
+share). It prints the whole study's ratio beside the goal (40×), each model's test accuracy beside the study's,
+and where the seconds of the quoted `digits run` went (study.json's phases, the run folders'
 epoch times, and a separate process timing the imports and the data).
 
     .venv/bin/python benchmarks/study_speed.py             # about 4 minutes on a 2-core CPU
@@ -120,6 +121,13 @@ def study_runs(runs_dir: Path) -> dict[str, dict]:
     return runs
 
 
+def fits_seconds(runs: dict[str, dict]) -> float:
+    """Seconds in fit() of a study's runs, a fit shared by models trained together counted once."""
+    fits = {frozenset([preset, *run["config"].get("trained_together_with", [])]): run["metrics"]["training_seconds"]
+            for preset, run in runs.items()}
+    return sum(fits.values())
+
+
 def start_up_seconds() -> tuple[float, float]:
     """Seconds a fresh process takes to import what `digits run` imports (TensorFlow, Keras, matplotlib), and
     then to load and verify MNIST."""
@@ -142,13 +150,16 @@ def breakdown(wall: float, runs_dir: Path, start_up: tuple[float, float]) -> lis
     rows = [("start-up: Python, imports, MNIST, printing (the rest of the wall time)", wall - in_process,
              f"measured apart: imports {imports:.1f} s, loading and verifying MNIST {data:.1f} s")]
     for name, value in seconds.items():
-        preset = name.rsplit(" ", 1)[-1]
+        presets = name.split(" ", 1)[-1].split(" + ")
+        preset = presets[-1]
         note = ""
-        if name.startswith("train ") and preset in runs:
+        if name.startswith("train ") and all(preset in runs for preset in presets):
+            # Models trained together share one fit(): its epochs and seconds are in each of their run folders.
             epochs = [float(epoch) for epoch in runs[preset]["history"]["seconds"]]
             typical = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
             fit = runs[preset]["metrics"]["training_seconds"]
-            note = (f"fit {fit:.1f} s: {len(epochs)} epochs of about {typical:.1f} s, the first "
+            together = f"{len(presets)} models in one fit(), " if len(presets) > 1 else ""
+            note = (f"{together}fit {fit:.1f} s: {len(epochs)} epochs of about {typical:.1f} s, the first "
                     f"{epochs[0] - typical:+.1f} s (building the graphs); {value - fit:.1f} s before and after fit "
                     "(data, model, compile, save)")
         elif name.startswith("figures and report"):
@@ -209,12 +220,14 @@ def main() -> None:
         reached = first_reaching(run["history"], figure.accuracy)
         reached_words = f"reached {100 * figure.accuracy:.2f} % at epoch {reached.epoch}" if reached else "not reached"
         verdict = "at least the study's" if run["accuracy"] >= figure.accuracy else "BELOW the study's"
-        rows.append([f"{label}: `{quick}` against the study's {epochs} epochs", reference[seed] * epochs,
+        shared = ", the fit it shares with " + " and ".join(run["config"]["trained_together_with"]) if (
+            run["config"].get("trained_together_with")) else ""
+        rows.append([f"{label}: `{quick}` against the study's {epochs} epochs{shared}", reference[seed] * epochs,
                      run["metrics"]["training_seconds"], f"{100 * run['accuracy']:.2f} %, {verdict} (study: "
                      f"{figure.words}; {reached_words})"])
     best = runs["quick-shallow"]
-    rows.append(["shallow at its best: `quick-shallow` (cross-entropy; not in the study)", None,
-                 best["metrics"]["training_seconds"], f"{100 * best['accuracy']:.2f} %"])
+    rows.append(["shallow at its best: `quick-shallow` (cross-entropy; not in the study; trained with the other two)",
+                 None, best["metrics"]["training_seconds"], f"{100 * best['accuracy']:.2f} %"])
     reference_total = sum(reference[seed] * epochs for _, seed, epochs, _ in WORKLOADS)
     wall = walls[quoted]
     accuracies = " / ".join(f"{100 * runs[quick]['accuracy']:.2f} %" for _, _, _, quick in WORKLOADS)
@@ -255,7 +268,7 @@ def main() -> None:
         for side, side_walls, prefix in (("--against", against_walls, "against"), ("this checkout", walls, "runs")):
             trainings = [study_runs(work / f"{prefix}-{number}") for number in range(args.runs)]
             cnn = statistics.median(runs["quick-cnn"]["metrics"]["training_seconds"] for runs in trainings)
-            outside = statistics.median(wall - sum(run["metrics"]["training_seconds"] for run in runs.values())
+            outside = statistics.median(wall - fits_seconds(runs)
                                         for wall, runs in zip(side_walls, trainings, strict=True))
             print(f"{side}: medians of the CNN's fit {cnn:.1f} s, and of the wall time outside the four fits "
                   f"(start-up, graph building outside fit, evaluation, figures, reports) {outside:.1f} s")

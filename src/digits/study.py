@@ -60,7 +60,8 @@ class StudyResult:
     conclusions: list[str] = field(default_factory=list)  # the study's findings, one sentence each
     seconds: dict[str, float] = field(default_factory=dict)
     """Where `run_study`'s time went: wall seconds per phase ("train quick-cnn", "figures and report quick-cnn",
-    ...), in the order the phases started; figures and reports are drawn while the next model trains, so their
+    ...), in the order the phases started; models trained together share one phase ("train quick-shallow-mse +
+    quick-shallow-poisson + quick-shallow"); figures and reports are drawn while the next model trains, so their
     seconds overlap training's."""
 
     @property
@@ -228,10 +229,12 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
 
     By default the quick presets: the shallow network under the study's two configurations (MSE + SGD, Poisson +
     Adadelta) with fast settings, the shallow network at its best (cross-entropy) and the CNN, each for a fixed
-    number of epochs. With exact, the study's own three recipes, unchanged. Where the time went, phase by phase,
-    is in the result's `seconds` and in study.json.
+    number of epochs. With exact, the study's own three recipes, unchanged. The shallow networks are trained
+    together, as branches of one model in one fit() (`digits.training.together`: each is the run it would be
+    alone). Where the time went, phase by phase, is in the result's `seconds` and in study.json.
     """
     from digits.training.fit import train
+    from digits.training.together import can_train_together, train_together
 
     presets = EXACT_PRESETS if exact else QUICK_PRESETS
     recipes = study_recipes(exact=exact, train_limit=train_limit, test_limit=test_limit, epochs=epochs)
@@ -242,21 +245,31 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
     # A model's figures and report are drawn in a second thread while the next model trains: TensorFlow runs a
     # whole epoch per call without Python's lock, and the small networks do not keep both cores busy.
     with ThreadPoolExecutor(max_workers=DRAWING_THREADS, thread_name_prefix="digits-report") as drawing:
-        for number, recipe in enumerate(recipes, start=1):
+        trained_count = 0
+        for group in training_groups(recipes):
             for report in reports:
                 if report.done():
                     report.result()  # A drawing that failed (a full disk) stops the study now, not at the end.
-            schedule = "" if recipe.schedule == "constant" else f" {recipe.schedule}"
-            progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
-                     f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, batch {recipe.batch_size}, "
-                     f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}")
-            with stopwatch.phase(f"train {recipe.preset}"):
-                trained = train(recipe, data, runs_dir, verbose=verbose)
-            progress(f"[{number}/{len(recipes)}] evaluating {trained.folder}")
-            with stopwatch.phase(f"predict {recipe.preset}"):
-                # The model just trained, as it is in memory: nothing is loaded back from the run folder.
-                draw = prepare_report(trained.as_run(), data, model=trained.model)
-            reports.append(drawing.submit(stopwatch.timed, f"figures and report {recipe.preset}", draw))
+            numbers = list(range(trained_count + 1, trained_count + len(group) + 1))
+            trained_count += len(group)
+            for number, recipe in zip(numbers, group, strict=True):
+                schedule = "" if recipe.schedule == "constant" else f" {recipe.schedule}"
+                progress(f"[{number}/{len(recipes)}] training {recipe.preset}: {recipe.model}, {recipe.loss}, "
+                         f"{recipe.optimizer}{schedule} lr {recipe.learning_rate:g}, batch {recipe.batch_size}, "
+                         f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}"
+                         + (f" (in one graph with {', '.join(other.preset for other in group if other is not recipe)})"
+                            if len(group) > 1 else ""))
+            with stopwatch.phase("train " + " + ".join(recipe.preset for recipe in group)):
+                if can_train_together(group):
+                    trained_runs = train_together(group, data, runs_dir, verbose=verbose)
+                else:
+                    trained_runs = [train(group[0], data, runs_dir, verbose=verbose)]
+            for number, trained in zip(numbers, trained_runs, strict=True):
+                progress(f"[{number}/{len(recipes)}] evaluating {trained.folder}")
+                with stopwatch.phase(f"predict {trained.recipe.preset}"):
+                    # The model just trained, as it is in memory: nothing is loaded back from the run folder.
+                    draw = prepare_report(trained.as_run(), data, model=trained.model)
+                reports.append(drawing.submit(stopwatch.timed, f"figures and report {trained.recipe.preset}", draw))
         with stopwatch.phase("waiting for the last figures"):
             models = [report.result() for report in reports]
     _disambiguate(models)
@@ -308,6 +321,20 @@ def load_mnist_while_importing(data_dir: str | Path | None = None) -> Mnist:
         data = reading.submit(load_mnist, data_dir)
         import digits.training.fit  # noqa: F401  The import to overlap.
         return data.result()
+
+
+def training_groups(recipes: Sequence) -> list[list]:
+    """The recipes in the order given, with each run of neighbours that can be trained together
+    (`digits.training.together.can_train_together`: the study's shallow networks) as one group."""
+    from digits.training.together import can_train_together
+
+    groups: list[list] = []
+    for recipe in recipes:
+        if groups and can_train_together([*groups[-1], recipe]):
+            groups[-1].append(recipe)
+        else:
+            groups.append([recipe])
+    return groups
 
 
 def study_recipes(*, exact: bool = False, train_limit: int | None = None, test_limit: int | None = None,
