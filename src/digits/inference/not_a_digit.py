@@ -117,10 +117,14 @@ class ClassGaussian:
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """float (N, F) features → float64 (N,) Mahalanobis distance to the nearest class (not squared)."""
+        return self.class_distances(features).min(axis=1)
+
+    def class_distances(self, features: np.ndarray) -> np.ndarray:
+        """float (N, F) features → float64 (N, 10) Mahalanobis distance to each class (not squared)."""
         whitened = np.asarray(features, np.float64) @ self.whitening  # (N, F)
         squared = ((whitened ** 2).sum(axis=1, keepdims=True) - 2 * whitened @ self.whitened_means.T
                    + (self.whitened_means ** 2).sum(axis=1))  # (N, 10)
-        return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+        return np.sqrt(np.maximum(squared, 0.0))
 
 
 def fit_class_gaussian(features: np.ndarray, labels: np.ndarray) -> ClassGaussian:

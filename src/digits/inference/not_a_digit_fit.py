@@ -76,6 +76,9 @@ class Read:
     features: np.ndarray  # (N, F) the inputs of its last layer
     logits: np.ndarray  # (N, 10)
     probabilities: np.ndarray  # (N, 10), with the model's temperature
+    # (N, P) each channel's mean over the maps of the classifier's earlier activations (`activation_maps`): 32 + 64
+    # + 128 numbers for the shipped CNN, none for a model without convolutions.
+    pooled: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
 @dataclass
@@ -174,17 +177,21 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
     if len(fonts) < 2:
         raise DigitsError("Fitting the not-a-digit detector needs two TrueType fonts or more to draw letters and "
                           "digits; install some (on Debian: apt-get install fonts-dejavu-core fonts-liberation).")
-    extractor = feature_model(model)
+    extractor = pooled_feature_model(model)
     kernel, bias = (np.asarray(weights, np.float64) for weights in model.layers[-1].get_weights())
 
     def read(images: np.ndarray) -> Read:
         if len(images) == 0:
             features = np.zeros((0, kernel.shape[0]), np.float32)
-            return Read(features, np.zeros((0, 10)), np.zeros((0, 10), np.float32))
-        model_probabilities, features = extractor.predict(to_model_input(images), batch_size=1000, verbose=0)
+            pooled = np.zeros((0, sum(int(output.shape[-1]) for output in extractor.outputs[2:])), np.float32)
+            return Read(features, np.zeros((0, 10)), np.zeros((0, 10), np.float32), pooled)
+        model_probabilities, features, *pooled = extractor.predict(to_model_input(images), batch_size=1000,
+                                                                   verbose=0)
         features = np.asarray(features)
         return Read(features, features @ kernel + bias,
-                    with_temperature(np.asarray(model_probabilities), temperature))
+                    with_temperature(np.asarray(model_probabilities), temperature),
+                    np.concatenate([np.asarray(maps) for maps in pooled], axis=1) if pooled
+                    else np.zeros((len(features), 0), np.float32))
 
     def part(views: dict[str, np.ndarray]) -> dict[str, Read]:
         return {kind: read(images) for kind, images in views.items()}
@@ -193,7 +200,7 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
     training_seeds = [part(generated_views(fonts[0::2], seed, training_images, training_labels, scale=3))
                       for seed in TRAINING_SEEDS]
     training = {kind: Read(*(np.concatenate([getattr(seed_part[kind], name) for seed_part in training_seeds])
-                             for name in ("features", "logits", "probabilities")))
+                             for name in ("features", "logits", "probabilities", "pooled")))
                 for kind in training_seeds[0]}
     training["mnist"] = read(training_images)
     holdout_images, holdout_labels = data.train_images[-10_000:], data.train_labels[-10_000:]
@@ -203,6 +210,25 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
     return Parts(training=training, training_labels=training_labels, choice=choice, evaluation=evaluation,
                  last_layer=(kernel, bias),
                  mnist_limit=CHOICE_LIMIT_SEEN_MNIST if seen_holdout else CHOICE_LIMITS["mnist"])
+
+
+def activation_maps(model) -> list:
+    """The classifier's activation layers whose outputs are still maps (N, H, W, C), earliest first: what Lee et
+    al.'s feature ensemble (2018) pools, one class density per layer (relu1, relu2 and relu3 of the shipped CNN)."""
+    import keras
+
+    return [layer for layer in model.layers if len(layer.output.shape) == 4
+            and (isinstance(layer, keras.layers.Activation | keras.layers.ReLU)
+                 or getattr(layer, "activation", keras.activations.linear) is not keras.activations.linear)]
+
+
+def pooled_feature_model(model):
+    """`feature_model` with one more output per activation map (`activation_maps`): each channel's mean, (N, C)."""
+    import keras
+
+    extractor = feature_model(model)
+    pooled = [keras.ops.mean(layer.output, axis=(1, 2)) for layer in activation_maps(model)]
+    return keras.Model(extractor.inputs[0], [*extractor.outputs, *pooled], name=f"{model.name}_pooled_features")
 
 
 def fit_chosen(parts: Parts, *, without: str | None = None, subsample: bool = False) -> DigitDetector:
