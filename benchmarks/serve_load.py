@@ -52,11 +52,12 @@ NUMBER_EVERY = 4
 CONTENT_TYPES = {"pgm": "image/x-portable-graymap", "png": "image/png"}
 
 
-def page_drawings(count: int) -> list[np.ndarray]:
+def page_drawings(count: int, number_every: int = NUMBER_EVERY) -> list[np.ndarray]:
     """MNIST test digits drawn as the page sends them: (140, 280) uint8, dark ink on white paper.
 
     A digit spans the box's height, about as people draw in it (MNIST's 20-pixel box becomes 100 pixels); one in
-    NUMBER_EVERY drawings is two digits side by side, the others one digit, each at its own place.
+    `number_every` drawings is two digits side by side (none when it is 0), the others one digit, each at its own
+    place.
     """
     from digits.data.mnist import load_mnist
 
@@ -65,7 +66,7 @@ def page_drawings(count: int) -> list[np.ndarray]:
     drawings = []
     for index in range(count):
         canvas = Image.new("L", (SEND_WIDTH, SEND_HEIGHT), PAPER)
-        if index % NUMBER_EVERY == NUMBER_EVERY - 1:
+        if number_every and index % number_every == number_every - 1:
             places = [(index, 0), (index + count, side)]  # Two squares side by side: digits about 40 pixels apart.
         else:
             places = [(index, (index * 37) % (SEND_WIDTH - side))]
@@ -274,9 +275,14 @@ def main() -> int:
     parser.add_argument("--compare", action="store_true",
                         help="run png first, then pgm, each on a fresh server, and print the two side by side")
     parser.add_argument("--model", help="a run folder or .keras file (default: the shipped model)")
+    parser.add_argument("--number-every", type=int, default=NUMBER_EVERY,
+                        help=f"one drawing in this many is a two-digit number; 0 = single digits only, as before "
+                        f"issue 22 (default: {NUMBER_EVERY})")
     args = parser.parse_args()
+    if args.number_every < 0:
+        parser.error("--number-every must be 0 (single digits only) or more")
 
-    drawings = page_drawings(PAYLOAD_COUNT)
+    drawings = page_drawings(PAYLOAD_COUNT, args.number_every)
     if not args.compare:
         return 0 if run_one(args.send, drawings, args)[1]["met"] else 1
     (png_tally, png), (pgm_tally, pgm) = run_one("png", drawings, args), run_one("pgm", drawings, args)
