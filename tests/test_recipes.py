@@ -158,6 +158,7 @@ def test_train_help_is_generated_from_the_recipe_fields(capsys):
     (["--batch-size", "9223372036854775807"],
      "digits: error: --batch-size must be between 1 and 60000, not 9223372036854775807."),
     (["--seed", "1099511627776"], "digits: error: --seed must be between 0 and 4294967295, not 1099511627776."),
+    (["--beta-1", "1.5"], "digits: error: --beta-1 must be at least 0 and below 1, not 1.5."),
 ])
 def test_a_training_flag_out_of_range_is_one_sentence_and_exit_1(flags, message, capsys, tmp_path):
     from digits.cli import main

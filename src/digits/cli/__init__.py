@@ -27,7 +27,7 @@ from digits.errors import DigitsError
 # Library errors name parameters in backticks (`epochs`, `validation=holdout`); the CLI shows the flag that
 # sets each. Parameters whose flag is not simply --name-with-dashes:
 FLAG_NAMES = {"out_dir": "--out", "show": "--show", "allowed_hosts": "--allow-host"}
-PARAMETER = re.compile(r"`([a-z][a-z_]*)(?:=([^`]*))?`")
+PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)(?:=([^`]*))?`")
 
 
 def in_flag_words(message: str) -> str:
