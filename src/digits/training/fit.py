@@ -17,7 +17,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -240,6 +240,22 @@ def raised_during_interrupt(error: BaseException) -> bool:
     return False
 
 
+def until_interrupted(train: Callable[[], object]) -> str:
+    """Call `train`; "complete", or "interrupted" when Ctrl-C ended it.
+
+    A Ctrl-C that lands while TensorFlow leaves a device scope surfaces as that scope's "Exiting device scope
+    without proper scope nesting", with the KeyboardInterrupt behind it (CI saw it once in a sweep)."""
+    try:
+        train()
+    except KeyboardInterrupt:
+        return "interrupted"
+    except RuntimeError as error:
+        if not raised_during_interrupt(error):
+            raise
+        return "interrupted"
+    return "complete"
+
+
 def fit_with_interrupts(model: keras.Model, recipe: Recipe, split: TrainingData, run_dir: Path, *, verbose: int,
                         callbacks: Sequence[keras.callbacks.Callback]) -> FitOutcome:
     """Step 3: fit, recording each epoch into the run folder; Ctrl-C ends it with the last finished epoch."""
@@ -248,34 +264,21 @@ def fit_with_interrupts(model: keras.Model, recipe: Recipe, split: TrainingData,
     recorder = RunRecorder(history_path)
     stopper = None if recipe.target_accuracy is None else StopAtAccuracy(recipe.target_accuracy)
     has_validation = len(split.validation_images) > 0
-    started = time.perf_counter()
-    try:
+    validation = (split.validation_images, split.validation_labels) if has_validation else None
+    every_callback = [recorder, *([stopper] if stopper else []), *callbacks]
+
+    def train() -> None:
         if recipe.training_loop == "graph":
             fit_in_graph(model, split.train_pixels, split.train_labels, batch_size=recipe.batch_size,
-                         epochs=recipe.epochs, seed=recipe.seed,
-                         validation=(split.validation_images, split.validation_labels) if has_validation else None,
-                         validation_batch_size=VALIDATION_BATCH_SIZE,
-                         callbacks=[recorder, *([stopper] if stopper else []), *callbacks], verbose=verbose)
+                         epochs=recipe.epochs, seed=recipe.seed, validation=validation,
+                         validation_batch_size=VALIDATION_BATCH_SIZE, callbacks=every_callback, verbose=verbose)
         else:
-            model.fit(
-                split.train_images,
-                split.train_labels,
-                batch_size=recipe.batch_size,
-                epochs=recipe.epochs,
-                validation_data=(split.validation_images, split.validation_labels) if has_validation else None,
-                validation_batch_size=VALIDATION_BATCH_SIZE,
-                callbacks=[recorder, *([stopper] if stopper else []), *callbacks],
-                verbose=verbose,
-            )
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except RuntimeError as error:
-        # A Ctrl-C that lands while TensorFlow leaves a device scope surfaces as that scope's "Exiting device scope
-        # without proper scope nesting", with the KeyboardInterrupt behind it (CI saw it once in a sweep).
-        if not raised_during_interrupt(error):
-            raise
-        status = "interrupted"
+            model.fit(split.train_images, split.train_labels, batch_size=recipe.batch_size, epochs=recipe.epochs,
+                      validation_data=validation, validation_batch_size=VALIDATION_BATCH_SIZE,
+                      callbacks=every_callback, verbose=verbose)
+
+    started = time.perf_counter()
+    status = until_interrupted(train)
     seconds = time.perf_counter() - started
     if status == "interrupted" and recorder.weights is not None:
         # On Ctrl-C the weights are part-way through an epoch; keep those of the last finished one.

@@ -37,9 +37,9 @@ from digits.training.fit import (
     make_loss,
     make_optimizer,
     prepare_data,
-    raised_during_interrupt,
     save_and_describe,
     steps_per_epoch,
+    until_interrupted,
 )
 from digits.training.models import build_model
 from digits.training.precision import choose_precision
@@ -224,18 +224,11 @@ def train_together(recipes: Sequence[Recipe], data: Mnist, runs_dir: str | Path,
 
 
 def _fit(model: Branches, split: TrainingData, recipe: Recipe, callbacks, verbose: int) -> tuple[str, float]:
-    """fit() the branches; ("complete" or "interrupted", seconds). Ctrl-C as `fit.fit_with_interrupts` takes it."""
+    """fit() the branches; ("complete" or "interrupted", seconds). Ctrl-C as `fit.until_interrupted` takes it."""
     has_validation = len(split.validation_images) > 0
     started = time.perf_counter()
-    try:
-        model.fit(split.train_images, split.train_labels, batch_size=recipe.batch_size, epochs=recipe.epochs,
-                  validation_data=(split.validation_images, split.validation_labels) if has_validation else None,
-                  validation_batch_size=VALIDATION_BATCH_SIZE, callbacks=callbacks, verbose=verbose)
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except RuntimeError as error:
-        if not raised_during_interrupt(error):
-            raise
-        status = "interrupted"
+    status = until_interrupted(lambda: model.fit(
+        split.train_images, split.train_labels, batch_size=recipe.batch_size, epochs=recipe.epochs,
+        validation_data=(split.validation_images, split.validation_labels) if has_validation else None,
+        validation_batch_size=VALIDATION_BATCH_SIZE, callbacks=callbacks, verbose=verbose))
     return status, time.perf_counter() - started
