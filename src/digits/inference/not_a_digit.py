@@ -58,32 +58,57 @@ class DigitDetector:
     whitened_means: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (10, F)
     logit_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (F, 10)
     logit_bias: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (10,)
+    # Layer distances (Lee et al.'s feature ensemble): a second class density over the P channel means of the
+    # earlier activation maps (`digits.inference.not_a_digit_fit.activation_maps`), or two empty arrays.
+    pooled_whitening: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (P, P)
+    pooled_whitened_means: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (10, P)
 
     @property
     def has_density(self) -> bool:
         return self.whitening.size > 0
 
     @property
+    def has_layer_distances(self) -> bool:
+        return self.pooled_whitening.size > 0
+
+    @property
     def feature_count(self) -> int:
+        if self.has_layer_distances:
+            return int(self.whitening.shape[0])
         return int(self.hidden_weights.shape[0]) - (DENSITY_INPUTS if self.has_density else 0)
 
-    def inputs(self, features: np.ndarray) -> np.ndarray:
-        """float (N, F) features → float64 (N, F) or (N, F + 2) inputs of the hidden layer."""
+    @property
+    def pooled_count(self) -> int:
+        return int(self.pooled_whitening.shape[0])
+
+    def inputs(self, features: np.ndarray, pooled: np.ndarray | None = None) -> np.ndarray:
+        """float (N, F) features [and (N, P) channel means] → float64 inputs of the hidden layer: (N, F), (N, F + 2),
+        or with layer distances (N, 30 + P): sorted, the distances to each class under both densities and the
+        log-probabilities, then the channel means."""
         features = np.asarray(features, np.float64)
         if not self.has_density:
             return features
         density = ClassGaussian(self.whitening, self.whitened_means)
-        return np.c_[features, density.distances(features), energy(features @ self.logit_weights + self.logit_bias)]
+        logits = features @ self.logit_weights + self.logit_bias
+        if not self.has_layer_distances:
+            return np.c_[features, density.distances(features), energy(logits)]
+        if pooled is None:
+            raise ValueError("a layer-distances detector needs the channel means of the earlier layers")
+        pooled = np.asarray(pooled, np.float64)
+        pooled_density = ClassGaussian(self.pooled_whitening, self.pooled_whitened_means)
+        return np.concatenate([np.sort(density.class_distances(features), axis=1),
+                               np.sort(pooled_density.class_distances(pooled), axis=1),
+                               np.sort(logits - energy(logits)[:, np.newaxis], axis=1), pooled], axis=1)
 
-    def scores(self, features: np.ndarray) -> np.ndarray:
-        """float (N, F) features → float32 (N,) digit scores in [0, 1]."""
-        hidden = np.maximum(self.inputs(features) @ self.hidden_weights + self.hidden_bias, 0.0)
+    def scores(self, features: np.ndarray, pooled: np.ndarray | None = None) -> np.ndarray:
+        """float (N, F) features [and (N, P) channel means, for layer distances] → float32 (N,) digit scores."""
+        hidden = np.maximum(self.inputs(features, pooled) @ self.hidden_weights + self.hidden_bias, 0.0)
         logits = (hidden @ self.output_weights + self.output_bias)[:, 0]
         return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
 
     def score(self, read) -> np.ndarray:
-        """The digit scores of a `digits.inference.not_a_digit_fit.Read` (anything with .features)."""
-        return self.scores(read.features)
+        """The digit scores of a `digits.inference.not_a_digit_fit.Read` (anything with .features and .pooled)."""
+        return self.scores(read.features, read.pooled if self.has_layer_distances else None)
 
     def save(self, path: str | Path) -> None:
         """Write the arrays as .npz through a temporary file beside `path`, so no half-written detector is left."""
@@ -188,6 +213,9 @@ def _consistent(arrays: dict[str, np.ndarray]) -> bool:
             or not all(np.isfinite(array).all() for array in arrays.values())):
         return False
     density = [name for name in ("whitening", "whitened_means", "logit_weights", "logit_bias") if name in arrays]
+    pooled = [name for name in ("pooled_whitening", "pooled_whitened_means") if name in arrays]
+    if pooled and not all(arrays[name].size == 0 for name in pooled):
+        return _consistent_layer_distances(arrays, density, pooled)
     if not density or all(arrays[name].size == 0 for name in density):
         return True
     feature_count = hidden[0] - DENSITY_INPUTS
@@ -196,6 +224,21 @@ def _consistent(arrays: dict[str, np.ndarray]) -> bool:
         and arrays["whitened_means"].ndim == 2 and arrays["whitened_means"].shape[1] == feature_count
         and arrays["logit_weights"].shape == (feature_count, arrays["whitened_means"].shape[0])
         and arrays["logit_bias"].shape == (arrays["whitened_means"].shape[0],))
+
+
+def _consistent_layer_distances(arrays: dict[str, np.ndarray], density: list, pooled: list) -> bool:
+    """Whether a layer-distances detector's arrays fit together (the basic shapes already checked)."""
+    if len(density) != 4 or len(pooled) != 2 or arrays["whitening"].ndim != 2:
+        return False
+    feature_count, classes = arrays["whitening"].shape[0], arrays["logit_bias"].shape[0]
+    pooled_count = arrays["pooled_whitening"].shape[0] if arrays["pooled_whitening"].ndim == 2 else 0
+    return feature_count > 0 and pooled_count > 0 and (
+        arrays["whitening"].shape == (feature_count, feature_count)
+        and arrays["whitened_means"].shape == (classes, feature_count)
+        and arrays["logit_weights"].shape == (feature_count, classes)
+        and arrays["pooled_whitening"].shape == (pooled_count, pooled_count)
+        and arrays["pooled_whitened_means"].shape == (classes, pooled_count)
+        and arrays["hidden_weights"].shape[0] == 3 * classes + pooled_count)
 
 
 def _read_array(archive: zipfile.ZipFile, name: str) -> np.ndarray:
@@ -247,6 +290,33 @@ def fit_detector(digit_features: np.ndarray, other_features: np.ndarray, *, gaus
                          output_weights=_as_saved(output_weights), output_bias=_as_saved(output_bias), **density)
 
 
+def fit_layer_distances(digits: tuple[np.ndarray, np.ndarray], others: tuple[np.ndarray, np.ndarray], *,
+                        gaussian: ClassGaussian, pooled_gaussian: ClassGaussian,
+                        last_layer: tuple[np.ndarray, np.ndarray]) -> DigitDetector:
+    """Lee et al.'s feature ensemble: a logistic regression over the layer-distance inputs (`DigitDetector.inputs`)
+    of digits and non-digits, each given as ((N, F) features, (N, P) channel means).
+
+    The regression is stored as the detector's network with two hidden units, relu(z) - relu(-z) = z, so every
+    reader of a detector (numpy, the joined Keras model, ONNX) scores it unchanged.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    densities = {name: _as_saved(array) for name, array in {
+        "whitening": gaussian.whitening, "whitened_means": gaussian.whitened_means,
+        "logit_weights": last_layer[0], "logit_bias": last_layer[1],
+        "pooled_whitening": pooled_gaussian.whitening, "pooled_whitened_means": pooled_gaussian.whitened_means}.items()}
+    inputs_of = DigitDetector(np.zeros((0, 0)), np.zeros(0), np.zeros((0, 1)), np.zeros(1), **densities).inputs
+    inputs = np.concatenate([inputs_of(*digits), inputs_of(*others)])  # (N + M, 30 + P)
+    is_digit = np.r_[np.ones(len(digits[0])), np.zeros(len(others[0]))]
+    mean, scale = inputs.mean(axis=0), inputs.std(axis=0) + 1e-6
+    regression = LogisticRegression(max_iter=2000)
+    regression.fit((inputs - mean) / scale, is_digit)
+    weights = regression.coef_[0] / scale  # standardisation folded in, as in fit_detector
+    bias = float(regression.intercept_[0] - (mean / scale) @ regression.coef_[0])
+    return DigitDetector(hidden_weights=_as_saved(np.c_[weights, -weights]), hidden_bias=_as_saved(np.r_[bias, -bias]),
+                         output_weights=_as_saved(np.array([[1.0], [-1.0]])), output_bias=np.zeros(1), **densities)
+
+
 def _as_saved(array: np.ndarray) -> np.ndarray:
     """The array as `DigitDetector.save` keeps it (float32), so a detector scores the same before and after."""
     return np.asarray(array, np.float32).astype(np.float64)
@@ -258,6 +328,52 @@ def feature_model(model):
 
     last = model.layers[-1]
     return keras.Model(model.inputs[0], [last.output, last.input], name=f"{model.name}_features")
+
+
+def _class_distances(inputs, whitening: np.ndarray, whitened_means: np.ndarray, name: str):
+    """Keras: (N, D) → (N, 10) Mahalanobis distances to each class, and the two layers with their weights."""
+    import keras
+
+    whiten = keras.layers.Dense(whitening.shape[1], use_bias=False, name=f"{name}_whiten", dtype="float32")
+    # |z - m_c|^2 = |z|^2 + (|m_c|^2 - 2 z·m_c): the bracket is one Dense layer over z.
+    to_means = keras.layers.Dense(len(whitened_means), name=f"{name}_to_means", dtype="float32")
+    whitened = whiten(inputs)
+    squared = keras.ops.sum(keras.ops.square(whitened), axis=-1, keepdims=True) + to_means(whitened)
+    return keras.ops.sqrt(keras.ops.maximum(squared, 0.0)), [
+        (whiten, [whitening]), (to_means, [-2 * whitened_means.T, (whitened_means ** 2).sum(axis=1)])]
+
+
+def activation_maps(model) -> list:
+    """The classifier's activation layers whose outputs are still maps (N, H, W, C), earliest first: what Lee et
+    al.'s feature ensemble (2018) pools, one class density per layer (relu1, relu2 and relu3 of the shipped CNN)."""
+    import keras
+
+    return [layer for layer in model.layers if len(layer.output.shape) == 4
+            and (isinstance(layer, keras.layers.Activation | keras.layers.ReLU)
+                 or getattr(layer, "activation", keras.activations.linear) is not keras.activations.linear)]
+
+
+def _layer_distance_inputs(model, features, detector: DigitDetector):
+    """Keras: the layer-distance inputs (`DigitDetector.inputs`) of the classifier's graph, and the layers' weights."""
+    import keras
+
+    pooled = [keras.ops.mean(keras.ops.cast(layer.output, "float32"), axis=(1, 2)) for layer in activation_maps(model)]
+    pooled_count = sum(int(means.shape[-1]) for means in pooled)
+    if pooled_count != detector.pooled_count:
+        raise DigitsError(f"The not-a-digit detector reads {detector.pooled_count} channel means but this model's "
+                          f"activation maps have {pooled_count}; fit the detector for this model.")
+    pooled_inputs = keras.ops.concatenate(pooled, axis=-1) if len(pooled) > 1 else pooled[0]
+    feature_distances, weights = _class_distances(features, detector.whitening, detector.whitened_means,
+                                                  "digit_score_features")
+    pooled_distances, pooled_weights = _class_distances(pooled_inputs, detector.pooled_whitening,
+                                                        detector.pooled_whitened_means, "digit_score_pooled")
+    logit_layer = keras.layers.Dense(len(detector.logit_bias), name="digit_score_logits", dtype="float32")
+    logits = logit_layer(features)
+    log_probabilities = logits - keras.ops.logsumexp(logits, axis=-1, keepdims=True)
+    inputs = keras.ops.concatenate([keras.ops.sort(feature_distances, axis=-1),
+                                    keras.ops.sort(pooled_distances, axis=-1),
+                                    keras.ops.sort(log_probabilities, axis=-1), pooled_inputs], axis=-1)
+    return inputs, weights + pooled_weights + [(logit_layer, [detector.logit_weights, detector.logit_bias])]
 
 
 def with_digit_score(model, detector: DigitDetector):
@@ -276,7 +392,9 @@ def with_digit_score(model, detector: DigitDetector):
     features = keras.ops.cast(features, "float32")
     inputs = features
     weights: list[tuple[keras.layers.Layer, list[np.ndarray]]] = []
-    if detector.has_density:
+    if detector.has_layer_distances:
+        inputs, weights = _layer_distance_inputs(model, features, detector)
+    elif detector.has_density:
         whiten = keras.layers.Dense(detector.feature_count, use_bias=False, name="digit_score_whiten", dtype="float32")
         # |z - m_c|^2 = |z|^2 + (|m_c|^2 - 2 z·m_c): the bracket is one Dense layer over z.
         to_means = keras.layers.Dense(len(detector.logit_bias), name="digit_score_to_means", dtype="float32")

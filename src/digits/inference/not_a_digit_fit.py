@@ -30,9 +30,11 @@ from digits.errors import DigitsError
 from digits.inference.not_a_digit import (
     DETECTOR_FILE,
     DigitDetector,
+    activation_maps,
     feature_model,
     fit_class_gaussian,
     fit_detector,
+    fit_layer_distances,
 )
 from digits.inference.runtime import with_temperature
 from digits.pictures.decode import ImageError
@@ -212,16 +214,6 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
                  mnist_limit=CHOICE_LIMIT_SEEN_MNIST if seen_holdout else CHOICE_LIMITS["mnist"])
 
 
-def activation_maps(model) -> list:
-    """The classifier's activation layers whose outputs are still maps (N, H, W, C), earliest first: what Lee et
-    al.'s feature ensemble (2018) pools, one class density per layer (relu1, relu2 and relu3 of the shipped CNN)."""
-    import keras
-
-    return [layer for layer in model.layers if len(layer.output.shape) == 4
-            and (isinstance(layer, keras.layers.Activation | keras.layers.ReLU)
-                 or getattr(layer, "activation", keras.activations.linear) is not keras.activations.linear)]
-
-
 def pooled_feature_model(model):
     """`feature_model` with one more output per activation map (`activation_maps`): each channel's mean, (N, C)."""
     import keras
@@ -231,14 +223,45 @@ def pooled_feature_model(model):
     return keras.Model(extractor.inputs[0], [*extractor.outputs, *pooled], name=f"{model.name}_pooled_features")
 
 
-def fit_chosen(parts: Parts, *, without: str | None = None, subsample: bool = False) -> DigitDetector:
-    """The chosen method's detector, trained on the training part (without one kind of non-digit, if given; with
-    subsample, on the comparison's share of it)."""
+def fit_combination(parts: Parts, *, without: str | None = None, subsample: bool = False) -> DigitDetector:
+    """The detector shipped before layer distances: the network over the features, the distance to the nearest class
+    and the energy, trained on the training part (without one kind, if given; with subsample, the comparison's
+    share)."""
     gaussian = fit_class_gaussian(parts.training["mnist"].features, parts.training_labels)
     digit_features = detector_features(parts.training, DIGIT_KINDS, subsample=subsample)
     other_features = detector_features(parts.training, tuple(kind for kind in NON_DIGIT_KINDS if kind != without),
                                        subsample=subsample)
     return fit_detector(digit_features, other_features, gaussian=gaussian, last_layer=parts.last_layer)
+
+
+def _rows(read: Read, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A read's features and channel means, at most `limit` of them spread evenly (all with None)."""
+    chosen = slice(None) if limit is None else np.linspace(0, len(read.features) - 1,
+                                                           min(limit, len(read.features))).astype(int)
+    return read.features[chosen], read.pooled[chosen]
+
+
+def fit_chosen(parts: Parts, *, without: str | None = None, subsample: bool = False) -> DigitDetector:
+    """The chosen method's detector (layer distances, `fit_layer_distances`), trained on the training part (without
+    one kind of non-digit, if given; with subsample, on the comparison's share of it). A model without activation
+    maps gets the combination (`fit_combination`)."""
+    if parts.training["mnist"].pooled.shape[1] == 0:
+        return fit_combination(parts, without=without, subsample=subsample)
+    digits = [parts.training["mnist"], parts.training["font"]]
+    # Font digits carry no label; the classifier's reading of them is right for 99.9 % (benchmarks/font_digits.py).
+    labels = np.r_[parts.training_labels, parts.training["font"].logits.argmax(axis=1)]
+    gaussian, pooled_gaussian = (fit_class_gaussian(np.concatenate([getattr(read, name) for read in digits]), labels)
+                                 for name in ("features", "pooled"))
+    mnist_limit, kind_limit = (COMPARISON_MNIST, COMPARISON_PER_KIND) if subsample else (None, None)
+    digit_rows = [_rows(parts.training["mnist"], mnist_limit), _rows(parts.training["font"], kind_limit)]
+    other_rows = [_rows(read, kind_limit) for kind, read in parts.training.items()
+                  if kind not in DIGIT_KINDS and kind != without]
+    return fit_layer_distances(_stacked(digit_rows), _stacked(other_rows), gaussian=gaussian,
+                               pooled_gaussian=pooled_gaussian, last_layer=parts.last_layer)
+
+
+def _stacked(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([features for features, _ in rows]), np.concatenate([pooled for _, pooled in rows])
 
 
 def fit_not_a_digit(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bool = False,
@@ -253,7 +276,7 @@ def fit_not_a_digit(model, data: Mnist, *, temperature: float = 1.0, seen_holdou
     parts = draw_parts(model, data, temperature=temperature, seen_holdout=seen_holdout,
                        fonts=fonts) if parts is None else parts
     detector = fit_chosen(parts)
-    figures = {"digit score": parts.measure(lambda read: detector.scores(read.features)),
+    figures = {"digit score": parts.measure(detector.score),
                "maximum probability": parts.measure(lambda read: read.probabilities.max(axis=1))}
     held_out = {}
     if held_out_kinds:

@@ -32,8 +32,6 @@ import numpy as np
 
 from digits.inference.not_a_digit import energy, fit_class_gaussian, fit_detector
 from digits.inference.not_a_digit_fit import (
-    COMPARISON_MNIST,
-    COMPARISON_PER_KIND,
     DIGIT_KINDS,
     NON_DIGIT_KINDS,
     ORIGINAL_KINDS,
@@ -41,6 +39,7 @@ from digits.inference.not_a_digit_fit import (
     Read,
     detector_features,
     fit_chosen,
+    fit_combination,
 )
 
 Scorer = Callable[[Read], np.ndarray]
@@ -71,42 +70,11 @@ def _detector_against(kinds: tuple[str, ...]) -> Callable[[Parts, str | None], S
 
 
 def _combination(parts: Parts, without: str | None) -> Scorer:
-    detector = fit_chosen(parts, without=without, subsample=True)
-    return lambda read: detector.scores(read.features)
-
-
-# The comparison's share of each kind for the logistic regression over layer distances, as for the networks above.
-def _subsample(rows: np.ndarray, limit: int) -> np.ndarray:
-    return rows[np.linspace(0, len(rows) - 1, min(limit, len(rows))).astype(int)]
+    return fit_combination(parts, without=without, subsample=True).score
 
 
 def _layer_distances(parts: Parts, without: str | None) -> Scorer:
-    from sklearn.linear_model import LogisticRegression
-
-    digits = [parts.training["mnist"], parts.training["font"]]
-    # Font digits carry no label; the classifier's reading of them is right for 99.9 % (benchmarks/font_digits.py).
-    labels = np.r_[parts.training_labels, parts.training["font"].logits.argmax(axis=1)]
-    gaussians = {name: fit_class_gaussian(np.concatenate([getattr(read, name) for read in digits]), labels)
-                 for name in ("features", "pooled") if getattr(digits[0], name).shape[1] > 0}
-
-    def inputs(read: Read) -> np.ndarray:
-        """(N, 30 + P): sorted, the distances to each class (features, then pooled maps) and the log-probabilities;
-        then the pooled maps themselves (with them the worst held-out kind rose from 57.7 to 61.6 % in a one-off
-        comparison on the same parts)."""
-        log_probabilities = read.logits - energy(read.logits)[:, np.newaxis]
-        return np.concatenate([np.sort(gaussian.class_distances(getattr(read, name)), axis=1)
-                               for name, gaussian in gaussians.items()]
-                              + [np.sort(log_probabilities, axis=1), read.pooled], axis=1)
-
-    digit_inputs = np.r_[_subsample(inputs(parts.training["mnist"]), COMPARISON_MNIST),
-                         _subsample(inputs(parts.training["font"]), COMPARISON_PER_KIND)]
-    other_inputs = np.concatenate([_subsample(inputs(parts.training[kind]), COMPARISON_PER_KIND)
-                                   for kind in parts.training if kind not in DIGIT_KINDS and kind != without])
-    training_inputs = np.r_[digit_inputs, other_inputs]
-    mean, scale = training_inputs.mean(axis=0), training_inputs.std(axis=0) + 1e-6
-    regression = LogisticRegression(max_iter=2000)
-    regression.fit((training_inputs - mean) / scale, np.r_[np.ones(len(digit_inputs)), np.zeros(len(other_inputs))])
-    return lambda read: regression.decision_function((inputs(read) - mean) / scale)
+    return fit_chosen(parts, without=without, subsample=True).score
 
 
 # Method → (fit on the training part without a kind → score), and the kinds it trains against (none: it needs none).
