@@ -27,7 +27,7 @@ from digits.inference.not_a_digit import (
     load_detector,
     with_digit_score,
 )
-from digits.inference.not_a_digit_fit import Parts, Read, fit_chosen, pooled_feature_model, prepared
+from digits.inference.not_a_digit_fit import Parts, Read, fit_layer_distance_detector, pooled_feature_model, prepared
 from digits.inference.not_a_digit_methods import METHODS
 from digits.inference.runtime import read
 
@@ -155,7 +155,7 @@ def test_the_layer_distances_fitted_without_letters_catch_letters_better_than_th
     digits_read, letters_read = read_views(data.test_images[:2000]), read_views(prepared(letter_pictures(fonts, 1)))
     # The shipped method's detector scores the same in NumPy, saved and loaded, and joined to Keras (what
     # `digits export` writes to ONNX).
-    detector = fit_chosen(parts, subsample=True)
+    detector = fit_layer_distance_detector(parts, subsample=True)
     assert detector.has_layer_distances and detector.pooled_count == 224
     np.testing.assert_allclose(detector.score(digits_read), score(digits_read), atol=1e-6)
     detector.save(tmp_path / DETECTOR_FILE)

@@ -242,9 +242,16 @@ def _rows(read: Read, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_chosen(parts: Parts, *, without: str | None = None, subsample: bool = False) -> DigitDetector:
-    """The chosen method's detector (layer distances, `fit_layer_distances`), trained on the training part (without
-    one kind of non-digit, if given; with subsample, on the comparison's share of it). A model without activation
-    maps gets the combination (`fit_combination`)."""
+    """The chosen method's detector (the combination, `fit_combination`)."""
+    return fit_combination(parts, without=without, subsample=subsample)
+
+
+def fit_layer_distance_detector(parts: Parts, *, without: str | None = None, subsample: bool = False
+                                ) -> DigitDetector:
+    """Layer distances (`fit_layer_distances`), trained on the training part (without one kind of non-digit, if
+    given; with subsample, on the comparison's share of it); a model without activation maps gets the combination.
+    Not shipped yet: a briefly trained run's ONNX export differs from Keras by 1.1e-04 in the digit score (the
+    export check allows 1e-04)."""
     if parts.training["mnist"].pooled.shape[1] == 0:
         return fit_combination(parts, without=without, subsample=subsample)
     digits = [parts.training["mnist"], parts.training["font"]]

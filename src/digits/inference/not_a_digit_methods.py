@@ -38,8 +38,8 @@ from digits.inference.not_a_digit_fit import (
     Parts,
     Read,
     detector_features,
-    fit_chosen,
     fit_combination,
+    fit_layer_distance_detector,
 )
 
 Scorer = Callable[[Read], np.ndarray]
@@ -74,7 +74,7 @@ def _combination(parts: Parts, without: str | None) -> Scorer:
 
 
 def _layer_distances(parts: Parts, without: str | None) -> Scorer:
-    return fit_chosen(parts, without=without, subsample=True).score
+    return fit_layer_distance_detector(parts, without=without, subsample=True).score
 
 
 # Method → (fit on the training part without a kind → score), and the kinds it trains against (none: it needs none).
