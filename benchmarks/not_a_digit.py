@@ -170,7 +170,7 @@ def main() -> int:
           f"measured on seed 1, the other {len(fonts[1::2])} fonts and the MNIST test set")
     for name, figures in fit.figures.items():
         print_figures(name, figures)
-    scores = {"digit score (chosen: combination)": (fit.detector.score,
+    scores = {"digit score (chosen: layer distances)": (fit.detector.score,
                                                     fit.figures["digit score"])}
     if args.compare:
         from digits.inference.not_a_digit_methods import compare_methods

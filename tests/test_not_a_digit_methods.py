@@ -24,6 +24,7 @@ from digits.inference.not_a_digit import (
     feature_model,
     fit_class_gaussian,
     fit_detector,
+    fit_layer_distances,
     load_detector,
     with_digit_score,
 )
@@ -50,6 +51,28 @@ def test_the_class_density_gives_the_mahalanobis_distance_to_the_nearest_class()
     np.testing.assert_allclose(gaussian.class_distances(points), to_each_class, rtol=1e-6)
     np.testing.assert_allclose(gaussian.distances(points), expected, rtol=1e-6)
     assert gaussian.distances(means).max() < 1e-6  # A class's own mean is at distance 0.
+
+
+def test_a_channel_that_barely_varies_cannot_swing_the_layer_distance_score():
+    """The rounding by which two runtimes' convolutions differ (about 4e-07 in a channel mean) must not move the
+    digit score by anything near the export check's 1e-04, however little a channel varies among the pictures."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 4000)
+    centres = rng.normal(0, 2, (10, 8))
+    is_digit = np.arange(4000) < 2000
+    features = centres[labels] + rng.normal(0, 1, (4000, 8)) + np.where(is_digit, 0, 1.5)[:, np.newaxis]
+    pooled = np.abs(rng.normal(1, 0.5, (4000, 4)))
+    # A nearly dead channel whose rare activity still tells the two apart.
+    pooled[:, 3] = np.where(is_digit, 0.0, 1e-4) * (rng.random(4000) < 0.3)
+    gaussian = fit_class_gaussian(features[is_digit], labels[is_digit])
+    pooled_gaussian = fit_class_gaussian(pooled[is_digit], labels[is_digit])
+    detector = fit_layer_distances((features[is_digit], pooled[is_digit]), (features[~is_digit], pooled[~is_digit]),
+                                   gaussian=gaussian, pooled_gaussian=pooled_gaussian,
+                                   last_layer=(rng.normal(0, 1, (8, 10)), np.zeros(10)))
+    scores = detector.scores(features, pooled).astype(np.float64)
+    assert np.mean(scores[is_digit] > 0.5) > 0.9 and np.mean(scores[~is_digit] < 0.5) > 0.9
+    rounded = pooled + rng.choice([-4e-7, 4e-7], pooled.shape)
+    assert np.abs(detector.scores(features, rounded) - scores).max() < 1e-5
 
 
 def test_energy_is_the_log_sum_exp_of_the_logits_even_for_huge_ones():

@@ -12,9 +12,10 @@ first part; each threshold is the highest value that rejects at most 0.5 % of th
 (0.2 % for a model that trained on them: it is surer of digits it has seen) and at most 2 % of its font and
 stroke digits (margins under the goals); every figure is measured on the third part. The test set chooses nothing.
 
-The method, a detector over the features, the distance to the nearest class and the energy, trained against all
-seven kinds of generated non-digit, was chosen by `digits.inference.not_a_digit_methods.compare_methods`: each
-kind measured by detectors that never saw it (benchmarks/not_a_digit.py --compare prints the table).
+The method, layer distances (a logistic regression over the Mahalanobis distances to each class under a density of
+the features and one of the earlier layers' channel means, the log-probabilities and the channel means, trained
+against all seven kinds of generated non-digit), was chosen by `digits.inference.not_a_digit_methods.compare_methods`:
+each kind measured by detectors that never saw it (benchmarks/not_a_digit.py --compare prints the table).
 """
 
 from __future__ import annotations
@@ -242,16 +243,14 @@ def _rows(read: Read, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_chosen(parts: Parts, *, without: str | None = None, subsample: bool = False) -> DigitDetector:
-    """The chosen method's detector (the combination, `fit_combination`)."""
-    return fit_combination(parts, without=without, subsample=subsample)
+    """The chosen method's detector (layer distances, `fit_layer_distance_detector`)."""
+    return fit_layer_distance_detector(parts, without=without, subsample=subsample)
 
 
 def fit_layer_distance_detector(parts: Parts, *, without: str | None = None, subsample: bool = False
                                 ) -> DigitDetector:
     """Layer distances (`fit_layer_distances`), trained on the training part (without one kind of non-digit, if
-    given; with subsample, on the comparison's share of it); a model without activation maps gets the combination.
-    Not shipped yet: a briefly trained run's ONNX export differs from Keras by 1.1e-04 in the digit score (the
-    export check allows 1e-04)."""
+    given; with subsample, on the comparison's share of it); a model without activation maps gets the combination."""
     if parts.training["mnist"].pooled.shape[1] == 0:
         return fit_combination(parts, without=without, subsample=subsample)
     digits = [parts.training["mnist"], parts.training["font"]]
