@@ -1,4 +1,4 @@
-"""Which way of telling a digit from a non-digit holds on kinds of non-digit it never saw? Seven methods compared.
+"""Which way of telling a digit from a non-digit holds on kinds of non-digit it never saw? Eight methods compared.
 
 Each method gives a score, higher for what looks more like a digit, and is measured by leaving one kind out: for
 each kind of generated non-digit, a method that trains on non-digits is trained again without that kind, its
@@ -17,9 +17,12 @@ threshold chosen again on the choice part, and only that kind's caught share is 
                        mean; Lee et al.'s feature ensemble; both fitted on the training part's MNIST and font
                        digits), each sorted, the ten log-probabilities, sorted, and the pooled maps themselves:
                        how far the picture lies from every digit, not which digit it is nearest
+  layer distances + binary CNN  the same regression reading one more number: the logit of a small CNN trained on
+                       the pixels, the same digits against the same non-digits (`digits.inference.
+                       not_a_digit_trained`): features trained to tell digits from non-digits, not only digits apart
 
 Every detector here reads the same share of the training part (`detector_features(subsample=True)`: 4,000 MNIST
-digits, 1,000 of each other kind), so that nineteen fits take minutes, not an hour. The parts
+digits, 1,000 of each other kind), so that the fits take minutes, not an hour. The parts
 (`digits.inference.not_a_digit_fit.draw_parts`) are shared with `fit_not_a_digit`, which fits the chosen one on all
 of the training part; benchmarks/not_a_digit.py --compare prints the table.
 """
@@ -81,6 +84,25 @@ def _subsample(rows: np.ndarray, limit: int) -> np.ndarray:
 
 
 def _layer_distances(parts: Parts, without: str | None) -> Scorer:
+    return _layer_distances_reading(parts, without, None)
+
+
+def _layer_distances_and_binary_cnn(parts: Parts, without: str | None) -> Scorer:
+    """Layer distances reading one more number: the logit of a small CNN trained on the pixels, digits against the
+    same non-digits (`digits.inference.not_a_digit_trained`)."""
+    from digits.inference.not_a_digit_trained import fit_binary_cnn
+
+    digits = np.r_[_subsample(parts.training["mnist"].images, COMPARISON_MNIST),
+                   _subsample(parts.training["font"].images, COMPARISON_PER_KIND)]
+    others = np.concatenate([_subsample(parts.training[kind].images, COMPARISON_PER_KIND)
+                             for kind in parts.training if kind not in DIGIT_KINDS and kind != without])
+    network = fit_binary_cnn(digits, others)
+    return _layer_distances_reading(parts, without, lambda read: network(read.images)[:, np.newaxis])
+
+
+def _layer_distances_reading(parts: Parts, without: str | None,
+                             extra: Callable[[Read], np.ndarray] | None) -> Scorer:
+    """The logistic regression of layer distances, reading `extra`'s (N, E) numbers too, if given."""
     from sklearn.linear_model import LogisticRegression
 
     digits = [parts.training["mnist"], parts.training["font"]]
@@ -96,7 +118,8 @@ def _layer_distances(parts: Parts, without: str | None) -> Scorer:
         log_probabilities = read.logits - energy(read.logits)[:, np.newaxis]
         return np.concatenate([np.sort(gaussian.class_distances(getattr(read, name)), axis=1)
                                for name, gaussian in gaussians.items()]
-                              + [np.sort(log_probabilities, axis=1), read.pooled], axis=1)
+                              + [np.sort(log_probabilities, axis=1), read.pooled]
+                              + ([] if extra is None else [extra(read)]), axis=1)
 
     digit_inputs = np.r_[_subsample(inputs(parts.training["mnist"]), COMPARISON_MNIST),
                          _subsample(inputs(parts.training["font"]), COMPARISON_PER_KIND)]
@@ -118,6 +141,7 @@ METHODS: dict[str, tuple[Callable[[Parts, str | None], Scorer], tuple[str, ...]]
     "varied detector": (_detector_against(NON_DIGIT_KINDS), NON_DIGIT_KINDS),
     "combination": (_combination, NON_DIGIT_KINDS),
     "layer distances": (_layer_distances, NON_DIGIT_KINDS),
+    "layer distances + binary CNN": (_layer_distances_and_binary_cnn, NON_DIGIT_KINDS),
 }
 
 
