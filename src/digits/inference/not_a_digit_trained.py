@@ -75,8 +75,12 @@ def fit_binary_cnn(digit_images: np.ndarray, other_images: np.ndarray, *, seed: 
     weights = np.where(labels == 1, len(labels) / (2 * len(digit_images)), len(labels) / (2 * len(other_images)))
     network.fit(images, labels, sample_weight=weights, epochs=epochs, batch_size=BINARY_BATCH, shuffle=True,
                 verbose=0)
-    return lambda pictures: np.asarray(network.predict(to_model_input(pictures), batch_size=1000,
-                                                       verbose=0))[:, 0]
+    def logits(pictures: np.ndarray) -> np.ndarray:
+        if len(pictures) == 0:  # A kind with no picture of ink (Keras cannot predict on none).
+            return np.zeros(0, np.float32)
+        return np.asarray(network.predict(to_model_input(pictures), batch_size=1000, verbose=0))[:, 0]
+
+    return logits
 
 
 def fit_outlier_exposure(classifier, digit_images: np.ndarray, digit_labels: np.ndarray,
@@ -100,4 +104,9 @@ def fit_outlier_exposure(classifier, digit_images: np.ndarray, digit_labels: np.
     weights = np.r_[np.ones(len(digit_images)), np.full(len(other_images), OE_WEIGHT)].astype(np.float32)
     tuned.fit(to_model_input(np.concatenate([digit_images, other_images])), targets, sample_weight=weights,
               epochs=OE_EPOCHS, batch_size=BINARY_BATCH, shuffle=True, verbose=0)
-    return lambda pictures: np.asarray(tuned.predict(to_model_input(pictures), batch_size=1000, verbose=0))
+    def probabilities(pictures: np.ndarray) -> np.ndarray:
+        if len(pictures) == 0:
+            return np.zeros((0, classes), np.float32)
+        return np.asarray(tuned.predict(to_model_input(pictures), batch_size=1000, verbose=0))
+
+    return probabilities
