@@ -17,7 +17,7 @@ seed 0), every figure is measured on the third (the 10,000 MNIST test images; th
 the highest threshold that rejects at most 0.5 % of the choice part's MNIST digits (0.2 % for a model that trained
 on them, as the shipped one did) and at most 2 % of its font and stroke digits.
 
---compare     seven methods (`digits.inference.not_a_digit_methods`), each kind of non-digit measured by leaving it
+--compare     eight methods (`digits.inference.not_a_digit_methods`), each kind of non-digit measured by leaving it
               out: a method that trains on non-digits is trained again without that kind. The method is chosen by
               the worst held-out kind of this table, and by nothing else.
 --held-out-kinds  the same leave-one-kind-out figures for the chosen method alone.
@@ -108,7 +108,7 @@ def real_reads(classifier) -> dict[str, Read]:
         probabilities, features, *pooled = extractor.predict(to_model_input(views), batch_size=1000, verbose=0)
         reads[name] = Read(np.asarray(features), np.asarray(features) @ kernel + bias,
                            with_temperature(np.asarray(probabilities), classifier.temperature),
-                           np.concatenate([np.asarray(maps) for maps in pooled], axis=1))
+                           np.concatenate([np.asarray(maps) for maps in pooled], axis=1), views)
         print(f"{name}: {len(views)} pictures with ink of {len(pictures)} cut from {', '.join(photos)}")
     return reads
 
@@ -143,7 +143,7 @@ def time_per_picture(paths: list[Path], calls: int = 2000) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a run folder or .keras file (default: the shipped model)")
-    parser.add_argument("--compare", action="store_true", help="compare seven methods by leaving one kind out")
+    parser.add_argument("--compare", action="store_true", help="compare eight methods by leaving one kind out")
     parser.add_argument("--held-out-kinds", action="store_true",
                         help="also measure each kind of non-digit with a detector that never trained on it")
     parser.add_argument("--real", action="store_true", help="measure on real pictures (never used to choose)")

@@ -82,6 +82,9 @@ class Read:
     # (N, P) each channel's mean over the maps of the classifier's earlier activations (`activation_maps`): 32 + 64
     # + 128 numbers for the shipped CNN, none for a model without convolutions.
     pooled: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # (N, 28, 28) uint8 the prepared pictures themselves, for a method that trains a network on pixels
+    # (`digits.inference.not_a_digit_methods`' binary CNN); none where only the readings were kept.
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
 
 
 @dataclass
@@ -187,14 +190,15 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
         if len(images) == 0:
             features = np.zeros((0, kernel.shape[0]), np.float32)
             pooled = np.zeros((0, sum(int(output.shape[-1]) for output in extractor.outputs[2:])), np.float32)
-            return Read(features, np.zeros((0, 10)), np.zeros((0, 10), np.float32), pooled)
+            return Read(features, np.zeros((0, 10)), np.zeros((0, 10), np.float32), pooled,
+                        np.zeros((0, 28, 28), np.uint8))
         model_probabilities, features, *pooled = extractor.predict(to_model_input(images), batch_size=1000,
                                                                    verbose=0)
         features = np.asarray(features)
         return Read(features, features @ kernel + bias,
                     with_temperature(np.asarray(model_probabilities), temperature),
                     np.concatenate([np.asarray(maps) for maps in pooled], axis=1) if pooled
-                    else np.zeros((len(features), 0), np.float32))
+                    else np.zeros((len(features), 0), np.float32), np.asarray(images, np.uint8))
 
     def part(views: dict[str, np.ndarray]) -> dict[str, Read]:
         return {kind: read(images) for kind, images in views.items()}
@@ -203,7 +207,7 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
     training_seeds = [part(generated_views(fonts[0::2], seed, training_images, training_labels, scale=3))
                       for seed in TRAINING_SEEDS]
     training = {kind: Read(*(np.concatenate([getattr(seed_part[kind], name) for seed_part in training_seeds])
-                             for name in ("features", "logits", "probabilities", "pooled")))
+                             for name in ("features", "logits", "probabilities", "pooled", "images")))
                 for kind in training_seeds[0]}
     training["mnist"] = read(training_images)
     holdout_images, holdout_labels = data.train_images[-10_000:], data.train_labels[-10_000:]
