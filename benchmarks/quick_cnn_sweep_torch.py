@@ -4,7 +4,9 @@ Many models train at once as one grouped network (each model its own seed, data 
 betas, weight decay and warm-up share), so a whole grid of recipes and seeds costs about as much as one run. The
 port is only a guide: a recipe is chosen by `digits train quick-cnn --validation holdout --seed S` in Keras on the
 CPU, never by this script. Every model trains on the first 50,000 training images and is scored on the holdout
-(the last 10,000); the test set is never read.
+(the last 10,000); the test set is never read. docs/speed.md ("Batch 512 for the CNN") quotes its figures: 8
+seeds a setting on an NVIDIA H200, run as a compact copy of this file (the device took commands of 2,000
+characters; the same math, with one random generator per group for the initial weights).
 
     python benchmarks/quick_cnn_sweep_torch.py --seeds 8 > sweep.csv
 """

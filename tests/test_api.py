@@ -73,7 +73,7 @@ def test_help_shows_the_public_api_first():
 def test_presets_and_predictions_print_short_and_presets_show_as_a_table():
     presets = digits.presets()
     assert repr(presets).startswith("Presets(10: seed-shallow-mse, ") and len(repr(presets)) < 200
-    assert repr(presets["quick-cnn"]).startswith("Preset('quick-cnn': cnn, 8 epochs; ") and "Recipe(" not in repr(
+    assert repr(presets["quick-cnn"]).startswith("Preset('quick-cnn': cnn, 7 epochs; ") and "Recipe(" not in repr(
         presets["quick-cnn"])
     from digits.reporting.display import presets_table  # what Jupyter shows (digits registers it by class name)
 

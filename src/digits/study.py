@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,19 +48,6 @@ EXACT_PRESETS = ("seed-shallow-mse", "seed-shallow-poisson", "seed-cnn")
 STUDY_FILE = "study.json"
 # One thread draws figures and writes reports beside training: more would only take cores from training.
 DRAWING_THREADS = 1
-# The drawing thread's niceness (19, the lowest priority): it takes only the CPU training leaves idle.
-DRAWING_NICENESS = 19
-
-
-def lower_this_threads_priority(niceness: int = DRAWING_NICENESS) -> None:
-    """Give the calling thread (only it) `niceness`, where the OS allows it (Linux); elsewhere do nothing.
-
-    At normal priority, drawing the shallow networks' figures beside the CNN's training took a core from one of
-    TensorFlow's two threads, and each step waits for its slower thread: the CNN lost more time than the drawing
-    took.
-    """
-    with contextlib.suppress(AttributeError, OSError):  # no os.setpriority (Windows), or not allowed
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 @dataclass
@@ -259,8 +244,7 @@ def run_study(data: Mnist, runs_dir: str | Path, *, exact: bool = False, train_l
     reports: list[Future[EvaluatedModel]] = []
     # A model's figures and report are drawn in a second thread while the next model trains: TensorFlow runs a
     # whole epoch per call without Python's lock, and the small networks do not keep both cores busy.
-    with ThreadPoolExecutor(max_workers=DRAWING_THREADS, thread_name_prefix="digits-report",
-                            initializer=lower_this_threads_priority) as drawing:
+    with ThreadPoolExecutor(max_workers=DRAWING_THREADS, thread_name_prefix="digits-report") as drawing:
         trained_count = 0
         for group in training_groups(recipes):
             for report in reports:
