@@ -339,6 +339,10 @@ PRESETS: dict[str, Preset] = {
             # CPU idle, epochs of 10 s instead of 6); the graph loop keeps both busy (7 epochs in 42.6 s against
             # 57.9 s alone, quiet; 50.3 s against 73.0 s inside `digits run`). Holdout, seeds 0-2: 99.30 / 99.34 /
             # 99.28 % against fit()'s 99.30 / 99.31 / 99.28 %.
+            # Batch 512 to 0.024, 8 epochs, kept the accuracy (holdout 99.34 / 99.29 / 99.31 %, mean 99.31; 7 epochs
+            # 99.26) and its epochs took about 0.77x those of 128 on a quiet AMD EPYC, but at load 2-9 its 8 epochs
+            # took 0.83-1.35x the time of 7 of 128 (geometric mean 1.01x, four pairs) and `digits run` 1.24x: batch
+            # 128 stays until a quiet machine says otherwise (docs/speed.md).
             model="cnn", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.008,
             schedule="one-cycle", augment_shift=2, precision="auto", batch_size=128, epochs=7,
             training_loop="graph",
