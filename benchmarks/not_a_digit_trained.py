@@ -31,13 +31,9 @@ from digits.inference.not_a_digit_fit import (
     DIGIT_KINDS,
     NON_DIGIT_KINDS,
     draw_parts,
+    evenly_spread,
 )
 from digits.inference.not_a_digit_trained import BINARY_EPOCHS, fit_binary_cnn, fit_outlier_exposure
-
-
-def spread(rows: np.ndarray, limit: int) -> np.ndarray:
-    """At most `limit` rows, evenly spread (the comparison's share)."""
-    return rows[np.linspace(0, len(rows) - 1, min(limit, len(rows))).astype(int)]
 
 
 def main() -> int:
@@ -52,14 +48,14 @@ def main() -> int:
     parts = draw_parts(classifier.model, data, temperature=classifier.temperature, seen_holdout=True,
                        fonts=find_fonts())
     training = parts.training
-    digit_rows = np.linspace(0, len(training["mnist"].images) - 1, COMPARISON_MNIST).astype(int)
-    digit_images = np.r_[training["mnist"].images[digit_rows], spread(training["font"].images, COMPARISON_PER_KIND)]
+    digit_images = np.r_[evenly_spread(training["mnist"].images, COMPARISON_MNIST),
+                         evenly_spread(training["font"].images, COMPARISON_PER_KIND)]
     # Font digits carry no label; the classifier's reading of them is right for 99.9 % (benchmarks/font_digits.py).
-    digit_labels = np.r_[parts.training_labels[digit_rows],
-                         spread(training["font"].logits, COMPARISON_PER_KIND).argmax(axis=1)]
+    digit_labels = np.r_[evenly_spread(parts.training_labels, COMPARISON_MNIST),
+                         evenly_spread(training["font"].logits, COMPARISON_PER_KIND).argmax(axis=1)]
     for kind in args.kinds.split(","):
         without = None if kind == "none" else kind
-        others = np.concatenate([spread(training[other].images, COMPARISON_PER_KIND) for other in training
+        others = np.concatenate([evenly_spread(training[other].images, COMPARISON_PER_KIND) for other in training
                                  if other not in DIGIT_KINDS and other != without])
         start = time.perf_counter()
         tuned = fit_outlier_exposure(classifier.model, digit_images, digit_labels, others)

@@ -61,14 +61,20 @@ COMPARISON_MNIST = 4_000
 COMPARISON_PER_KIND = 1_000
 
 
+def evenly_spread(rows: np.ndarray, limit: int | None) -> np.ndarray:
+    """At most `limit` of the rows (all with None), evenly spread: the comparison's share of a part."""
+    if limit is None:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, min(limit, len(rows))).astype(int)]
+
+
 def detector_features(part: dict[str, Read], kinds: tuple[str, ...], *, subsample: bool = False) -> np.ndarray:
     """The features the detector network trains on, for `kinds` of non-digit (or "mnist" and "font"); with
     subsample, the comparison's share of each."""
     chosen = []
     for kind in kinds:
-        features = part[kind].features
-        limit = (COMPARISON_MNIST if kind == "mnist" else COMPARISON_PER_KIND) if subsample else len(features)
-        chosen.append(features[np.linspace(0, len(features) - 1, min(limit, len(features))).astype(int)])
+        limit = (COMPARISON_MNIST if kind == "mnist" else COMPARISON_PER_KIND) if subsample else None
+        chosen.append(evenly_spread(part[kind].features, limit))
     return np.concatenate(chosen)
 
 
@@ -241,9 +247,7 @@ def fit_combination(parts: Parts, *, without: str | None = None, subsample: bool
 
 def _rows(read: Read, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     """A read's features and channel means, at most `limit` of them spread evenly (all with None)."""
-    chosen = slice(None) if limit is None else np.linspace(0, len(read.features) - 1,
-                                                           min(limit, len(read.features))).astype(int)
-    return read.features[chosen], read.pooled[chosen]
+    return evenly_spread(read.features, limit), evenly_spread(read.pooled, limit)
 
 
 def fit_chosen(parts: Parts, *, without: str | None = None, subsample: bool = False) -> DigitDetector:

@@ -43,6 +43,7 @@ from digits.inference.not_a_digit_fit import (
     Parts,
     Read,
     detector_features,
+    evenly_spread,
     fit_combination,
     fit_layer_distance_detector,
 )
@@ -78,52 +79,33 @@ def _combination(parts: Parts, without: str | None) -> Scorer:
     return fit_combination(parts, without=without, subsample=True).score
 
 
-def _subsample(rows: np.ndarray, limit: int) -> np.ndarray:
-    return rows[np.linspace(0, len(rows) - 1, min(limit, len(rows))).astype(int)]
-
-
 def _layer_distances(parts: Parts, without: str | None) -> Scorer:
     return fit_layer_distance_detector(parts, without=without, subsample=True).score
 
 
 def _layer_distances_and_binary_cnn(parts: Parts, without: str | None) -> Scorer:
-    """Layer distances reading one more number: the logit of a small CNN trained on the pixels, digits against the
-    same non-digits (`digits.inference.not_a_digit_trained`)."""
-    from digits.inference.not_a_digit_trained import fit_binary_cnn
-
-    digits = np.r_[_subsample(parts.training["mnist"].images, COMPARISON_MNIST),
-                   _subsample(parts.training["font"].images, COMPARISON_PER_KIND)]
-    others = np.concatenate([_subsample(parts.training[kind].images, COMPARISON_PER_KIND)
-                             for kind in parts.training if kind not in DIGIT_KINDS and kind != without])
-    network = fit_binary_cnn(digits, others)
-    return _layer_distances_reading(parts, without, lambda read: network(read.images)[:, np.newaxis])
-
-
-def _layer_distances_reading(parts: Parts, without: str | None,
-                             extra: Callable[[Read], np.ndarray] | None) -> Scorer:
-    """The logistic regression of layer distances, reading `extra`'s (N, E) numbers too, if given."""
+    """Layer distances' logistic regression reading one more number: the logit of a small CNN trained on the pixels,
+    digits against the same non-digits (`digits.inference.not_a_digit_trained`). Research only: never exported, so
+    its regression standardises every input by its own spread."""
     from sklearn.linear_model import LogisticRegression
 
-    digits = [parts.training["mnist"], parts.training["font"]]
-    # Font digits carry no label; the classifier's reading of them is right for 99.9 % (benchmarks/font_digits.py).
-    labels = np.r_[parts.training_labels, parts.training["font"].logits.argmax(axis=1)]
-    gaussians = {name: fit_class_gaussian(np.concatenate([getattr(read, name) for read in digits]), labels)
-                 for name in ("features", "pooled") if getattr(digits[0], name).shape[1] > 0}
+    from digits.inference.not_a_digit_trained import fit_binary_cnn
+
+    others = [kind for kind in parts.training if kind not in DIGIT_KINDS and kind != without]
+    network = fit_binary_cnn(np.r_[evenly_spread(parts.training["mnist"].images, COMPARISON_MNIST),
+                                   evenly_spread(parts.training["font"].images, COMPARISON_PER_KIND)],
+                             np.concatenate([evenly_spread(parts.training[kind].images, COMPARISON_PER_KIND)
+                                             for kind in others]))
+    # The shipped method's densities and inputs (`DigitDetector.inputs`), with the CNN's logit beside them.
+    layer_distances = fit_layer_distance_detector(parts, without=without, subsample=True)
 
     def inputs(read: Read) -> np.ndarray:
-        """(N, 30 + P): sorted, the distances to each class (features, then pooled maps) and the log-probabilities;
-        then the pooled maps themselves (with them the worst held-out kind rose from 57.7 to 61.6 % in a one-off
-        comparison on the same parts)."""
-        log_probabilities = read.logits - energy(read.logits)[:, np.newaxis]
-        return np.concatenate([np.sort(gaussian.class_distances(getattr(read, name)), axis=1)
-                               for name, gaussian in gaussians.items()]
-                              + [np.sort(log_probabilities, axis=1), read.pooled]
-                              + ([] if extra is None else [extra(read)]), axis=1)
+        return np.c_[layer_distances.inputs(read.features, read.pooled), network(read.images)]
 
-    digit_inputs = np.r_[_subsample(inputs(parts.training["mnist"]), COMPARISON_MNIST),
-                         _subsample(inputs(parts.training["font"]), COMPARISON_PER_KIND)]
-    other_inputs = np.concatenate([_subsample(inputs(parts.training[kind]), COMPARISON_PER_KIND)
-                                   for kind in parts.training if kind not in DIGIT_KINDS and kind != without])
+    digit_inputs = np.r_[evenly_spread(inputs(parts.training["mnist"]), COMPARISON_MNIST),
+                         evenly_spread(inputs(parts.training["font"]), COMPARISON_PER_KIND)]
+    other_inputs = np.concatenate([evenly_spread(inputs(parts.training[kind]), COMPARISON_PER_KIND)
+                                   for kind in others])
     training_inputs = np.r_[digit_inputs, other_inputs]
     mean, scale = training_inputs.mean(axis=0), training_inputs.std(axis=0) + 1e-6
     regression = LogisticRegression(max_iter=2000)

@@ -341,8 +341,9 @@ PRESETS: dict[str, Preset] = {
             # 99.28 % against fit()'s 99.30 / 99.31 / 99.28 %.
             # Batch 512 to 0.024, 8 epochs, kept the accuracy (holdout 99.34 / 99.29 / 99.31 %, mean 99.31; 7 epochs
             # 99.26) and its epochs took about 0.77x those of 128 on a quiet AMD EPYC, but at load 2-9 its 8 epochs
-            # took 0.83-1.35x the time of 7 of 128 (geometric mean 1.01x, four pairs) and `digits run` 1.24x: batch
-            # 128 stays until a quiet machine says otherwise (docs/speed.md).
+            # took 0.83-1.35x the time of 7 of 128 (geometric mean 1.01x, four pairs) and `digits run` 1.24x; on the
+            # quiet machine, in turns, 1.05x and 0.98x: the eighth epoch takes back what the batch saves, so batch
+            # 128 stays (docs/speed.md).
             model="cnn", loss="categorical_crossentropy", optimizer="adam", learning_rate=0.008,
             schedule="one-cycle", augment_shift=2, precision="auto", batch_size=128, epochs=7,
             training_loop="graph",
