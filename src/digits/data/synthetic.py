@@ -134,6 +134,14 @@ SKELETONS = {
 
 
 def stroke_picture(digit: str, rng: random.Random) -> tuple[Image.Image, bool]:
+    """The digit drawn by `pen_picture` from its skeleton; True when the ink is dark on light paper."""
+    return pen_picture(SKELETONS[digit], rng)
+
+
+def pen_picture(strokes: list[list[tuple[float, float]]], rng: random.Random) -> tuple[Image.Image, bool]:
+    """Pen strokes given in a unit box (x right, y down) drawn as a person writes a digit: a square picture of
+    64-1024 pixels, the box 45-80 % of it tall and slanted, turned a little, wobbled, one pen width of 1-13 % of
+    its height, dark on light or light on dark; True when the ink is dark on light paper."""
     side = rng.choice([64, 128, 256, 512, 1024])
     height = side * rng.uniform(0.45, 0.8)
     width = height * rng.uniform(0.55, 0.8)
@@ -145,7 +153,7 @@ def stroke_picture(digit: str, rng: random.Random) -> tuple[Image.Image, bool]:
     dark_on_light = rng.random() < 0.5
     picture = Image.new("L", (side, side), 255 if dark_on_light else 0)
     draw = ImageDraw.Draw(picture)
-    for stroke in SKELETONS[digit]:
+    for stroke in strokes:
         points = np.array(stroke) - 0.5
         points += wobble.normal(0, 0.012, points.shape)
         points[:, 0] = points[:, 0] * width + slant * (points[:, 1]) * -height

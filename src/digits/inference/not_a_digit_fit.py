@@ -52,6 +52,9 @@ DIGIT_KINDS = ("mnist", "font")
 ORIGINAL_KINDS = ("letters and symbols", "scribbles", "shapes", "noise")
 VARIED_KINDS = ("distorted digits", "textures", "scene crops")
 NON_DIGIT_KINDS = ORIGINAL_KINDS + VARIED_KINDS
+# Research, not in the shipped training: two kinds drawn near the digits (`digits.data.near_digits`), drawn into the
+# three parts only when asked (`draw_parts(near_digit_kinds=True)`; benchmarks/not_a_digit.py --near-digit-kinds).
+NEAR_DIGIT_KINDS = ("pen glyphs", "digit pieces")
 TRAINING_SEEDS = (2, 3, 4)
 TRAINING_MNIST = 20_000
 # The leave-one-kind-out comparison needs nineteen fits, so each of its detector networks reads 4,000 of those
@@ -139,9 +142,10 @@ def prepared(pictures) -> np.ndarray:
 
 
 def generated_views(fonts: list[Path], seed: int, digit_images: np.ndarray, digit_labels: np.ndarray,
-                    scale: int = 1) -> dict[str, np.ndarray]:
-    """Font and stroke digits ("font") and the seven kinds of non-digit, prepared; distorted digits are made from
-    the (N, 28, 28) digit images given."""
+                    scale: int = 1, *, near_digit_kinds: bool = False) -> dict[str, np.ndarray]:
+    """Font and stroke digits ("font") and the seven kinds of non-digit (nine with near_digit_kinds), prepared;
+    distorted digits and digit pieces are made from the (N, 28, 28) digit images given."""
+    from digits.data.near_digits import near_digit_sets
     from digits.data.synthetic import font_digit_pictures, non_digit_sets
     from digits.data.varied_non_digits import varied_non_digit_sets
 
@@ -149,6 +153,9 @@ def generated_views(fonts: list[Path], seed: int, digit_images: np.ndarray, digi
     views.update({kind: prepared(pictures) for kind, pictures in non_digit_sets(fonts, seed, scale).items()})
     views.update({kind: prepared(pictures) for kind, pictures
                   in varied_non_digit_sets(fonts, digit_images, digit_labels, seed, scale).items()})
+    if near_digit_kinds:
+        views.update({kind: prepared(pictures) for kind, pictures
+                      in near_digit_sets(digit_images, digit_labels, seed, scale).items()})
     return views
 
 
@@ -177,11 +184,12 @@ def measure(scores: dict[str, np.ndarray], choice: dict[str, np.ndarray], mnist_
 
 
 def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bool = False,
-               fonts: list[Path] | None = None) -> Parts:
+               fonts: list[Path] | None = None, near_digit_kinds: bool = False) -> Parts:
     """Draw and read the three parts (see the module's docstring) through the Keras `model`.
 
     temperature: the model's, so that the maximum-probability threshold applies to its calibrated probabilities.
     seen_holdout: the model trained on the last 10,000 training images (choose the deeper MNIST quantile).
+    near_digit_kinds: draw the two research kinds (`NEAR_DIGIT_KINDS`) into every part too.
     """
     from digits.data.synthetic import find_fonts
 
@@ -210,16 +218,17 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
         return {kind: read(images) for kind, images in views.items()}
 
     training_images, training_labels = data.train_images[:TRAINING_MNIST], data.train_labels[:TRAINING_MNIST]
-    training_seeds = [part(generated_views(fonts[0::2], seed, training_images, training_labels, scale=3))
-                      for seed in TRAINING_SEEDS]
+    training_seeds = [part(generated_views(fonts[0::2], seed, training_images, training_labels, scale=3,
+                                           near_digit_kinds=near_digit_kinds)) for seed in TRAINING_SEEDS]
     training = {kind: Read(*(np.concatenate([getattr(seed_part[kind], name) for seed_part in training_seeds])
                              for name in ("features", "logits", "probabilities", "pooled", "images")))
                 for kind in training_seeds[0]}
     training["mnist"] = read(training_images)
     holdout_images, holdout_labels = data.train_images[-10_000:], data.train_labels[-10_000:]
-    choice = part({"mnist": holdout_images, **generated_views(fonts[0::2], 0, holdout_images, holdout_labels)})
-    evaluation = part({"mnist": data.test_images,
-                       **generated_views(fonts[1::2], 1, data.test_images, data.test_labels)})
+    choice = part({"mnist": holdout_images, **generated_views(fonts[0::2], 0, holdout_images, holdout_labels,
+                                                              near_digit_kinds=near_digit_kinds)})
+    evaluation = part({"mnist": data.test_images, **generated_views(fonts[1::2], 1, data.test_images, data.test_labels,
+                                                                    near_digit_kinds=near_digit_kinds)})
     return Parts(training=training, training_labels=training_labels, choice=choice, evaluation=evaluation,
                  last_layer=(kernel, bias),
                  mnist_limit=CHOICE_LIMIT_SEEN_MNIST if seen_holdout else CHOICE_LIMITS["mnist"])

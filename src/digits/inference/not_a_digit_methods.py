@@ -29,6 +29,7 @@ of the training part; benchmarks/not_a_digit.py --compare prints the table.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -38,6 +39,7 @@ from digits.inference.not_a_digit_fit import (
     COMPARISON_MNIST,
     COMPARISON_PER_KIND,
     DIGIT_KINDS,
+    NEAR_DIGIT_KINDS,
     NON_DIGIT_KINDS,
     ORIGINAL_KINDS,
     Parts,
@@ -145,3 +147,36 @@ def compare_methods(parts: Parts, methods: tuple[str, ...] = tuple(METHODS)
 def worst_held_out(row: dict[str, dict]) -> float:
     """The lowest share caught over the held-out kinds: the figure the method is chosen by."""
     return min(figures["caught"][kind] for kind, figures in row.items())
+
+
+# Which kinds the shipped method trains against, besides the seven: research of issue 23 (docs/inference.md).
+TRAINING_KIND_VARIANTS: dict[str, tuple[str, ...]] = {
+    "seven kinds (shipped)": (),
+    "+ pen glyphs": ("pen glyphs",),
+    "+ digit pieces": ("digit pieces",),
+    "+ both": NEAR_DIGIT_KINDS,
+}
+
+
+def trained_on(parts: Parts, kinds: tuple[str, ...]) -> Parts:
+    """The parts with a training part of the digits and `kinds` alone; the choice and evaluation parts keep all."""
+    training = {kind: read for kind, read in parts.training.items() if kind in DIGIT_KINDS or kind in kinds}
+    return dataclasses.replace(parts, training=training)
+
+
+def compare_training_kinds(parts: Parts, variants: dict[str, tuple[str, ...]] = TRAINING_KIND_VARIANTS
+                           ) -> tuple[dict[str, dict[str, dict]], dict[str, tuple[Scorer, dict]]]:
+    """As `compare_methods`, for the shipped method (layer distances, on all of the training part) trained against
+    the seven kinds and each variant's: variant → held-out kind → figures, and variant → its fit on everything.
+    `parts` must hold the near-digit kinds (`draw_parts(near_digit_kinds=True)`); a kind a variant never trains
+    against is measured by its fit on everything."""
+    table: dict[str, dict[str, dict]] = {}
+    fitted: dict[str, tuple[Scorer, dict]] = {}
+    kinds = NON_DIGIT_KINDS + NEAR_DIGIT_KINDS
+    for variant, added in variants.items():
+        variant_parts = trained_on(parts, NON_DIGIT_KINDS + added)
+        scorer = fit_layer_distance_detector(variant_parts).score
+        fitted[variant] = (scorer, variant_parts.measure(scorer))
+        table[variant] = {kind: variant_parts.measure(fit_layer_distance_detector(variant_parts, without=kind).score)
+                          if kind in NON_DIGIT_KINDS + added else fitted[variant][1] for kind in kinds}
+    return table, fitted
