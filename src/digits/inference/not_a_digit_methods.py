@@ -25,6 +25,10 @@ Every detector here reads the same share of the training part (`detector_feature
 digits, 1,000 of each other kind), so that the fits take minutes, not an hour. The parts
 (`digits.inference.not_a_digit_fit.draw_parts`) are shared with `fit_not_a_digit`, which fits the chosen one on all
 of the training part; benchmarks/not_a_digit.py --compare prints the table.
+
+`compare_training_kinds` measures the other way round: the chosen method, on all of the training part, trained
+against the seven kinds or against more (the research kinds near the digits, `digits.data.near_digits`), every
+kind held out in turn (benchmarks/not_a_digit.py --near-digit-kinds).
 """
 
 from __future__ import annotations
