@@ -101,7 +101,7 @@ def _layer_distances_and_binary_cnn(parts: Parts, without: str | None) -> Scorer
     layer_distances = fit_layer_distance_detector(parts, without=without, subsample=True)
 
     def inputs(read: Read) -> np.ndarray:
-        return np.c_[layer_distances.inputs(read.features, read.pooled), network(read.images)]
+        return np.c_[layer_distances.inputs(read.features, read.pooled, read.grids), network(read.images)]
 
     digit_inputs = np.r_[evenly_spread(inputs(parts.training["mnist"]), COMPARISON_MNIST),
                          evenly_spread(inputs(parts.training["font"]), COMPARISON_PER_KIND)]
