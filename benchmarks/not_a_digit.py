@@ -169,21 +169,15 @@ def near_digit_kinds(classifier, fonts: list[Path], seen: bool, real: bool) -> N
 
 def real_reads(classifier) -> dict[str, Read]:
     """The real pictures' two sets, prepared as `digits predict` prepares a file and read by the Keras model."""
-    from digits.data.mnist import to_model_input
     from digits.data.sample_photos import object_pictures, photo_patches, sample_photos
-    from digits.inference.not_a_digit_fit import pooled_feature_model, prepared
-    from digits.inference.runtime import with_temperature
+    from digits.inference.not_a_digit_fit import pooled_feature_model, prepared, read_views
 
     photos = sample_photos()
     extractor = pooled_feature_model(classifier.model)
-    kernel, bias = (np.asarray(weights, np.float64) for weights in classifier.model.layers[-1].get_weights())
     reads = {}
     for name, pictures in (("real objects", object_pictures(photos)), ("photo patches", photo_patches(photos))):
         views = prepared(pictures)
-        probabilities, features, *pooled = extractor.predict(to_model_input(views), batch_size=1000, verbose=0)
-        reads[name] = Read(np.asarray(features), np.asarray(features) @ kernel + bias,
-                           with_temperature(np.asarray(probabilities), classifier.temperature),
-                           np.concatenate([np.asarray(maps) for maps in pooled], axis=1), views)
+        reads[name] = read_views(classifier.model, views, temperature=classifier.temperature, extractor=extractor)
         print(f"{name}: {len(views)} pictures with ink of {len(pictures)} cut from {', '.join(photos)}")
     return reads
 

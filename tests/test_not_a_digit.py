@@ -147,15 +147,13 @@ def test_fitting_a_detector_without_fonts_is_one_sentence():
 
 
 def test_the_detector_joined_to_keras_gives_the_numpy_scores():
-    from digits.inference.not_a_digit_fit import pooled_feature_model
+    from digits.inference.not_a_digit_fit import read_views
 
     keras_classifier = load_classifier(None, prefer_onnx=False)
     images = np.r_[load_mnist().test_images[:200], scribbles(50)]
-    _, features, *pooled = pooled_feature_model(keras_classifier.model).predict(images[..., np.newaxis] / 255.0,
-                                                                                verbose=0)
     joined_probabilities, joined_scores = read(with_digit_score(keras_classifier.model, keras_classifier.detector),
                                                images)
-    expected = keras_classifier.detector.scores(features, np.concatenate(pooled, axis=1))
+    expected = keras_classifier.detector.score(read_views(keras_classifier.model, images))
     np.testing.assert_allclose(joined_scores, expected, atol=1e-5)
     np.testing.assert_allclose(joined_probabilities, read(keras_classifier.model, images)[0], atol=1e-6)
     assert read(OnnxModel(PRETRAINED_ONNX), images)[1] is not None

@@ -29,6 +29,7 @@ from digits.inference.not_a_digit import (
     with_digit_score,
 )
 from digits.inference.not_a_digit_fit import Parts, Read, fit_layer_distance_detector, pooled_feature_model, prepared
+from digits.inference.not_a_digit_fit import read_views as read_model_views
 from digits.inference.not_a_digit_methods import METHODS
 from digits.inference.runtime import read
 
@@ -51,6 +52,27 @@ def test_the_class_density_gives_the_mahalanobis_distance_to_the_nearest_class()
     np.testing.assert_allclose(gaussian.class_distances(points), to_each_class, rtol=1e-6)
     np.testing.assert_allclose(gaussian.distances(points), expected, rtol=1e-6)
     assert gaussian.distances(means).max() < 1e-6  # A class's own mean is at distance 0.
+
+
+def test_the_grid_cells_are_the_same_in_numpy_and_in_the_exported_graph():
+    """Each channel's mean in each cell of the 3 × 3 grid: `grid_means` (what the detector trains on) and
+    `keras_grid_means` (what `with_digit_score` exports) agree, and the cells cover the whole map, corners
+    included."""
+    import keras
+
+    from digits.inference.not_a_digit import grid_means, keras_grid_means
+
+    rng = np.random.default_rng(0)
+    for side, channels in ((14, 32), (7, 64)):
+        maps = rng.random((5, side, side, channels)).astype(np.float32)
+        maps[0] = 0.0
+        maps[0, -1, -1, :] = 1.0  # Ink in the bottom-right pixel only: in the last cell alone.
+        numpy_cells = grid_means(maps)  # (5, 9 C)
+        inputs = keras.Input((side, side, channels))
+        keras_cells = np.asarray(keras.Model(inputs, keras_grid_means(inputs)).predict(maps, verbose=0))
+        np.testing.assert_allclose(keras_cells, numpy_cells, atol=1e-6)
+        assert numpy_cells.shape == (5, 9 * channels)
+        assert np.all(numpy_cells[0, :8 * channels] == 0) and np.all(numpy_cells[0, 8 * channels:] > 0)
 
 
 def test_a_channel_that_barely_varies_cannot_swing_the_layer_distance_score():
@@ -160,9 +182,7 @@ def test_the_layer_distances_fitted_without_letters_catch_letters_better_than_th
     kernel, bias = (np.asarray(weights, np.float64) for weights in model.layers[-1].get_weights())
 
     def read_views(views: np.ndarray) -> Read:
-        probabilities, features, *pooled = extractor.predict(to_model_input(views), batch_size=1000, verbose=0)
-        return Read(np.asarray(features), np.asarray(features) @ kernel + bias, np.asarray(probabilities),
-                    np.concatenate([np.asarray(maps) for maps in pooled], axis=1), views)
+        return read_model_views(model, views, extractor=extractor)
 
     fonts = find_fonts()[:4]
     training_digits, training_labels = data.train_images[:3000], data.train_labels[:3000]
@@ -174,15 +194,16 @@ def test_the_layer_distances_fitted_without_letters_catch_letters_better_than_th
                 "distorted digits": read_views(prepared(distorted_digit_pictures(training_digits, training_labels,
                                                                                  200, 2)))}
     assert training["mnist"].pooled.shape == (3000, 32 + 64 + 128)  # relu1, relu2 and relu3, one mean a channel
+    assert training["mnist"].grids.shape == (3000, 9 * (32 + 64))  # relu1 and relu2, a mean a channel in 9 cells
     parts = Parts(training=training, training_labels=training_labels, choice={}, evaluation={},
-                  last_layer=(kernel, bias), mnist_limit=0.01)
+                  last_layer=(kernel, bias), mnist_limit=0.01, grid_sizes=(9 * 32, 9 * 64))
     score = METHODS[method][0](parts, None)
     digits_read, letters_read = read_views(data.test_images[:2000]), read_views(prepared(letter_pictures(fonts, 1)))
     if method == "layer distances":
         # The shipped method's detector scores the same in NumPy, saved and loaded, and joined to Keras (what
         # `digits export` writes to ONNX).
         detector = fit_layer_distance_detector(parts, subsample=True)
-        assert detector.has_layer_distances and detector.pooled_count == 224
+        assert detector.has_layer_distances and detector.pooled_count == 224 and detector.grid_count == 864
         np.testing.assert_allclose(detector.score(digits_read), score(digits_read), atol=1e-6)
         detector.save(tmp_path / DETECTOR_FILE)
         loaded = load_detector(tmp_path / DETECTOR_FILE)
@@ -191,10 +212,20 @@ def test_the_layer_distances_fitted_without_letters_catch_letters_better_than_th
         np.testing.assert_allclose(joined_scores, loaded.score(read_views(images)), atol=1e-4)
         with np.load(tmp_path / DETECTOR_FILE) as saved:
             arrays = dict(saved)
-        arrays["pooled_whitened_means"] = arrays["pooled_whitened_means"][:, :100]
-        np.savez(tmp_path / DETECTOR_FILE, **arrays)
-        with pytest.raises(DigitsError, match="holds arrays of the wrong shapes"):
-            load_detector(tmp_path / DETECTOR_FILE)
+        for name, damaged in (("pooled_whitened_means", arrays["pooled_whitened_means"][:, :100]),
+                              ("grid_sizes", arrays["grid_sizes"] + [1, -1.5])):
+            np.savez(tmp_path / DETECTOR_FILE, **{**arrays, name: damaged})
+            with pytest.raises(DigitsError, match="holds arrays of the wrong shapes"):
+                load_detector(tmp_path / DETECTOR_FILE)
+        # A layer-distances detector saved before the grids (no grid arrays, no weights for their 20 distances, which
+        # follow the features' and the channel means' 10 each) still loads, and Keras scores it as NumPy does.
+        earlier_arrays = {name: array for name, array in arrays.items() if not name.startswith("grid_")}
+        earlier_arrays["hidden_weights"] = np.delete(arrays["hidden_weights"], np.s_[20:40], axis=0)
+        np.savez(tmp_path / DETECTOR_FILE, **earlier_arrays)
+        earlier = load_detector(tmp_path / DETECTOR_FILE)
+        assert earlier.has_layer_distances and not earlier.has_grids
+        _, earlier_scores = read(with_digit_score(model, earlier), images)
+        np.testing.assert_allclose(earlier_scores, earlier.score(read_views(images)), atol=1e-4)
 
     def caught(digit_scores: np.ndarray, letter_scores: np.ndarray) -> float:
         return float(np.mean(letter_scores < np.quantile(digit_scores, 0.01)))  # 1 % of digits rejected

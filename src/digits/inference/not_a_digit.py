@@ -7,8 +7,9 @@ layer reads and two numbers that need no non-digit to fit: the Mahalanobis dista
 under a class-conditional Gaussian fitted on MNIST training digits (`fit_class_gaussian`, Lee et al. 2018) and
 the energy, the log-sum-exp of the logits (Liu et al. 2020). Its output, the *digit score*, is its probability
 that the picture is a digit. The shipped method, layer distances (`fit_layer_distances`, Lee et al.'s feature
-ensemble), is a logistic regression over the distances to every class under that density and under a second one
-over the earlier layers' channel means, the log-probabilities and the channel means, stored as the same network
+ensemble), is a logistic regression over the distances to every class under that density, under a second one
+over the earlier layers' channel means and under one per earlier map over its channels' means in each cell of a
+3 × 3 grid (where the strokes are), the log-probabilities and the channel means, stored as the same network
 with two hidden units; benchmarks/not_a_digit.py --compare chose it by leaving one kind of non-digit out at a time
 (`digits.inference.not_a_digit_methods`).
 
@@ -65,6 +66,12 @@ class DigitDetector:
     # earlier activation maps (`digits.inference.not_a_digit_fit.activation_maps`), or two empty arrays.
     pooled_whitening: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (P, P)
     pooled_whitened_means: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (10, P)
+    # Where on the picture (issue 23): one class density per earlier map wider than GRID_CELLS over its channels'
+    # means in each cell of a GRID_CELLS × GRID_CELLS grid (`grid_means`), stored as one block-diagonal whitening
+    # over the G numbers of all of them and each block's size, or three empty arrays (a detector saved before).
+    grid_whitening: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (G, G), block-diagonal
+    grid_whitened_means: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (10, G)
+    grid_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (B,) each block's share of G
 
     @property
     def has_density(self) -> bool:
@@ -73,6 +80,20 @@ class DigitDetector:
     @property
     def has_layer_distances(self) -> bool:
         return self.pooled_whitening.size > 0
+
+    @property
+    def has_grids(self) -> bool:
+        return self.grid_whitening.size > 0
+
+    @property
+    def grid_count(self) -> int:
+        return int(self.grid_whitening.shape[0])
+
+    def grid_densities(self) -> list[ClassGaussian]:
+        """The grid's class densities, one per block of `grid_whitening` (none without grids)."""
+        ends = np.cumsum(self.grid_sizes.astype(int))
+        return [ClassGaussian(self.grid_whitening[start:end, start:end], self.grid_whitened_means[:, start:end])
+                for start, end in zip(np.r_[0, ends[:-1]], ends, strict=True)] if self.has_grids else []
 
     @property
     def feature_count(self) -> int:
@@ -84,9 +105,11 @@ class DigitDetector:
     def pooled_count(self) -> int:
         return int(self.pooled_whitening.shape[0])
 
-    def inputs(self, features: np.ndarray, pooled: np.ndarray | None = None) -> np.ndarray:
-        """float (N, F) features [and (N, P) channel means] → float64 inputs of the hidden layer: (N, F), (N, F + 2),
-        or with layer distances (N, 30 + P): sorted, the distances to each class under both densities and the
+    def inputs(self, features: np.ndarray, pooled: np.ndarray | None = None, grids: np.ndarray | None = None
+               ) -> np.ndarray:
+        """float (N, F) features [and (N, P) channel means, (N, G) grid cells' channel means] → float64 inputs of
+        the hidden layer: (N, F), (N, F + 2), or with layer distances (N, 30 + 10 B + P): sorted, the distances to
+        each class under the densities of the features, of the channel means and of each grid block, and the
         log-probabilities, then the channel means."""
         features = np.asarray(features, np.float64)
         if not self.has_density:
@@ -99,19 +122,31 @@ class DigitDetector:
             raise ValueError("a layer-distances detector needs the channel means of the earlier layers")
         pooled = np.asarray(pooled, np.float64)
         pooled_density = ClassGaussian(self.pooled_whitening, self.pooled_whitened_means)
+        grid_distances = []
+        if self.has_grids:
+            if grids is None:
+                raise ValueError("this layer-distances detector needs the grid cells' channel means too")
+            grids = np.asarray(grids, np.float64)
+            ends = np.cumsum(self.grid_sizes.astype(int))
+            grid_distances = [np.sort(grid_density.class_distances(grids[:, end - len(grid_density.whitening):end]),
+                                      axis=1) for grid_density, end in zip(self.grid_densities(), ends, strict=True)]
         return np.concatenate([np.sort(density.class_distances(features), axis=1),
-                               np.sort(pooled_density.class_distances(pooled), axis=1),
+                               np.sort(pooled_density.class_distances(pooled), axis=1), *grid_distances,
                                np.sort(logits - energy(logits)[:, np.newaxis], axis=1), pooled], axis=1)
 
-    def scores(self, features: np.ndarray, pooled: np.ndarray | None = None) -> np.ndarray:
-        """float (N, F) features [and (N, P) channel means, for layer distances] → float32 (N,) digit scores."""
-        hidden = np.maximum(self.inputs(features, pooled) @ self.hidden_weights + self.hidden_bias, 0.0)
+    def scores(self, features: np.ndarray, pooled: np.ndarray | None = None, grids: np.ndarray | None = None
+               ) -> np.ndarray:
+        """float (N, F) features [and (N, P) channel means and (N, G) grid cells' means, for layer distances] →
+        float32 (N,) digit scores."""
+        hidden = np.maximum(self.inputs(features, pooled, grids) @ self.hidden_weights + self.hidden_bias, 0.0)
         logits = (hidden @ self.output_weights + self.output_bias)[:, 0]
         return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
 
     def score(self, read) -> np.ndarray:
-        """The digit scores of a `digits.inference.not_a_digit_fit.Read` (anything with .features and .pooled)."""
-        return self.scores(read.features, read.pooled if self.has_layer_distances else None)
+        """The digit scores of a `digits.inference.not_a_digit_fit.Read` (anything with .features, .pooled and
+        .grids)."""
+        return self.scores(read.features, read.pooled if self.has_layer_distances else None,
+                           read.grids if self.has_grids else None)
 
     def save(self, path: str | Path) -> None:
         """Write the arrays as .npz through a temporary file beside `path`, so no half-written detector is left."""
@@ -130,6 +165,14 @@ DENSITY_INPUTS = 2
 # Added to every eigenvalue of the shared covariance, as a fraction of their mean: directions the digits never vary
 # in (ReLU features that are always 0) would otherwise make any ink there infinitely far.
 SHRINKAGE = 0.01
+# Layer distances' densities shrink ten times more: with the grids, the worst kind of non-digit caught by a
+# detector that never saw it rose from 65.7 % at 0.01 to 71.0 % at 0.1 (70.2 % at 0.3, 70.4 % at 1; the
+# comparison's share of the training part, docs/inference.md): a sharp density calls the new kinds far, but so too
+# the digits drawn unlike the training ones.
+LAYER_DISTANCE_SHRINKAGE = 0.1
+# Each earlier map wider than this is also summarised over a GRID_CELLS × GRID_CELLS grid (`grid_means`): where on
+# the picture the strokes are, which letters and scribbles put where digits do not.
+GRID_CELLS = 3
 
 
 @dataclass(frozen=True)
@@ -155,15 +198,16 @@ class ClassGaussian:
         return np.sqrt(np.maximum(squared, 0.0))
 
 
-def fit_class_gaussian(features: np.ndarray, labels: np.ndarray) -> ClassGaussian:
-    """The class means and shared (within-class) covariance of (N, F) digit features with their (N,) labels."""
+def fit_class_gaussian(features: np.ndarray, labels: np.ndarray, shrinkage: float = SHRINKAGE) -> ClassGaussian:
+    """The class means and shared (within-class) covariance of (N, F) digit features with their (N,) labels, each
+    eigenvalue raised by `shrinkage` of their mean."""
     features = np.asarray(features, np.float64)
     classes = np.unique(labels)
     means = np.stack([features[labels == label].mean(axis=0) for label in classes])  # (10, F)
     centred = features - means[np.searchsorted(classes, labels)]
     covariance = centred.T @ centred / len(features)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    eigenvalues = np.maximum(eigenvalues, 0.0) + SHRINKAGE * max(float(eigenvalues.mean()), 1e-12)
+    eigenvalues = np.maximum(eigenvalues, 0.0) + shrinkage * max(float(eigenvalues.mean()), 1e-12)
     whitening = eigenvectors / np.sqrt(eigenvalues)  # (F, F): columns scaled, so whitening @ whitening.T = inverse
     return ClassGaussian(whitening=whitening, whitened_means=means @ whitening)
 
@@ -175,9 +219,10 @@ def energy(logits: np.ndarray) -> np.ndarray:
     return peak + np.log(np.exp(logits - peak[:, np.newaxis]).sum(axis=1))
 
 
-# The shipped detector is 6 MB (its whitening, 1152 × 1152 float32, is most of it); a file, or a member of it,
-# above this is not a detector digits wrote.
-MAX_DETECTOR_BYTES = 12 * 2**20
+# The shipped detector is 8.6 MB (its whitenings, 1152 × 1152 and the grids' 864 × 864 float32, are most of it), a
+# briefly trained run's 13.4 MB (tests/test_calibration.py); a file, or a member of it, above this is not a detector
+# digits wrote.
+MAX_DETECTOR_BYTES = 32 * 2**20
 # A detector saved before the class density has only these members.
 REQUIRED_ARRAYS = ("hidden_weights", "hidden_bias", "output_weights", "output_bias")
 
@@ -235,13 +280,24 @@ def _consistent_layer_distances(arrays: dict[str, np.ndarray], density: list, po
         return False
     feature_count, classes = arrays["whitening"].shape[0], arrays["logit_bias"].shape[0]
     pooled_count = arrays["pooled_whitening"].shape[0] if arrays["pooled_whitening"].ndim == 2 else 0
+    grid = [name for name in ("grid_whitening", "grid_whitened_means", "grid_sizes") if name in arrays]
+    grid_count, blocks = 0, 0
+    if grid and not all(arrays[name].size == 0 for name in grid):
+        if len(grid) != 3 or arrays["grid_whitening"].ndim != 2 or arrays["grid_sizes"].ndim != 1:
+            return False
+        grid_count, sizes = arrays["grid_whitening"].shape[0], arrays["grid_sizes"]
+        blocks = len(sizes)
+        if (np.any(sizes < 1) or np.any(sizes != np.round(sizes)) or sizes.sum() != grid_count
+                or arrays["grid_whitening"].shape != (grid_count, grid_count)
+                or arrays["grid_whitened_means"].shape != (classes, grid_count)):
+            return False
     return feature_count > 0 and pooled_count > 0 and (
         arrays["whitening"].shape == (feature_count, feature_count)
         and arrays["whitened_means"].shape == (classes, feature_count)
         and arrays["logit_weights"].shape == (feature_count, classes)
         and arrays["pooled_whitening"].shape == (pooled_count, pooled_count)
         and arrays["pooled_whitened_means"].shape == (classes, pooled_count)
-        and arrays["hidden_weights"].shape[0] == 3 * classes + pooled_count)
+        and arrays["hidden_weights"].shape[0] == (3 + blocks) * classes + pooled_count)
 
 
 def _read_array(archive: zipfile.ZipFile, name: str) -> np.ndarray:
@@ -298,11 +354,13 @@ def fit_detector(digit_features: np.ndarray, other_features: np.ndarray, *, gaus
 CHANNEL_SCALE_FLOOR = 0.3
 
 
-def fit_layer_distances(digits: tuple[np.ndarray, np.ndarray], others: tuple[np.ndarray, np.ndarray], *,
+def fit_layer_distances(digits: tuple[np.ndarray, ...], others: tuple[np.ndarray, ...], *,
                         gaussian: ClassGaussian, pooled_gaussian: ClassGaussian,
-                        last_layer: tuple[np.ndarray, np.ndarray]) -> DigitDetector:
+                        last_layer: tuple[np.ndarray, np.ndarray],
+                        grid_gaussians: tuple[ClassGaussian, ...] = ()) -> DigitDetector:
     """Lee et al.'s feature ensemble: a logistic regression over the layer-distance inputs (`DigitDetector.inputs`)
-    of digits and non-digits, each given as ((N, F) features, (N, P) channel means).
+    of digits and non-digits, each given as ((N, F) features, (N, P) channel means[, (N, G) grid cells' means]);
+    grid_gaussians: one density per block of the grid cells' means (`grid_means`), or none.
 
     The regression is stored as the detector's network with two hidden units, relu(z) - relu(-z) = z, so every
     reader of a detector (numpy, the joined Keras model, ONNX) scores it unchanged.
@@ -313,8 +371,13 @@ def fit_layer_distances(digits: tuple[np.ndarray, np.ndarray], others: tuple[np.
         "whitening": gaussian.whitening, "whitened_means": gaussian.whitened_means,
         "logit_weights": last_layer[0], "logit_bias": last_layer[1],
         "pooled_whitening": pooled_gaussian.whitening, "pooled_whitened_means": pooled_gaussian.whitened_means}.items()}
+    if grid_gaussians:
+        densities.update(grid_whitening=_as_saved(block_diagonal([density.whitening for density in grid_gaussians])),
+                         grid_whitened_means=_as_saved(np.concatenate([density.whitened_means
+                                                                       for density in grid_gaussians], axis=1)),
+                         grid_sizes=np.array([len(density.whitening) for density in grid_gaussians], np.float64))
     inputs_of = DigitDetector(np.zeros((0, 0)), np.zeros(0), np.zeros((0, 1)), np.zeros(1), **densities).inputs
-    inputs = np.concatenate([inputs_of(*digits), inputs_of(*others)])  # (N + M, 30 + P)
+    inputs = np.concatenate([inputs_of(*digits), inputs_of(*others)])  # (N + M, 30 + 10 B + P)
     is_digit = np.r_[np.ones(len(digits[0])), np.zeros(len(others[0]))]
     mean, scale = inputs.mean(axis=0), inputs.std(axis=0)
     # The channel means are standardised by at least CHANNEL_SCALE_FLOOR of the widest one's spread, so the
@@ -329,6 +392,30 @@ def fit_layer_distances(digits: tuple[np.ndarray, np.ndarray], others: tuple[np.
     bias = float(regression.intercept_[0] - (mean / scale) @ regression.coef_[0])
     return DigitDetector(hidden_weights=_as_saved(np.c_[weights, -weights]), hidden_bias=_as_saved(np.r_[bias, -bias]),
                          output_weights=_as_saved(np.array([[1.0], [-1.0]])), output_bias=np.zeros(1), **densities)
+
+
+def block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
+    """Square (D_i, D_i) matrices → the (ΣD, ΣD) matrix holding them on its diagonal, zeros elsewhere."""
+    from scipy.linalg import block_diag
+
+    return np.asarray(block_diag(*blocks), np.float64)
+
+
+def grid_window(side: int, cells: int = GRID_CELLS) -> tuple[int, int]:
+    """The (size, stride) of the square windows that cover a side × side map in cells × cells cells: stride
+    side // cells, each window as wide as it must be to reach the far edge (14 → windows of 6 every 4, 7 → 3
+    every 2), so neighbouring cells overlap by at most a few rows."""
+    stride = side // cells
+    return side - (cells - 1) * stride, stride
+
+
+def grid_means(maps: np.ndarray, cells: int = GRID_CELLS) -> np.ndarray:
+    """(N, S, S, C) activation maps → (N, cells * cells * C) each channel's mean in each cell (`grid_window`),
+    cell by cell, row-major: what Keras' AveragePooling2D then a reshape gives."""
+    size, stride = grid_window(maps.shape[1], cells)
+    means = [maps[:, row * stride:row * stride + size, column * stride:column * stride + size].mean(axis=(1, 2))
+             for row in range(cells) for column in range(cells)]  # cells² × (N, C)
+    return np.stack(means, axis=1).reshape(len(maps), -1)
 
 
 def _as_saved(array: np.ndarray) -> np.ndarray:
@@ -365,6 +452,21 @@ def activation_maps(model) -> list:
                  or getattr(layer, "activation", keras.activations.linear) is not keras.activations.linear)]
 
 
+def grid_maps(model) -> list:
+    """The activation maps (`activation_maps`) wider than GRID_CELLS, whose grid cells say more than the features
+    (relu1 and relu2 of the shipped CNN; relu3, 3 × 3, is the features themselves)."""
+    return [layer for layer in activation_maps(model) if int(layer.output.shape[1]) > GRID_CELLS]
+
+
+def keras_grid_means(maps):
+    """Keras: (N, S, S, C) maps → (N, GRID_CELLS² C) each channel's mean in each grid cell, as `grid_means`."""
+    import keras
+
+    size, stride = grid_window(int(maps.shape[1]))
+    cells = keras.ops.average_pool(keras.ops.cast(maps, "float32"), size, strides=stride, padding="valid")
+    return keras.ops.reshape(cells, (-1, GRID_CELLS * GRID_CELLS * int(maps.shape[-1])))
+
+
 def _layer_distance_inputs(model, features, detector: DigitDetector):
     """Keras: the layer-distance inputs (`DigitDetector.inputs`) of the classifier's graph, and the layers' weights."""
     import keras
@@ -379,11 +481,28 @@ def _layer_distance_inputs(model, features, detector: DigitDetector):
                                                   "digit_score_features")
     pooled_distances, pooled_weights = _class_distances(pooled_inputs, detector.pooled_whitening,
                                                         detector.pooled_whitened_means, "digit_score_pooled")
+    grid_distances = []
+    if detector.has_grids:
+        grids = [keras_grid_means(layer.output) for layer in grid_maps(model)]
+        if sum(int(cells.shape[-1]) for cells in grids) != detector.grid_count:
+            raise DigitsError(f"The not-a-digit detector reads {detector.grid_count} grid cells' channel means but "
+                              f"this model's activation maps have {sum(int(cells.shape[-1]) for cells in grids)}; "
+                              "fit the detector for this model.")
+        grid_inputs = keras.ops.concatenate(grids, axis=-1) if len(grids) > 1 else grids[0]
+        start = 0
+        # One whitening per block (the diagonal blocks of the stored matrix): the zeros around them cost nothing.
+        for index, grid_density in enumerate(detector.grid_densities()):
+            end = start + len(grid_density.whitening)
+            distances, block_weights = _class_distances(grid_inputs[:, start:end], grid_density.whitening,
+                                                        grid_density.whitened_means, f"digit_score_grid{index}")
+            grid_distances.append(keras.ops.sort(distances, axis=-1))
+            pooled_weights += block_weights
+            start = end
     logit_layer = keras.layers.Dense(len(detector.logit_bias), name="digit_score_logits", dtype="float32")
     logits = logit_layer(features)
     log_probabilities = logits - keras.ops.logsumexp(logits, axis=-1, keepdims=True)
     inputs = keras.ops.concatenate([keras.ops.sort(feature_distances, axis=-1),
-                                    keras.ops.sort(pooled_distances, axis=-1),
+                                    keras.ops.sort(pooled_distances, axis=-1), *grid_distances,
                                     keras.ops.sort(log_probabilities, axis=-1), pooled_inputs], axis=-1)
     return inputs, weights + pooled_weights + [(logit_layer, [detector.logit_weights, detector.logit_bias])]
 

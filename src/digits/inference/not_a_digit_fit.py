@@ -13,7 +13,8 @@ first part; each threshold is the highest value that rejects at most 0.5 % of th
 stroke digits (margins under the goals); every figure is measured on the third part. The test set chooses nothing.
 
 The method, layer distances (a logistic regression over the Mahalanobis distances to each class under a density of
-the features and one of the earlier layers' channel means, the log-probabilities and the channel means, trained
+the features, one of the earlier layers' channel means and one per earlier map of its channels' means in each cell
+of a 3 × 3 grid, the log-probabilities and the channel means, trained
 against all seven kinds of generated non-digit), was chosen by `digits.inference.not_a_digit_methods.compare_methods`:
 each kind measured by detectors that never saw it (benchmarks/not_a_digit.py --compare prints the table).
 """
@@ -30,12 +31,15 @@ from digits.data.mnist import Mnist, to_model_input
 from digits.errors import DigitsError
 from digits.inference.not_a_digit import (
     DETECTOR_FILE,
+    LAYER_DISTANCE_SHRINKAGE,
     DigitDetector,
     activation_maps,
     feature_model,
     fit_class_gaussian,
     fit_detector,
     fit_layer_distances,
+    grid_maps,
+    keras_grid_means,
 )
 from digits.inference.runtime import with_temperature
 from digits.pictures.decode import ImageError
@@ -94,6 +98,9 @@ class Read:
     # (N, 28, 28) uint8 the prepared pictures themselves, for a method that trains a network on pixels
     # (`digits.inference.not_a_digit_methods`' binary CNN); none where only the readings were kept.
     images: np.ndarray = field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
+    # (N, G) each channel's mean in each cell of a 3 × 3 grid over the earlier maps wider than the grid
+    # (`digits.inference.not_a_digit.grid_maps`, `grid_means`): 9 × (32 + 64) numbers for the shipped CNN.
+    grids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
 @dataclass
@@ -106,6 +113,8 @@ class Parts:
     evaluation: dict[str, Read]
     last_layer: tuple[np.ndarray, np.ndarray]  # (F, 10) kernel, (10,) bias
     mnist_limit: float  # the share of the choice part's MNIST digits a threshold may reject
+    # Each grid map's share of Read.grids (`grid_maps`: 9 × 32 and 9 × 64 for the shipped CNN); none: no grids.
+    grid_sizes: tuple[int, ...] = ()
 
     def measure(self, score: Callable[[Read], np.ndarray]) -> dict:
         """`measure`'s figures of a score (higher: more like a digit) over every kind of the evaluation part."""
@@ -199,20 +208,10 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
                           "digits; install some (on Debian: apt-get install fonts-dejavu-core fonts-liberation).")
     extractor = pooled_feature_model(model)
     kernel, bias = (np.asarray(weights, np.float64) for weights in model.layers[-1].get_weights())
+    grid_outputs = extractor.outputs[2 + len(activation_maps(model)):]
 
     def read(images: np.ndarray) -> Read:
-        if len(images) == 0:
-            features = np.zeros((0, kernel.shape[0]), np.float32)
-            pooled = np.zeros((0, sum(int(output.shape[-1]) for output in extractor.outputs[2:])), np.float32)
-            return Read(features, np.zeros((0, 10)), np.zeros((0, 10), np.float32), pooled,
-                        np.zeros((0, 28, 28), np.uint8))
-        model_probabilities, features, *pooled = extractor.predict(to_model_input(images), batch_size=1000,
-                                                                   verbose=0)
-        features = np.asarray(features)
-        return Read(features, features @ kernel + bias,
-                    with_temperature(np.asarray(model_probabilities), temperature),
-                    np.concatenate([np.asarray(maps) for maps in pooled], axis=1) if pooled
-                    else np.zeros((len(features), 0), np.float32), np.asarray(images, np.uint8))
+        return read_views(model, images, temperature=temperature, extractor=extractor)
 
     def part(views: dict[str, np.ndarray]) -> dict[str, Read]:
         return {kind: read(images) for kind, images in views.items()}
@@ -221,7 +220,7 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
     training_seeds = [part(generated_views(fonts[0::2], seed, training_images, training_labels, scale=3,
                                            near_digit_kinds=near_digit_kinds)) for seed in TRAINING_SEEDS]
     training = {kind: Read(*(np.concatenate([getattr(seed_part[kind], name) for seed_part in training_seeds])
-                             for name in ("features", "logits", "probabilities", "pooled", "images")))
+                             for name in ("features", "logits", "probabilities", "pooled", "images", "grids")))
                 for kind in training_seeds[0]}
     training["mnist"] = read(training_images)
     holdout_images, holdout_labels = data.train_images[-10_000:], data.train_labels[-10_000:]
@@ -231,16 +230,40 @@ def draw_parts(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bo
                                                                     near_digit_kinds=near_digit_kinds)})
     return Parts(training=training, training_labels=training_labels, choice=choice, evaluation=evaluation,
                  last_layer=(kernel, bias),
-                 mnist_limit=CHOICE_LIMIT_SEEN_MNIST if seen_holdout else CHOICE_LIMITS["mnist"])
+                 mnist_limit=CHOICE_LIMIT_SEEN_MNIST if seen_holdout else CHOICE_LIMITS["mnist"],
+                 grid_sizes=tuple(int(output.shape[-1]) for output in grid_outputs))
 
 
 def pooled_feature_model(model):
-    """`feature_model` with one more output per activation map (`activation_maps`): each channel's mean, (N, C)."""
+    """`feature_model` with one more output per activation map (`activation_maps`), each channel's mean, (N, C),
+    then one per map wider than the grid (`grid_maps`), each channel's mean in each cell, (N, 9 C)."""
     import keras
 
     extractor = feature_model(model)
     pooled = [keras.ops.mean(layer.output, axis=(1, 2)) for layer in activation_maps(model)]
-    return keras.Model(extractor.inputs[0], [*extractor.outputs, *pooled], name=f"{model.name}_pooled_features")
+    grids = [keras_grid_means(layer.output) for layer in grid_maps(model)]
+    return keras.Model(extractor.inputs[0], [*extractor.outputs, *pooled, *grids],
+                       name=f"{model.name}_pooled_features")
+
+
+def read_views(model, views: np.ndarray, *, temperature: float = 1.0, extractor=None) -> Read:
+    """What the Keras `model` makes of (N, 28, 28) uint8 prepared views (extractor: its `pooled_feature_model`,
+    if already built)."""
+    extractor = pooled_feature_model(model) if extractor is None else extractor
+    kernel, bias = (np.asarray(weights, np.float64) for weights in model.layers[-1].get_weights())
+    map_count = len(activation_maps(model))
+    widths = [int(output.shape[-1]) for output in extractor.outputs[2:]]
+    if len(views) == 0:
+        outputs = [np.zeros((0, 10), np.float32), np.zeros((0, kernel.shape[0]), np.float32),
+                   *(np.zeros((0, width), np.float32) for width in widths)]
+    else:
+        outputs = [np.asarray(output) for output in extractor.predict(to_model_input(views), batch_size=1000,
+                                                                      verbose=0)]
+    probabilities, features, pooled, grids = outputs[0], outputs[1], outputs[2:2 + map_count], outputs[2 + map_count:]
+    return Read(features, features @ kernel + bias, with_temperature(probabilities, temperature),
+                np.concatenate(pooled, axis=1) if pooled else np.zeros((len(features), 0), np.float32),
+                np.asarray(views, np.uint8),
+                np.concatenate(grids, axis=1) if grids else np.zeros((len(features), 0), np.float32))
 
 
 def fit_combination(parts: Parts, *, without: str | None = None, subsample: bool = False) -> DigitDetector:
@@ -254,9 +277,10 @@ def fit_combination(parts: Parts, *, without: str | None = None, subsample: bool
     return fit_detector(digit_features, other_features, gaussian=gaussian, last_layer=parts.last_layer)
 
 
-def _rows(read: Read, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """A read's features and channel means, at most `limit` of them spread evenly (all with None)."""
-    return evenly_spread(read.features, limit), evenly_spread(read.pooled, limit)
+def _rows(read: Read, limit: int | None) -> tuple[np.ndarray, ...]:
+    """A read's features, channel means and grid cells' means, at most `limit` of them spread evenly (all with
+    None)."""
+    return evenly_spread(read.features, limit), evenly_spread(read.pooled, limit), evenly_spread(read.grids, limit)
 
 
 def fit_chosen(parts: Parts, *, without: str | None = None, subsample: bool = False) -> DigitDetector:
@@ -273,18 +297,27 @@ def fit_layer_distance_detector(parts: Parts, *, without: str | None = None, sub
     digits = [parts.training["mnist"], parts.training["font"]]
     # Font digits carry no label; the classifier's reading of them is right for 99.9 % (benchmarks/font_digits.py).
     labels = np.r_[parts.training_labels, parts.training["font"].logits.argmax(axis=1)]
-    gaussian, pooled_gaussian = (fit_class_gaussian(np.concatenate([getattr(read, name) for read in digits]), labels)
-                                 for name in ("features", "pooled"))
+    gaussian, pooled_gaussian = (fit_class_gaussian(np.concatenate([getattr(read, name) for read in digits]), labels,
+                                                    LAYER_DISTANCE_SHRINKAGE) for name in ("features", "pooled"))
+    grid_gaussians = tuple(fit_class_gaussian(np.concatenate([read.grids[:, block] for read in digits]), labels,
+                                              LAYER_DISTANCE_SHRINKAGE) for block in grid_blocks(parts.grid_sizes))
     mnist_limit, kind_limit = (COMPARISON_MNIST, COMPARISON_PER_KIND) if subsample else (None, None)
     digit_rows = [_rows(parts.training["mnist"], mnist_limit), _rows(parts.training["font"], kind_limit)]
     other_rows = [_rows(read, kind_limit) for kind, read in parts.training.items()
                   if kind not in DIGIT_KINDS and kind != without]
     return fit_layer_distances(_stacked(digit_rows), _stacked(other_rows), gaussian=gaussian,
-                               pooled_gaussian=pooled_gaussian, last_layer=parts.last_layer)
+                               pooled_gaussian=pooled_gaussian, last_layer=parts.last_layer,
+                               grid_gaussians=grid_gaussians)
 
 
-def _stacked(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    return np.concatenate([features for features, _ in rows]), np.concatenate([pooled for _, pooled in rows])
+def grid_blocks(sizes: tuple[int, ...]) -> list[slice]:
+    """The columns of each map's grid cells in a Read's grids, from the maps' widths (9 C each)."""
+    ends = np.cumsum(sizes, dtype=int)
+    return [slice(int(end - size), int(end)) for size, end in zip(sizes, ends, strict=True)]
+
+
+def _stacked(rows: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    return tuple(np.concatenate(columns) for columns in zip(*rows, strict=True))
 
 
 def fit_not_a_digit(model, data: Mnist, *, temperature: float = 1.0, seen_holdout: bool = False,

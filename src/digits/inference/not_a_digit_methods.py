@@ -14,8 +14,9 @@ threshold chosen again on the choice part, and only that kind's caught share is 
   combination          the varied detector reading the distance to the nearest class and the energy too
   layer distances      a logistic regression over the Mahalanobis distances to the ten classes under a class
                        density of the features and under one of the earlier layers' pooled maps (each channel's
-                       mean; Lee et al.'s feature ensemble; both fitted on the training part's MNIST and font
-                       digits), each sorted, the ten log-probabilities, sorted, and the pooled maps themselves:
+                       mean; Lee et al.'s feature ensemble) and under one per earlier map over its channels' means
+                       in each cell of a 3 × 3 grid (all fitted on the training part's MNIST and font digits), each
+                       sorted, the ten log-probabilities, sorted, and the pooled maps themselves:
                        how far the picture lies from every digit, not which digit it is nearest
   layer distances + binary CNN  the same regression reading one more number: the logit of a small CNN trained on
                        the pixels, the same digits against the same non-digits (`digits.inference.
@@ -106,7 +107,7 @@ def _layer_distances_and_binary_cnn(parts: Parts, without: str | None) -> Scorer
     layer_distances = fit_layer_distance_detector(parts, without=without, subsample=True)
 
     def inputs(read: Read) -> np.ndarray:
-        return np.c_[layer_distances.inputs(read.features, read.pooled), network(read.images)]
+        return np.c_[layer_distances.inputs(read.features, read.pooled, read.grids), network(read.images)]
 
     digit_inputs = np.r_[evenly_spread(inputs(parts.training["mnist"]), COMPARISON_MNIST),
                          evenly_spread(inputs(parts.training["font"]), COMPARISON_PER_KIND)]
