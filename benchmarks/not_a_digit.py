@@ -14,7 +14,7 @@ Everything comes in three parts drawn separately (`digits.inference.not_a_digit_
 density train on the first (the first 20,000 MNIST training images; fonts with an even index; seeds 2, 3 and 4),
 every threshold is chosen on the second (the last 10,000 MNIST training images, the holdout; the same fonts;
 seed 0), every figure is measured on the third (the 10,000 MNIST test images; the other fonts; seed 1). The rule:
-the highest threshold that rejects at most 0.5 % of the choice part's MNIST digits (0.2 % for a model that trained
+the highest threshold that rejects at most 0.5 % of the choice part's MNIST digits (0.3 % for a model that trained
 on them, as the shipped one did) and at most 2 % of its font and stroke digits.
 
 --compare     eight methods (`digits.inference.not_a_digit_methods`), each kind of non-digit measured by leaving it
