@@ -21,8 +21,9 @@ from digits.inference.classifier import (
     Classifier,
     load_classifier,
 )
-from digits.inference.not_a_digit import DETECTOR_FILE, fit_detector, load_detector, with_digit_score
+from digits.inference.not_a_digit import DETECTOR_FILE, fit_detector, load_detector
 from digits.inference.not_a_digit_fit import prepared
+from digits.inference.not_a_digit_graph import with_digit_score
 from digits.inference.prediction import DIGIT, NOT_A_DIGIT
 from digits.inference.runtime import OnnxModel, read
 from digits.pictures.prepare import prepare_image

@@ -21,15 +21,14 @@ from digits.inference.not_a_digit import (
     DETECTOR_FILE,
     SHRINKAGE,
     energy,
-    feature_model,
     fit_class_gaussian,
     fit_detector,
     fit_layer_distances,
     load_detector,
-    with_digit_score,
 )
 from digits.inference.not_a_digit_fit import Parts, Read, fit_layer_distance_detector, pooled_feature_model, prepared
 from digits.inference.not_a_digit_fit import read_views as read_model_views
+from digits.inference.not_a_digit_graph import feature_model, with_digit_score
 from digits.inference.not_a_digit_methods import METHODS
 from digits.inference.runtime import read
 
@@ -60,7 +59,8 @@ def test_the_grid_cells_are_the_same_in_numpy_and_in_the_exported_graph():
     included."""
     import keras
 
-    from digits.inference.not_a_digit import grid_means, keras_grid_means
+    from digits.inference.not_a_digit import grid_means
+    from digits.inference.not_a_digit_graph import keras_grid_means
 
     rng = np.random.default_rng(0)
     for side, channels in ((14, 32), (7, 64)):

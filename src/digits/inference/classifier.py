@@ -74,7 +74,7 @@ class Classifier:
         """The Keras model joined to its detector, or the model itself (an exported ONNX model carries its own)."""
         if self.detector is None or isinstance(self.model, OnnxModel):
             return self.model
-        from digits.inference.not_a_digit import with_digit_score
+        from digits.inference.not_a_digit_graph import with_digit_score
 
         return with_digit_score(self.model, self.detector)
 

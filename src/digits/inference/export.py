@@ -117,7 +117,7 @@ def export_model(spec: str | Path, format: str = "onnx", out: str | Path | None 
     detector = classifier.detector if format == "onnx" else None
     with_detector = detector is not None
     if detector is not None:
-        from digits.inference.not_a_digit import with_digit_score
+        from digits.inference.not_a_digit_graph import with_digit_score
 
         model = with_digit_score(model, detector)
     reference, reference_scores = read(model, test_images)

@@ -33,14 +33,11 @@ from digits.inference.not_a_digit import (
     DETECTOR_FILE,
     LAYER_DISTANCE_SHRINKAGE,
     DigitDetector,
-    activation_maps,
-    feature_model,
     fit_class_gaussian,
     fit_detector,
     fit_layer_distances,
-    grid_maps,
-    keras_grid_means,
 )
+from digits.inference.not_a_digit_graph import activation_maps, feature_model, grid_maps, keras_grid_means
 from digits.inference.runtime import with_temperature
 from digits.pictures.decode import ImageError
 from digits.pictures.prepare import prepare_image
@@ -101,7 +98,7 @@ class Read:
     # (`digits.inference.not_a_digit_methods`' binary CNN); none where only the readings were kept.
     images: np.ndarray = field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
     # (N, G) each channel's mean in each cell of a 3 × 3 grid over the earlier maps wider than the grid
-    # (`digits.inference.not_a_digit.grid_maps`, `grid_means`): 9 × (32 + 64) numbers for the shipped CNN.
+    # (`digits.inference.not_a_digit_graph.grid_maps`, `grid_means`): 9 × (32 + 64) numbers for the shipped CNN.
     grids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 

@@ -88,7 +88,7 @@ def probabilities(model, images: np.ndarray, *, tta: bool = False, batch_size: i
 
 def read(model, images: np.ndarray, *, batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 (N, 28, 28) images → float32 (N, 10) probabilities, and float32 (N,) digit scores for a model that
-    gives them (joined to its detector by `digits.inference.not_a_digit.with_digit_score`, or exported so), else
+    gives them (joined to its detector by `digits.inference.not_a_digit_graph.with_digit_score`, or exported so), else
     None."""
     return _read_batches(_model_call(model), model, images, batch_size)
 
