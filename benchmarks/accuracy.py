@@ -38,7 +38,8 @@ def main() -> None:
     from digits.ensemble import evaluate_ensemble
     from digits.study import report_run
     from digits.training.fit import train
-    from digits.training.recipes import get_preset, with_overrides
+    from digits.training.presets import get_preset
+    from digits.training.recipes import with_overrides
 
     data = load_mnist()
     recipe = with_overrides(get_preset(args.preset), epochs=args.epochs, train_limit=args.train_limit,

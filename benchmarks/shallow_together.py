@@ -25,7 +25,8 @@ def one_side(side: str, presets: list[str], epochs: int | None) -> dict:
     """Train `presets` alone or together in this process: wall seconds and each run's test accuracy."""
     from digits.data.mnist import load_mnist
     from digits.training.fit import train
-    from digits.training.recipes import get_preset, with_overrides
+    from digits.training.presets import get_preset
+    from digits.training.recipes import with_overrides
     from digits.training.together import train_together
 
     data = load_mnist()

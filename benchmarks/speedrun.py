@@ -128,7 +128,8 @@ def digits_worker(seed: int, training_loop: str | None = None) -> dict:
 
     from digits.data.mnist import load_mnist, to_model_input
     from digits.training.fit import train
-    from digits.training.recipes import get_preset, with_overrides
+    from digits.training.presets import get_preset
+    from digits.training.recipes import with_overrides
 
     class GraphCallTimer(keras.callbacks.Callback):
         """The seconds of each call into the compiled graph (one per steps_per_execution steps)."""

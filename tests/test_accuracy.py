@@ -15,7 +15,8 @@ from digits.data.mnist import load_mnist, to_model_input
 from digits.ensemble import average_probabilities
 from digits.errors import DigitsError
 from digits.training.augment import augment_images, shift_images
-from digits.training.recipes import get_preset, with_overrides
+from digits.training.presets import get_preset
+from digits.training.recipes import with_overrides
 
 TINY = ["--epochs", "1", "--train-limit", "1000", "--test-limit", "200"]
 
@@ -65,7 +66,7 @@ def test_whole_pixel_shifts_fill_with_black():
 
 
 def test_best_trains_on_every_training_image_and_never_sees_the_test_set():
-    from digits.training.recipes import PRESETS
+    from digits.training.presets import PRESETS
 
     recipe = get_preset("best")
     assert (recipe.model, recipe.validation, recipe.schedule) == ("cnn-bn", "none", "one-cycle")

@@ -85,6 +85,19 @@ def test_presets_and_predictions_print_short_and_presets_show_as_a_table():
         assert len(printed) < 120 and "array" not in printed and "\n" not in printed, printed
 
 
+def test_every_class_registered_for_notebooks_exists_where_it_is_registered():
+    """Jupyter finds each class by its module and name: a class that moved would silently show as a plain repr."""
+    import importlib
+
+    from digits import _NOTEBOOK_DISPLAYS
+    from digits.reporting import display
+
+    for (module, class_name), function in _NOTEBOOK_DISPLAYS.items():
+        assert isinstance(getattr(importlib.import_module(module), class_name), type), (module, class_name)
+        assert callable(getattr(display, function)), function
+    assert type(digits.presets()).__module__ == "digits.training.presets"
+
+
 def test_get_preset_takes_overrides_and_keeps_the_rest():
     recipe = digits.get_preset("quick-cnn", epochs=2, target_accuracy=None, validation="none")
     assert (recipe.epochs, recipe.target_accuracy, recipe.validation) == (2, None, "none")

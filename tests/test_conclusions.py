@@ -7,7 +7,7 @@ import pytest
 from digits.errors import DigitsError
 from digits.evaluation.comparison import ModelSummary, compare
 from digits.evaluation.conclusions import configurations_sentence, first_reaching, model_conclusion, stopping_words
-from digits.training.recipes import get_preset
+from digits.training.presets import get_preset
 
 
 def config(preset, **recipe_changes):

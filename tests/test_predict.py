@@ -21,7 +21,7 @@ from digits.inference.prediction import DIGIT, Prediction, Predictions
 from digits.pictures.prepare import prepare_file, prepare_image
 from digits.pictures.segment import find_digits_in_file
 from digits.serving.app import create_app
-from digits.training.recipes import get_preset
+from digits.training.presets import get_preset
 from digits.training.runs import load_run
 
 with warnings.catch_warnings():

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import run_digits
 from digits.errors import DigitsError
-from digits.training.recipes import PRESETS, Recipe, get_preset, with_overrides
+from digits.training.presets import PRESETS, get_preset
+from digits.training.recipes import Recipe, with_overrides
 
 
 @pytest.mark.parametrize(

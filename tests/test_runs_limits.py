@@ -71,7 +71,7 @@ def test_a_run_folder_written_before_the_declared_models_still_loads(tmp_path):
     # The shipped model's folder was written when Recipe was a dataclass and run files were checked by hand.
     import digits
     from digits.inference.classifier import PRETRAINED_DIR
-    from digits.training.recipes import get_preset
+    from digits.training.presets import get_preset
 
     folder = tmp_path / "20261129-144008-pretrained"
     folder.mkdir()

@@ -14,7 +14,8 @@ from digits.training.callbacks import StopAtAccuracy
 from digits.training.fit import train
 from digits.training.models import build_model
 from digits.training.precision import choose_precision, measure_step_seconds
-from digits.training.recipes import get_preset, with_overrides
+from digits.training.presets import get_preset
+from digits.training.recipes import with_overrides
 from digits.training.runs import load_model, load_run
 from digits.training.schedules import OneCycle
 

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import run_digits
 from digits.errors import DigitsError
-from digits.training.recipes import PRESETS, get_preset, with_overrides
+from digits.training.presets import PRESETS, get_preset
+from digits.training.recipes import with_overrides
 
 
 def test_speedrun_is_one_epoch_of_every_training_image_and_never_sees_the_test_set():

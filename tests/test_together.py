@@ -13,7 +13,8 @@ from digits.data.mnist import load_mnist
 from digits.errors import DigitsError
 from digits.study import training_groups
 from digits.training.fit import RunInterrupted, train
-from digits.training.recipes import get_preset, with_overrides
+from digits.training.presets import get_preset
+from digits.training.recipes import with_overrides
 from digits.training.runs import load_model, load_run
 from digits.training.together import can_train_together, train_together
 

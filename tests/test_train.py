@@ -21,7 +21,8 @@ from conftest import run_digits
 from digits.data.mnist import load_mnist, to_model_input
 from digits.errors import DigitsError
 from digits.training.fit import RunInterrupted, prepare_data, train
-from digits.training.recipes import Recipe, get_preset, with_overrides
+from digits.training.presets import get_preset
+from digits.training.recipes import Recipe, with_overrides
 from digits.training.runs import HISTORY_COLUMNS, create_run_dir, load_model, load_run
 
 RUN_NAME = re.compile(r"^\d{8}-\d{6}-[a-z-]+$")

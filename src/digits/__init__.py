@@ -76,7 +76,7 @@ _NOTEBOOK_DISPLAYS = {
     # An EvaluatedModel extends Evaluation, and Jupyter would otherwise show it through the Evaluation's table.
     ("digits.reporting.evaluated_model", "EvaluatedModel"): "evaluation_card",
     ("digits.evaluation.comparison", "Comparison"): "comparison_table",
-    ("digits.training.recipes", "Presets"): "presets_table",
+    ("digits.training.presets", "Presets"): "presets_table",
     ("digits.inference.files", "FileResult"): "file_result_card",
 }
 

@@ -16,8 +16,10 @@ import numpy as np
 
 from digits.data.mnist import Mnist, load_mnist
 from digits.errors import DigitsError
+from digits.training import presets as named_recipes
 from digits.training import recipes
-from digits.training.recipes import Presets, Recipe
+from digits.training.presets import Presets
+from digits.training.recipes import Recipe
 
 if TYPE_CHECKING:
     from digits.inference.files import FileResult
@@ -29,13 +31,13 @@ __all__ = ["load_mnist", "presets", "get_preset", "build_model", "train", "load_
 
 def presets() -> Presets:
     """The named presets (a dict): each a recipe, what it is for, and what the study reported for it."""
-    return Presets(recipes.PRESETS)
+    return Presets(named_recipes.PRESETS)
 
 
 def get_preset(name: str, **overrides) -> Recipe:
     """The recipe of preset `name` with some fields replaced, e.g. `get_preset("quick-cnn", epochs=2)`; None
     values keep the preset's value (no preset has a stopping target, so `target_accuracy=None` means none)."""
-    return recipes.with_overrides(recipes.get_preset(name), **overrides)
+    return recipes.with_overrides(named_recipes.get_preset(name), **overrides)
 
 
 def build_model(name: str, **options):

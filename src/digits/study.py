@@ -340,7 +340,8 @@ def training_groups(recipes: Sequence) -> list[list]:
 def study_recipes(*, exact: bool = False, train_limit: int | None = None, test_limit: int | None = None,
                   epochs: int | None = None) -> list:
     """The recipes `digits run` trains, with the quick-try limits applied (DigitsError for bad values)."""
-    from digits.training.recipes import get_preset, with_overrides
+    from digits.training.presets import get_preset
+    from digits.training.recipes import with_overrides
 
     return [with_overrides(get_preset(name), train_limit=train_limit, test_limit=test_limit, epochs=epochs)
             for name in (EXACT_PRESETS if exact else QUICK_PRESETS)]

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from digits.evaluation.comparison import ModelSummary, format_duration, noise_points
-from digits.training.recipes import DEFAULT_LEARNING_RATES, STUDY_ACCURACY, STUDY_RESULTS, study_recipe_of
+from digits.training.presets import study_recipe_of
+from digits.training.recipes import DEFAULT_LEARNING_RATES, STUDY_ACCURACY, STUDY_RESULTS
 
 # The study's two configurations of its shallow network, in the order it tried them.
 CONFIGURATIONS = {"seed-shallow-mse": "MSE + SGD", "seed-shallow-poisson": "Poisson + Adadelta"}

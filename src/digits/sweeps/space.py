@@ -38,7 +38,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from digits.errors import DigitsError
 from digits.training.declared import Choices, first_problem
 from digits.training.file_access import read_bounded
-from digits.training.recipes import MAX_SEED, PRESETS, Recipe, get_preset, with_overrides
+from digits.training.presets import PRESETS, get_preset
+from digits.training.recipes import MAX_SEED, Recipe, with_overrides
 
 SWEEPS_DIR = "sweeps"  # under the runs folder: the default SQLite file and each study's trial folders
 # What every trial validates on; "test" would choose recipes on the test set, "none" would score nothing.
