@@ -12,7 +12,7 @@ import pytest
 
 from digits.cli import main
 from digits.errors import DigitsError
-from digits.sweeps.run import final_recipe
+from digits.sweeps.best import final_recipe
 from digits.sweeps.space import load_space, shipped_spaces
 from digits.training.runs import load_run
 

@@ -184,7 +184,8 @@ def run_ensemble(args) -> int:
         if args.runs:
             raise DigitsError("Give either run folders or --from-sweep STUDY, not both.")
         check_range("--top", args.top, 1, MAX_MEMBERS)
-        from digits.sweeps.run import default_storage, load_study, member_runs
+        from digits.sweeps.best import member_runs
+        from digits.sweeps.run import default_storage, load_study
 
         storage = args.storage or default_storage(Path("runs"), create=False)
         args.runs = member_runs(load_study(storage, args.from_sweep), args.top)

@@ -127,7 +127,7 @@ def _counts_sentence(counts: dict[str, int], asked: int | None = None) -> str:
 
 
 def _print_best(study, top: int) -> None:
-    from digits.sweeps.run import best_trials
+    from digits.sweeps.best import best_trials
 
     print("Best trials (holdout accuracy):")
     for trial in best_trials(study, top, distinct=False):
@@ -156,7 +156,8 @@ def run_report(args) -> int:
 
 
 def run_best(args) -> int:
-    from digits.sweeps.run import MAX_SEEDS, MAX_TRIALS, load_study, trial_counts
+    from digits.sweeps.best import MAX_SEEDS
+    from digits.sweeps.run import MAX_TRIALS, load_study, trial_counts
 
     check_range("--top", args.top, 1, MAX_TRIALS)
     check_range("--seeds", args.seeds, 1, MAX_SEEDS)
@@ -167,7 +168,7 @@ def run_best(args) -> int:
         return 0
     from digits.data.mnist import load_mnist
     from digits.evaluation.conclusions import summary_table
-    from digits.sweeps.run import train_final
+    from digits.sweeps.best import train_final
 
     evaluated = train_final(study, load_mnist(args.data_dir), args.runs_dir, seeds=args.seeds,
                             progress=lambda line: print(line, flush=True))
