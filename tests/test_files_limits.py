@@ -27,7 +27,8 @@ from digits.cli import main
 from digits.errors import DigitsError
 from digits.inference import files
 from digits.inference.classifier import PRETRAINED_DIR, load_classifier
-from digits.inference.not_a_digit import DETECTOR_FILE, load_detector
+from digits.inference.not_a_digit import DETECTOR_FILE
+from digits.inference.not_a_digit_file import load_detector
 from digits.inference.preparation import BoundedPreparer
 from digits.pictures.decode import ImageError
 

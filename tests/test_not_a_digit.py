@@ -21,7 +21,8 @@ from digits.inference.classifier import (
     Classifier,
     load_classifier,
 )
-from digits.inference.not_a_digit import DETECTOR_FILE, fit_detector, load_detector
+from digits.inference.not_a_digit import DETECTOR_FILE, fit_detector
+from digits.inference.not_a_digit_file import load_detector
 from digits.inference.not_a_digit_fit import prepared
 from digits.inference.not_a_digit_graph import with_digit_score
 from digits.inference.prediction import DIGIT, NOT_A_DIGIT

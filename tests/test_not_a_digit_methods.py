@@ -24,8 +24,8 @@ from digits.inference.not_a_digit import (
     fit_class_gaussian,
     fit_detector,
     fit_layer_distances,
-    load_detector,
 )
+from digits.inference.not_a_digit_file import load_detector
 from digits.inference.not_a_digit_fit import Parts, Read, fit_layer_distance_detector, pooled_feature_model, prepared
 from digits.inference.not_a_digit_fit import read_views as read_model_views
 from digits.inference.not_a_digit_graph import feature_model, with_digit_score

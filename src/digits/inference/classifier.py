@@ -22,7 +22,8 @@ import numpy as np
 
 from digits.data.mnist import CLASSES, IMAGE_SIDE
 from digits.errors import DigitsError
-from digits.inference.not_a_digit import DETECTOR_FILE, DigitDetector, load_detector
+from digits.inference.not_a_digit import DETECTOR_FILE, DigitDetector
+from digits.inference.not_a_digit_file import load_detector
 from digits.inference.prediction import DIGIT, NOT_A_DIGIT, Predictions
 from digits.inference.runtime import CALIBRATION_FILE, OnnxModel, reader, with_temperature
 
