@@ -390,9 +390,11 @@ class PreparationWorker:
 
     def stop_reading(self, error: BaseException | None = None) -> None:
         """Stop watching for answers; with `error`, the pictures still awaited fail with it."""
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.remove_reader(self.connection.fileno())
-        self.loop = None
+        loop, self.loop = self.loop, None
+        if loop is not None and loop.is_closed():
+            return  # Stopped after the server's loop ended: nobody awaits an answer any more.
+        if loop is not None:
+            loop.remove_reader(self.connection.fileno())
         while self.answers:
             answer = self.answers.popleft()
             if error is not None and not answer.done():
