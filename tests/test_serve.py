@@ -181,6 +181,36 @@ def test_a_malformed_drawing_is_refused_from_its_header_in_one_sentence(client, 
     assert_one_sentence_error(post_drawing(client, body), status, *words)
 
 
+def test_drawings_waiting_in_one_workers_pipe_get_their_own_layouts_and_one_whose_client_left_stops_none():
+    from digits.pictures.drawing import drawing_image, drawing_size
+    from digits.pictures.segment import find_digits
+    from digits.serving import workers
+
+    bodies = [pgm(page_drawing(indices)) for indices in ([0], [1], [2, 3], [4], [5])]
+    alone = [find_digits(drawing_image(body, drawing_size(body)), name="the drawing").views for body in bodies]
+
+    async def send_together():
+        preparer = workers.PicturePreparer(processes=1)
+        preparer.start()
+        try:
+            [worker] = preparer.workers
+            requests = [asyncio.ensure_future(preparer(body, "the drawing", drawing_size(body))) for body in bodies]
+            await asyncio.sleep(0)  # Each request has run once: three drawings are in the worker's pipe.
+            held = worker.pictures
+            requests[1].cancel()  # Its client left while its drawing waited behind the first.
+            layouts = await asyncio.gather(*requests, return_exceptions=True)
+            return held, layouts, preparer.workers == [worker] and worker.process.is_alive(), len(preparer.idle)
+        finally:
+            preparer.close()
+
+    held, layouts, same_worker, idle = asyncio.run(send_together())
+    assert held == workers.DRAWINGS_PER_WORKER == 3
+    assert isinstance(layouts[1], asyncio.CancelledError)
+    for index in (0, 2, 3, 4):
+        assert np.array_equal(layouts[index].views, alone[index])
+    assert same_worker and idle == 1  # Not killed for the drawing whose client left, and free again.
+
+
 @pytest.mark.slow
 def test_api_agrees_with_digits_predict_on_the_same_file(client, classifier, digit_png, tmp_path):
     picture = tmp_path / "seven.png"

@@ -7,23 +7,18 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import multiprocessing
-import os
-import signal
 import sys
 import threading
 import time
-import traceback
+from collections import deque
+from collections.abc import Callable
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-
 # One home for a picture's limits: `digits predict` prepares files under the same ones (re-exported here).
-from digits.inference.preparation import PREPARATION_SECONDS, WORKER_MEMORY_BYTES, limit_memory
-from digits.pictures import decode
+from digits.inference.preparation import PREPARATION_SECONDS, WORKER_MEMORY_BYTES
+from digits.serving.worker_process import serve_preparations
 
 if TYPE_CHECKING:
     from digits.pictures.segment import Layout
@@ -37,6 +32,11 @@ MAX_WAITING_PICTURES = 64
 # idle worker is reading. A bigger one is written from a thread, which waits while the worker reads it. The
 # page's drawings are 39 KB of grey pixels; the thread's round trip cost each about 0.1 ms of CPU.
 DIRECT_SEND_BYTES = 64 * 1024
+# A worker holds up to this many of the page's drawings at once: the one it prepares and the next in its pipe, which
+# it starts the moment it answers, instead of waiting for the event loop to read its answer and send it another
+# (4-5 ms on two busy cores, while its preparing took 3; docs/speed.md). Pictures that are not such drawings get a
+# worker of their own. Three drawings' messages (39 KB each, DIRECT_SEND_BYTES at most) fit the socket pair's buffer.
+DRAWINGS_PER_WORKER = 3
 # Workers that die while starting are replaced, up to this many in a row; then the server stops trying
 # (a worker that can never start, as with a broken installation, would otherwise be restarted without end).
 MAX_FAILED_STARTS = 2 * PREPARATION_PROCESSES
@@ -44,11 +44,10 @@ MAX_FAILED_STARTS = 2 * PREPARATION_PROCESSES
 # log, at most this many in ERROR_LOG_SECONDS; more are counted, not written, so that a client sending the
 # same bad picture in a loop cannot fill the disk the log is written to.
 ERROR_LOG_COUNT, ERROR_LOG_SECONDS = 10, 60.0
-# The traceback of one error is cut to this many characters (its last lines: where it failed).
-ERROR_LOG_CHARACTERS = 4000
 
 
 STOPPING_SENTENCE = "The server is stopping; send the picture again in a moment."
+FAILED_SENTENCE = "The server's picture preparation failed; send the picture again."
 
 
 class PreparationFailed(Exception):
@@ -69,19 +68,27 @@ class PicturePreparer:
     worker's memory is capped. Workers are spawned, not forked: the server has TensorFlow's threads running,
     and a fork copies none of them safely. They import digits.pictures.decode, not TensorFlow (about 60 MB each),
     ignore Ctrl+C, which the server handles by closing them, and exit when the server's end of their pipe closes.
+    A worker holds up to DRAWINGS_PER_WORKER of the page's drawings, the next ones waiting in its pipe; any other
+    picture has a worker to itself, which alone is killed when its client leaves.
     """
 
     def __init__(self, processes: int = PREPARATION_PROCESSES, time_limit: float = PREPARATION_SECONDS):
         self.processes = processes
         self.time_limit = time_limit
         self.workers: list[PreparationWorker] = []  # All live workers: starting, idle or busy.
-        self.idle: list[PreparationWorker] = []
+        self.ready: list[PreparationWorker] = []  # The live workers that have started: idle or busy.
         self.starting: list[PreparationWorker] = []  # Started, not yet ready, and not yet watched by a task.
-        self.waiting: list[asyncio.Future] = []  # Requests waiting for an idle worker, first come first served.
+        # Requests waiting for a worker, first come first served, each with whether its picture is a small drawing.
+        self.waiting: list[tuple[asyncio.Future, bool]] = []
         self.becoming_ready: set[asyncio.Task] = set()
         self.failed_starts = 0  # Workers in a row that died before they were ready.
         self.error_log = ErrorLog()
         self.stopping = False  # Set by stop_accepting: no new picture is taken and no worker started.
+
+    @property
+    def idle(self) -> list[PreparationWorker]:
+        """The ready workers that hold no picture."""
+        return [worker for worker in self.ready if not worker.pictures]
 
     @property
     def started(self) -> bool:
@@ -94,12 +101,12 @@ class PicturePreparer:
         listening meanwhile); a picture that arrives before any is ready waits for the first one.
         """
         if not self.started:
-            self.starting = [PreparationWorker() for _ in range(self.processes)]
+            self.starting = [PreparationWorker(self.release) for _ in range(self.processes)]
             self.workers = list(self.starting)
         if wait:
             for worker in self.starting:
                 worker.wait_ready()
-            self.idle += self.starting
+            self.ready += self.starting
             self.starting = []
 
     async def __call__(self, data: bytes, name: str, drawing: tuple[int, int, int] | None = None) -> Layout:
@@ -113,9 +120,11 @@ class PicturePreparer:
         for worker in self.starting:  # Workers started before the event loop ran: each joins when ready.
             self.join_when_ready(worker)
         self.starting = []
-        worker = await self.idle_worker()
+        message = ForkingPickler.dumps((data, name, drawing))  # What `connection.send(...)` writes.
+        small_drawing = drawing is not None and len(message) <= DIRECT_SEND_BYTES
+        worker = await self.free_worker(small_drawing)
         try:
-            kind, answer = await worker.prepare(data, name, self.time_limit, drawing)
+            kind, answer = await worker.prepare(message, self.time_limit)
         except TimeoutError:
             self.replace(worker)
             raise PreparationFailed(
@@ -123,16 +132,20 @@ class PicturePreparer:
                 "send a simpler picture (a PNG or a baseline JPEG)."
             ) from None
         except (EOFError, OSError):
+            if worker not in self.workers:  # Stopped for a drawing before this one in its pipe (over its time limit).
+                raise PreparationFailed(503, FAILED_SENTENCE) from None
             # The worker died (killed, or out of memory): the next request gets a new one. It has ended, so waiting
             # for it costs nothing, and gives its exit status to the log.
             self.replace(worker, wait=True)
             self.error_log.write(f"a worker process ended (exit status {worker.process.exitcode}) while preparing "
                                  f"{name}; another takes its place.")
-            raise PreparationFailed(503, "The server's picture preparation failed; send the picture again.") from None
+            raise PreparationFailed(503, FAILED_SENTENCE) from None
         except BaseException:
-            self.replace(worker)  # The client left (the request was cancelled): its work stops with it.
+            # The client left (the request was cancelled). A picture's work, which may take minutes, stops with it; a
+            # small drawing's milliseconds are finished and its answer dropped, as other drawings may wait behind it.
+            if not small_drawing:
+                self.replace(worker)
             raise
-        self.release(worker)
         if kind == "bug":
             self.error_log.write(f"preparing {name} failed in a worker process:\n{answer}")
             raise PreparationFailed(500, f"The server failed to prepare {name}; see its log.")
@@ -140,49 +153,69 @@ class PicturePreparer:
             raise answer
         return answer  # type: ignore[return-value]
 
-    async def idle_worker(self) -> PreparationWorker:
-        """A worker for the next picture; first come, first served (a freed worker is handed to the next in line)."""
+    async def free_worker(self, small_drawing: bool) -> PreparationWorker:
+        """A worker with room for the next picture, which holds its place (`PreparationWorker.hold`); first come, first
+        served (a place freed is handed to the next in line). A small drawing goes to the least busy worker holding
+        only small drawings, fewer than DRAWINGS_PER_WORKER; any other picture waits for an idle worker."""
         if self.stopping:
             raise PreparationFailed(503, STOPPING_SENTENCE)
-        if self.idle and not self.waiting:
-            worker = self.idle.pop()
+        worker = None
+        if not self.waiting:
+            worker = min((worker for worker in self.ready if worker.takes(small_drawing)),
+                         key=lambda worker: worker.pictures, default=None)
+        if worker is not None:
+            worker.hold(small_drawing)
         else:
             if len(self.waiting) >= MAX_WAITING_PICTURES:
                 raise PreparationFailed(
                     503, f"The server is already preparing {MAX_WAITING_PICTURES} pictures; send it again in a moment."
                 )
             turn: asyncio.Future = asyncio.get_running_loop().create_future()
-            self.waiting.append(turn)
+            self.waiting.append((turn, small_drawing))
             try:
                 worker = await turn
             except asyncio.CancelledError:
                 if turn.done() and not turn.cancelled():
-                    self.release(turn.result())  # Handed a worker just as its client left: pass it on.
+                    # Handed a place just as its client left: pass it on.
+                    turn.result().let_go()
+                    self.release(turn.result())
                 raise
             finally:
-                if turn in self.waiting:
-                    self.waiting.remove(turn)
+                if (turn, small_drawing) in self.waiting:
+                    self.waiting.remove((turn, small_drawing))
         if not worker.process.is_alive():  # Killed while idle (out of memory elsewhere): use a fresh one.
             self.replace(worker)
-            return await self.idle_worker()
+            return await self.free_worker(small_drawing)
         return worker
 
     def release(self, worker: PreparationWorker) -> None:
+        """A worker is ready, or has room again (it answered): its places go to the requests waiting, in turn."""
+        if worker not in self.workers:
+            return  # Stopped meanwhile.
+        if worker not in self.ready:
+            self.ready.append(worker)
         while self.waiting:
-            turn = self.waiting.pop(0)
-            if not turn.done():
-                turn.set_result(worker)
-                return
-        self.idle.append(worker)
+            turn, small_drawing = self.waiting[0]
+            if turn.done():
+                self.waiting.pop(0)
+                continue
+            if not worker.takes(small_drawing):
+                return  # The first in line waits for a worker with room for its picture.
+            self.waiting.pop(0)
+            worker.hold(small_drawing)
+            turn.set_result(worker)
 
     def replace(self, worker: PreparationWorker, wait: bool = False) -> None:
         """Kill a worker whose picture was abandoned, and start another in the background."""
         worker.stop(wait=wait)
-        if worker in self.workers:
-            self.workers.remove(worker)
+        if worker in self.ready:
+            self.ready.remove(worker)
+        if worker not in self.workers:
+            return  # Already replaced, for another picture it held.
+        self.workers.remove(worker)
         if self.stopping:
             return
-        fresh = PreparationWorker()
+        fresh = PreparationWorker(self.release)
         self.workers.append(fresh)
         self.join_when_ready(fresh)
 
@@ -210,12 +243,12 @@ class PicturePreparer:
         self.workers.remove(worker)
         self.failed_starts += 1
         if self.failed_starts <= MAX_FAILED_STARTS:
-            fresh = PreparationWorker()
+            fresh = PreparationWorker(self.release)
             self.workers.append(fresh)
             self.join_when_ready(fresh)
             return
         if not self.workers:
-            for turn in self.waiting:
+            for turn, _ in self.waiting:
                 if not turn.done():
                     turn.set_exception(PreparationFailed(
                         503, "The server's picture preparation workers failed to start; send the picture again."))
@@ -224,7 +257,7 @@ class PicturePreparer:
         """The server is stopping: pictures waiting for a worker get 503 now, and new ones too; a picture being
         prepared is still answered, within its time limit."""
         self.stopping = True
-        for turn in self.waiting:
+        for turn, _ in self.waiting:
             if not turn.done():
                 turn.set_exception(PreparationFailed(503, STOPPING_SENTENCE))
 
@@ -233,8 +266,8 @@ class PicturePreparer:
             task.cancel()
         for worker in self.workers:
             worker.stop()
-        self.workers, self.idle, self.starting = [], [], []
-        for turn in self.waiting:
+        self.workers, self.ready, self.starting = [], [], []
+        for turn, _ in self.waiting:
             if not turn.done():
                 turn.set_exception(PreparationFailed(503, "The server is stopping; send the picture again later."))
 
@@ -276,9 +309,17 @@ class ErrorLog:
 
 
 class PreparationWorker:
-    """One process that prepares pictures sent through its pipe, one at a time."""
+    """One process that prepares pictures sent through its pipe, one at a time, in the order they were sent.
 
-    def __init__(self):
+    `has_room(worker)` is called each time the worker answers, when it has room for another picture.
+    """
+
+    def __init__(self, has_room: Callable[[PreparationWorker], None] | None = None):
+        self.has_room = has_room
+        self.pictures = 0  # Pictures it holds (handed to it, not yet answered).
+        self.small_drawings_only = True  # Whether those are all small drawings, which others may join.
+        self.answers: deque[asyncio.Future] = deque()  # For the pictures written to it, in order.
+        self.loop: asyncio.AbstractEventLoop | None = None  # Reading its answers, while some are awaited.
         context = multiprocessing.get_context("spawn")
         self.connection, worker_end = context.Pipe()
         self.process = context.Process(target=serve_preparations, args=(worker_end, WORKER_MEMORY_BYTES), daemon=True)
@@ -293,18 +334,71 @@ class PreparationWorker:
         if ready != "ready":
             raise PreparationFailed(503, "A picture preparation worker failed to start.")
 
-    async def prepare(self, data: bytes, name: str, time_limit: float,
-                      drawing: tuple[int, int, int] | None = None) -> tuple[str, object]:
-        deadline = time.monotonic() + time_limit
-        message = ForkingPickler.dumps((data, name, drawing))  # What `connection.send(...)` writes.
+    def takes(self, small_drawing: bool) -> bool:
+        """Whether it has room for a picture: a small drawing joins small drawings; any other picture needs it idle."""
+        if small_drawing:
+            return self.small_drawings_only and self.pictures < DRAWINGS_PER_WORKER
+        return not self.pictures
+
+    def hold(self, small_drawing: bool) -> None:
+        self.pictures += 1
+        self.small_drawings_only = self.small_drawings_only and small_drawing
+
+    def let_go(self) -> None:
+        """A picture's place is free (its answer was read, or it was never sent)."""
+        self.pictures -= 1
+        if not self.pictures:
+            self.small_drawings_only = True
+
+    async def prepare(self, message: bytes | memoryview, time_limit: float) -> tuple[str, object]:
+        """Write a picture's pickled message to the worker and await its answer, within `time_limit` seconds of the
+        worker starting it (after the small drawings written before it, each within its own limit)."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + time_limit * (1 + len(self.answers))
+        answer = loop.create_future()
         if len(message) <= DIRECT_SEND_BYTES:
             self.connection.send_bytes(message)
         else:
             # Sending 10 MB through a pipe waits for the worker to read it; a thread keeps the loop free.
-            sending = asyncio.get_running_loop().run_in_executor(None, self.connection.send_bytes, message)
-            await asyncio.wait_for(sending, time_limit)
-        await self.readable(timeout=max(0.0, deadline - time.monotonic()))
-        return self.connection.recv()
+            try:
+                await asyncio.wait_for(loop.run_in_executor(None, self.connection.send_bytes, message), time_limit)
+            except BaseException:
+                self.let_go()  # Not sent: the worker is replaced, or its place is free again.
+                raise
+        self.answers.append(answer)
+        if self.loop is None:
+            self.loop = loop
+            loop.add_reader(self.connection.fileno(), self.read_answer)
+        return await asyncio.wait_for(answer, max(0.0, deadline - time.monotonic()))
+
+    def read_answer(self) -> None:
+        """The event loop's callback when an answer has arrived: it goes to its picture's request (dropped if the
+        request has gone), and the worker's place to the next picture waiting."""
+        try:
+            reply = self.connection.recv()
+        except (EOFError, OSError):
+            self.stop_reading(EOFError())  # It died: every picture it held fails.
+            return
+        answer = self.answers.popleft()
+        if not self.answers:
+            self.stop_reading()
+        if not answer.done():
+            answer.set_result(reply)
+        self.let_go()
+        if self.has_room is not None:
+            self.has_room(self)
+
+    def stop_reading(self, error: BaseException | None = None) -> None:
+        """Stop watching for answers; with `error`, the pictures still awaited fail with it."""
+        loop, self.loop = self.loop, None
+        if loop is not None and loop.is_closed():
+            return  # Stopped after the server's loop ended: nobody awaits an answer any more.
+        if loop is not None:
+            loop.remove_reader(self.connection.fileno())
+        while self.answers:
+            answer = self.answers.popleft()
+            if error is not None and not answer.done():
+                answer.set_exception(error)
 
     async def readable(self, timeout: float | None) -> None:
         """Wait until the worker answered (or died, which reads as end of file)."""
@@ -324,7 +418,10 @@ class PreparationWorker:
 
     def stop(self, wait: bool = True) -> None:
         """Kill the process. `wait=False` (on the event loop) leaves waiting for its end to a thread: a worker that
-        holds a large picture's memory takes 20-110 ms to end, and the loop answered nobody meanwhile."""
+        holds a large picture's memory takes 20-110 ms to end, and the loop answered nobody meanwhile. Pictures still
+        written to it fail with EOFError."""
+        if not self.connection.closed:
+            self.stop_reading(EOFError())
         self.connection.close()
         if self.process.is_alive():
             self.process.kill()
@@ -332,64 +429,3 @@ class PreparationWorker:
             self.process.join(timeout=5)
         else:
             threading.Thread(target=self.process.join, args=(5,), daemon=True).start()
-
-
-def serve_preparations(connection, memory_limit: int) -> None:
-    """A worker's life: prepare each picture the pipe brings, answer its view or its error, until the pipe closes."""
-    # Imported here: SciPy's filters (0.2 s) are needed in the workers, not in the server that must start answering.
-    from digits.pictures.drawing import drawing_image
-    from digits.pictures.segment import find_digits, find_digits_in_file
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    find_digits_in_file(warm_up_png())  # Loads what the first picture needs (SciPy's filters, Pillow's PNG reader).
-    limit_memory(memory_limit)
-    silence_stderr()
-    connection.send("ready")
-    while True:
-        try:
-            data, name, drawing = connection.recv()
-        except (EOFError, OSError):
-            return  # The server has gone.
-        try:
-            if drawing is None:
-                answer: tuple[str, object] = ("layout", find_digits_in_file(data, name=name))
-            else:  # Its header was checked by the server: its pixels are read as they are.
-                answer = ("layout", find_digits(drawing_image(data, drawing), name=name))
-        except decode.ImageError as error:
-            answer = ("error", error)
-        except MemoryError:
-            answer = ("error", decode.ImageTooLarge(
-                f"{name} needs more than the {memory_limit / 2**20:,.0f} MB of memory this "
-                "server gives one picture; send a smaller picture."))
-        except Exception:  # noqa: BLE001  A bug, not the picture's fault: the log gets the traceback, the client a 500.
-            answer = ("bug", traceback.format_exc()[-ERROR_LOG_CHARACTERS:])
-        del data
-        connection.send(answer)
-
-
-def silence_stderr() -> None:
-    """Send what a worker would write to stderr nowhere: its errors go to the server through the pipe.
-
-    Hostile files make decoders warn at every picture (libtiff's own messages, Pillow's warnings): written to
-    the server's log they could fill its disk. DIGITS_NATIVE_STDERR=1 keeps them, as for the server itself.
-    """
-    if os.environ.get("DIGITS_NATIVE_STDERR"):
-        return
-    import warnings
-
-    warnings.simplefilter("ignore")
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
-    except OSError:
-        pass
-
-
-def warm_up_png() -> bytes:
-    """A small PNG of a "1" (a dark bar on white) that runs the whole preparation."""
-    canvas = np.full((28, 28), 255, np.uint8)
-    canvas[5:23, 12:16] = 0
-    buffer = io.BytesIO()
-    Image.fromarray(canvas).save(buffer, "PNG")
-    return buffer.getvalue()
