@@ -16,10 +16,9 @@ import numpy as np
 
 from digits.data.mnist import Mnist, load_mnist
 from digits.errors import DigitsError
-from digits.training import presets as named_recipes
-from digits.training import recipes
-from digits.training.presets import Presets
-from digits.training.recipes import Recipe
+from digits.training.presets import PRESETS, Presets
+from digits.training.presets import get_preset as preset_recipe  # this module's get_preset takes overrides too
+from digits.training.recipes import Recipe, with_overrides
 
 if TYPE_CHECKING:
     from digits.inference.files import FileResult
@@ -31,13 +30,13 @@ __all__ = ["load_mnist", "presets", "get_preset", "build_model", "train", "load_
 
 def presets() -> Presets:
     """The named presets (a dict): each a recipe, what it is for, and what the study reported for it."""
-    return Presets(named_recipes.PRESETS)
+    return Presets(PRESETS)
 
 
 def get_preset(name: str, **overrides) -> Recipe:
     """The recipe of preset `name` with some fields replaced, e.g. `get_preset("quick-cnn", epochs=2)`; None
     values keep the preset's value (no preset has a stopping target, so `target_accuracy=None` means none)."""
-    return recipes.with_overrides(named_recipes.get_preset(name), **overrides)
+    return with_overrides(preset_recipe(name), **overrides)
 
 
 def build_model(name: str, **options):
@@ -75,7 +74,7 @@ def train(recipe: str | Recipe = "quick-cnn", data: Mnist | None = None, runs_di
     if isinstance(recipe, str):
         recipe = get_preset(recipe, **overrides)
     elif overrides:
-        recipe = recipes.with_overrides(recipe, **overrides)
+        recipe = with_overrides(recipe, **overrides)
     return train_recipe(recipe, data, runs_dir, verbose=verbose,
                         callbacks=callbacks, tensorboard=tensorboard)
 
