@@ -298,7 +298,7 @@ def main() -> None:
         return
 
     from conftest import draw_digit_png  # The tests' drawn digit: what the page sends.
-    from digits.serving import limits, workers
+    from digits.serving import limits, preparation_worker, workers
 
     legit = draw_digit_png(7)
     loop_steps: list[tuple[float, float, float]] | None = [] if args.loop_steps else None
@@ -320,7 +320,7 @@ def main() -> None:
     print(f"digits serve on {HOST}:{port}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
           f"each attack {args.seconds:g} s; idle memory {idle_mb:.0f} MB (server + workers)")
     print(f"limits: preparation {workers.PREPARATION_SECONDS:g} s per picture, worker memory +"
-          f"{workers.WORKER_MEMORY_BYTES / 2**20:.0f} MB, headers {limits.MAX_HEADER_BYTES:,} bytes in "
+          f"{preparation_worker.WORKER_MEMORY_BYTES / 2**20:.0f} MB, headers {limits.MAX_HEADER_BYTES:,} bytes in "
           f"{limits.HEADER_SECONDS:g} s, body {limits.BODY_SECONDS:g} s, "
           f"uploads {limits.UPLOAD_BUDGET_BYTES / 2**20:.0f} MB "
           "together")

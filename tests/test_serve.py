@@ -184,7 +184,7 @@ def test_a_malformed_drawing_is_refused_from_its_header_in_one_sentence(client, 
 def test_drawings_waiting_in_one_workers_pipe_get_their_own_layouts_and_one_whose_client_left_stops_none():
     from digits.pictures.drawing import drawing_image, drawing_size
     from digits.pictures.segment import find_digits
-    from digits.serving import workers
+    from digits.serving import preparation_worker, workers
 
     bodies = [pgm(page_drawing(indices)) for indices in ([0], [1], [2, 3], [4], [5])]
     alone = [find_digits(drawing_image(body, drawing_size(body)), name="the drawing").views for body in bodies]
@@ -204,7 +204,7 @@ def test_drawings_waiting_in_one_workers_pipe_get_their_own_layouts_and_one_whos
             preparer.close()
 
     held, layouts, same_worker, idle = asyncio.run(send_together())
-    assert held == workers.DRAWINGS_PER_WORKER == 3
+    assert held == preparation_worker.DRAWINGS_PER_WORKER == 3
     assert isinstance(layouts[1], asyncio.CancelledError)
     for index in (0, 2, 3, 4):
         assert np.array_equal(layouts[index].views, alone[index])

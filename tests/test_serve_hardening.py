@@ -22,7 +22,7 @@ from PIL import Image, features
 import hostile_files
 from conftest import child_processes
 from digits.inference.classifier import load_classifier
-from digits.serving import limits, workers
+from digits.serving import limits, preparation_worker, workers
 from digits.serving.app import create_app
 from digits.serving.process import open_listener
 from digits.serving.protocol import LimitedHttpToolsProtocol, RateLimitedLog
@@ -207,7 +207,7 @@ def test_worker_errors_are_written_to_the_servers_stderr_at_most_ten_a_minute(ca
             for _ in range(count):
                 try:
                     await preparer(12345, "picture number 12345")
-                except workers.PreparationFailed as error:
+                except preparation_worker.PreparationFailed as error:
                     statuses.append(error.status)
             view = await preparer(digit_png(7), "a drawn 7")  # The worker survived every one of them.
         finally:
@@ -230,7 +230,7 @@ def test_a_worker_that_dies_while_preparing_a_picture_is_named_in_the_servers_lo
             slow = asyncio.ensure_future(preparer(hostile_files.progressive_jpeg(4000, 10_000), "a slow JPEG"))
             await asyncio.sleep(0.5)
             preparer.workers[0].process.kill()  # As the kernel's out-of-memory killer would.
-            with pytest.raises(workers.PreparationFailed) as failed:
+            with pytest.raises(preparation_worker.PreparationFailed) as failed:
                 await slow
             return failed.value.status, await preparer(digit_png(7), "a drawn 7")
         finally:
@@ -243,7 +243,7 @@ def test_a_worker_that_dies_while_preparing_a_picture_is_named_in_the_servers_lo
 
 
 def test_the_error_log_says_how_many_errors_it_left_out_once_a_new_window_starts(capsys):
-    log = workers.ErrorLog(count=2, seconds=0.2)
+    log = preparation_worker.ErrorLog(count=2, seconds=0.2)
     for number in range(5):
         log.write(f"error {number}")
     time.sleep(0.25)

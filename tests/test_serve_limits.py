@@ -17,7 +17,7 @@ from PIL import Image
 import hostile_files
 from conftest import child_processes
 from digits.inference.classifier import Classifier, load_classifier
-from digits.serving import limits, workers
+from digits.serving import limits, preparation_worker, workers
 from digits.serving.app import create_app
 from digits.serving.protocol import LimitedHttpToolsProtocol
 
@@ -99,7 +99,7 @@ def test_a_picture_over_the_time_limit_is_abandoned_its_worker_replaced_and_the_
 
 
 def test_a_worker_out_of_memory_answers_413_and_keeps_serving(classifier, digit_png, monkeypatch):
-    monkeypatch.setattr(workers, "WORKER_MEMORY_BYTES", 40 * 2**20)
+    monkeypatch.setattr(preparation_worker, "WORKER_MEMORY_BYTES", 40 * 2**20)
     with TestClient(create_app(classifier)) as own_client:
         assert_sentence(post(own_client, hostile_files.blank_png(6000, 6000)), 413, "memory")
         assert post(own_client, digit_png(1)).json()["digit"] == 1

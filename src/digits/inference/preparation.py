@@ -27,9 +27,9 @@ import numpy as np
 from digits.pictures.decode import ImageError, ImageTooLarge, load_image
 from digits.pictures.segment import Layout, find_digits
 
-# A picture's limits, the server's workers' too (digits.serving.workers imports them), so a file is read the
-# same way on both sides: an ordinary photo takes 2–3 ms and a 40-megapixel PNG about a second, while a hostile
-# file can take minutes of CPU.
+# A picture's limits, the server's workers' too (digits.serving.workers and preparation_worker import them), so a
+# file is read the same way on both sides: an ordinary photo takes 2–3 ms and a 40-megapixel PNG about a second,
+# while a hostile file can take minutes of CPU.
 PREPARATION_SECONDS = 5.0
 # Memory the worker may use beyond its own code, for one picture: a 40-megapixel RGBA picture is 160 MB decoded,
 # and Pillow and NumPy make a few copies of it.

@@ -23,7 +23,8 @@ from digits.inference.numbers import read_layout
 from digits.pictures import decode, drawing, segment
 from digits.serving import drawing_route, limits
 from digits.serving.batching import BatchClassifier
-from digits.serving.workers import PicturePreparer, PreparationFailed
+from digits.serving.preparation_worker import PreparationFailed
+from digits.serving.workers import PicturePreparer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
