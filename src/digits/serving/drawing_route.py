@@ -2,7 +2,7 @@
 
 A drawing (POST /predict of type `image/x-portable-graymap`, `digits.pictures.drawing`) is most of what the server
 answers; FastAPI's routing, request object and endpoint machinery cost a quarter of the app's own CPU for it
-(docs/speed.md). `digits.serving.app` installs the route inside `limits.RequestGuard`, with its /predict code.
+(docs/serving-speed.md). `digits.serving.app` installs the route inside `limits.RequestGuard`, with its /predict code.
 """
 
 from __future__ import annotations

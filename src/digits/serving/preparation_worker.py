@@ -25,8 +25,9 @@ from digits.serving.worker_process import serve_preparations
 DIRECT_SEND_BYTES = 64 * 1024
 # A worker holds up to this many of the page's drawings at once: the one it prepares and the next in its pipe, which
 # it starts the moment it answers, instead of waiting for the event loop to read its answer and send it another
-# (4-5 ms on two busy cores, while its preparing took 3; docs/speed.md). Pictures that are not such drawings get a
-# worker of their own. Three drawings' messages (39 KB each, DIRECT_SEND_BYTES at most) fit the socket pair's buffer.
+# (4-5 ms on two busy cores, while its preparing took 3; docs/serving-speed.md). Pictures that are not such drawings
+# get a worker of their own. Three drawings' messages (39 KB each, DIRECT_SEND_BYTES at most) fit the socket pair's
+# buffer.
 DRAWINGS_PER_WORKER = 3
 # A worker's error (a bug: a picture it failed on for a reason other than the picture) goes to the server's
 # log, at most this many in ERROR_LOG_SECONDS; more are counted, not written, so that a client sending the

@@ -162,7 +162,7 @@ PRESETS: dict[str, Preset] = {
             # first went into building the graph (benchmarks/speedrun.py); the one extra return to Python is free.
             # The graph loop skips fit()'s tf.data pipeline: side by side on a busy AMD EPYC (seeds 0-5), training took
             # 7.99 s against fit()'s 10.41 s on average (1.30x; median pair 1.39x) and 9 % less CPU; at load 3-4,
-            # 6.12 s against 6.61 s (1.08x; benchmarks/speedrun.py --reference fit, docs/speed.md).
+            # 6.12 s against 6.61 s (1.08x; benchmarks/speedrun.py --reference fit, docs/speedrun.md).
             steps_per_execution=118, training_loop="graph",
         ),
         _preset(
