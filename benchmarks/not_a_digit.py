@@ -168,17 +168,26 @@ def near_digit_kinds(classifier, fonts: list[Path], seen: bool, real: bool) -> N
 
 
 def real_reads(classifier) -> dict[str, Read]:
-    """The real pictures' two sets, prepared as `digits predict` prepares a file and read by the Keras model."""
-    from digits.data.sample_photos import object_pictures, photo_patches, sample_photos
+    """The real pictures' sets, prepared as `digits predict` prepares a file and read by the Keras model: the two
+    first cut from scikit-learn's and matplotlib's pictures, then, with scikit-image installed, the same two cuts of
+    its pictures and its faces (digits.data.sample_photos)."""
+    from digits.data.sample_photos import faces, object_pictures, photo_patches, sample_photos, scikit_image_photos
     from digits.inference.not_a_digit_fit import pooled_feature_model, prepared, read_views
 
-    photos = sample_photos()
+    photos, more_photos = sample_photos(), scikit_image_photos()
+    sets = [("real objects", object_pictures(photos), photos), ("photo patches", photo_patches(photos), photos)]
+    if more_photos:
+        sets += [("objects (skimage)", object_pictures(more_photos), more_photos),
+                 ("patches (skimage)", photo_patches(more_photos), more_photos),
+                 ("faces (skimage)", faces(), {"lfw_subset": None})]
+    else:
+        print("scikit-image is not installed: its pictures are not measured (pip install -e .[bench])")
     extractor = pooled_feature_model(classifier.model)
     reads = {}
-    for name, pictures in (("real objects", object_pictures(photos)), ("photo patches", photo_patches(photos))):
+    for name, pictures, sources in sets:
         views = prepared(pictures)
         reads[name] = read_views(classifier.model, views, temperature=classifier.temperature, extractor=extractor)
-        print(f"{name}: {len(views)} pictures with ink of {len(pictures)} cut from {', '.join(photos)}")
+        print(f"{name}: {len(views)} pictures with ink of {len(pictures)} cut from {', '.join(sources)}")
     return reads
 
 

@@ -13,6 +13,11 @@ might send instead of a digit:
 Two sets are cut from them: `object_pictures`, each picture whole and zoomed in on its middle and quarters (what
 a photo of an object is), and `photo_patches`, a grid of square patches of seven sizes (what a stray crop of a
 photo is).
+
+With scikit-image installed (`pip install -e .[bench]`), more are measured, apart from those, so that their
+figures stay comparable from one round to the next: `scikit_image_photos`, the nineteen real pictures scikit-image
+bundles (SCIKIT_IMAGE_PICTURES: photographs, micrographs, a telescope's field, a printed page, textures of brick,
+grass and gravel, a logo), cut into the same two sets, and `faces`, its 200 small photographs of faces.
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ from PIL import Image
 PATCH_SIDES = (32, 48, 64, 96, 128, 192, 256)
 # At most this many patches of one side from one picture (an even spread over its grid), so no picture dominates.
 PATCHES_PER_SIDE = 24
+# The pictures scikit-image bundles that a camera, microscope or scanner took, or a person drew. Left out: `text`
+# (among its handwritten marks are a 1 and a 5), `cat` (the same photograph as `chelsea`), and those a program
+# drew (`checkerboard`, `binary_blobs`, `shepp_logan_phantom`, `colorwheel`). The others need a download.
+SCIKIT_IMAGE_PICTURES = ("astronaut", "camera", "coins", "moon", "horse", "clock", "coffee", "rocket", "chelsea",
+                         "hubble_deep_field", "immunohistochemistry", "brick", "grass", "gravel", "cell", "retina",
+                         "logo", "page", "microaneurysms")
 
 
 def sample_photos() -> dict[str, Image.Image]:
@@ -56,6 +67,34 @@ def sample_photos() -> dict[str, Image.Image]:
         except (OSError, ValueError, KeyError):
             continue
     return pictures
+
+
+def scikit_image_photos() -> dict[str, Image.Image]:
+    """name → picture, for each of SCIKIT_IMAGE_PICTURES (empty without scikit-image)."""
+    try:
+        import skimage.data
+    except ImportError:
+        return {}
+    pictures = {}
+    for name in SCIKIT_IMAGE_PICTURES:
+        try:
+            image = getattr(skimage.data, name)()
+        except (AttributeError, ImportError, OSError, ValueError):
+            continue  # Another scikit-image version may not bundle it.
+        pictures[name] = Image.fromarray(image.astype(np.uint8) * 255 if image.dtype == bool else image)
+    return pictures
+
+
+def faces() -> list[Image.Image]:
+    """scikit-image's 200 grey photographs of faces, 25 × 25 pixels (a subset of Labeled Faces in the Wild); empty
+    without scikit-image."""
+    try:
+        import skimage.data
+
+        images = skimage.data.lfw_subset()  # Floats in [0, 1].
+    except (AttributeError, ImportError, OSError, ValueError):
+        return []
+    return [Image.fromarray((image * 255).round().astype(np.uint8)) for image in images]
 
 
 def _brain_scan(path: Path) -> Image.Image:
