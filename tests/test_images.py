@@ -365,3 +365,12 @@ def test_the_numpy_mask_filters_give_what_scipy_s_give():
         np.testing.assert_array_equal(ink._dilate(mask, reach),
                                       ndimage.maximum_filter(mask.view(np.uint8), size=2 * reach + 1) > 0)
         np.testing.assert_array_equal(ink._erode_cross(mask), ndimage.binary_erosion(mask))
+
+
+def test_a_flat_colour_picture_with_a_few_coloured_pixels_is_refused_without_a_numpy_warning(recwarn):
+    # Its luminance, sampled every 7th pixel, is one value: the colour axis correlates with nothing (NaN).
+    picture = np.full((48, 48, 3), (200, 40, 40), np.uint8)
+    picture[10, 11], picture[30, 33], picture[40, 2] = (20, 200, 20), (20, 20, 200), (250, 250, 250)
+    with pytest.raises(NoDigitError, match="blank or has too little contrast"):
+        prepare_image(Image.fromarray(picture))
+    assert not [warning for warning in recwarn if issubclass(warning.category, RuntimeWarning)]

@@ -255,7 +255,10 @@ def _colour_to_grey(colour: np.ndarray) -> np.ndarray:
     axis /= np.abs(axis).sum()
     projected = colour @ axis
     projected -= axis[axis < 0].sum()  # The axis maps [0, 1]³ into [0, 1].
-    if np.corrcoef(projected.ravel()[::7], luminance.ravel()[::7])[0, 1] < 0:
+    # A sample of one luminance (a flat patch with a few coloured pixels) correlates with nothing: NaN, no warning.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = np.corrcoef(projected.ravel()[::7], luminance.ravel()[::7])[0, 1]
+    if correlation < 0:
         projected = 1.0 - projected  # Keep dark ink dark, like the luminance.
     if otsu(projected)[1] > otsu(luminance)[1]:
         return np.clip(projected, 0.0, 1.0)
