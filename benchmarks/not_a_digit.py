@@ -181,7 +181,7 @@ def real_reads(classifier) -> dict[str, Read]:
                  ("patches (skimage)", photo_patches(more_photos), more_photos),
                  ("faces (skimage)", faces(), {"lfw_subset": None})]
     else:
-        print("scikit-image is not installed: its pictures are not measured (pip install -e .[bench])")
+        print("scikit-image is not installed: its pictures are not measured (pip install -e '.[bench]')")
     extractor = pooled_feature_model(classifier.model)
     reads = {}
     for name, pictures, sources in sets:

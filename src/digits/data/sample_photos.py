@@ -14,7 +14,7 @@ Two sets are cut from them: `object_pictures`, each picture whole and zoomed in 
 a photo of an object is), and `photo_patches`, a grid of square patches of seven sizes (what a stray crop of a
 photo is).
 
-With scikit-image installed (`pip install -e .[bench]`), more are measured, apart from those, so that their
+With scikit-image installed (the test and bench extras), more are measured, apart from those, so that their
 figures stay comparable from one round to the next: `scikit_image_photos`, the nineteen real pictures scikit-image
 bundles (SCIKIT_IMAGE_PICTURES: photographs, micrographs, a telescope's field, a printed page, textures of brick,
 grass and gravel, a logo), cut into the same two sets, and `faces`, its 200 small photographs of faces.
