@@ -170,8 +170,15 @@ def near_digit_kinds(classifier, fonts: list[Path], seen: bool, real: bool) -> N
 def real_reads(classifier) -> dict[str, Read]:
     """The real pictures' sets, prepared as `digits predict` prepares a file and read by the Keras model: the two
     first cut from scikit-learn's and matplotlib's pictures, then, with scikit-image installed, the same two cuts of
-    its pictures and its faces (digits.data.sample_photos)."""
-    from digits.data.sample_photos import faces, object_pictures, photo_patches, sample_photos, scikit_image_photos
+    its pictures, its faces and its printed page's letters (digits.data.sample_photos)."""
+    from digits.data.sample_photos import (
+        faces,
+        object_pictures,
+        photo_patches,
+        printed_letters,
+        sample_photos,
+        scikit_image_photos,
+    )
     from digits.inference.not_a_digit_fit import pooled_feature_model, prepared, read_views
 
     photos, more_photos = sample_photos(), scikit_image_photos()
@@ -179,7 +186,8 @@ def real_reads(classifier) -> dict[str, Read]:
     if more_photos:
         sets += [("objects (skimage)", object_pictures(more_photos), more_photos),
                  ("patches (skimage)", photo_patches(more_photos), more_photos),
-                 ("faces (skimage)", faces(), {"lfw_subset": None})]
+                 ("faces (skimage)", faces(), {"lfw_subset": None}),
+                 ("printed letters (skimage)", printed_letters(), {"page": None})]
     else:
         print("scikit-image is not installed: its pictures are not measured (pip install -e '.[bench]')")
     extractor = pooled_feature_model(classifier.model)

@@ -17,7 +17,8 @@ photo is).
 With scikit-image installed (the test and bench extras), more are measured, apart from those, so that their
 figures stay comparable from one round to the next: `scikit_image_photos`, the nineteen real pictures scikit-image
 bundles (SCIKIT_IMAGE_PICTURES: photographs, micrographs, a telescope's field, a printed page, textures of brick,
-grass and gravel, a logo), cut into the same two sets, and `faces`, its 200 small photographs of faces.
+grass and gravel, a logo), cut into the same two sets; `faces`, its 200 small photographs of faces; and
+`printed_letters`, the letters of its photographed printed page, each cut out on its own.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ PATCHES_PER_SIDE = 24
 SCIKIT_IMAGE_PICTURES = ("astronaut", "camera", "coins", "moon", "horse", "clock", "coffee", "rocket", "chelsea",
                          "hubble_deep_field", "immunohistochemistry", "brick", "grass", "gravel", "cell", "retina",
                          "logo", "page", "microaneurysms")
+# The printed page's letters are 7 to 30 pixels tall (`printed_letters`); smaller marks are dots and commas.
+LETTER_HEIGHTS = (7, 30)
 
 
 def sample_photos() -> dict[str, Image.Image]:
@@ -95,6 +98,38 @@ def faces() -> list[Image.Image]:
     except (AttributeError, ImportError, OSError, ValueError):
         return []
     return [Image.fromarray((image * 255).round().astype(np.uint8)) for image in images]
+
+
+def printed_letters() -> list[Image.Image]:
+    """The letters of scikit-image's photograph of a printed page (`page`), each on its own paper: every dark mark
+    LETTER_HEIGHTS tall, in a square 1.6 times its size, the other marks in that square replaced by the paper; empty
+    without scikit-image. Letters that touch in print come as one mark (et, fi, rn); a few look like digits (o, l, s).
+    """
+    try:
+        import skimage.data
+
+        page = skimage.data.page().astype(np.float64)
+    except (AttributeError, ImportError, OSError, ValueError):
+        return []
+    from scipy import ndimage
+
+    # The page is lit unevenly: ink is what is darker than the paper around it (a median over 25 pixels).
+    paper = ndimage.median_filter(page, size=25)
+    marks, _ = ndimage.label(page < paper - 30, structure=np.ones((3, 3)))
+    letters = []
+    for number, box in enumerate(ndimage.find_objects(marks), start=1):
+        height, width = box[0].stop - box[0].start, box[1].stop - box[1].start
+        if not (LETTER_HEIGHTS[0] <= height <= LETTER_HEIGHTS[1] and width <= LETTER_HEIGHTS[1]):
+            continue  # Dots, dashes and lines are no letters.
+        side = int(max(height, width) * 1.6) + 4
+        top = (box[0].start + box[0].stop - side) // 2
+        left = (box[1].start + box[1].stop - side) // 2
+        if top < 0 or left < 0 or top + side > page.shape[0] or left + side > page.shape[1]:
+            continue  # Cut by the page's edge.
+        own = ndimage.binary_dilation(marks == number)
+        alone = np.where(own, page, paper)[top:top + side, left:left + side]
+        letters.append(Image.fromarray(alone.clip(0, 255).astype(np.uint8)))
+    return letters
 
 
 def _brain_scan(path: Path) -> Image.Image:
