@@ -103,7 +103,8 @@ def faces() -> list[Image.Image]:
 def printed_letters() -> list[Image.Image]:
     """The letters of scikit-image's photograph of a printed page (`page`), each on its own paper: every dark mark
     LETTER_HEIGHTS tall, in a square 1.6 times its size, the other marks in that square replaced by the paper; empty
-    without scikit-image. Letters that touch in print come as one mark (et, fi, rn); a few look like digits (o, l, s).
+    without scikit-image. Letters that touch in print come as one mark (et, fi, rn); a few look like digits (g, o,
+    l, s).
     """
     try:
         import skimage.data
