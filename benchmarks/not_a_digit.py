@@ -201,13 +201,15 @@ def real_reads(classifier) -> dict[str, Read]:
 
 def print_real(scores: dict[str, tuple], reads: dict[str, Read], mnist: Read) -> None:
     """Each score's share of real pictures called no digit at its threshold, and its ROC AUC against MNIST test."""
-    print(f"\nreal pictures (measure only){'':8}" + "".join(f"{name + ' caught':>22}{'AUC':>8}" for name in reads))
+    widths = [max(22, len(name) + 9) for name in reads]  # Each set's column as wide as its heading, at least 22.
+    print(f"\nreal pictures (measure only){'':8}" + "".join(f"{name + ' caught':>{width}}{'AUC':>8}"
+                                                             for name, width in zip(reads, widths, strict=True)))
     for name, (score, figures) in scores.items():
         digit_scores = score(mnist)
         cells = []
-        for read in reads.values():
+        for read, width in zip(reads.values(), widths, strict=True):
             other = score(read)
-            cells.append(f"{np.mean(other < figures['threshold']):22.1%}{roc_auc(digit_scores, other):8.4f}")
+            cells.append(f"{np.mean(other < figures['threshold']):{width}.1%}{roc_auc(digit_scores, other):8.4f}")
         print(f"{name:36}" + "".join(cells))
 
 
