@@ -251,7 +251,7 @@ def test_scikit_image_s_real_pictures_are_no_digits(classifier):
     from digits.data.sample_photos import SCIKIT_IMAGE_PICTURES, object_pictures, scikit_image_photos
 
     photos = scikit_image_photos()
-    assert sorted(photos) == sorted(SCIKIT_IMAGE_PICTURES)  # scikit-image is in the test extra
+    assert len(photos) >= 15 and set(photos) <= set(SCIKIT_IMAGE_PICTURES)  # scikit-image is in the test extra
     views = prepared(object_pictures(photos))
     assert len(views) >= 100
     # Measured: 110 with ink of 114, 98.2 % caught (the maximum probability alone: 50.9 %).
