@@ -29,25 +29,17 @@ import numpy as np
 from fontTools.ttLib import TTFont
 from PIL import Image
 
-from digits.data.synthetic import DIGITS, NON_DIGIT_CHARACTERS, compose, render_glyph
+from digits.data.synthetic import DIGITS, NON_DIGIT_CHARACTERS, glyph_picture
 from digits.errors import DigitsError
 from digits.inference.classifier import load_classifier
 from digits.pictures.prepare import prepare_image
 
 
 def glyph_pictures(font: Path, characters: str, seed: int) -> list[tuple[str, Image.Image]]:
-    """Each character the font has, black on white, 40-120 pixels tall, in a square with a margin."""
+    """Each character the font has, drawn as the letters kind draws (`synthetic.glyph_picture`)."""
     rng = random.Random(seed)
     has = TTFont(str(font), fontNumber=0).getBestCmap()
-    pictures = []
-    for character in characters:
-        if ord(character) not in has:
-            continue
-        mask = render_glyph(font, character, rng.randint(40, 120))
-        side = max(mask.width, mask.height) + rng.randint(20, 80)
-        position = ((side - mask.width) // 2, (side - mask.height) // 2)
-        pictures.append((character, compose(mask, (side, side), position, (0, 0, 0), (255, 255, 255))))
-    return pictures
+    return [(character, glyph_picture(font, character, rng)) for character in characters if ord(character) in has]
 
 
 def read(classifier, pictures: list[tuple[str, Image.Image]]):

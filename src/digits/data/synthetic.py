@@ -178,17 +178,18 @@ def font_digit_pictures(fonts: list[Path], seed: int) -> list[Image.Image]:
     return pictures
 
 
+def glyph_picture(font: Path, character: str, rng: random.Random) -> Image.Image:
+    """One character, black on white, 40–120 pixels tall, centred in a square with a 10–40 pixel margin."""
+    mask = render_glyph(font, character, rng.randint(40, 120))
+    side = max(mask.width, mask.height) + rng.randint(20, 80)
+    position = ((side - mask.width) // 2, (side - mask.height) // 2)
+    return compose(mask, (side, side), position, (0, 0, 0), (255, 255, 255))
+
+
 def letter_pictures(fonts: list[Path], seed: int) -> list[Image.Image]:
-    """Each font × NON_DIGIT_CHARACTERS, black on white, 40–120 pixels tall."""
+    """Each font × NON_DIGIT_CHARACTERS, as `glyph_picture` draws them."""
     rng = random.Random(seed)
-    pictures = []
-    for font in fonts:
-        for character in NON_DIGIT_CHARACTERS:
-            mask = render_glyph(font, character, rng.randint(40, 120))
-            side = max(mask.width, mask.height) + rng.randint(20, 80)
-            position = ((side - mask.width) // 2, (side - mask.height) // 2)
-            pictures.append(compose(mask, (side, side), position, (0, 0, 0), (255, 255, 255)))
-    return pictures
+    return [glyph_picture(font, character, rng) for font in fonts for character in NON_DIGIT_CHARACTERS]
 
 
 def scribble_pictures(count: int, seed: int) -> list[Image.Image]:
