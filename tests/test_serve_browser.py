@@ -177,7 +177,10 @@ def test_drawing_a_seven_shows_seven_with_ten_bars_and_the_28x28_view(open_page,
     assert drawing.startswith(b"P5\n280 140\n255\n") and len(drawing) == 15 + 280 * 140
     answer = httpx.post(server_url + "/predict", content=drawing, headers={"Content-Type": picture["type"]}).json()
     assert answer["digit"] == 7
-    assert page.locator("#confidence").inner_text() == f"{answer['probability'] * 100:.1f} % sure"
+    # Beside how sure it is, the page shows the detector's digit score, as the API gives it.
+    assert answer["digit_score"] > 0.5
+    assert page.locator("#confidence").inner_text() == (
+        f"{answer['probability'] * 100:.1f} % sure · digit score {answer['digit_score']:.2f}")
     png = io.BytesIO()
     Image.frombytes("L", (280, 140), drawing[15:]).convert("RGBA").save(png, "PNG")
     from_png = httpx.post(server_url + "/predict", content=png.getvalue(), headers={"Content-Type": "image/png"})
@@ -224,7 +227,8 @@ def test_a_smiley_is_gently_called_no_digit_with_the_best_guess(open_page, tmp_p
     page.set_input_files("#file", str(tmp_path / "smiley.png"))
 
     expect(page.locator("#confidence")).to_have_text(
-        re.compile(r"This doesn't look like a digit\. Best guess: \d \(\d{1,3}\.\d %\)\."), timeout=15_000)
+        re.compile(r"This doesn't look like a digit \(digit score 0\.0\d\)\. Best guess: \d \(\d{1,3}\.\d %\)\."),
+        timeout=15_000)
     expect(page.locator("#digit")).to_have_class(re.compile(r"\bmuted\b"))
     assert len(bar_percentages(page)) == 10
 
@@ -294,7 +298,7 @@ def test_a_number_written_in_the_wide_box_is_read_with_each_digits_box_and_readi
         draw_with_mouse(page, stroke, square)
 
     shown_number(page, "717")
-    assert re.fullmatch(r"\d{1,3}\.\d % sure", page.locator("#confidence").inner_text())
+    assert re.fullmatch(r"\d{1,3}\.\d % sure · digit score [01]\.\d\d", page.locator("#confidence").inner_text())
     assert page.locator("#bars li .bar-value").all_inner_texts() == ["–"] * 10  # The bars are one digit's.
     # Three boxes drawn over the drawing: red pixels on the overlay, in three separate runs of columns.
     red_columns = page.evaluate(

@@ -241,9 +241,13 @@ function showPrediction(prediction) {
   const doubtful = prediction.verdict === "not a digit" || prediction.verdict === "not a number";
   const what = prediction.digits.length > 1 ? "number" : "digit";
   digitOutput.classList.toggle("muted", doubtful);
+  // The detector's digit score says how digit-like the picture is (of a number: its least digit-like digit);
+  // a model without a detector gives none.
+  const score = prediction.digit_score == null ? "" : `digit score ${prediction.digit_score.toFixed(2)}`;
   confidence.textContent = doubtful
-    ? `This doesn't look like a ${what}. Best guess: ${prediction.number} (${percent(prediction.probability)}).`
-    : `${percent(prediction.probability)} sure`;
+    ? `This doesn't look like a ${what}${score && ` (${score})`}. ` +
+      `Best guess: ${prediction.number} (${percent(prediction.probability)}).`
+    : `${percent(prediction.probability)} sure${score && ` · ${score}`}`;
   // The ten bars are one digit's; a number's digits each show their own reading instead.
   barRows.forEach((row, digit) => {
     const probability = prediction.probabilities ? prediction.probabilities[digit] : null;
