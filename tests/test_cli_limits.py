@@ -165,3 +165,21 @@ def test_a_count_out_of_its_range_is_one_sentence_before_any_work(tmp_path, monk
     assert main(arguments) == 1
     assert capsys.readouterr().err.strip() == f"digits: error: {words}"
     assert list(tmp_path.iterdir()) == []  # no database, run folder or server
+
+
+# --- output into a reader that leaves early -----------------------------------------------------------
+
+
+def test_output_piped_into_a_reader_that_leaves_early_ends_quietly(tmp_path, digit_png):
+    # `digits predict --json | head`: head leaves after a few lines, and the rest of the answer meets a closed pipe.
+    picture = tmp_path / "seven.png"
+    picture.write_bytes(digit_png(7))
+    # 150 answers, about 160 KB: more than a pipe holds, so the writes go on after the reader has left.
+    command = [sys.executable, "-m", "digits", "predict", "--json", *[str(picture)] * 150]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stdout.read(2) == "{\n"
+        process.stdout.close()
+        status = process.wait(timeout=120)
+        errors = process.stderr.read()
+    assert "Traceback" not in errors and "Exception ignored" not in errors
+    assert status == 141  # As a shell reports a program ended by SIGPIPE, so `set -o pipefail` still sees it.

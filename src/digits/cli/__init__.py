@@ -112,6 +112,16 @@ def stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
+def stop_writing_to_a_closed_pipe() -> int:
+    """End quietly when whatever read our output has gone (`digits predict --json | head`), as `cat` would.
+
+    What Python still holds for standard output goes to /dev/null, or flushing it at exit would fail again.
+    The status is a shell's for a program ended by SIGPIPE (128 + 13), as 130 is for Ctrl+C.
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     parser = build_parser()
@@ -121,13 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with native_stderr_to_log():
         try:
-            return args.handler(args) or 0
+            status = args.handler(args) or 0
+            sys.stdout.flush()  # A reader that left (`| head`) is met here, inside the handlers below, not at exit.
+            return status
         except DigitsError as error:
             print(f"digits: error: {in_flag_words(str(error))}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("digits: interrupted.", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            return stop_writing_to_a_closed_pipe()
 
 
 if __name__ == "__main__":
