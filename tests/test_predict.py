@@ -12,11 +12,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 import digits
-from conftest import draw_digit_png, run_digits
+from conftest import draw_digit_png, draw_smiley, run_digits
 from digits.data.mnist import load_mnist
 from digits.errors import DigitsError
 from digits.inference.classifier import PRETRAINED_DIR, PRETRAINED_MODEL, load_classifier
-from digits.inference.files import FileResult, find_image_files, result_line, results_document
+from digits.inference.files import FileResult, FileResults, find_image_files, result_line, results_document
 from digits.inference.prediction import DIGIT, Prediction, Predictions
 from digits.pictures.prepare import prepare_file, prepare_image
 from digits.pictures.segment import find_digits_in_file
@@ -351,3 +351,23 @@ def test_a_picture_file_shows_itself_in_a_notebook_beside_the_view_the_model_rea
     images = [Image.open(io.BytesIO(base64.b64decode(uri.split('"')[0])))
               for uri in card.split("data:image/png;base64,")[1:]]
     assert len(images) == 2 and images[1].size == (28 * 6, 28 * 6)  # the original, then the view, enlarged
+
+
+def test_a_folder_of_pictures_shows_itself_in_a_notebook_as_a_summary_and_each_files_card(classifier, tmp_path):
+    from digits.reporting.display import MAX_CARDS_SHOWN, file_results_cards
+
+    (tmp_path / "a-seven.png").write_bytes(draw_digit_png(7))
+    draw_smiley().save(tmp_path / "b-smiley.png")
+    (tmp_path / "c-notes.txt").write_text("not a picture")
+    results = digits.predict(tmp_path, model=classifier, keep_originals=True)
+    assert isinstance(results, list) and isinstance(results, FileResults)  # still the list it was
+    assert results.counts() == {"digit": 1, "not a digit": 1, "unreadable": 1}
+
+    shown = file_results_cards(results)  # what Jupyter shows for it (digits registers it by class name)
+    assert "3 files: 1 read as a digit, 1 not a digit, 1 could not be read" in " ".join(shown.split())
+    assert [name in shown for name in ("a-seven.png", "b-smiley.png", "c-notes.txt")] == [True] * 3
+    assert "<b>7</b>" in shown and "does not look like a digit" in shown and "not an image" in shown
+
+    many = FileResults(results[:1] * (MAX_CARDS_SHOWN + 5))  # a big folder: the first cards, and how to see the rest
+    shown = file_results_cards(many)
+    assert shown.count("<b>7</b>") == MAX_CARDS_SHOWN and "and 5 more" in " ".join(shown.split())

@@ -78,6 +78,7 @@ _NOTEBOOK_DISPLAYS = {
     ("digits.evaluation.comparison", "Comparison"): "comparison_table",
     ("digits.training.presets", "Presets"): "presets_table",
     ("digits.inference.files", "FileResult"): "file_result_card",
+    ("digits.inference.files", "FileResults"): "file_results_cards",
 }
 
 

@@ -21,7 +21,7 @@ from digits.training.presets import get_preset as preset_recipe  # this module's
 from digits.training.recipes import Recipe, with_overrides
 
 if TYPE_CHECKING:
-    from digits.inference.files import FileResult
+    from digits.inference.files import FileResults
     from digits.inference.prediction import Predictions
 
 __all__ = ["load_mnist", "presets", "get_preset", "build_model", "train", "load_run", "evaluate", "compare",
@@ -141,17 +141,18 @@ def predict(images: np.ndarray | Sequence[np.ndarray], model=None, *,
 
 @overload
 def predict(images: str | Path | Iterable[str | Path], model=None, *,
-            keep_originals: bool = False) -> list[FileResult]: ...
+            keep_originals: bool = False) -> FileResults: ...
 
 
-def predict(images, model=None, *, keep_originals: bool = False) -> Predictions | list[FileResult]:
+def predict(images, model=None, *, keep_originals: bool = False) -> Predictions | FileResults:
     """Read digits in `images`: uint8 MNIST-style arrays, or picture files and folders (paths).
 
     Arrays, (N, 28, 28) or one (28, 28) image (or a list of such arrays, read as one batch), give `Predictions`
     holding arrays, as scikit-learn's `predict` does: `.digits` (N,), `.probabilities` (N, 10), `.digit_scores` (N,)
     (NaN for a model without a not-a-digit detector) and `.verdicts` (N,); indexing gives one image's `Prediction`
     (`.digit`, `.probability`, `.top(3)`, `.to_dict()`). Paths (a path, or a list of them; folders are walked in
-    sorted order) give one `FileResult` per file: its `.prediction`, or its `.error` for a file that cannot be read.
+    sorted order) give one `FileResult` per file: its `.prediction`, or its `.error` for a file that cannot be read,
+    in a list (`FileResults`) that a notebook shows as a summary and each file's card.
     `model` is None (the shipped model), a run (or its folder), a .keras or .onnx file, or a loaded Classifier.
     keep_originals keeps a small copy of each picture (for `digits.inference.files.save_views`).
     """

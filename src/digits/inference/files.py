@@ -132,12 +132,24 @@ def _walk(top: Path, limit: int) -> list[Path]:
     return [path for _, path in sorted(files)]
 
 
-def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: bool = False) -> list[FileResult]:
+class FileResults(list[FileResult]):
+    """The answers of one `digits.predict` over files, in the files' order: a plain list, which a notebook shows
+    as a summary and each file's card (`digits.reporting.display.file_results_cards`)."""
+
+    def counts(self) -> dict[str, int]:
+        """How many files got each verdict ("digit", "not a digit", "number", "not a number"), and how many
+        could not be read ("unreadable"), in that order, leaving out those none got."""
+        verdicts = ["unreadable" if result.prediction is None else result.prediction.verdict for result in self]
+        order = ("digit", "not a digit", "number", "not a number", "unreadable")
+        return {verdict: verdicts.count(verdict) for verdict in order if verdict in verdicts}
+
+
+def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: bool = False) -> FileResults:
     """Find the digits in every file (in a worker process, within the server's time and memory limits:
     `BoundedPreparer`), classify those of the readable ones in one batch; errors stay per file."""
     from PIL import Image
 
-    results = [FileResult(path=str(path)) for path in paths]
+    results = FileResults(FileResult(path=str(path)) for path in paths)
     readable: list[FileResult] = []
     layouts: list[Layout] = []
     with BoundedPreparer() as preparer:

@@ -80,6 +80,20 @@ def file_result_card(result) -> str:
     return render("notebook/file_result_card.html.j2", result=result, view_pngs=views, original_png=original)
 
 
+# A folder of a thousand photos must not make a notebook cell of a thousand cards (each holds its pictures).
+MAX_CARDS_SHOWN = 24
+
+
+def file_results_cards(results) -> str:
+    """Every file of one `digits.predict` call (a FileResults): how many got each verdict, then each file's card,
+    the first MAX_CARDS_SHOWN of them."""
+    cards = [file_result_card(result) for result in results[:MAX_CARDS_SHOWN]]
+    described = {"digit": "read as a digit", "number": "read as a number", "not a digit": "not a digit",
+                 "not a number": "not a number", "unreadable": "could not be read"}
+    return render("notebook/file_results.html.j2", counts=results.counts(), described=described, total=len(results),
+                  cards=cards)
+
+
 def comparison_table(comparison: Comparison) -> str:
     """A Comparison's ranking, best first, and its verdict."""
     return render("notebook/comparison_table.html.j2", comparison=comparison)
