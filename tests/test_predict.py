@@ -168,6 +168,7 @@ def test_cli_reads_a_folder_and_reports_the_bad_file_without_stopping(picture_fo
     assert lines[1].startswith(f"{picture_folder / 'b-seven.jpg'}: 7 (")
     assert lines[2].startswith(f"{picture_folder / 'more' / 'c-one.png'}: 1 (")
     assert "top 3: " in lines[0] and lines[0].count("%") == 4
+    assert all(" digit score " in line for line in lines[:3])  # the shipped model has a not-a-digit detector
     assert lines[3].startswith(f"{picture_folder / 'notes.txt'}: error: ") and "not an image" in lines[3]
     assert "1 of 4 files could not be read" in result.stderr and "Traceback" not in result.stderr
     # --show: the original beside the 28x28 view, for each file that was read.
@@ -371,3 +372,13 @@ def test_a_folder_of_pictures_shows_itself_in_a_notebook_as_a_summary_and_each_f
     many = FileResults(results[:1] * (MAX_CARDS_SHOWN + 5))  # a big folder: the first cards, and how to see the rest
     shown = file_results_cards(many)
     assert shown.count("<b>7</b>") == MAX_CARDS_SHOWN and "and 5 more" in " ".join(shown.split())
+
+
+def test_each_line_ends_with_the_digit_score_the_json_gives(classifier, tmp_path):
+    (tmp_path / "a-seven.png").write_bytes(draw_digit_png(7))
+    draw_smiley().save(tmp_path / "b-smiley.png")
+    seven, smiley = digits.predict(tmp_path, model=classifier)
+    for result in (seven, smiley):
+        assert result_line(result).endswith(f"  digit score {result.to_dict()['digit_score']:.2f}")
+    assert seven.prediction.digit_score > 0.5 > smiley.prediction.digit_score
+    assert "does not look like a digit" in result_line(smiley)

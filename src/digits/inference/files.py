@@ -170,21 +170,23 @@ def predict_files(classifier: Classifier, paths: list[Path], *, keep_originals: 
 
 def result_line(result: FileResult, top: int = 3) -> str:
     """One line for `digits predict`: the path, the number (or digit) and its probability; for one digit, the
-    likeliest digits too.
+    likeliest digits too; then the digit score, when the model has a not-a-digit detector.
 
     Control characters in a file name (a newline) are escaped, so a name cannot forge another line.
     """
     reading = result.prediction
     if reading is None:
         return one_line(f"{result.path}: error: {result.error}")
+    # Why a picture was or was not called a digit (of a number: its least digit-like digit's), as the page shows it.
+    score = "" if reading.digit_score is None else f"  digit score {reading.digit_score:.2f}"
     if len(reading) > 1:
-        return one_line(f"{result.path}: {reading.line()}")
+        return one_line(f"{result.path}: {reading.line()}{score}")
     prediction = reading[0]
     likeliest = ", ".join(f"{digit} {probability:.1%}" for digit, probability in prediction.top(top))
     answer = f"{prediction.digit} ({prediction.probability:.1%})"
     if prediction.verdict == NOT_A_DIGIT:
         answer = f"does not look like a digit; best guess {answer}"
-    return one_line(f"{result.path}: {answer}  top {top}: {likeliest}")
+    return one_line(f"{result.path}: {answer}  top {top}: {likeliest}{score}")
 
 
 def one_line(text: str) -> str:
