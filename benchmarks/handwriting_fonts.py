@@ -20,26 +20,17 @@ at least 95 % of non-digits caught, at most 2 % of outside digits rejected.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from fontTools.ttLib import TTFont
 from PIL import Image
 
-from digits.data.synthetic import DIGITS, NON_DIGIT_CHARACTERS, glyph_picture
+from digits.data.synthetic import DIGITS, NON_DIGIT_CHARACTERS, glyphs_in_font
 from digits.errors import DigitsError
 from digits.inference.classifier import load_classifier
 from digits.pictures.prepare import prepare_image
-
-
-def glyph_pictures(font: Path, characters: str, seed: int) -> list[tuple[str, Image.Image]]:
-    """Each character the font has, drawn as the letters kind draws (`synthetic.glyph_picture`)."""
-    rng = random.Random(seed)
-    has = TTFont(str(font), fontNumber=0).getBestCmap()
-    return [(character, glyph_picture(font, character, rng)) for character in characters if ord(character) in has]
 
 
 def read(classifier, pictures: list[tuple[str, Image.Image]]):
@@ -67,10 +58,10 @@ def main() -> int:
     missed: Counter[str] = Counter()
     print(f"model {classifier.name}; {len(fonts)} fonts under {args.fonts}")
     for font in fonts:
-        characters, answers = read(classifier, glyph_pictures(font, NON_DIGIT_CHARACTERS, 1))
+        characters, answers = read(classifier, glyphs_in_font(font, NON_DIGIT_CHARACTERS, 1))
         is_caught = np.asarray(answers.verdicts) != "digit"
         missed.update(character for character, hit in zip(characters, is_caught, strict=True) if not hit)
-        digit_characters, digit_answers = read(classifier, glyph_pictures(font, DIGITS, 1))
+        digit_characters, digit_answers = read(classifier, glyphs_in_font(font, DIGITS, 1))
         is_rejected = np.asarray(digit_answers.verdicts) != "digit"
         is_right = np.asarray(digit_answers.digits) == np.array([int(digit) for digit in digit_characters])
         print(f"  {font.name:34} letters caught {is_caught.mean():6.1%} of {len(characters):2}   digits rejected "

@@ -186,6 +186,16 @@ def glyph_picture(font: Path, character: str, rng: random.Random) -> Image.Image
     return compose(mask, (side, side), position, (0, 0, 0), (255, 255, 255))
 
 
+def glyphs_in_font(font: Path, characters: str, seed: int) -> list[tuple[str, Image.Image]]:
+    """Each of `characters` that the font has, with its picture as `glyph_picture` draws it: a font made from
+    someone's handwriting often lacks the symbols, and would draw its empty box in their place."""
+    from fontTools.ttLib import TTFont  # matplotlib's own dependency; only this function reads a character map
+
+    rng = random.Random(seed)
+    has = TTFont(str(font), fontNumber=0).getBestCmap()
+    return [(character, glyph_picture(font, character, rng)) for character in characters if ord(character) in has]
+
+
 def letter_pictures(fonts: list[Path], seed: int) -> list[Image.Image]:
     """Each font × NON_DIGIT_CHARACTERS, as `glyph_picture` draws them."""
     rng = random.Random(seed)
