@@ -245,10 +245,12 @@ def test_the_server_refuses_too_many_digits_in_one_sentence(classifier):
 def test_the_command_prints_the_number_its_json_and_draws_the_boxes(number_png, tmp_path):
     lines = run_digits("predict", number_png, "--show", tmp_path / "shown", timeout=120)
     assert lines.returncode == 0, lines.stderr
-    assert lines.stdout.startswith(f"{number_png}: 2026 (") and lines.stdout.endswith("%)\n")
     document = json.loads(run_digits("predict", number_png, "--json", timeout=120).stdout)
     (entry,) = document["results"]
     assert entry["number"] == "2026" and len(entry["digits"]) == 4
+    # The line ends with the number's digit score: its least digit-like digit's, as --json gives each digit's.
+    least = min(digit["digit_score"] for digit in entry["digits"])
+    assert lines.stdout.startswith(f"{number_png}: 2026 (") and lines.stdout.endswith(f"%)  digit score {least:.2f}\n")
     (sheet,) = (tmp_path / "shown").iterdir()
     pixels = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
     red = (pixels[..., 0] > 200) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
