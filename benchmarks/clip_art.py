@@ -27,7 +27,10 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+
 import digits
+from digits.inference.classifier import load_classifier
 
 # Pictures that may rightly be read as digits: their names say they show numbers, clocks, dates or sums.
 HOLDS_DIGITS = re.compile(r"number|numero|digit|clock|calendar|math|sudoku", re.IGNORECASE)
@@ -51,18 +54,21 @@ def main() -> int:
     files = clip_art_files(args.folder)[::args.every]
     if not files:
         sys.exit(f"clip_art: no PNG under {args.folder}; see this script's docstring.")
+    classifier = load_classifier(args.model)
     started = time.perf_counter()
-    results = digits.predict(files, model=args.model)
+    results = digits.predict(files, model=classifier)
     seconds = time.perf_counter() - started
 
     by_category: dict[str, Counter[str]] = defaultdict(Counter)
     missed_where: Counter[str] = Counter()
+    missed_scores = []
     for result in results:
         where = Path(result.path).relative_to(args.folder).parts
         verdict = "refused" if result.prediction is None else result.prediction.verdict
         by_category[where[0]][verdict] += 1
         if verdict in MISSED:
             missed_where["/".join(where[:-1][:2])] += 1
+            missed_scores.append(result.prediction.digit_score)
 
     def line(name: str, counts: Counter[str]) -> str:
         total, missed = sum(counts.values()), sum(counts[verdict] for verdict in MISSED)
@@ -71,12 +77,17 @@ def main() -> int:
         return (f"  {name:20} {total:5} pictures  caught {1 - missed / total:6.1%}   of those with ink "
                 f"{caught_of_inked:6.1%} ({inked})   read as a digit or number {missed}")
 
-    print(f"model: {'shipped' if args.model is None else args.model}; {len(files)} pictures under {args.folder}, "
+    print(f"model: {classifier.name}; {len(files)} pictures under {args.folder}, "
           f"read in {seconds:.0f} s")
     for category, counts in sorted(by_category.items()):
         print(line(category, counts))
     print(line("all", sum(by_category.values(), Counter())) + "   (goal: caught ≥ 95 %)")
     print("verdicts: " + ", ".join(f"{verdict} {count}" for verdict, count in results.counts().items()))
+    settings = classifier.not_a_digit or {}
+    if settings.get("score") == "digit_score" and missed_scores:
+        tenth, median = np.quantile(np.array(missed_scores, dtype=float), [0.1, 0.5])
+        print(f"the missed pictures' digit scores: median {median:.3f}, a tenth under {tenth:.3f} (threshold "
+              f"{settings['threshold']:.3f})")
     print("missed most in: " + ", ".join(f"{where} {count}" for where, count in missed_where.most_common(10)))
     return 0
 

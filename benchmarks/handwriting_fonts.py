@@ -54,13 +54,15 @@ def main() -> int:
     if not fonts:
         sys.exit(f"handwriting_fonts: no .ttf or .otf font under {args.fonts}; see this script's docstring.")
     classifier = load_classifier(args.model)
-    letters = caught = digits = rejected = right = 0
+    letters = caught = caught_by_probability = digits = rejected = right = 0
     missed: Counter[str] = Counter()
     print(f"model {classifier.name}; {len(fonts)} fonts under {args.fonts}")
     for font in fonts:
         characters, answers = read(classifier, glyphs_in_font(font, NON_DIGIT_CHARACTERS, 1))
         is_caught = np.asarray(answers.verdicts) != "digit"
         missed.update(character for character, hit in zip(characters, is_caught, strict=True) if not hit)
+        # What the model's maximum probability alone would say, the verdict of a model without a detector.
+        caught_by_probability += int(np.sum(classifier.verdicts(answers.probabilities) != "digit"))
         digit_characters, digit_answers = read(classifier, glyphs_in_font(font, DIGITS, 1))
         is_rejected = np.asarray(digit_answers.verdicts) != "digit"
         is_right = np.asarray(digit_answers.digits) == np.array([int(digit) for digit in digit_characters])
@@ -71,6 +73,7 @@ def main() -> int:
             is_right.sum())
     print(f"all fonts: letters caught {caught / letters:.1%} of {letters} (goal ≥ 95 %); digits rejected "
           f"{rejected / digits:.1%} (goal ≤ 2 %), read right {right / digits:.1%} of {digits}")
+    print(f"the maximum probability alone: letters caught {caught_by_probability / letters:.1%}")
     print("letters missed most: " + ", ".join(f"{character} {count}" for character, count in missed.most_common(12)))
     return 0
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from digits.errors import DigitsError
 from digits.inference.classifier import Classifier
-from digits.inference.numbers import NumberPrediction, read_layouts
-from digits.inference.prediction import NOT_A_DIGIT
+from digits.inference.numbers import NOT_A_NUMBER, NUMBER, NumberPrediction, read_layouts
+from digits.inference.prediction import DIGIT, NOT_A_DIGIT
 from digits.inference.preparation import SHOW_HEIGHT, BoundedPreparer
 from digits.pictures.decode import ImageError
 from digits.pictures.segment import Layout
@@ -140,7 +140,7 @@ class FileResults(list[FileResult]):
         """How many files got each verdict ("digit", "not a digit", "number", "not a number"), and how many
         could not be read ("unreadable"), in that order, leaving out those none got."""
         verdicts = ["unreadable" if result.prediction is None else result.prediction.verdict for result in self]
-        order = ("digit", "not a digit", "number", "not a number", "unreadable")
+        order = (DIGIT, NOT_A_DIGIT, NUMBER, NOT_A_NUMBER, "unreadable")
         return {verdict: verdicts.count(verdict) for verdict in order if verdict in verdicts}
 
 
