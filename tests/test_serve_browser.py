@@ -115,13 +115,14 @@ def square_points(page, stroke, square=None):
     return [(left + x * side, box["y"] + y * side) for x, y in stroke_points(stroke)]
 
 
-def draw_with_mouse(page, stroke, square=None):
+def draw_with_mouse(page, stroke, square=None, *, lift=True):
     points = square_points(page, stroke, square)
     page.mouse.move(*points[0])
     page.mouse.down()
     for point in points[1:]:
         page.mouse.move(*point)
-    page.mouse.up()
+    if lift:
+        page.mouse.up()
 
 
 def draw_with_finger(page, stroke):
@@ -134,8 +135,14 @@ def draw_with_finger(page, stroke):
     devtools.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
 
-def shown_digit(page, digit: int):
+def settled(page):
+    """Wait for the page's final answer: while drawing it also shows live readings of half-drawn digits."""
     # Locator expectations poll without eval, which the page's Content-Security-Policy forbids.
+    expect(page.locator("section.result")).to_have_attribute("aria-busy", "false", timeout=15_000)
+
+
+def shown_digit(page, digit: int):
+    settled(page)
     expect(page.locator("#digit")).to_have_text(str(digit), timeout=15_000)
 
 
@@ -151,6 +158,15 @@ def view_brightest_pixel(page) -> int:
         "Math.max(...document.getElementById('view').getContext('2d').getImageData(0, 0, 28, 28).data"
         ".filter((value, index) => index % 4 === 0))"
     )
+
+
+def the_drawing_and_its_answer(page, server_url) -> tuple[bytes, dict]:
+    """The picture the page sends for its drawing now (a PGM of its grey pixels), and the API's answer to it."""
+    picture = page.evaluate("() => padPicture().then(({ body, type }) => ({ bytes: Array.from(body), type }))")
+    assert picture["type"] == "image/x-portable-graymap"
+    drawing = bytes(picture["bytes"])
+    answer = httpx.post(server_url + "/predict", content=drawing, headers={"Content-Type": picture["type"]}).json()
+    return drawing, answer
 
 
 def test_drawing_a_seven_shows_seven_with_ten_bars_and_the_28x28_view(open_page, server_url, tmp_path):
@@ -171,11 +187,8 @@ def test_drawing_a_seven_shows_seven_with_ten_bars_and_the_28x28_view(open_page,
     # The page sends its drawing's grey pixels (a PGM), and shows what the API says about the very picture it sends,
     # which is what a PNG of those pixels (what the page sent before) gets.
     assert sent_types == {"image/x-portable-graymap"}
-    picture = page.evaluate("() => padPicture().then(({ body, type }) => ({ bytes: Array.from(body), type }))")
-    assert picture["type"] == "image/x-portable-graymap"
-    drawing = bytes(picture["bytes"])
+    drawing, answer = the_drawing_and_its_answer(page, server_url)
     assert drawing.startswith(b"P5\n280 140\n255\n") and len(drawing) == 15 + 280 * 140
-    answer = httpx.post(server_url + "/predict", content=drawing, headers={"Content-Type": picture["type"]}).json()
     assert answer["digit"] == 7
     # Beside how sure it is, the page shows the detector's digit score, as the API gives it.
     assert answer["digit_score"] > 0.5
@@ -288,17 +301,31 @@ def number_picture(number: str, path: Path) -> Path:
 
 
 def shown_number(page, number: str):
+    settled(page)
     expect(page.locator("#digit")).to_have_text(number, timeout=15_000)
     expect(page.locator("#readings li strong")).to_have_text(list(number))
 
 
-def test_a_number_written_in_the_wide_box_is_read_with_each_digits_box_and_reading(open_page):
+def test_a_number_written_in_the_wide_box_is_read_with_each_digits_box_and_reading(open_page, server_url):
     page = open_page(viewport={"width": 1000, "height": 760})
-    for square, stroke in enumerate([SEVEN, ONE, SEVEN]):
-        draw_with_mouse(page, stroke, square)
+    draw_with_mouse(page, SEVEN, 0)
+    draw_with_mouse(page, ONE, 1)
+    # The third digit's first stroke, its bar, with the pen still down: no digit yet, and the page says so gently.
+    draw_with_mouse(page, SEVEN[:2], 2, lift=False)
+    expect(page.locator("#confidence")).to_have_text(
+        re.compile(r"Still drawing… best guess so far: \d+ \(\d{1,3}\.\d %\)\."), timeout=15_000
+    )
+    expect(page.locator("section.result")).to_have_attribute("aria-busy", "true")
+    for point in square_points(page, SEVEN[1:], 2):
+        page.mouse.move(*point)
+    page.mouse.up()
 
     shown_number(page, "717")
-    assert re.fullmatch(r"\d{1,3}\.\d % sure · digit score [01]\.\d\d", page.locator("#confidence").inner_text())
+    # Once settled, the page shows the answer to the whole drawing.
+    _, answer = the_drawing_and_its_answer(page, server_url)
+    assert answer["number"] == "717" and answer["verdict"] == "number"
+    assert page.locator("#confidence").inner_text() == (
+        f"{answer['probability'] * 100:.1f} % sure · digit score {answer['digit_score']:.2f}")
     assert page.locator("#bars li .bar-value").all_inner_texts() == ["–"] * 10  # The bars are one digit's.
     # Three boxes drawn over the drawing: red pixels on the overlay, in three separate runs of columns.
     red_columns = page.evaluate(

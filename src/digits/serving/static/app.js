@@ -23,6 +23,7 @@ const dropZone = document.getElementById("drop-zone");
 const fileInput = document.getElementById("file");
 const digitOutput = document.getElementById("digit");
 const confidence = document.getElementById("confidence");
+const resultCard = document.querySelector("section.result");
 const message = document.getElementById("message");
 const barRows = Array.from(document.querySelectorAll("#bars li"));
 const viewCanvas = document.getElementById("view");
@@ -53,6 +54,7 @@ let inFlight = false;
 let another = false;
 let lastSentAt = 0;
 let liveTimer = null;
+let filesBeingRead = 0;
 // From the pixels of the picture sent to the pad's: a drawing is sent at SEND_SCALE; a photo is fitted in.
 let pictureToPad = { scale: 1 / SEND_SCALE, left: 0, top: 0 };
 let cameraStream = null;
@@ -72,6 +74,14 @@ function clearPad() {
   pictureToPad = { scale: 1 / SEND_SCALE, left: 0, top: 0 };
   stopCamera();
   showIdle("Draw a digit to start.");
+  markBusy();
+}
+
+// The answer is busy while it may still change: the pen is down, or a reading is owed or on its way (a half-drawn
+// digit's live reading is not the answer). Screen readers then announce the settled answer only, and tests wait for it.
+function markBusy() {
+  const busy = activePointer !== null || inFlight || another || liveTimer !== null || filesBeingRead > 0;
+  resultCard.setAttribute("aria-busy", String(busy));
 }
 
 function canvasPoint(event) {
@@ -135,6 +145,7 @@ function endStroke(event) {
   if (event.pointerId !== activePointer) return;
   activePointer = null;
   predictNow();
+  markBusy();
 }
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
@@ -174,6 +185,7 @@ function scheduleLivePrediction() {
     liveTimer = null;
     predictDrawing();
   }, wait);
+  markBusy();
 }
 
 function predictNow() {
@@ -194,8 +206,8 @@ async function predictDrawing() {
   const sentFor = generation;
   try {
     const picture = await padPicture();
-    // Half a stroke may read as no digit yet; say so only once the pen is lifted.
-    await predict(picture.body, sentFor, { quietNoDigit: activePointer !== null, type: picture.type });
+    // Half a stroke may read as no digit, or as not a digit, yet; say so only once the pen is lifted.
+    await predict(picture.body, sentFor, { midStroke: activePointer !== null, type: picture.type });
   } finally {
     inFlight = false;
   }
@@ -203,9 +215,10 @@ async function predictDrawing() {
     another = false;
     predictDrawing();
   }
+  markBusy();
 }
 
-async function predict(image, sentFor, { quietNoDigit = false, type = "image/png" } = {}) {
+async function predict(image, sentFor, { midStroke = false, type = "image/png" } = {}) {
   let request = { method: "POST", headers: { "Content-Type": type }, body: image };
   if (image instanceof File) {
     // A form upload carries the file's name, so a message can say which file it is about.
@@ -222,8 +235,8 @@ async function predict(image, sentFor, { quietNoDigit = false, type = "image/png
     if (sentFor === generation) showError("The server cannot be reached; is `digits serve` still running?");
     return;
   }
-  if (sentFor !== generation || (quietNoDigit && response.status === 422)) return;
-  if (response.ok && body) showPrediction(body);
+  if (sentFor !== generation || (midStroke && response.status === 422)) return;
+  if (response.ok && body) showPrediction(body, { midStroke });
   else showError((body && body.detail) || `The server answered with status ${response.status}.`);
 }
 
@@ -233,7 +246,7 @@ function percent(probability) {
   return `${(probability * 100).toFixed(1)} %`;
 }
 
-function showPrediction(prediction) {
+function showPrediction(prediction, { midStroke = false } = {}) {
   message.hidden = true;
   digitOutput.textContent = prediction.number;
   digitOutput.classList.toggle("number", prediction.number.length > 1);
@@ -244,10 +257,14 @@ function showPrediction(prediction) {
   // The detector's digit score says how digit-like the picture is (of a number: its least digit-like digit);
   // a model without a detector gives none.
   const score = prediction.digit_score == null ? "" : `digit score ${prediction.digit_score.toFixed(2)}`;
-  confidence.textContent = doubtful
-    ? `This doesn't look like a ${what}${score && ` (${score})`}. ` +
-      `Best guess: ${prediction.number} (${percent(prediction.probability)}).`
-    : `${percent(prediction.probability)} sure${score && ` · ${score}`}`;
+  if (doubtful && midStroke) {
+    confidence.textContent = `Still drawing… best guess so far: ${prediction.number} (${percent(prediction.probability)}).`;
+  } else {
+    confidence.textContent = doubtful
+      ? `This doesn't look like a ${what}${score && ` (${score})`}. ` +
+        `Best guess: ${prediction.number} (${percent(prediction.probability)}).`
+      : `${percent(prediction.probability)} sure${score && ` · ${score}`}`;
+  }
   // The ten bars are one digit's; a number's digits each show their own reading instead.
   barRows.forEach((row, digit) => {
     const probability = prediction.probabilities ? prediction.probabilities[digit] : null;
@@ -330,6 +347,17 @@ function showError(text) {
 
 async function predictFile(file) {
   clearPad();
+  filesBeingRead += 1;
+  markBusy();
+  try {
+    await showAndReadFile(file);
+  } finally {
+    filesBeingRead -= 1;
+    markBusy();
+  }
+}
+
+async function showAndReadFile(file) {
   padHint.hidden = true;
   const sentFor = generation;
   confidence.textContent = `Reading ${file.name}…`;
