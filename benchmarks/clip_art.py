@@ -31,12 +31,14 @@ import numpy as np
 
 import digits
 from digits.inference.classifier import load_classifier
+from digits.inference.numbers import NUMBER
+from digits.inference.prediction import DIGIT
 
 # Pictures that may rightly be read as digits: their names say they show numbers, clocks, dates or sums.
 HOLDS_DIGITS = re.compile(r"number|numero|digit|clock|calendar|math|sudoku", re.IGNORECASE)
 # One program's star polygons (n points, every k-th joined): generated, not drawn, and 1,375 of them.
 STAR_POLYGONS = re.compile(r"^star_\d+pt\d+step\.png$")
-MISSED = ("digit", "number")
+MISSED = (DIGIT, NUMBER)  # what the user is told
 
 
 def clip_art_files(folder: Path) -> list[Path]:

@@ -15,6 +15,12 @@ For each font: the share of the letters kind's characters (`NON_DIGIT_CHARACTERS
 a digit) called "not a digit", and of its ten digits the share rejected and the share read right, each drawn once
 as the letters kind draws (40-120 pixels tall, black on white, seed 1). The goals of issue 23 they compare with:
 at least 95 % of non-digits caught, at most 2 % of outside digits rejected.
+
+`--train-with-half` then measures what training against them would give (research, not shipped; about 4 minutes more):
+the parts are drawn with the machine's fonts and these together, which alternate between the training and the
+evaluation parts as every font does, so half of the handwriting fonts train and half are held out. It prints the
+shipped detector and one fitted on that training part on the held-out handwriting fonts, and the latter with each
+generated kind left out of its training in turn, as `benchmarks/not_a_digit.py --held-out-kinds` does.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fonts", type=Path, help="a folder holding the handwriting fonts (.ttf, .otf), searched below")
     parser.add_argument("--model", help="a run folder, .keras or .onnx file (default: the shipped model)")
+    parser.add_argument("--train-with-half", action="store_true",
+                        help="also fit a detector with half of these fonts in its training part (see above)")
     args = parser.parse_args()
     fonts = sorted(path for path in args.fonts.rglob("*") if path.suffix.lower() in (".ttf", ".otf"))
     if not fonts:
@@ -75,7 +83,51 @@ def main() -> int:
           f"{rejected / digits:.1%} (goal ≤ 2 %), read right {right / digits:.1%} of {digits}")
     print(f"the maximum probability alone: letters caught {caught_by_probability / letters:.1%}")
     print("letters missed most: " + ", ".join(f"{character} {count}" for character, count in missed.most_common(12)))
+    if args.train_with_half:
+        train_with_half(classifier, args.model, fonts)
     return 0
+
+
+def train_with_half(classifier, model: str | None, handwriting: list[Path]) -> None:
+    """The detector fitted with half of the handwriting fonts in its training part, as the module's docstring says."""
+    from digits.data.mnist import load_mnist
+    from digits.data.synthetic import find_fonts
+    from digits.inference.not_a_digit_fit import (
+        NON_DIGIT_KINDS,
+        draw_parts,
+        fit_layer_distance_detector,
+        pooled_feature_model,
+        prepared,
+        read_views,
+    )
+    from digits.inference.not_a_digit_methods import trained_on
+    from not_a_digit import seen_holdout
+
+    keras = load_classifier(model, prefer_onnx=False)  # the parts are read through the Keras model
+    fonts = sorted(find_fonts() + handwriting)
+    held_out = [font for font in fonts[1::2] if font in handwriting]  # the evaluation part's fonts
+    print(f"\n{len(fonts)} fonts: {len(handwriting) - len(held_out)} handwriting fonts train, {len(held_out)} "
+          "are held out; drawing and reading the parts...", flush=True)
+    parts = trained_on(draw_parts(keras.model, load_mnist(), temperature=keras.temperature,
+                                  seen_holdout=seen_holdout(model), fonts=fonts), NON_DIGIT_KINDS)
+    pictures = {name: [picture for font in held_out for _, picture in glyphs_in_font(font, characters, 1)]
+                for name, characters in (("letters", NON_DIGIT_CHARACTERS), ("digits", DIGITS))}
+    extractor = pooled_feature_model(keras.model)
+    reads = {name: read_views(keras.model, prepared(found), temperature=keras.temperature, extractor=extractor)
+             for name, found in pictures.items()}
+    shipped = {name: np.mean(classifier.classify(prepared(found)).verdicts != "digit")
+               for name, found in pictures.items()}
+    detector = fit_layer_distance_detector(parts)
+    threshold = parts.measure(detector.score)["threshold"]
+    trained = {name: np.mean(detector.score(read) < threshold) for name, read in reads.items()}
+    print(f"on the {len(held_out)} held-out handwriting fonts   shipped detector   trained with the other half")
+    for name, what in (("letters", "letters caught"), ("digits", "digits rejected")):
+        print(f"  {what} ({len(reads[name].features)})".ljust(30) + f"{shipped[name]:8.1%}   {trained[name]:10.1%}")
+    print("each generated kind left out of its training in turn (caught; MNIST test digits and font digits rejected):")
+    for kind in NON_DIGIT_KINDS:
+        figures = parts.measure(fit_layer_distance_detector(parts, without=kind).score)
+        print(f"  {kind:22} {figures['caught'][kind]:6.1%}   ({figures['mnist_rejected']:.2%}, "
+              f"{figures['font_rejected']:.2%})", flush=True)
 
 
 if __name__ == "__main__":

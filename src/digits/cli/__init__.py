@@ -118,7 +118,9 @@ def stop_writing_to_a_closed_pipe() -> int:
     What Python still holds for standard output goes to /dev/null, or flushing it at exit would fail again.
     The status is a shell's for a program ended by SIGPIPE (128 + 13), as 130 is for Ctrl+C.
     """
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
     return 128 + signal.SIGPIPE
 
 

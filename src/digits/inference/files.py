@@ -132,6 +132,10 @@ def _walk(top: Path, limit: int) -> list[Path]:
     return [path for _, path in sorted(files)]
 
 
+# How `FileResults.counts` names the files that could not be read, beside the verdicts of those that were.
+UNREADABLE = "unreadable"
+
+
 class FileResults(list[FileResult]):
     """The answers of one `digits.predict` over files, in the files' order: a plain list, which a notebook shows
     as a summary and each file's card (`digits.reporting.display.file_results_cards`)."""
@@ -139,8 +143,8 @@ class FileResults(list[FileResult]):
     def counts(self) -> dict[str, int]:
         """How many files got each verdict ("digit", "not a digit", "number", "not a number"), and how many
         could not be read ("unreadable"), in that order, leaving out those none got."""
-        verdicts = ["unreadable" if result.prediction is None else result.prediction.verdict for result in self]
-        order = (DIGIT, NOT_A_DIGIT, NUMBER, NOT_A_NUMBER, "unreadable")
+        verdicts = [UNREADABLE if result.prediction is None else result.prediction.verdict for result in self]
+        order = (DIGIT, NOT_A_DIGIT, NUMBER, NOT_A_NUMBER, UNREADABLE)
         return {verdict: verdicts.count(verdict) for verdict in order if verdict in verdicts}
 
 

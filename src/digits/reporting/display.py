@@ -87,9 +87,13 @@ MAX_CARDS_SHOWN = 24
 def file_results_cards(results) -> str:
     """Every file of one `digits.predict` call (a FileResults): how many got each verdict, then each file's card,
     the first MAX_CARDS_SHOWN of them."""
+    from digits.inference.files import UNREADABLE  # only a folder's answers need the inference stage's names
+    from digits.inference.numbers import NOT_A_NUMBER, NUMBER
+    from digits.inference.prediction import DIGIT, NOT_A_DIGIT
+
     cards = [file_result_card(result) for result in results[:MAX_CARDS_SHOWN]]
-    described = {"digit": "read as a digit", "number": "read as a number", "not a digit": "not a digit",
-                 "not a number": "not a number", "unreadable": "could not be read"}
+    described = {DIGIT: "read as a digit", NUMBER: "read as a number", NOT_A_DIGIT: "not a digit",
+                 NOT_A_NUMBER: "not a number", UNREADABLE: "could not be read"}
     return render("notebook/file_results.html.j2", counts=results.counts(), described=described, total=len(results),
                   cards=cards)
 
